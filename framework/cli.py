@@ -1,0 +1,162 @@
+"""The ``tcpstack`` command line program.
+
+``tcpstack up`` runs a stack on a TUN device in the foreground until SIGINT or SIGTERM.
+Every failure the user can cause (no permission, bad address, missing device, bad
+configuration) prints one line to stderr and exits non-zero, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+
+from framework.config import build_stack, config_from_dict, default_config_dict, read_toml
+from framework.errors import ConfigError, LinkError, StackError
+from framework.logging import LEVELS, configure_logging
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+logger = structlog.get_logger("tcpstack.cli")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tcpstack",
+        description="A user-space TCP/IP stack in Python over a Linux TUN device.",
+        epilog="Run 'tcpstack COMMAND --help' for a command's options. Docs: docs/cli.md",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    up = sub.add_parser(
+        "up",
+        help="run a stack on a TUN device until SIGINT/SIGTERM",
+        description=(
+            "Run a stack in the foreground on a TUN device. Without --config the built-in default "
+            "configuration is used (a TUN link and IPv4 with ICMP). --tun, --address and --pcap "
+            "override the configuration. Needs root or CAP_NET_ADMIN unless the device is a "
+            "persistent one owned by you."
+        ),
+    )
+    up.add_argument("--tun", metavar="NAME", help="TUN device to attach to (default: from the configuration, tun0)")
+    up.add_argument("--address", metavar="IP/PREFIX", help="the stack's own IPv4 address, e.g. 10.0.0.2/24")
+    up.add_argument("--config", metavar="FILE", help="TOML configuration file (see docs/configuration.md)")
+    up.add_argument("--pcap", metavar="FILE", help="write every frame in and out to this pcap file")
+    up.add_argument("--create", action="store_true", help="create the TUN device if it does not exist")
+    up.add_argument("--mtu", type=int, metavar="BYTES", help="link MTU (default: from the configuration, 1500)")
+    _add_logging_options(up)
+    return parser
+
+
+def _add_logging_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log-format", choices=("console", "json"), default="console", help="log as text or JSON lines")
+    p.add_argument("--log-level", choices=LEVELS, default="info", type=str.lower, help="least severe level shown")
+
+
+def _fail(message: str, code: int = EXIT_FAILURE) -> int:
+    print(f"tcpstack: error: {message}", file=sys.stderr)
+    return code
+
+
+def _up_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The configuration as plain data, with command-line overrides applied."""
+    data: dict[str, Any] = read_toml(args.config) if args.config else default_config_dict()
+    layers = data.get("layers")
+    if not isinstance(layers, list):
+        return data  # validation reports it
+    tun = next((x for x in layers if isinstance(x, dict) and x.get("type") == "tun"), None)
+    if tun is None:
+        raise ConfigError(["layers: 'tcpstack up' needs a layer of type 'tun' at the bottom"])
+    if layers[0] is not tun:
+        raise ConfigError(["layers[0]: the 'tun' layer must be the bottom layer"])
+    if args.tun is not None:
+        tun["device"] = args.tun
+    if args.create:
+        tun["create"] = True
+    if args.mtu is not None:
+        tun["mtu"] = args.mtu
+    if args.address is not None:
+        ip = next((x for x in layers if isinstance(x, dict) and x.get("type") == "ipv4"), None)
+        if ip is None:
+            raise ConfigError(["layers: --address needs a layer of type 'ipv4'"])
+        ip["address"] = args.address
+    if args.pcap is not None:
+        pcap = next((x for x in layers if isinstance(x, dict) and x.get("type") == "pcap"), None)
+        if pcap is None:
+            layers.insert(1, {"type": "pcap", "path": args.pcap})
+        else:
+            pcap["path"] = args.pcap
+    return data
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from framework.io.driver import AsyncioDriver
+    from framework.io.tun import TunLink
+
+    try:
+        config = config_from_dict(_up_config(args))
+        tun_cfg = config.layers[0].settings
+        link = TunLink(tun_cfg.device, mtu=tun_cfg.mtu, create=tun_cfg.create, kernel_address=tun_cfg.kernel_address)
+    except ConfigError as exc:
+        for problem in exc.problems[:-1]:
+            print(f"tcpstack: error: {problem}", file=sys.stderr)
+        return _fail(exc.problems[-1], EXIT_USAGE)
+    except LinkError as exc:
+        return _fail(str(exc))
+    try:
+        stack = build_stack(config)
+    except ConfigError as exc:
+        link.close()
+        return _fail("; ".join(exc.problems), EXIT_USAGE)
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        driver = AsyncioDriver(stack, link, loop)
+        driver.start()
+        ipv4 = config.layer("ipv4")
+        logger.info(
+            "stack.up",
+            device=link.name,
+            created=link.created,
+            address=ipv4.settings.address if ipv4 else None,
+            mtu=link.mtu,
+            layers=[layer.type for layer in config.layers],
+            plugins=stack.host.plugin_names() if stack.host else [],
+        )
+        try:
+            await stop.wait()
+        finally:
+            driver.stop()
+            logger.info("stack.down", frames_in=stack.frames_in, **stack.stats.as_dict())
+
+    try:
+        asyncio.run(run())
+    except StackError as exc:
+        return _fail(str(exc))
+    finally:
+        link.close()
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(fmt=args.log_format, level=args.log_level)
+    if args.command == "up":
+        return cmd_up(args)
+    parser.error(f"unknown command {args.command!r}")
+    return EXIT_USAGE  # pragma: no cover
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

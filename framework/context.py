@@ -1,0 +1,45 @@
+"""Per-call services a handler may use, handed to every ``receive``/``send``/``handle_timer``.
+
+One :class:`Context` exists per stack and is reused: the stack sets ``now`` before each call,
+so the per-packet path allocates nothing for it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from framework.packet import Packet
+from framework.stats import Stats
+
+if TYPE_CHECKING:
+    from framework.handler import PacketHandler
+    from framework.pipeline import Pipeline
+
+logger = structlog.get_logger("tcpstack.drop")
+
+
+class Context:
+    """What a handler may do besides returning a packet: count, log, transmit, deliver."""
+
+    __slots__ = ("_log", "_pipeline", "now", "stats")
+
+    def __init__(self, pipeline: Pipeline, stats: Stats) -> None:
+        self.now = 0.0
+        self.stats = stats
+        self._pipeline = pipeline
+        self._log: Any = logger
+
+    def drop(self, layer: str, reason: str, **detail: object) -> None:
+        """Count (always) and log (at debug level) a packet discarded on purpose."""
+        self.stats.drops[(layer, reason)] += 1
+        self._log.debug("packet.dropped", layer=layer, reason=reason, **detail)
+
+    def transmit(self, origin: PacketHandler, pkt: Packet) -> None:
+        """Send *pkt* down through every handler below *origin* (a reply, a retransmission)."""
+        self._pipeline.send_below(origin, pkt, self)
+
+    def deliver(self, origin: PacketHandler, pkt: Packet) -> None:
+        """Pass *pkt* up through every handler above *origin* (a delayed or reassembled packet)."""
+        self._pipeline.receive_above(origin, pkt, self)

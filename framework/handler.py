@@ -1,0 +1,78 @@
+"""The one packet-handler interface that every layer and middleware implements.
+
+Call order per inbound frame, bottom-up::
+
+    link.receive -> [middleware.receive] -> ipv4.receive -> tcp.receive
+
+Call order per outbound packet, top-down::
+
+    tcp (ctx.transmit) -> ipv4.send -> [middleware.send] -> link.send -> Stack tx queue
+
+Timers follow aioquic/smoltcp: each handler says when it next needs to run (``poll_at``) and
+is called back (``handle_timer``) at or after that time. Nothing here reads a clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from framework.packet import Packet
+
+if TYPE_CHECKING:
+    from framework.context import Context
+
+
+@runtime_checkable
+class PacketHandler(Protocol):
+    """One layer (or pass-through middleware) in the pipeline."""
+
+    name: str
+    """Instance name, unique in a pipeline (the configuration's ``name``, default the type)."""
+
+    def attach(self, below: Sequence[PacketHandler], above: Sequence[PacketHandler]) -> None:
+        """Called once when the pipeline is assembled, with the handlers below (nearest
+        first) and above (nearest first). Use it to learn the link MTU or which protocols
+        the layers above handle. Raise :class:`~framework.errors.ConfigError` if the
+        neighbours make this handler unusable."""
+        ...
+
+    def receive(self, pkt: Packet, ctx: Context) -> Packet | None:
+        """Consume this layer's header and return *pkt* for the layer above, or ``None`` if
+        the packet was consumed here or dropped (after ``ctx.drop``). Never raises for bad
+        input."""
+        ...
+
+    def send(self, pkt: Packet, ctx: Context) -> Packet | None:
+        """Add this layer's header to *pkt* and return it for the layer below; ``None`` when
+        the packet was consumed here (dropped, queued, or sent in pieces via ``ctx.transmit``)."""
+        ...
+
+    def poll_at(self) -> float | None:
+        """Earliest time this handler needs :meth:`handle_timer` (``None``: only on input)."""
+        ...
+
+    def handle_timer(self, ctx: Context) -> None:
+        """Run the timers that expired at ``ctx.now``; may call ``ctx.transmit``/``ctx.deliver``."""
+        ...
+
+
+class BaseHandler:
+    """Convenience base: pass-through receive/send, no timers, nothing to learn at attach."""
+
+    name: str = "handler"
+
+    def attach(self, below: Sequence[PacketHandler], above: Sequence[PacketHandler]) -> None:
+        return None
+
+    def receive(self, pkt: Packet, ctx: Context) -> Packet | None:
+        return pkt
+
+    def send(self, pkt: Packet, ctx: Context) -> Packet | None:
+        return pkt
+
+    def poll_at(self) -> float | None:
+        return None
+
+    def handle_timer(self, ctx: Context) -> None:
+        return None

@@ -1,0 +1,1 @@
+"""The I/O edge: TUN device, in-memory links and the asyncio driver."""

@@ -1,0 +1,123 @@
+"""The Linux TUN device: the only module that imports pytun.
+
+Two facts from python-pytun shape it (docs/architecture.md):
+
+- its default flags are ``IFF_TUN`` *without* ``IFF_NO_PI``, which would prefix every frame
+  with 4 bytes of packet information, so we always pass ``IFF_TUN | IFF_NO_PI``;
+- ``TunTapDevice.read`` raises ``pytun.Error`` rather than ``BlockingIOError``, so we set
+  ``O_NONBLOCK`` on the descriptor and use :func:`os.read` / :func:`os.write` directly.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+
+import pytun
+
+from framework.errors import LinkError
+
+
+def device_exists(name: str) -> bool:
+    return os.path.exists(f"/sys/class/net/{name}")
+
+
+def device_mtu(name: str) -> int | None:
+    try:
+        with open(f"/sys/class/net/{name}/mtu") as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+class TunLink:
+    """A non-blocking TUN device carrying bare IP datagrams.
+
+    :param device: interface name; attached to if it exists, else created when *create*.
+    :param mtu: expected MTU; an existing device must already have it, a created one gets it.
+    :param create: create the device if it does not exist (needs CAP_NET_ADMIN).
+    :param kernel_address: give the kernel's side this ``address/prefix`` and bring it up.
+    :raises LinkError: with a one-line explanation of what went wrong and how to fix it.
+    """
+
+    def __init__(
+        self, device: str, *, mtu: int = 1500, create: bool = False, kernel_address: str | None = None
+    ) -> None:
+        if not os.path.exists("/dev/net/tun"):
+            raise LinkError("/dev/net/tun does not exist: this kernel or container has no TUN support")
+        existed = device_exists(device)
+        if not existed and not create:
+            raise LinkError(
+                f"TUN device {device!r} does not exist: create it with "
+                f"'ip tuntap add dev {device} mode tun', or pass --create"
+            )
+        if existed:
+            current = device_mtu(device)
+            if current is not None and current != mtu:
+                raise LinkError(f"TUN device {device!r} has MTU {current}, but the configuration says {mtu}")
+        try:
+            self._dev = pytun.TunTapDevice(name=device, flags=pytun.IFF_TUN | pytun.IFF_NO_PI)
+        except pytun.Error as exc:
+            raise LinkError(_explain(device, exc)) from None
+        except OSError as exc:
+            raise LinkError(_explain(device, exc)) from None
+        self.name: str = self._dev.name
+        self.created = not existed
+        self.mtu = mtu
+        try:
+            if self.created:
+                self._dev.mtu = mtu
+            if kernel_address is not None:
+                iface = ipaddress.IPv4Interface(kernel_address)
+                self._dev.addr = str(iface.ip)
+                self._dev.netmask = str(iface.netmask)
+                self._dev.up()
+        except (pytun.Error, OSError) as exc:
+            self._dev.close()
+            raise LinkError(_explain(device, exc)) from None
+        self._fd: int = self._dev.fileno()
+        os.set_blocking(self._fd, False)
+        self.tx_errors = 0
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def read_available(self, limit: int = 64) -> list[bytes]:
+        frames: list[bytes] = []
+        fd, size = self._fd, self.mtu
+        read = os.read
+        for _ in range(limit):
+            try:
+                frames.append(read(fd, size))
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno in (errno.EAGAIN, errno.EINTR):
+                    break
+                raise
+        return frames
+
+    def write(self, frame: bytes) -> bool:
+        try:
+            os.write(self._fd, frame)
+            return True
+        except OSError:  # EAGAIN (queue full), EINVAL (malformed), EIO (device down)
+            self.tx_errors += 1
+            return False
+
+    def close(self) -> None:
+        self._dev.close()
+
+
+def _explain(device: str, exc: BaseException) -> str:
+    code = getattr(exc, "errno", None)
+    if code is None and exc.args and isinstance(exc.args[0], int):
+        code = exc.args[0]
+    if code in (errno.EPERM, errno.EACCES):
+        return f"permission denied opening TUN device {device!r}: run as root or with CAP_NET_ADMIN"
+    if code == errno.EBUSY:
+        return f"TUN device {device!r} is busy: another process is attached to it"
+    if code == errno.EINVAL:
+        return f"TUN device {device!r} cannot be opened as a TUN device (is it a TAP or another kind?)"
+    return f"cannot open TUN device {device!r}: {exc}"

@@ -1,0 +1,91 @@
+"""The packet envelope that travels through the pipeline.
+
+Inbound, a :class:`Packet` starts as the whole frame; each layer narrows ``payload`` to what the
+layer above should see and attaches its parsed header (``net`` for the network layer).
+
+Outbound, the top layer creates a packet with its payload and pushes a header object; each
+layer below pushes its own. :meth:`Packet.to_bytes` then allocates one buffer for all headers
+and the payload and lets each header ``emit`` itself in place, innermost first, so a header that
+checksums what follows it (TCP, ICMP) sees the final bytes. Middleware that needs the bytes
+(pcap, fault injection) calls ``to_bytes()``, which caches the result as the new payload.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol
+
+from framework.checksum import BytesLike
+
+if TYPE_CHECKING:
+    from layers.ipv4.icmp import IcmpError
+
+
+class Header(Protocol):
+    """A header that can serialize itself in front of a known amount of following bytes."""
+
+    def buffer_len(self) -> int:
+        """Number of bytes this header occupies."""
+        ...
+
+    def emit(self, buf: bytearray, offset: int, payload_len: int) -> None:
+        """Write the header at ``buf[offset:]``; ``payload_len`` bytes follow it, already final."""
+        ...
+
+
+class Packet:
+    """One datagram in flight through the pipeline (inbound or outbound).
+
+    :ivar payload: inbound, the bytes the current layer still has to consume; outbound, the
+        bytes that follow the headers pushed so far.
+    :ivar headers: outbound headers, innermost (pushed first) first.
+    :ivar net: the network-layer header: inbound, the parsed :class:`~layers.ipv4.wire.Ipv4Repr`;
+        outbound, the header the transport asks the network layer to use.
+    :ivar icmp_error: set when the packet is an ICMP error delivered to the transport that the
+        quoted header names; ``net`` and ``payload`` are then the *quoted* header and bytes.
+    :ivar frame_no: inbound frame counter value (matches the pcap frame order of inbound frames).
+    """
+
+    __slots__ = ("frame_no", "headers", "icmp_error", "net", "payload")
+
+    def __init__(self, payload: BytesLike, net: Any = None) -> None:
+        self.payload: BytesLike = payload
+        self.headers: list[Header] = []
+        self.net: Any = net
+        self.icmp_error: IcmpError | None = None
+        self.frame_no = 0
+
+    @classmethod
+    def inbound(cls, frame: BytesLike, frame_no: int = 0) -> Packet:
+        pkt = cls(memoryview(frame))
+        pkt.frame_no = frame_no
+        return pkt
+
+    def push(self, header: Header) -> None:
+        """Add an outer header (called by each layer on the send path)."""
+        self.headers.append(header)
+
+    def __len__(self) -> int:
+        return sum(h.buffer_len() for h in self.headers) + len(self.payload)
+
+    def to_bytes(self) -> bytes:
+        """Serialize headers and payload into one buffer; afterwards ``payload`` holds it all."""
+        if not self.headers:
+            p = self.payload
+            return p if isinstance(p, bytes) else bytes(p)
+        payload_len = len(self.payload)
+        total = payload_len
+        for h in self.headers:
+            total += h.buffer_len()
+        buf = bytearray(total)
+        end = total - payload_len
+        buf[end:] = self.payload
+        following = payload_len
+        for h in self.headers:
+            start = end - h.buffer_len()
+            h.emit(buf, start, following)
+            following += end - start
+            end = start
+        out = bytes(buf)
+        self.headers = []
+        self.payload = out
+        return out

@@ -1,0 +1,124 @@
+"""The plugin host: one pluggy ``PluginManager`` per stack, never per connection.
+
+Built-in plugins are registered by module name (pytest's ``default_plugins``), third-party
+plugins come from the entry-point group ``tcpstack``, and any plugin can be disabled by name
+(``[plugins] disable = ["layers.middleware.fault"]``, like ``-p no:NAME`` in pytest).
+
+Set ``TCPSTACK_TRACE_PLUGINS=1`` to log every hook call (pluggy's hook-call monitoring).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Final
+
+import pluggy
+import structlog
+
+from framework import hookspecs
+from framework.errors import ConfigError, PluginError
+from framework.registry import Registry
+
+if TYPE_CHECKING:
+    from framework.stack import Stack
+
+PROJECT: Final = hookspecs.PROJECT
+hookimpl = pluggy.HookimplMarker(PROJECT)
+"""The marker plugin authors decorate their hook implementations with."""
+
+BUILTIN_PLUGINS: Final[tuple[str, ...]] = (
+    "layers.link.handler",
+    "layers.middleware.pcap",
+    "layers.middleware.fault",
+    "layers.ipv4.handler",
+)
+
+logger = structlog.get_logger("tcpstack.plugins")
+
+
+class PluginHost:
+    """Typed facade over one pluggy PluginManager.
+
+    :param disabled: plugin names (built-in module names or entry-point names) to block.
+    :param entry_points: load third-party plugins from the ``tcpstack`` entry-point group.
+        Tests pass ``False`` so installed plugins cannot leak into the suite.
+    :param extra: additional plugin objects to register (modules or instances), for tests and
+        programs that compose a stack in Python.
+    :raises ConfigError: if a disabled name matches no known plugin.
+    """
+
+    def __init__(
+        self,
+        *,
+        disabled: Iterable[str] = (),
+        entry_points: bool = True,
+        extra: Iterable[object] = (),
+    ) -> None:
+        self.pm = pluggy.PluginManager(PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        disabled = list(disabled)
+        for name in disabled:
+            self.pm.set_blocked(name)
+        for modname in BUILTIN_PLUGINS:
+            if not self.pm.is_blocked(modname):
+                self.pm.register(importlib.import_module(modname), name=modname)
+        if entry_points:
+            self.pm.load_setuptools_entrypoints(PROJECT)
+        for plugin in extra:
+            self.pm.register(plugin)
+        known = set(BUILTIN_PLUGINS) | {name for name, _ in self.pm.list_name_plugin()}
+        known |= {dist_name for _, dist in self.pm.list_plugin_distinfo() for dist_name in [dist.project_name]}
+        if entry_points:
+            known |= _entry_point_names()
+        unknown = [n for n in disabled if n not in known]
+        if unknown:
+            raise ConfigError([f"plugins.disable: no plugin named {n!r}" for n in unknown])
+        self.pm.check_pending()  # a hookimpl without a spec is an error, not a silent no-op
+        if os.environ.get("TCPSTACK_TRACE_PLUGINS"):
+            self.pm.add_hookcall_monitoring(_before_hook, _after_hook)
+        self.registry = self._build_registry()
+
+    def _build_registry(self) -> Registry:
+        registry = Registry()
+        # Call each implementation on its own so a clash names the plugin responsible.
+        for impl in reversed(self.pm.hook.stack_register.get_hookimpls()):
+            registry._current_plugin = impl.plugin_name
+            try:
+                impl.function(registry=registry)
+            except PluginError:
+                raise
+            except Exception as exc:
+                raise PluginError(f"plugin {impl.plugin_name!r} failed in stack_register: {exc}") from exc
+        registry._current_plugin = "?"
+        return registry
+
+    def register(self, plugin: object, name: str | None = None) -> None:
+        """Register one more plugin object (e.g. a class instance defined in a test)."""
+        self.pm.register(plugin, name=name)
+        self.pm.check_pending()
+        self.registry = self._build_registry()
+
+    def plugin_names(self) -> list[str]:
+        return sorted(name for name, plugin in self.pm.list_name_plugin() if plugin is not None)
+
+    def stack_configured(self, stack: Stack) -> None:
+        self.pm.hook.stack_configured.call_historic(kwargs={"stack": stack})
+
+    def stack_closed(self, stack: Stack) -> None:
+        self.pm.hook.stack_closed(stack=stack)
+
+
+def _entry_point_names() -> set[str]:
+    from importlib.metadata import entry_points
+
+    return {ep.name for ep in entry_points(group=PROJECT)}
+
+
+def _before_hook(hook_name: str, hook_impls: Any, kwargs: Any) -> None:
+    logger.debug("plugin.hook_call", hook=hook_name, impls=[i.plugin_name for i in hook_impls])
+
+
+def _after_hook(outcome: Any, hook_name: str, hook_impls: Any, kwargs: Any) -> None:
+    logger.debug("plugin.hook_done", hook=hook_name)

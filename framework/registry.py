@@ -1,0 +1,54 @@
+"""What configuration can name: layer types and plugin settings, registered by plugins.
+
+Built-in layers register themselves through the ``stack_register`` hook exactly like a
+third-party plugin would, so nothing about a layer is special-cased in the framework.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from framework.errors import PluginError
+from framework.handler import PacketHandler
+
+#: ``factory(name, settings) -> handler``. ``settings`` is an instance of the settings class.
+LayerFactory = Callable[[str, Any], PacketHandler]
+
+
+@dataclass(slots=True, frozen=True)
+class LayerType:
+    type_name: str
+    factory: LayerFactory
+    settings: type[Any]
+    doc: str
+    plugin: str
+
+
+class Registry:
+    """Layer types and plugin settings classes, by name."""
+
+    def __init__(self) -> None:
+        self.layers: dict[str, LayerType] = {}
+        self.settings: dict[str, type] = {}
+        self._current_plugin = "?"
+
+    def add_layer(self, type_name: str, factory: LayerFactory, settings: type, *, doc: str = "") -> None:
+        """Make ``type = "<type_name>"`` valid in ``[[layers]]``.
+
+        :param settings: a dataclass whose fields are the keys allowed in that table.
+        :raises PluginError: if another plugin already registered *type_name*.
+        """
+        if type_name in self.layers:
+            raise PluginError(
+                f"layer type {type_name!r} registered twice "
+                f"({self.layers[type_name].plugin} and {self._current_plugin})"
+            )
+        self.layers[type_name] = LayerType(type_name, factory, settings, doc, self._current_plugin)
+
+    def add_settings(self, plugin_name: str, settings: type) -> None:
+        """Make ``[plugins.<plugin_name>]`` valid, validated against the dataclass *settings*."""
+        if plugin_name in self.settings or plugin_name == "disable":
+            raise PluginError(f"plugin settings {plugin_name!r} registered twice or reserved")
+        self.settings[plugin_name] = settings

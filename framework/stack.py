@@ -1,0 +1,110 @@
+"""The sans-IO stack facade: frames in with the time, frames out, next timer, timer fired.
+
+The shape is aioquic's ``QuicConnection`` at frame level. The stack never reads a clock and
+never performs I/O; :mod:`framework.io.driver` (or a test) supplies both.
+
+After every call to :meth:`Stack.receive_frame` or :meth:`Stack.handle_timer` the caller must
+drain :meth:`Stack.frames_to_send` and re-arm its timer from :meth:`Stack.get_timer`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from framework.checksum import BytesLike
+from framework.context import Context
+from framework.handler import PacketHandler
+from framework.packet import Packet
+from framework.pipeline import Pipeline
+from framework.stats import Stats
+
+if TYPE_CHECKING:
+    from framework.config import StackConfig
+    from framework.plugins import PluginHost
+
+logger = structlog.get_logger("tcpstack.stack")
+
+
+class Stack:
+    """A protocol stack assembled from a pipeline of handlers."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        *,
+        host: PluginHost | None = None,
+        config: StackConfig | None = None,
+        stats: Stats | None = None,
+    ) -> None:
+        self.pipeline = pipeline
+        self.host = host
+        self.config = config
+        self.stats = stats if stats is not None else Stats()
+        self._ctx = Context(pipeline, self.stats)
+        self._frames_in = 0
+        self._log: Any = logger
+
+    # ------------------------------------------------------------------ inputs
+
+    def receive_frame(self, frame: BytesLike, *, now: float) -> None:
+        """Feed one frame read from the link. Never raises for any input bytes.
+
+        Afterwards drain :meth:`frames_to_send` and re-read :meth:`get_timer`.
+        """
+        self._frames_in += 1
+        ctx = self._ctx
+        ctx.now = now
+        try:
+            self.pipeline.receive(Packet.inbound(frame, self._frames_in), ctx)
+        except Exception:  # a bug, not bad input: count it, log it, keep the stack alive
+            self.stats.dropped("stack", "internal_error")
+            self._log.exception("stack.internal_error", frame_no=self._frames_in)
+
+    def handle_timer(self, *, now: float) -> None:
+        """Run every timer due at *now*. Afterwards drain :meth:`frames_to_send`."""
+        ctx = self._ctx
+        ctx.now = now
+        try:
+            self.pipeline.handle_timer(ctx)
+        except Exception:
+            self.stats.dropped("stack", "internal_error")
+            self._log.exception("stack.internal_error", where="timer")
+
+    def send(self, origin: PacketHandler, pkt: Packet, *, now: float) -> None:
+        """Send *pkt* down from below *origin* (used by upper layers' user-facing calls)."""
+        self._ctx.now = now
+        self.pipeline.send_below(origin, pkt, self._ctx)
+
+    # ------------------------------------------------------------------ outputs
+
+    def frames_to_send(self, *, now: float) -> list[bytes]:
+        """Return (and forget) every frame queued for the link, oldest first."""
+        del now  # part of the contract; kept for symmetry with aioquic's datagrams_to_send
+        q = self.pipeline.tx_queue
+        if not q:
+            return []
+        out = list(q)
+        q.clear()
+        self.stats.events["frames_out"] += len(out)
+        return out
+
+    def get_timer(self) -> float | None:
+        """The earliest time :meth:`handle_timer` must run, or ``None``."""
+        return self.pipeline.poll_at()
+
+    # ------------------------------------------------------------------ introspection
+
+    @property
+    def frames_in(self) -> int:
+        return self._frames_in
+
+    def layer(self, name: str) -> PacketHandler:
+        """The handler called *name* (a configuration ``name`` or a layer type)."""
+        return self.pipeline.by_name(name)
+
+    @property
+    def context(self) -> Context:
+        """The reusable call context (for layers that send on behalf of a user API)."""
+        return self._ctx

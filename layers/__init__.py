@@ -1,0 +1,1 @@
+"""Protocol layers and middleware: each module is a built-in plugin that registers its types."""

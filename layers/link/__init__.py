@@ -1,0 +1,1 @@
+"""Link layers: raw-IP framing over a TUN device or an in-memory link."""

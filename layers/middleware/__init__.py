@@ -1,0 +1,1 @@
+"""Pass-through middleware: pcap capture and fault injection."""
