@@ -52,6 +52,17 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--create", action="store_true", help="create the TUN device if it does not exist")
     up.add_argument("--mtu", type=int, metavar="BYTES", help="link MTU (default: from the configuration, 1500)")
     _add_logging_options(up)
+
+    demo = sub.add_parser(
+        "demo",
+        help="run the stack in a private namespace and drive it with the kernel's tools (root)",
+        description=(
+            "Create a network namespace with a TUN device, start 'tcpstack up' in it on the default "
+            "configuration, drive it with ping, print a summary and remove everything again."
+        ),
+    )
+    demo.add_argument("--keep", action="store_true", help="leave the namespace and stack running afterwards")
+    demo.add_argument("--pcap", metavar="FILE", help="where to write the capture (default: a temporary directory)")
     return parser
 
 
@@ -151,9 +162,13 @@ def cmd_up(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    configure_logging(fmt=args.log_format, level=args.log_level)
+    configure_logging(fmt=getattr(args, "log_format", "console"), level=getattr(args, "log_level", "info"))
     if args.command == "up":
         return cmd_up(args)
+    if args.command == "demo":
+        from framework.demo import run_demo
+
+        return run_demo(keep=args.keep, pcap=args.pcap)
     parser.error(f"unknown command {args.command!r}")
     return EXIT_USAGE  # pragma: no cover
 

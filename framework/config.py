@@ -199,8 +199,16 @@ def build_stack(config: StackConfig) -> Stack:
             problems.extend(f"layers[{i}]: {p}" for p in exc.problems)
         except ValueError as exc:
             problems.append(f"layers[{i}]: {exc}")
-    if problems:
-        raise ConfigError(problems)
-    stack = Stack(Pipeline(handlers), host=host, config=config)
+    try:
+        if problems:
+            raise ConfigError(problems)
+        pipeline = Pipeline(handlers)
+    except ConfigError:
+        for h in handlers:  # release what was opened (a pcap file) before failing
+            close = getattr(h, "close", None)
+            if callable(close):
+                close()
+        raise
+    stack = Stack(pipeline, host=host, config=config)
     host.stack_configured(stack)
     return stack

@@ -71,7 +71,9 @@ class Packet:
         """Serialize headers and payload into one buffer; afterwards ``payload`` holds it all."""
         if not self.headers:
             p = self.payload
-            return p if isinstance(p, bytes) else bytes(p)
+            if not isinstance(p, bytes):
+                p = self.payload = bytes(p)
+            return p
         payload_len = len(self.payload)
         total = payload_len
         for h in self.headers:

@@ -32,7 +32,7 @@ def describe(tp: Any) -> str:
     """A short human name for a settings field type (used in errors and docs)."""
     origin = typing.get_origin(tp)
     if origin is typing.Literal:
-        return " | ".join(repr(a) for a in typing.get_args(tp))
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
     if origin in (typing.Union, types.UnionType):
         return " or ".join(describe(a) for a in typing.get_args(tp))
     if origin is list:

@@ -75,7 +75,11 @@ class Stack:
     def send(self, origin: PacketHandler, pkt: Packet, *, now: float) -> None:
         """Send *pkt* down from below *origin* (used by upper layers' user-facing calls)."""
         self._ctx.now = now
-        self.pipeline.send_below(origin, pkt, self._ctx)
+        try:
+            self.pipeline.send_below(origin, pkt, self._ctx)
+        except Exception:
+            self.stats.dropped("stack", "internal_error")
+            self._log.exception("stack.internal_error", where="send")
 
     # ------------------------------------------------------------------ outputs
 

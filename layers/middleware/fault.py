@@ -1,0 +1,307 @@
+"""Fault injection middleware (layer type ``fault``): seeded, reproducible packet faults.
+
+Random faults (drop, duplicate, corrupt, delay, reorder) are drawn from one
+:class:`random.Random` seeded from the settings, so the same seed and the same packet sequence
+give the same faults. Scripted faults (:meth:`FaultInjector.add_rule`) act on the *n*-th packet
+matching a predicate and are checked before the random ones.
+
+Held packets (delayed or reordered) are released from :meth:`FaultInjector.handle_timer` or,
+for reordering, right after the next packet in the same direction has passed. Inbound packets
+that are held or copied become fresh :class:`~framework.packet.Packet` objects over ``bytes``,
+because the link's receive buffer may be reused after the call returns.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from framework.context import Context
+from framework.handler import BaseHandler
+from framework.packet import Packet
+from framework.plugins import hookimpl
+from framework.registry import Registry
+
+Direction = Literal["both", "in", "out"]
+Action = Literal["drop", "duplicate", "corrupt", "delay"]
+_ACTIONS: tuple[str, ...] = ("drop", "duplicate", "corrupt", "delay")
+_DIRECTIONS: tuple[str, ...] = ("both", "in", "out")
+
+_RATE = {"min": 0.0, "max": 1.0}
+
+
+@dataclass(slots=True)
+class FaultSettings:
+    seed: int = 1
+    """Seed of the random generator; the same seed gives the same faults for the same traffic."""
+
+    drop: float = field(default=0.0, metadata=_RATE)
+    """Probability that a packet is discarded."""
+
+    duplicate: float = field(default=0.0, metadata=_RATE)
+    """Probability that a packet is passed on twice."""
+
+    reorder: float = field(default=0.0, metadata=_RATE)
+    """Probability that a packet is held until the next packet in the same direction has
+    passed (at most ``delay_time``), so the two arrive swapped."""
+
+    corrupt: float = field(default=0.0, metadata=_RATE)
+    """Probability that one bit of a packet is flipped (checksums should catch it)."""
+
+    delay: float = field(default=0.0, metadata=_RATE)
+    """Probability that a packet is held for ``delay_time`` seconds."""
+
+    delay_time: float = field(default=0.05, metadata={"min": 0.0, "max": 60.0})
+    """Seconds a delayed packet is held; also the longest a reordered packet waits."""
+
+    direction: Direction = "both"
+    """Which packets random faults apply to: ``"in"`` (received), ``"out"`` (sent) or both."""
+
+
+@dataclass(slots=True, eq=False)
+class FaultRule:
+    """A scripted fault: *action* on matching packets number ``nth .. nth + count - 1``."""
+
+    action: Action
+    direction: Direction = "both"
+    nth: int = 1
+    match: Callable[[bytes], bool] | None = None
+    count: int = 1
+    seen: int = 0
+    """Matching packets seen so far (counting from the rule's creation)."""
+    fired: int = 0
+    """Packets the action was applied to so far."""
+
+    @property
+    def done(self) -> bool:
+        return self.fired >= self.count
+
+
+@dataclass(slots=True, eq=False)
+class _Held:
+    release_at: float
+    seq: int
+    inbound: bool
+    pkt: Packet
+    released: bool = False
+
+    def __lt__(self, other: _Held) -> bool:
+        return (self.release_at, self.seq) < (other.release_at, other.seq)
+
+
+class FaultInjector(BaseHandler):
+    """Pass-through handler that drops, duplicates, corrupts, delays and reorders packets."""
+
+    def __init__(self, name: str, settings: FaultSettings) -> None:
+        self.name = name
+        self.settings = settings
+        self.rng = random.Random(settings.seed)
+        self.rules: list[FaultRule] = []
+        self._heap: list[_Held] = []
+        self._seq = 0
+        # Reorder-held packets per direction, waiting for the next packet to pass.
+        self._reorder_in: list[_Held] = []
+        self._reorder_out: list[_Held] = []
+        s = settings
+        any_rate = any(r > 0.0 for r in (s.drop, s.duplicate, s.reorder, s.corrupt, s.delay))
+        self._random_in = any_rate and s.direction in ("both", "in")
+        self._random_out = any_rate and s.direction in ("both", "out")
+        self._active_in = self._random_in
+        self._active_out = self._random_out
+
+    # ------------------------------------------------------------------ scripted faults
+
+    def add_rule(
+        self,
+        action: Action,
+        *,
+        direction: Direction = "both",
+        nth: int = 1,
+        match: Callable[[bytes], bool] | None = None,
+        count: int = 1,
+    ) -> FaultRule:
+        """Apply *action* to the *nth* packet in *direction* that satisfies *match* (all
+        packets if ``None``), counting from 1 now, and to the ``count - 1`` matching packets
+        after it. Returns the rule, whose ``fired`` counts the packets it acted on.
+
+        :raises ValueError: for an unknown action or direction, or ``nth``/``count`` below 1.
+        """
+        if action not in _ACTIONS:
+            raise ValueError(f"fault rule: unknown action {action!r} (known: {', '.join(_ACTIONS)})")
+        if direction not in _DIRECTIONS:
+            raise ValueError(f"fault rule: unknown direction {direction!r} (known: {', '.join(_DIRECTIONS)})")
+        if nth < 1 or count < 1:
+            raise ValueError(f"fault rule: nth and count must be at least 1, got nth={nth} count={count}")
+        rule = FaultRule(action, direction, nth, match, count)
+        self.rules.append(rule)
+        self._update_active()
+        return rule
+
+    def drop_next(self, direction: Direction = "in") -> FaultRule:
+        """Drop the next packet in *direction*."""
+        return self.add_rule("drop", direction=direction)
+
+    def _update_active(self) -> None:
+        self._active_in = self._random_in or any(r.direction != "out" for r in self.rules)
+        self._active_out = self._random_out or any(r.direction != "in" for r in self.rules)
+
+    # ------------------------------------------------------------------ packet path
+
+    def receive(self, pkt: Packet, ctx: Context) -> Packet | None:
+        if not self._active_in:
+            return pkt
+        return self._process(pkt, ctx, True)
+
+    def send(self, pkt: Packet, ctx: Context) -> Packet | None:
+        if not self._active_out:
+            return pkt
+        return self._process(pkt, ctx, False)
+
+    def _process(self, pkt: Packet, ctx: Context, inbound: bool) -> Packet | None:
+        data: bytes | None = None
+        action: str | None = None
+        if self.rules:
+            data = _datagram(pkt, inbound)
+            action = self._rule_action(data, inbound)
+        duplicate = corrupt = delay = reorder = False
+        if action is not None:
+            if action == "drop":
+                self._drop(ctx)
+                return None
+            duplicate = action == "duplicate"
+            corrupt = action == "corrupt"
+            delay = action == "delay"
+        elif self._random_in if inbound else self._random_out:
+            s, rand = self.settings, self.rng.random
+            if s.drop and rand() < s.drop:
+                self._drop(ctx)
+                return None
+            corrupt = bool(s.corrupt) and rand() < s.corrupt
+            duplicate = bool(s.duplicate) and rand() < s.duplicate
+            delay = bool(s.delay) and rand() < s.delay
+            reorder = not delay and bool(s.reorder) and rand() < s.reorder
+
+        if corrupt:
+            if data is None:
+                data = _datagram(pkt, inbound)
+            if data:
+                data = self._flip_bit(data)
+                ctx.stats.count("fault.corrupted")
+            pkt = _fresh(data, pkt, inbound)
+        elif delay or reorder:
+            if inbound:  # the link's buffer may be reused once this call returns
+                pkt = _fresh(data if data is not None else bytes(pkt.payload), pkt, inbound)
+            else:  # freeze the headers and payload as they are now
+                pkt.to_bytes()
+        if duplicate:
+            ctx.stats.count("fault.duplicated")
+            if data is None:
+                data = _datagram(pkt, inbound)
+            self._forward(_fresh(data, pkt, inbound), ctx, inbound)
+        if delay:
+            ctx.stats.count("fault.delayed")
+            self._hold(pkt, ctx.now + self.settings.delay_time, inbound)
+            return None
+        if reorder:
+            ctx.stats.count("fault.reordered")
+            held = self._hold(pkt, ctx.now + self.settings.delay_time, inbound)
+            (self._reorder_in if inbound else self._reorder_out).append(held)
+            return None
+        waiting = self._reorder_in if inbound else self._reorder_out
+        if not waiting:
+            return pkt
+        # A reordered packet is waiting for this one: pass this one first, then release it.
+        if inbound:
+            self._reorder_in = []
+        else:
+            self._reorder_out = []
+        self._forward(pkt, ctx, inbound)
+        for held in waiting:
+            if not held.released:
+                held.released = True
+                self._forward(held.pkt, ctx, inbound)
+        return None
+
+    def _rule_action(self, data: bytes, inbound: bool) -> str | None:
+        """Advance every rule that matches; return the action of the first one that fires."""
+        action: str | None = None
+        finished = False
+        skip = "out" if inbound else "in"
+        for rule in self.rules:
+            if rule.direction == skip or (rule.match is not None and not rule.match(data)):
+                continue
+            rule.seen += 1
+            if rule.seen >= rule.nth and action is None:
+                action = rule.action
+                rule.fired += 1
+                finished = finished or rule.done
+        if finished:
+            self.rules = [r for r in self.rules if not r.done]
+            self._update_active()
+        return action
+
+    def _drop(self, ctx: Context) -> None:
+        ctx.stats.count("fault.dropped")
+        ctx.drop("fault", "injected")
+
+    def _flip_bit(self, data: bytes) -> bytes:
+        buf = bytearray(data)
+        buf[self.rng.randrange(len(buf))] ^= 1 << self.rng.randrange(8)
+        return bytes(buf)
+
+    def _forward(self, pkt: Packet, ctx: Context, inbound: bool) -> None:
+        if inbound:
+            ctx.deliver(self, pkt)
+        else:
+            ctx.transmit(self, pkt)
+
+    # ------------------------------------------------------------------ held packets
+
+    def _hold(self, pkt: Packet, release_at: float, inbound: bool) -> _Held:
+        self._seq += 1
+        held = _Held(release_at, self._seq, inbound, pkt)
+        heapq.heappush(self._heap, held)
+        return held
+
+    @property
+    def held(self) -> int:
+        """Number of packets currently held (delayed or waiting to be reordered)."""
+        return sum(1 for h in self._heap if not h.released)
+
+    def poll_at(self) -> float | None:
+        heap = self._heap
+        while heap and heap[0].released:
+            heapq.heappop(heap)
+        return heap[0].release_at if heap else None
+
+    def handle_timer(self, ctx: Context) -> None:
+        heap = self._heap
+        now = ctx.now
+        while heap and heap[0].release_at <= now:
+            held = heapq.heappop(heap)
+            if held.released:
+                continue
+            held.released = True
+            self._forward(held.pkt, ctx, held.inbound)
+
+
+def _datagram(pkt: Packet, inbound: bool) -> bytes:
+    return bytes(pkt.payload) if inbound else pkt.to_bytes()
+
+
+def _fresh(data: bytes, pkt: Packet, inbound: bool) -> Packet:
+    if inbound:
+        return Packet.inbound(data, pkt.frame_no)
+    return Packet(data, pkt.net)
+
+
+def _fault(name: str, settings: FaultSettings) -> FaultInjector:
+    return FaultInjector(name, settings)
+
+
+@hookimpl
+def stack_register(registry: Registry) -> None:
+    registry.add_layer("fault", _fault, FaultSettings, doc="seeded fault injection: drop, duplicate, corrupt, delay")

@@ -1,0 +1,54 @@
+"""Fixtures shared by every suite, and automatic markers by directory.
+
+``pytest tests/layers/ipv4`` runs one layer's suite; ``pytest -m ipv4`` does the same by marker.
+Hypothesis uses the ``ci`` profile (many more examples) when ``CI`` is set in the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import structlog
+from hypothesis import HealthCheck, settings
+from structlog.testing import LogCapture
+
+settings.register_profile("dev", max_examples=300, deadline=None)
+settings.register_profile(
+    "ci", max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True
+)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+_MARK_BY_DIR = {
+    "framework": "framework",
+    "link": "link",
+    "ipv4": "ipv4",
+    "middleware": "middleware",
+    "integration": "integration",
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    root = Path(__file__).parent
+    for item in items:
+        try:
+            parts = Path(str(item.fspath)).relative_to(root).parts
+        except ValueError:
+            continue
+        for part in parts[:-1]:
+            mark = _MARK_BY_DIR.get(part)
+            if mark:
+                item.add_marker(getattr(pytest.mark, mark))
+
+
+@pytest.fixture
+def log_output() -> Iterator[LogCapture]:
+    """Capture structlog events as dicts (``log_output.entries``); never caches loggers."""
+    capture = LogCapture()
+    structlog.configure(processors=[capture], cache_logger_on_first_use=False)
+    try:
+        yield capture
+    finally:
+        structlog.reset_defaults()
