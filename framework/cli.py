@@ -12,7 +12,7 @@ import asyncio
 import signal
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import structlog
 
@@ -27,13 +27,20 @@ EXIT_USAGE = 2
 logger = structlog.get_logger("tcpstack.cli")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (``tcpstack: error: ...``) like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"tcpstack: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="tcpstack",
         description="A user-space TCP/IP stack in Python over a Linux TUN device.",
         epilog="Run 'tcpstack COMMAND --help' for a command's options. Docs: docs/cli.md",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
 
     up = sub.add_parser(
         "up",

@@ -4,7 +4,7 @@
 
     [[layers]]            # bottom: the link
     type = "tun"
-    name = "tun0"         # for type "tun", the device name; the layer name is always the type
+    device = "tun0"       # the TUN device; a layer's name is always its type
     [[layers]]
     type = "pcap"
     path = "capture.pcap"

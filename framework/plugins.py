@@ -66,9 +66,12 @@ class PluginHost:
                 self.pm.register(importlib.import_module(modname), name=modname)
         if entry_points:
             self.pm.load_setuptools_entrypoints(PROJECT)
+        extra = list(extra)
         for plugin in extra:
             self.pm.register(plugin)
-        known = set(BUILTIN_PLUGINS) | {name for name, _ in self.pm.list_name_plugin()}
+        # set_blocked() records a blocked name with plugin None: those names are not evidence.
+        known = set(BUILTIN_PLUGINS) | {name for name, p in self.pm.list_name_plugin() if p is not None}
+        known |= {self.pm.get_canonical_name(plugin) for plugin in extra}
         known |= {dist_name for _, dist in self.pm.list_plugin_distinfo() for dist_name in [dist.project_name]}
         if entry_points:
             known |= _entry_point_names()
@@ -84,21 +87,32 @@ class PluginHost:
         registry = Registry()
         # Call each implementation on its own so a clash names the plugin responsible.
         for impl in reversed(self.pm.hook.stack_register.get_hookimpls()):
-            registry._current_plugin = impl.plugin_name
+            registry._current_plugin = _plugin_label(impl.plugin_name, impl.plugin)
             try:
                 impl.function(registry=registry)
             except PluginError:
                 raise
             except Exception as exc:
-                raise PluginError(f"plugin {impl.plugin_name!r} failed in stack_register: {exc}") from exc
+                raise PluginError(f"plugin {registry._current_plugin!r} failed in stack_register: {exc}") from exc
         registry._current_plugin = "?"
         return registry
 
     def register(self, plugin: object, name: str | None = None) -> None:
-        """Register one more plugin object (e.g. a class instance defined in a test)."""
+        """Register one more plugin object (e.g. a class instance defined in a test).
+
+        :raises pluggy.PluginValidationError: for a hookimpl that matches no hook.
+        :raises PluginError: if its registrations clash with another plugin's.
+
+        A plugin that fails is unregistered again, so the host stays usable.
+        """
         self.pm.register(plugin, name=name)
-        self.pm.check_pending()
-        self.registry = self._build_registry()
+        try:
+            self.pm.check_pending()
+            registry = self._build_registry()
+        except BaseException:
+            self.pm.unregister(plugin)
+            raise
+        self.registry = registry
 
     def plugin_names(self) -> list[str]:
         return sorted(name for name, plugin in self.pm.list_name_plugin() if plugin is not None)
@@ -108,6 +122,15 @@ class PluginHost:
 
     def stack_closed(self, stack: Stack) -> None:
         self.pm.hook.stack_closed(stack=stack)
+
+
+def _plugin_label(name: str, plugin: object) -> str:
+    """A name for messages: pluggy names an unnamed plugin object by its ``id()``, so use its
+    class instead."""
+    if name == str(id(plugin)):
+        cls = type(plugin)
+        return f"{cls.__module__}.{cls.__qualname__}"
+    return name
 
 
 def _entry_point_names() -> set[str]:

@@ -50,7 +50,8 @@ def _check_type(value: Any, tp: Any) -> tuple[bool, Any]:
     if tp is Any or tp is object:
         return True, value
     if origin is typing.Literal:
-        return value in typing.get_args(tp), value
+        # Compare types too: True == 1, but a boolean is not the integer literal 1.
+        return any(value == a and type(value) is type(a) for a in typing.get_args(tp)), value
     if origin in (typing.Union, types.UnionType):
         for arg in typing.get_args(tp):
             ok, conv = _check_type(value, arg)
@@ -84,6 +85,11 @@ def _check_type(value: Any, tp: Any) -> tuple[bool, Any]:
     return isinstance(value, tp), value
 
 
+def _key_path(path: str, key: str) -> str:
+    """``path.key``, or whichever of the two is non-empty."""
+    return f"{path}.{key}" if path and key else path or key
+
+
 def validate_settings(cls: type[T], data: Any, path: str, problems: list[str]) -> T | None:
     """Build ``cls(**data)`` after checking keys, types and bounds.
 
@@ -98,7 +104,7 @@ def validate_settings(cls: type[T], data: Any, path: str, problems: list[str]) -
     before = len(problems)
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
-        where = f"{path}.{key}" if path else str(key)
+        where = _key_path(path, str(key))
         f = fields.get(key)
         if f is None or not f.init:
             close = difflib.get_close_matches(str(key), list(fields), n=1)
@@ -125,14 +131,14 @@ def validate_settings(cls: type[T], data: Any, path: str, problems: list[str]) -
         kwargs[key] = conv
     for name, f in fields.items():
         if name not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            problems.append(f"{path}.{name}: required key is missing")
+            problems.append(f"{_key_path(path, name)}: required key is missing")
     if len(problems) != before:
         return None
     obj = cls(**kwargs)
     cross = getattr(obj, "problems", None)
     if callable(cross):
         for key, msg in cross():
-            problems.append(f"{path}.{key}: {msg}" if key else f"{path}: {msg}")
+            problems.append(f"{_key_path(path, key)}: {msg}" if key or path else msg)
         if len(problems) != before:
             return None
     return obj

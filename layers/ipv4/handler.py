@@ -32,6 +32,8 @@ from layers.ipv4.wire import HEADER_LEN, PROTO_ICMP, Ipv4Repr, is_invalid_source
 
 
 def _check_address(value: str) -> str | None:
+    if "/" not in value:
+        return f"{value!r} has no prefix length; write it like '10.0.0.2/24'"
     try:
         iface = ipaddress.IPv4Interface(value)
     except ValueError:
@@ -184,10 +186,10 @@ class Ipv4Layer(BaseHandler):
                 ctx.stats.events["ipv4.fragments_held"] += 1
                 return None
             ctx.stats.events["ipv4.reassembled"] += 1
-            hdr, data = whole
-            payload = memoryview(data)
-            # Rebuild a contiguous copy of the datagram for ICMP quoting below.
-            raw = memoryview(bytes(raw[: hdr.header_len]) + data)
+            hdr, datagram = whole
+            # The reassembled datagram (fragment 0's header, updated), also for ICMP quoting below.
+            raw = memoryview(datagram)
+            payload = raw[hdr.header_len :]
         proto = hdr.protocol
         if proto == PROTO_ICMP:
             return self._receive_icmp(hdr, payload, raw, ctx)

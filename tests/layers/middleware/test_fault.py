@@ -310,7 +310,7 @@ def test_add_rule_rejects_bad_arguments(kwargs: dict[str, object], message: str)
         ({"drop": 1.5}, "fault.drop: 1.5 is out of range [0.0, 1.0]"),
         ({"corrupt": -0.1}, "fault.corrupt: -0.1 is out of range [0.0, 1.0]"),
         ({"delay_time": 61}, "fault.delay_time: 61.0 is out of range [0.0, 60.0]"),
-        ({"direction": "up"}, "fault.direction: expected 'both' | 'in' | 'out', got 'up'"),
+        ({"direction": "up"}, "fault.direction: expected one of 'both', 'in', 'out', got 'up'"),
     ],
 )
 def test_settings_bounds(data: dict[str, object], problem: str) -> None:

@@ -1,0 +1,77 @@
+"""Congestion control (RFC 5681, with RFC 6582 NewReno's recovery point and RFC 3465 byte
+counting), the default algorithm every connection gets.
+
+The connection decides *when* things happen (new data ACKed, duplicate ACK, loss detected by
+three duplicates or by the retransmission timer); this class decides what that does to
+``cwnd`` and ``ssthresh``. Both are in bytes (RFC 5681 §3, CC12). Other algorithms subclass it.
+"""
+
+from __future__ import annotations
+
+
+def initial_window(mss: int) -> int:
+    """RFC 5681 §3.1 (from RFC 3390): IW = min(4*MSS, max(2*MSS, 4380 bytes))."""
+    return min(4 * mss, max(2 * mss, 4380))
+
+
+class CongestionControl:
+    """RFC 5681 slow start, congestion avoidance, fast retransmit and fast recovery."""
+
+    name = "reno"
+
+    __slots__ = ("_ca_acked", "cwnd", "mss", "ssthresh")
+
+    def __init__(self, mss: int) -> None:
+        self.mss = mss
+        self.cwnd = initial_window(mss)
+        self.ssthresh = 1 << 30  # RFC 5681 §3.1: "arbitrarily high"
+        self._ca_acked = 0
+
+    def set_mss(self, mss: int) -> None:
+        """The effective MSS became known (after the handshake) or changed (PMTU)."""
+        if self.cwnd == initial_window(self.mss):
+            self.cwnd = initial_window(mss)
+        self.mss = mss
+
+    def on_ack(self, acked: int, in_flight: int, now: float) -> None:
+        """*acked* bytes of new data were cumulatively acknowledged outside recovery."""
+        mss = self.mss
+        if self.cwnd < self.ssthresh:
+            # RFC 5681 §3.1 (eq. 2) with RFC 3465 byte counting, L = 2*SMSS (CC2, CC11).
+            self.cwnd += min(acked, 2 * mss)
+        else:
+            # RFC 5681 §3.1 (eq. 3) by bytes acked: one SMSS per cwnd of ACKed data (CC3).
+            self._ca_acked += acked
+            if self._ca_acked >= self.cwnd:
+                self._ca_acked -= self.cwnd
+                self.cwnd += mss
+
+    def on_loss(self, in_flight: int, now: float) -> None:
+        """Three duplicate ACKs: RFC 5681 §3.2 step 2 (eq. 4) and step 3."""
+        self.ssthresh = max(in_flight // 2, 2 * self.mss)
+        self.cwnd = self.ssthresh + 3 * self.mss
+
+    def on_dup_ack_in_recovery(self) -> None:
+        """RFC 5681 §3.2 step 4: inflate by one SMSS per further duplicate."""
+        self.cwnd += self.mss
+
+    def on_partial_ack(self, acked: int) -> None:
+        """RFC 6582 §3.2 step 5: deflate by the amount acked, add back one SMSS if >= SMSS."""
+        self.cwnd = max(self.cwnd - acked, self.mss)
+        if acked >= self.mss:
+            self.cwnd += self.mss
+
+    def on_recovery_end(self, in_flight: int) -> None:
+        """RFC 6582 §3.2 step 6 (full ACK): deflate to min(ssthresh, FlightSize + SMSS)."""
+        self.cwnd = max(min(self.ssthresh, in_flight + self.mss), self.mss)
+        self._ca_acked = 0
+
+    def on_timeout(self, in_flight: int, now: float) -> None:
+        """RFC 5681 §3.1 eq. 4 and the rule after it: cwnd = 1 SMSS (CC4, RT7)."""
+        self.ssthresh = max(in_flight // 2, 2 * self.mss)
+        self.cwnd = self.mss
+        self._ca_acked = 0
+
+    def on_idle_restart(self) -> None:
+        """RFC 5681 §4.1: after an idle period longer than the RTO, restart from IW."""
+        self.cwnd = min(self.cwnd, initial_window(self.mss))

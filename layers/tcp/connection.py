@@ -1,0 +1,1016 @@
+"""One TCP connection as a sans-IO state machine (RFC 9293 §3.10 event processing).
+
+Theory of operation
+-------------------
+Inputs:
+
+- the user: :meth:`send`, :meth:`read`, :meth:`shutdown` (half-close), :meth:`close`,
+  :meth:`abort`;
+- the network: :meth:`segment_received` (and :meth:`icmp_error`);
+- time: :meth:`handle_timer`.
+
+Outputs, drained by the TCP layer after every batch of inputs:
+
+- :meth:`segments_to_send` (everything to transmit now: data, retransmissions, ACKs, RSTs);
+- :meth:`next_event` (what the user should hear about);
+- :meth:`get_timer` (the earliest of the retransmission, persist, delayed-ACK, SWS-override,
+  TIME-WAIT and FIN-WAIT-2 timers).
+
+Nothing reads a clock: ``now`` is passed in. Segment processing follows the order of RFC 9293
+§3.10.7.4 (sequence check, RST, SYN, ACK, text, FIN), each step citing its section. ACKs are
+never sent from inside processing; processing sets ``_ack_now`` and the layer calls
+:meth:`segments_to_send` after the whole batch, so a burst of segments gets one ACK
+(MUST-58/59). Sending uses go-back-N after a timeout: ``snd_nxt`` returns to ``snd_una`` and
+``snd_max`` remembers the highest sequence ever sent, so late ACKs up to it remain acceptable.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import structlog
+
+from framework.errors import InvalidStateError
+from layers.ipv4.icmp import IcmpError
+from layers.tcp.buffers import ReceiveBuffer, SendBuffer
+from layers.tcp.congestion import CongestionControl
+from layers.tcp.events import (
+    Connected,
+    ConnectionClosed,
+    ConnectionFailed,
+    DataReceived,
+    EofReceived,
+    SendSpaceAvailable,
+    SoftError,
+    TcpEvent,
+)
+from layers.tcp.policy import TcpSetup
+from layers.tcp.rtt import RttEstimator
+from layers.tcp.seq import MASK, seq_add, seq_diff, seq_ge, seq_gt, seq_le, seq_lt
+from layers.tcp.state import TcpState, Trigger, next_state
+from layers.tcp.wire import ACK, FIN, PSH, RST, SYN, TcpRepr
+
+logger = structlog.get_logger("tcpstack.tcp")
+
+S = TcpState
+DEFAULT_MSS = 536  # RFC 9293 §3.7.1, MUST-15: assume 536 when the peer sent no MSS option
+MAX_WINDOW = 0xFFFF
+DUPACK_THRESHOLD = 3  # RFC 5681 §3.2
+_SEND_STATES = frozenset({S.ESTABLISHED, S.CLOSE_WAIT, S.FIN_WAIT_1, S.CLOSING, S.LAST_ACK})
+_RECV_STATES = frozenset({S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2})
+
+
+class TcpConnection:
+    """One connection (a TCB, RFC 9293 §3.3.1)."""
+
+    def __init__(self, setup: TcpSetup, *, iss: int, now: float, passive: bool, local_mss: int) -> None:
+        opts = setup.options
+        self.setup = setup
+        self.options = opts
+        self.info = setup.info
+        self.local = setup.info.local
+        self.remote = setup.info.remote
+        self.passive = passive  # MUST-11: remember how SYN-RECEIVED was reached
+        self.state = S.CLOSED
+        self.created_at = now
+        self._log: Any = logger.bind(conn=setup.info.label)
+
+        # Send sequence variables (RFC 9293 §3.3.1)
+        self.iss = iss & MASK
+        self.snd_una = self.iss
+        self.snd_nxt = self.iss
+        self.snd_max = self.iss  # highest sequence number sent + 1
+        self.snd_wnd = 0
+        self.snd_wl1 = 0
+        self.snd_wl2 = 0
+        self.max_snd_wnd = 0
+        self.snd_wscale = 0  # shift applied to the peer's window field (RFC 7323)
+        # Receive sequence variables
+        self.irs = 0
+        self.rcv_nxt = 0
+        self.rcv_adv = 0  # right edge of the window we advertised last (never moves left)
+        self.rcv_wscale = 0
+
+        self.local_mss = local_mss  # what we advertise (MSS option on our SYN)
+        self.snd_mss = min(DEFAULT_MSS, local_mss)  # effective send MSS once known
+
+        self.sndbuf = SendBuffer(opts.send_buffer)
+        self.rcvbuf = ReceiveBuffer(opts.recv_buffer)
+        self._syn_acked = False
+        self._fin_queued = False  # user asked to close the send side
+        self._fin_sent = False
+        self._fin_seq = 0
+        self._peer_fin_offset: int | None = None  # stream offset of a FIN that arrived early
+        self.eof_received = False
+        self.user_closed = False  # close() (both directions) rather than shutdown()
+
+        self.rtt = RttEstimator(min_rto=opts.min_rto, max_rto=opts.max_rto)
+        self.cc: CongestionControl = setup.congestion or CongestionControl(self.snd_mss)
+        self.ack_policy = setup.ack_policy
+        self.send_policy = setup.send_policy
+        self._rtt_seq: int | None = None  # Karn: timing one segment at a time
+        self._rtt_time = 0.0
+        self.dup_acks = 0
+        self.in_recovery = False
+        self.recover = self.iss  # RFC 6582 "recover"
+
+        # Timers (absolute times or None)
+        self._rto_at: float | None = None
+        self._persist_at: float | None = None
+        self._persist_backoff = 0
+        self._ack_at: float | None = None
+        self._sws_at: float | None = None
+        self._close_at: float | None = None  # TIME-WAIT 2MSL or FIN-WAIT-2 timeout
+        self._stall_since: float | None = None  # oldest unacknowledged transmission
+        self._last_send = now
+        self._syn_retransmitted = False
+
+        # Output flags and queues
+        self._ack_now = False
+        self._send_syn = False
+        self._rst_out: list[TcpRepr] = []
+        self._challenge_window_start = -1.0
+        self._challenge_count = 0
+        self.events: deque[TcpEvent] = deque()
+        self.listener: Any = None
+        self.failure: str | None = None
+        self.soft_error: IcmpError | None = None
+
+        # Statistics
+        self.bytes_sent = 0  # user bytes acknowledged by the peer
+        self.bytes_received = 0  # user bytes delivered in order
+        self.segs_in = 0
+        self.segs_out = 0
+        self.retransmits = 0
+        self.retransmitted_bytes = 0
+        self.closed_at: float | None = None
+
+    # ================================================================== identity
+
+    @property
+    def label(self) -> str:
+        return self.info.label
+
+    def __repr__(self) -> str:
+        return f"<TcpConnection {self.label} {self.state.value}>"
+
+    def _set_state(self, trigger: Trigger, now: float) -> None:
+        old = self.state
+        new = next_state(old, trigger)
+        self.state = new
+        self._log.debug("tcp.state", old=old.value, new=new.value, trigger=trigger.value)
+        if new is S.CLOSED and old is not S.CLOSED:
+            self.closed_at = now
+            self._clear_timers()
+            self.events.append(ConnectionClosed())
+            self._log.info(
+                "tcp.closed",
+                reason=self.failure or "normal",
+                duration=round(now - self.created_at, 6),
+                bytes_in=self.bytes_received,
+                bytes_out=self.bytes_sent,
+                retransmits=self.retransmits,
+                srtt=self.rtt.srtt,
+            )
+
+    def _clear_timers(self) -> None:
+        self._rto_at = self._persist_at = self._ack_at = self._sws_at = self._close_at = None
+
+    # ================================================================== opening
+
+    def open_active(self, now: float) -> None:
+        """User OPEN, active (RFC 9293 §3.10.1): send ``<SEQ=ISS><CTL=SYN>``."""
+        self._set_state(Trigger.CONNECT, now)
+        self.snd_nxt = seq_add(self.iss, 1)
+        self.snd_max = self.snd_nxt
+        self._send_syn = True
+
+    def open_passive(self, syn: TcpRepr, now: float) -> None:
+        """A SYN arrived at a listener (RFC 9293 §3.10.7.2): enter SYN-RECEIVED and answer
+        ``<SEQ=ISS><ACK=RCV.NXT><CTL=SYN,ACK>``. Data on the SYN is not accepted (it is not
+        acknowledged, so the peer sends it again after the handshake: E10)."""
+        self.state = S.LISTEN
+        self._set_state(Trigger.RECV_SYN, now)
+        self._take_syn(syn)
+        self.snd_nxt = seq_add(self.iss, 1)
+        self.snd_max = self.snd_nxt
+        self._send_syn = True
+
+    def _take_syn(self, syn: TcpRepr) -> None:
+        """Record what the peer's SYN says (RFC 9293 §3.10.7.2-3)."""
+        self.irs = syn.seq
+        self.rcv_nxt = seq_add(syn.seq, 1)
+        self.rcv_adv = seq_add(self.rcv_nxt, min(self.rcvbuf.window, MAX_WINDOW))
+        # MUST-14/15 and RFC 6691: Eff.snd.MSS from the peer's MSS option, 536 without one.
+        peer_mss = syn.mss if syn.mss else DEFAULT_MSS
+        self.snd_mss = max(1, min(peer_mss, self.local_mss))
+        self.info.mss = self.snd_mss
+        self.cc.set_mss(self.snd_mss)
+        # RFC 7323 §2.2: the window in a SYN is never scaled.
+        self.snd_wnd = syn.window
+        self.max_snd_wnd = max(self.max_snd_wnd, self.snd_wnd)
+        self.snd_wl1 = syn.seq
+
+    # ================================================================== user calls
+
+    def send(self, data: bytes | bytearray | memoryview, now: float) -> int:
+        """Queue *data*; return how many bytes fit in the send buffer (0 when full).
+
+        :raises InvalidStateError: after :meth:`shutdown`/:meth:`close` or when not connected.
+        """
+        if self._fin_queued:
+            raise InvalidStateError("send after the connection was closed for sending")
+        if self.state not in (S.SYN_SENT, S.SYN_RECEIVED, S.ESTABLISHED, S.CLOSE_WAIT):
+            raise InvalidStateError(f"send in state {self.state.value}")
+        return self.sndbuf.write(data)
+
+    def read(self, max_bytes: int = -1) -> bytes:
+        """Take readable bytes; reading may open the window (RFC 9293 §3.8.6.2.2)."""
+        before = self._window_to_advertise()
+        data = self.rcvbuf.read(max_bytes)
+        if data and self.state in _RECV_STATES:
+            after = self._window_to_advertise()
+            if after > before or before == 0:
+                self._maybe_window_update()
+        return data
+
+    @property
+    def readable(self) -> int:
+        return len(self.rcvbuf)
+
+    def shutdown(self, now: float) -> None:
+        """Half-close: send FIN after the queued data; keep receiving (RFC 9293 §3.6.1)."""
+        if self._fin_queued:
+            return
+        st = self.state
+        if st in (S.SYN_SENT,):
+            self._set_state(Trigger.CLOSE, now)
+            return
+        if st is S.SYN_RECEIVED:
+            self._fin_queued = True  # §3.10.4: the FIN follows once ESTABLISHED is reached
+            return
+        if st in (S.ESTABLISHED, S.CLOSE_WAIT):
+            self._fin_queued = True
+            self._set_state(Trigger.CLOSE, now)
+            return
+        if st is S.CLOSED:
+            raise InvalidStateError("connection does not exist")
+
+    def close(self, now: float) -> None:
+        """Close both directions (RFC 9293 §3.10.4). With unread data pending this resets the
+        connection instead (RFC 2525 §2.17, C9), as Linux does."""
+        self.user_closed = True
+        if self.state is S.CLOSED:
+            return
+        if len(self.rcvbuf) and self.state in (S.ESTABLISHED, S.CLOSE_WAIT, S.FIN_WAIT_1, S.FIN_WAIT_2):
+            self.abort(now, reason="aborted")
+            return
+        self.shutdown(now)
+        if self.state is S.FIN_WAIT_2:
+            self._arm_fin_wait_2(now)
+
+    def abort(self, now: float, reason: str = "aborted") -> None:
+        """RFC 9293 §3.10.5: send ``<SEQ=SND.NXT><CTL=RST>`` in synchronized states and
+        SYN-RECEIVED, flush the queues, and enter CLOSED."""
+        if self.state is S.CLOSED:
+            return
+        if self.state in (S.SYN_RECEIVED, S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2, S.CLOSE_WAIT):
+            self._rst_out.append(self._segment(self.snd_max, 0, RST))
+        self.failure = self.failure or reason
+        self.sndbuf.clear()
+        self.rcvbuf.clear()
+        self._set_state(Trigger.ABORT, now)
+
+    # ================================================================== segment arrival
+
+    def segment_received(self, seg: TcpRepr, now: float) -> None:
+        """Process one arriving segment (RFC 9293 §3.10.7.3-4). Afterwards the caller drains
+        :meth:`segments_to_send` and :meth:`next_event`."""
+        self.segs_in += 1
+        st = self.state
+        if st is S.SYN_SENT:
+            self._receive_syn_sent(seg, now)
+            return
+        if st is S.CLOSED or st is S.LISTEN:
+            return
+        flags = seg.flags
+
+        # --- First: check the sequence number (§3.10.7.4, Table 6) -----------------------
+        seq = seg.seq
+        payload = seg.payload
+        plen = len(payload)
+        seg_len = seg.seg_len
+        rcv_nxt = self.rcv_nxt
+        wnd = seq_diff(self.rcv_adv, rcv_nxt)
+        if wnd < 0:
+            wnd = 0
+        if st is S.SYN_RECEIVED and flags & SYN and not flags & ACK and seq == self.irs:
+            # A retransmitted SYN: our SYN-ACK was lost. Answer it again now (as Linux does).
+            self._send_syn = True
+            return
+        offset = seq_diff(seq, rcv_nxt)
+        if seg_len == 0:
+            acceptable = offset == 0 if wnd == 0 else 0 <= offset < wnd
+        elif wnd == 0:
+            # MUST-66: with a zero window still process ACK, URG and RST at RCV.NXT.
+            acceptable = offset == 0
+        else:
+            end = offset + seg_len - 1
+            acceptable = (0 <= offset < wnd) or (0 <= end < wnd)
+        if not acceptable:
+            if not flags & RST:
+                # §3.10.7.4: <SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK>, then drop. In TIME-WAIT this
+                # also answers a retransmitted FIN (C6), and restarts the 2MSL timer.
+                self._ack_now = True
+                if st is S.TIME_WAIT and flags & FIN:
+                    self._close_at = now + 2 * self.options.msl
+            return
+
+        # --- Second: the RST bit (§3.10.7.4; RFC 5961 §3.2) ------------------------------
+        if flags & RST:
+            if offset != 0:
+                self._challenge_ack(now)  # in window but not exact: RFC 5961 §3.2
+                return
+            self._receive_rst(now)
+            return
+
+        # --- Fourth: the SYN bit (§3.10.7.4 "Fourth"; RFC 5961 §4.2) --------------------
+        if flags & SYN:
+            if st is S.SYN_RECEIVED and self.passive:
+                # A new SYN in window while SYN-RECEIVED after a passive open: go back to
+                # LISTEN (the listener still exists; this TCB is simply deleted).
+                self.failure = "reset"
+                self._set_state(Trigger.RETURN_TO_LISTEN, now)  # the layer deletes the TCB
+                return
+            self._challenge_ack(now)
+            return
+
+        # --- Fifth: the ACK field ----------------------------------------------------------
+        if not flags & ACK:
+            return  # §3.10.7.4: "if the ACK bit is off, drop the segment and return"
+        ack = seg.ack
+        if st is S.SYN_RECEIVED:
+            if seq_lt(self.snd_una, ack) and seq_le(ack, self.snd_max):
+                self._syn_acked = True
+                self.snd_una = seq_add(self.snd_una, 1)
+                self.snd_wnd = seg.window << self.snd_wscale
+                self.max_snd_wnd = max(self.max_snd_wnd, self.snd_wnd)
+                self.snd_wl1 = seq
+                self.snd_wl2 = ack
+                self._rto_at = None
+                self._stall_since = None
+                if self._rtt_seq is not None and not self._syn_retransmitted:
+                    self.rtt.sample(now - self._rtt_time)
+                self._rtt_seq = None
+                if self._syn_retransmitted:
+                    self.rtt.reset_after_syn_timeout()
+                self._become_established(now)
+            else:
+                # §3.10.7.4: an unacceptable ACK in SYN-RECEIVED gets <SEQ=SEG.ACK><CTL=RST>.
+                self._rst_out.append(self._segment(ack, 0, RST))
+                return
+        if not self._process_ack(seg, now):
+            return
+        st = self.state
+        if st is S.CLOSED:
+            return
+        if st is S.TIME_WAIT:
+            if flags & FIN:  # §3.10.7.4: a retransmitted FIN: acknowledge, restart 2MSL
+                self._ack_now = True
+                self._close_at = now + 2 * self.options.msl
+            return
+
+        # --- Sixth: URG (MUST-30: the pointer is recorded; data stays inline) --------------
+
+        # --- Seventh: the segment text (§3.10.7.4 "Seventh") -------------------------------
+        base = self.rcvbuf.nxt
+        if plen:
+            if st in _RECV_STATES:
+                if self.user_closed and not self.eof_received:
+                    # RFC 2525 §2.17, C9: data for an application that closed: reset.
+                    self.abort(now, reason="aborted")
+                    return
+                self._receive_text(seg, offset, wnd, now)
+            # In CLOSE-WAIT, CLOSING, LAST-ACK the peer already sent FIN: ignore the text.
+
+        # --- Eighth: the FIN bit ---------------------------------------------------------
+        if flags & FIN and st in (S.SYN_RECEIVED, S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2):
+            if offset + plen <= wnd:  # a FIN beyond the window was trimmed away
+                self._peer_fin_offset = base + offset + plen
+            self._ack_now = True
+        self._check_peer_fin(now)
+
+    def _receive_syn_sent(self, seg: TcpRepr, now: float) -> None:
+        """RFC 9293 §3.10.7.3, SYN-SENT."""
+        flags = seg.flags
+        ack_ok = False
+        if flags & ACK:
+            # First: SEG.ACK =< ISS or SEG.ACK > SND.NXT is unacceptable (E3).
+            if seq_le(seg.ack, self.iss) or seq_gt(seg.ack, self.snd_max):
+                if not flags & RST:
+                    self._rst_out.append(self._segment(seg.ack, 0, RST))
+                return
+            ack_ok = seq_lt(self.snd_una, seg.ack) and seq_le(seg.ack, self.snd_max)
+        if flags & RST:
+            # Second: a RST is valid only if it acknowledges our SYN (E4).
+            if ack_ok:
+                self.failure = "refused"
+                self.events.append(ConnectionFailed("refused", "connection refused by peer"))
+                self._set_state(Trigger.RECV_RST, now)
+            return
+        if not flags & SYN:
+            return  # Fifth: neither SYN nor RST
+        if flags & FIN:
+            return  # SYN+FIN is malformed; Linux drops it too
+        self._take_syn(seg)
+        if ack_ok:
+            self._syn_acked = True
+            self.snd_una = seg.ack
+            self.snd_wl2 = seg.ack
+            self._rto_at = None
+            self._stall_since = None
+            if self._rtt_seq is not None and not self._syn_retransmitted:
+                self.rtt.sample(now - self._rtt_time)
+            self._rtt_seq = None
+            if self._syn_retransmitted:
+                self.rtt.reset_after_syn_timeout()
+            self._set_state(Trigger.RECV_SYN_ACK, now)
+            self._on_established(now)
+            self._ack_now = True  # <SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK>
+            # Data or FIN on the SYN-ACK continue at the sixth step.
+            if len(seg.payload):
+                self._receive_text(seg, 1, seq_diff(self.rcv_adv, self.rcv_nxt), now, syn_offset=1)
+            if seg.flags & FIN and len(seg.payload) <= seq_diff(self.rcv_adv, seq_add(seg.seq, 1)):
+                self._peer_fin_offset = len(seg.payload)
+                self._check_peer_fin(now)
+        else:
+            # Simultaneous open (MUST-10): SYN-RECEIVED, send <SEQ=ISS><ACK=RCV.NXT><SYN,ACK>.
+            self._set_state(Trigger.RECV_SYN, now)
+            self._send_syn = True
+
+    def _become_established(self, now: float) -> None:
+        self._set_state(Trigger.RECV_ACK_OF_SYN, now)
+        self._on_established(now)
+
+    def _on_established(self, now: float) -> None:
+        self.events.append(Connected())
+        self._last_send = now
+        if self._fin_queued and self.state is S.ESTABLISHED:
+            self._set_state(Trigger.CLOSE, now)
+
+    def _receive_rst(self, now: float) -> None:
+        """§3.10.7.4 "Second", for a RST exactly at RCV.NXT."""
+        st = self.state
+        if st is S.SYN_RECEIVED:
+            if self.passive:
+                # Back to LISTEN: the listener is untouched; this embryonic TCB goes away.
+                self.failure = "reset"
+                self._set_state(Trigger.RECV_RST, now)
+                return
+            self.failure = "refused"
+            self.events.append(ConnectionFailed("refused", "connection refused by peer"))
+        elif st in (S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2, S.CLOSE_WAIT):
+            self.failure = "reset"
+            self.events.append(ConnectionFailed("reset", "connection reset by peer"))
+        else:  # CLOSING, LAST-ACK, TIME-WAIT: delete the TCB (RFC 1337 not applied; documented)
+            self.failure = self.failure or "reset"
+        self.sndbuf.clear()
+        self.rcvbuf.clear()
+        self._set_state(Trigger.RECV_RST, now)
+
+    def _challenge_ack(self, now: float) -> None:
+        """RFC 5961 §3.2/§4.2: answer with <SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK>, at most
+        ``challenge_acks_per_second`` per connection (§7; per connection, not global, to avoid
+        the CVE-2016-5696 side channel)."""
+        if now - self._challenge_window_start >= 1.0:
+            self._challenge_window_start = now
+            self._challenge_count = 0
+        if self._challenge_count < self.options.challenge_acks_per_second:
+            self._challenge_count += 1
+            self._ack_now = True
+
+    # ------------------------------------------------------------------ ACK processing
+
+    def _process_ack(self, seg: TcpRepr, now: float) -> bool:
+        """The fifth step for synchronized states; returns False if the segment is dropped."""
+        ack = seg.ack
+        una = self.snd_una
+        # RFC 5961 §5.2 (MAY-12): acceptable ACKs lie in [SND.UNA - MAX.SND.WND, SND.NXT].
+        if seq_gt(ack, self.snd_max):
+            self._ack_now = True  # §3.10.7.4: ACK of something not yet sent: ACK and drop
+            return False
+        if seq_lt(ack, seq_add(una, -max(self.max_snd_wnd, 1))):
+            self._ack_now = True
+            return False
+        acked = seq_diff(ack, una)
+        seq = seg.seq
+        window = seg.window << self.snd_wscale
+        if acked > 0:
+            self._ack_advanced(ack, acked, now)
+        elif acked == 0 and not len(seg.payload) and not seg.flags & (SYN | FIN):
+            self._maybe_dupack(window, now)
+        # RFC 9293 §3.10.7.4 (S6): update the send window only from a newer segment.
+        if seq_lt(self.snd_wl1, seq) or (self.snd_wl1 == seq and seq_le(self.snd_wl2, ack)):
+            if window != self.snd_wnd:
+                opened = window > self.snd_wnd
+                self.snd_wnd = window
+                if opened:
+                    self._persist_backoff = 0
+            self.max_snd_wnd = max(self.max_snd_wnd, window)
+            self.snd_wl1 = seq
+            self.snd_wl2 = ack
+        return True
+
+    def _ack_advanced(self, ack: int, acked: int, now: float) -> None:
+        """New data acknowledged: move SND.UNA, free the buffer, sample RTT, grow cwnd."""
+        self.dup_acks = 0
+        in_flight_before = seq_diff(self.snd_max, self.snd_una)
+        data_acked = acked
+        if not self._syn_acked:  # the SYN's sequence number (simultaneous open)
+            self._syn_acked = True
+            data_acked -= 1
+        fin_acked = False
+        if self._fin_sent and seq_gt(ack, self._fin_seq):
+            fin_acked = True
+            data_acked -= 1
+        if data_acked > 0:
+            self.sndbuf.consume(data_acked)
+            self.bytes_sent += data_acked
+            self.events.append(SendSpaceAvailable())
+        self.snd_una = ack
+        if seq_lt(self.snd_nxt, ack):
+            self.snd_nxt = ack  # go-back-N resend overtaken by an ACK of earlier data
+        # RFC 6298 §3 (Karn): sample only a segment that was not retransmitted.
+        if self._rtt_seq is not None and seq_ge(ack, self._rtt_seq):
+            self.rtt.sample(now - self._rtt_time)
+            self._rtt_seq = None
+        # Congestion control (RFC 5681 §3, RFC 6582 §3.2).
+        if self.in_recovery:
+            if seq_gt(ack, self.recover):
+                self.in_recovery = False
+                self.cc.on_recovery_end(seq_diff(self.snd_max, ack))
+            else:
+                self.cc.on_partial_ack(acked)
+                self._retransmit_head(now)  # RFC 6582 §3.2 step 5: the next hole
+        else:
+            self.cc.on_ack(acked, in_flight_before, now)
+            if seq_gt(ack, self.recover):
+                # Keep "recover" just behind SND.UNA so half-space comparisons stay valid
+                # over any amount of data (RFC 6582 §3.2 step 2 compares against it).
+                self.recover = seq_add(ack, -1)
+        # RFC 6298 (5.2)/(5.3): stop the timer when all is acked, else restart it.
+        if self.snd_una == self.snd_max:
+            self._rto_at = None
+            self._stall_since = None
+        else:
+            self._rto_at = now + self.rtt.current()
+            self._stall_since = now
+        self._persist_at = None
+        if fin_acked:
+            self._our_fin_acked(now)
+
+    def _our_fin_acked(self, now: float) -> None:
+        st = self.state
+        if st is S.FIN_WAIT_1:
+            self._set_state(Trigger.RECV_ACK_OF_FIN, now)
+            if self.user_closed:
+                self._arm_fin_wait_2(now)
+        elif st is S.CLOSING:
+            self._set_state(Trigger.RECV_ACK_OF_FIN, now)
+            self._enter_time_wait(now)
+        elif st is S.LAST_ACK:
+            self._set_state(Trigger.RECV_ACK_OF_FIN, now)
+
+    def _arm_fin_wait_2(self, now: float) -> None:
+        t = self.options.fin_wait_2_timeout
+        if t is not None:
+            self._close_at = now + t
+
+    def _enter_time_wait(self, now: float) -> None:
+        # MUST-13: remain in TIME-WAIT for 2*MSL.
+        self._clear_timers()
+        self._close_at = now + 2 * self.options.msl
+
+    def _maybe_dupack(self, window: int, now: float) -> None:
+        """RFC 5681 §2 (CC5): a duplicate ACK acks nothing new, carries no data or SYN/FIN,
+        leaves the window unchanged, and arrives while data is outstanding."""
+        if self.snd_una == self.snd_max or window != self.snd_wnd or self.snd_wnd == 0:
+            return  # (answers to zero-window probes are not duplicate ACKs)
+        self.dup_acks += 1
+        if self.in_recovery:
+            self.cc.on_dup_ack_in_recovery()  # RFC 5681 §3.2 step 4
+            return
+        if self.dup_acks == DUPACK_THRESHOLD and seq_gt(self.snd_una, self.recover):
+            # RFC 5681 §3.2 steps 2-3, RFC 6582 §3.2 step 2: enter fast recovery.
+            self.in_recovery = True
+            self.recover = self.snd_max
+            self.cc.on_loss(seq_diff(self.snd_max, self.snd_una), now)
+            self._log.debug("tcp.fast_retransmit", una=self.snd_una, cwnd=self.cc.cwnd, ssthresh=self.cc.ssthresh)
+            self._retransmit_head(now)
+
+    def _retransmit_head(self, now: float) -> None:
+        """Queue one segment at SND.UNA for retransmission without rewinding SND.NXT."""
+        self._fast_rexmit = True
+
+    # ------------------------------------------------------------------ receiving text
+
+    def _receive_text(self, seg: TcpRepr, offset: int, wnd: int, now: float, syn_offset: int = 0) -> None:
+        """Store the acceptable part of the payload (trimmed to the window, §3.10.7.4)."""
+        payload = seg.payload
+        if syn_offset:
+            offset = 0  # the SYN's sequence number is already accounted for
+        start = self.rcvbuf.nxt + offset
+        # Trim to the right edge of the window (the left edge is trimmed by the buffer).
+        room = wnd - offset
+        if room <= 0:
+            self._ack_now = True
+            return
+        if len(payload) > room:
+            payload = payload[:room]
+        was_ooo = self.rcvbuf.has_gaps
+        gained = self.rcvbuf.insert(start, payload)
+        if gained:
+            self.rcv_nxt = seq_add(self.rcv_nxt, gained)
+            self.bytes_received += gained
+            self.events.append(DataReceived())
+            if was_ooo:
+                self._ack_now = True  # RFC 5681 §4.2: ACK at once when a gap fills
+            else:
+                deadline = self.ack_policy.on_data(gained, now)
+                if deadline is None:
+                    self._ack_now = True
+                elif self._ack_at is None or deadline < self._ack_at:
+                    self._ack_at = deadline
+        else:
+            self._ack_now = True  # out of order or duplicate: immediate (duplicate) ACK (A2)
+
+    def _check_peer_fin(self, now: float) -> None:
+        """Process the peer's FIN once every byte before it has arrived (C5)."""
+        fin = self._peer_fin_offset
+        if fin is None or self.eof_received or self.rcvbuf.nxt != fin:
+            return
+        self.eof_received = True
+        self.rcv_nxt = seq_add(self.rcv_nxt, 1)  # the FIN occupies one sequence number
+        if seq_lt(self.rcv_adv, self.rcv_nxt):
+            self.rcv_adv = self.rcv_nxt
+        self._ack_now = True
+        self.events.append(EofReceived())
+        st = self.state
+        if st in (S.SYN_RECEIVED, S.ESTABLISHED):
+            self._set_state(Trigger.RECV_FIN, now)
+        elif st is S.FIN_WAIT_1:
+            if self._fin_sent and self.snd_una == self.snd_max:
+                self._set_state(Trigger.RECV_FIN_ACK_OF_FIN, now)
+                self._enter_time_wait(now)
+            else:
+                self._set_state(Trigger.RECV_FIN, now)
+        elif st is S.FIN_WAIT_2:
+            self._set_state(Trigger.RECV_FIN, now)
+            self._enter_time_wait(now)
+
+    # ================================================================== ICMP
+
+    def icmp_error(self, err: IcmpError, quoted_seq: int, now: float) -> None:
+        """An ICMP error quoting one of our segments (RFC 9293 §3.9.2.2; RFC 5927)."""
+        # RFC 5927 §4.1 (IC9): accept only if the quoted sequence number is in flight.
+        if not (seq_le(self.snd_una, quoted_seq) and seq_lt(quoted_seq, self.snd_max)):
+            return
+        if err.is_hard and err.code != 4 and self.state in (S.SYN_SENT, S.SYN_RECEIVED):
+            # SHLD-26: hard errors abort a connection that is still opening (as Linux does).
+            self.failure = "unreachable"
+            self.events.append(ConnectionFailed("unreachable", err.name))
+            self._set_state(Trigger.TIMEOUT, now)
+            return
+        if err.type == 3 and err.code == 4 and err.next_hop_mtu >= 68:
+            # RFC 1191 §6.3: lower the send MSS to fit the path, and resend at that size.
+            new_mss = max(err.next_hop_mtu - 40, 48)
+            if new_mss < self.snd_mss:
+                self.snd_mss = new_mss
+                self.info.mss = new_mss
+                self.cc.set_mss(new_mss)
+                self.snd_nxt = self.snd_una
+            return
+        # MUST-56: soft errors are reported, never fatal.
+        self.soft_error = err
+        self.events.append(SoftError(err))
+
+    # ================================================================== timers
+
+    def get_timer(self) -> float | None:
+        best: float | None = None
+        for t in (self._rto_at, self._persist_at, self._ack_at, self._sws_at, self._close_at):
+            if t is not None and (best is None or t < best):
+                best = t
+        return best
+
+    def handle_timer(self, now: float) -> None:
+        """Run every timer that expired by *now*; afterwards drain :meth:`segments_to_send`."""
+        if self._close_at is not None and now >= self._close_at:
+            self._close_at = None
+            if self.state is S.TIME_WAIT:
+                self._set_state(Trigger.TIMEOUT_2MSL, now)
+            elif self.state is S.FIN_WAIT_2:
+                self.failure = "fin_wait_2_timeout"
+                self._set_state(Trigger.TIMEOUT, now)
+            return
+        if self._ack_at is not None and now >= self._ack_at:
+            self._ack_at = None
+            self._ack_now = True
+        if self._sws_at is not None and now >= self._sws_at:
+            self._sws_at = None
+            self._sws_override = True
+        if self._rto_at is not None and now >= self._rto_at:
+            self._on_rto(now)
+        if self._persist_at is not None and now >= self._persist_at:
+            self._persist_at = None
+            self._probe_due = True
+
+    def _on_rto(self, now: float) -> None:
+        """RFC 6298 (5.4)-(5.6), RFC 5681 §3.1: retransmit the earliest unacked segment."""
+        self._rto_at = None
+        syn_phase = self.state in (S.SYN_SENT, S.SYN_RECEIVED)
+        limit = self.options.syn_retries_timeout if syn_phase else self.options.retries_timeout
+        ut = self.options.user_timeout
+        if ut is not None:
+            limit = min(limit, ut)
+        started = self._stall_since if self._stall_since is not None else now
+        if now - started >= limit:
+            # MUST-20/21 (R2): give up and tell the user.
+            self.failure = "timeout"
+            self.events.append(ConnectionFailed("timeout", "retransmission timeout"))
+            if self.state is not S.SYN_SENT:
+                self._rst_out.append(self._segment(self.snd_max, 0, RST))
+            self._set_state(Trigger.TIMEOUT, now)
+            return
+        self.rtt.back_off()
+        self._rtt_seq = None  # Karn
+        if syn_phase:
+            self._syn_retransmitted = True
+            self._send_syn = True
+            self.retransmits += 1
+            return
+        flight = seq_diff(self.snd_max, self.snd_una)
+        self.cc.on_timeout(flight, now)
+        self.in_recovery = False
+        self.recover = self.snd_max
+        self.dup_acks = 0
+        self.snd_nxt = self.snd_una  # go back N; cwnd = 1 SMSS sends one segment (RT7)
+        if self._fin_sent and seq_le(self.snd_una, self._fin_seq):
+            self._fin_sent = False  # the FIN is resent with the data path
+        self._rexmit_until = self.snd_max
+
+    # ================================================================== output
+
+    def _segment(self, seq: int, ack: int, flags: int, payload: bytes = b"") -> TcpRepr:
+        return TcpRepr(self.local[1], self.remote[1], seq, ack, flags, 0, payload)
+
+    def _window_to_advertise(self) -> int:
+        """Receiver SWS avoidance (RFC 1122 §4.2.3.3, MUST-39) without shrinking (SHLD-14):
+        move the right edge only when it gains at least min(RCV.BUFF/2, MSS)."""
+        free = self.rcvbuf.window
+        current = seq_diff(self.rcv_adv, self.rcv_nxt)
+        if current < 0:
+            current = 0
+        if free - current >= min(self.rcvbuf.capacity // 2, self.local_mss):
+            return free
+        return current
+
+    def _maybe_window_update(self) -> None:
+        wnd = self._window_to_advertise()
+        current = seq_diff(self.rcv_adv, self.rcv_nxt)
+        if wnd > current:
+            self._ack_now = True
+
+    def _fill_ack(self, seg: TcpRepr) -> None:
+        """Set ACK number and window on an outgoing segment, recording the advertised edge."""
+        wnd = self._window_to_advertise()
+        shift = self.rcv_wscale
+        field_ = (wnd + (1 << shift) - 1) >> shift if shift else wnd
+        if field_ > MAX_WINDOW:
+            field_ = MAX_WINDOW
+        edge = seq_add(self.rcv_nxt, field_ << shift)
+        if seq_gt(edge, self.rcv_adv):
+            self.rcv_adv = edge
+        seg.ack = self.rcv_nxt
+        seg.window = field_
+        seg.flags |= ACK
+        self._ack_now = False
+        self._ack_at = None
+
+    def segments_to_send(self, now: float) -> list[TcpRepr]:
+        """Everything to transmit now, in order. Clears the pending-ACK state it satisfies."""
+        out: list[TcpRepr] = []
+        if self._rst_out:
+            out.extend(self._rst_out)
+            self._rst_out.clear()
+        st = self.state
+        if st is S.CLOSED:
+            return out
+        if self._send_syn:
+            self._send_syn = False
+            out.append(self._syn_segment(now))
+            return out
+        if st in _SEND_STATES:
+            self._send_data(out, now)
+        if self._ack_now and st is not S.SYN_SENT:
+            seg = self._segment(self.snd_nxt, 0, ACK)
+            self._fill_ack(seg)
+            out.append(seg)
+        if out:
+            self.segs_out += len(out)
+            self.ack_policy.on_ack_sent()
+        return out
+
+    def _syn_segment(self, now: float) -> TcpRepr:
+        seg = self._segment(self.iss, 0, SYN)
+        seg.mss = self.local_mss  # MUST-14: MSS option on SYN
+        if self.state is S.SYN_RECEIVED:
+            self._fill_ack(seg)
+            seg.window = min(seg.window, MAX_WINDOW)
+        else:
+            seg.window = min(self.rcvbuf.window, MAX_WINDOW)  # RFC 7323: never scaled on SYN
+        if self._rto_at is None:
+            self._rto_at = now + self.rtt.current()
+        if self._stall_since is None:
+            self._stall_since = now
+        if not self._syn_retransmitted and self._rtt_seq is None:
+            self._rtt_seq = seq_add(self.iss, 1)
+            self._rtt_time = now
+        return seg
+
+    # ------------------------------------------------------------------ data path
+
+    _fast_rexmit = False
+    _sws_override = False
+    _probe_due = False
+    _rexmit_until: int | None = None
+
+    def _send_data(self, out: list[TcpRepr], now: float) -> None:
+        una = self.snd_una
+        buffered = len(self.sndbuf)
+        mss = self.snd_mss
+        # Offset in the send buffer of a sequence number (the SYN is not in the buffer).
+        base = una if self._syn_acked else seq_add(una, 1)
+
+        if self._fast_rexmit:
+            self._fast_rexmit = False
+            size = min(mss, buffered)
+            if size > 0:
+                out.append(self._data_segment(una, self.sndbuf.peek(0, size), now, retransmit=True))
+            elif self._fin_sent:
+                out.append(self._fin_segment(self._fin_seq, now, retransmit=True))
+
+        # RFC 5681 §4.1 (CC7): restart from IW after an idle period longer than the RTO.
+        if buffered and una == self.snd_max and now - self._last_send > self.rtt.current():
+            self.cc.on_idle_restart()
+
+        while True:
+            nxt = self.snd_nxt
+            off = seq_diff(nxt, base)
+            unsent = buffered - off
+            in_flight = seq_diff(nxt, una)
+            wnd_room = seq_diff(seq_add(una, self.snd_wnd), nxt)
+            room = min(wnd_room, self.cc.cwnd - in_flight)
+            if unsent <= 0:
+                self._maybe_send_fin(out, now, wnd_room)
+                break
+            if room <= 0:
+                if self.snd_wnd == 0 or wnd_room <= 0:
+                    self._zero_window(out, now, off, in_flight)
+                break
+            size = min(mss, unsent, room)
+            retransmit = self._rexmit_until is not None and seq_lt(nxt, self._rexmit_until)
+            if size < mss and not retransmit:
+                # Sender SWS avoidance (RFC 1122 §4.2.3.4, MUST-38): send a short segment
+                # only if it holds all queued data (and the send policy, i.e. Nagle, agrees),
+                # or it is at least half the largest window the peer offered, or the
+                # override timer fired.
+                all_fits = size == unsent
+                half_window = size >= self.max_snd_wnd // 2 and self.max_snd_wnd > 0
+                if not (
+                    (all_fits and self.send_policy.may_send_small(size, in_flight, now))
+                    or half_window
+                    or self._sws_override
+                ):
+                    if self._sws_at is None and in_flight == 0:
+                        # Nothing in flight will wake us: the override timer will (W3).
+                        self._sws_at = now + self.options.sws_override
+                    break
+            self._sws_override = False
+            self._sws_at = None
+            data = self.sndbuf.peek(off, size)
+            seg = self._data_segment(nxt, data, now, retransmit=retransmit)
+            if size == unsent:
+                seg.flags |= PSH  # MUST-60/61: push the last segment of the queued data
+            out.append(seg)
+            self.snd_nxt = seq_add(nxt, size)
+            if seq_gt(self.snd_nxt, self.snd_max):
+                self.snd_max = self.snd_nxt
+            if self._rexmit_until is not None and not seq_lt(self.snd_nxt, self._rexmit_until):
+                self._rexmit_until = None
+
+    def _data_segment(self, seq: int, data: bytes, now: float, *, retransmit: bool) -> TcpRepr:
+        seg = self._segment(seq, 0, ACK, data)
+        self._fill_ack(seg)
+        self._note_sent(seq, len(data), now, retransmit)
+        return seg
+
+    def _note_sent(self, seq: int, length: int, now: float, retransmit: bool) -> None:
+        if retransmit:
+            self.retransmits += 1
+            self.retransmitted_bytes += length
+            self._rtt_seq = None  # Karn: no sample across a retransmission
+        elif self._rtt_seq is None:
+            self._rtt_seq = seq_add(seq, length)
+            self._rtt_time = now
+        if self._rto_at is None:  # RFC 6298 (5.1)
+            self._rto_at = now + self.rtt.current()
+        if self._stall_since is None:
+            self._stall_since = now
+        self._last_send = now
+        self._persist_at = None
+
+    def _maybe_send_fin(self, out: list[TcpRepr], now: float, wnd_room: int) -> None:
+        """Send our FIN once every queued byte is sent (C4: it is retransmitted like data)."""
+        if not self._fin_queued or self._fin_sent:
+            return
+        fin_seq = self.snd_nxt
+        retransmit = self._rexmit_until is not None and seq_lt(fin_seq, self._rexmit_until)
+        if out and out[-1].seq + len(out[-1].payload) & MASK == fin_seq and not out[-1].flags & (SYN | RST):
+            # Piggy-back the FIN on the last data segment.
+            out[-1].flags |= FIN
+        else:
+            out.append(self._fin_segment(fin_seq, now, retransmit=retransmit))
+        self._fin_sent = True
+        self._fin_seq = fin_seq
+        self.snd_nxt = seq_add(fin_seq, 1)
+        if seq_gt(self.snd_nxt, self.snd_max):
+            self.snd_max = self.snd_nxt
+        self._rexmit_until = None
+        if self._rto_at is None:
+            self._rto_at = now + self.rtt.current()
+        if self._stall_since is None:
+            self._stall_since = now
+
+    def _fin_segment(self, seq: int, now: float, *, retransmit: bool) -> TcpRepr:
+        seg = self._segment(seq, 0, ACK | FIN)
+        self._fill_ack(seg)
+        if retransmit:
+            self.retransmits += 1
+        return seg
+
+    def _zero_window(self, out: list[TcpRepr], now: float, off: int, in_flight: int) -> None:
+        """Zero-window probing (RFC 9293 §3.8.6.1, MUST-35/36, RFC 1122 §4.2.2.17): with data
+        waiting, nothing in flight and a closed window, probe after the RTO, backing off."""
+        if in_flight > 0 and not self._probe_due:
+            return  # the retransmission timer covers outstanding data
+        if self._probe_due:
+            self._probe_due = False
+            data = self.sndbuf.peek(off, 1)
+            if data:
+                seg = self._segment(self.snd_nxt, 0, ACK, data)
+                self._fill_ack(seg)
+                out.append(seg)
+                end = seq_add(self.snd_nxt, 1)
+                if seq_gt(end, self.snd_max):
+                    self.snd_max = end  # an ACK covering the probe byte stays acceptable
+            self._persist_backoff += 1
+        if self._persist_at is None:
+            interval = min(self.rtt.rto * (1 << min(self._persist_backoff, 16)), self.options.max_rto)
+            self._persist_at = now + interval
+            self._rto_at = None if self.snd_una == self.snd_max else self._rto_at
+
+    # ================================================================== events
+
+    def next_event(self) -> TcpEvent | None:
+        """The oldest undelivered event, or ``None``."""
+        return self.events.popleft() if self.events else None
+
+    @property
+    def in_flight(self) -> int:
+        return seq_diff(self.snd_max, self.snd_una)
+
+    def status(self) -> dict[str, Any]:
+        """A snapshot for ``ss``-style views and the connection summary."""
+        return {
+            "state": self.state.value,
+            "local": self.local,
+            "remote": self.remote,
+            "snd_una": self.snd_una,
+            "snd_nxt": self.snd_nxt,
+            "snd_wnd": self.snd_wnd,
+            "rcv_nxt": self.rcv_nxt,
+            "rcv_wnd": max(0, seq_diff(self.rcv_adv, self.rcv_nxt)),
+            "mss": self.snd_mss,
+            "cwnd": self.cc.cwnd,
+            "ssthresh": self.cc.ssthresh,
+            "srtt": self.rtt.srtt,
+            "rto": self.rtt.current(),
+            "in_flight": self.in_flight,
+            "send_queue": len(self.sndbuf),
+            "recv_queue": len(self.rcvbuf),
+            "retransmits": self.retransmits,
+            "bytes_sent": self.bytes_sent,
+            "bytes_received": self.bytes_received,
+        }

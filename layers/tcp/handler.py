@@ -1,0 +1,469 @@
+"""The TCP layer (RFC 9293): demultiplexing, listeners, RST for closed ports, ISNs, ports.
+
+Per segment the layer does a constant amount of work: one dict lookup by the 4-tuple, the
+connection's own processing, and marking the connection "dirty". Output is produced once per
+batch in :meth:`TcpLayer.flush`, for dirty connections only. Timers live in a heap keyed by
+each connection's next deadline, with stale entries skipped lazily, so neither costs grow with
+the number of connections (issue requirement; design notes, lessons from PyTCP).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import ipaddress
+import os
+import random
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, cast
+
+import structlog
+
+from framework.context import Context
+from framework.errors import ConfigError, InvalidStateError, WireError
+from framework.handler import BaseHandler, PacketHandler
+from framework.packet import Packet
+from framework.plugins import hookimpl
+from framework.registry import Registry
+from layers.ipv4.wire import Ipv4Repr
+from layers.tcp.connection import TcpConnection
+from layers.tcp.policy import ConnInfo, TcpOptions, TcpSetup
+from layers.tcp.seq import MASK, seq_add, seq_gt
+from layers.tcp.state import TcpState
+from layers.tcp.wire import ACK, FIN, PROTO_TCP, RST, SYN, TcpRepr, pseudo_base
+
+logger = structlog.get_logger("tcpstack.tcp")
+
+S = TcpState
+EPHEMERAL_LOW = 49152  # RFC 6056 §2.1: the IANA ephemeral range
+EPHEMERAL_HIGH = 65535
+
+Key = tuple[bytes, int, int]  # (remote address, remote port, local port)
+
+
+@dataclass(slots=True)
+class TcpSettings:
+    """Settings of the ``tcp`` layer: stack-wide defaults for every connection."""
+
+    verify_checksum: bool = True
+    """Verify TCP checksums on receipt (MUST-3). Turn off only behind a link that checks them."""
+
+    isn_secret: str | None = None
+    """Hex key for RFC 6528 ISNs; default: random per stack (set it for reproducible runs)."""
+
+    port_seed: int | None = None
+    """Seed for ephemeral port selection (RFC 6056); default: random."""
+
+    max_connections: int = field(default=65536, metadata={"min": 1, "max": 1 << 20})
+    """Connections (including TIME-WAIT) the layer keeps at once; new ones are refused beyond."""
+
+    send_buffer: int = field(default=1 << 20, metadata={"min": 1, "max": 1 << 30})
+    """Default send buffer per connection (bytes)."""
+
+    recv_buffer: int = field(default=1 << 16, metadata={"min": 1, "max": 1 << 30})
+    """Default receive buffer per connection (bytes); without window scaling at most 65535
+    of it can be advertised."""
+
+    min_rto: float = field(default=0.2, metadata={"min": 0.001, "max": 60.0})
+    """Default lower bound of the retransmission timeout (seconds)."""
+
+    msl: float = field(default=30.0, metadata={"min": 0.0, "max": 240.0})
+    """Default maximum segment lifetime; TIME-WAIT is 2*MSL."""
+
+    def default_options(self) -> TcpOptions:
+        return TcpOptions(
+            send_buffer=self.send_buffer, recv_buffer=self.recv_buffer, min_rto=self.min_rto, msl=self.msl
+        )
+
+
+class Listener:
+    """A passive OPEN on one port with a bounded backlog (E15, RFC 4987)."""
+
+    def __init__(self, port: int, backlog: int, options: TcpOptions, on_accept: Callable[[TcpConnection], None] | None):
+        self.port = port
+        self.backlog = backlog
+        self.options = options
+        self.on_accept = on_accept
+        self.accept_queue: deque[TcpConnection] = deque()
+        self.embryonic: set[TcpConnection] = set()
+        self.closed = False
+
+    @property
+    def full(self) -> bool:
+        return len(self.accept_queue) + len(self.embryonic) >= self.backlog
+
+    def accept(self) -> TcpConnection | None:
+        return self.accept_queue.popleft() if self.accept_queue else None
+
+
+class TcpLayer(BaseHandler):
+    """The TCP pipeline handler: owns every connection and listener of the stack."""
+
+    ip_protocols = (PROTO_TCP,)
+
+    def __init__(self, name: str, settings: TcpSettings) -> None:
+        self.name = name
+        self.settings = settings
+        self.address = b"\0\0\0\0"
+        self.mtu = 1500
+        self.connections: dict[Key, TcpConnection] = {}
+        self.listeners: dict[int, Listener] = {}
+        self._dirty: dict[TcpConnection, None] = {}
+        self._timers: list[tuple[float, int, TcpConnection]] = []
+        self._timer_of: dict[TcpConnection, float | None] = {}
+        self._tie = 0
+        self._eventful: dict[TcpConnection, None] = {}
+        secret = settings.isn_secret
+        self._isn_key = bytes.fromhex(secret) if secret else os.urandom(16)
+        self._ports = random.Random(settings.port_seed if settings.port_seed is not None else os.urandom(8))
+        self._pseudo_in = 0
+        self._log: Any = logger
+        self.on_new_connection: Callable[[TcpConnection], None] | None = None
+
+    # ------------------------------------------------------------------ assembly
+
+    def attach(self, below: Sequence[PacketHandler], above: Sequence[PacketHandler]) -> None:
+        ip = next((h for h in below if isinstance(getattr(h, "address", None), bytes)), None)
+        if ip is None:
+            raise ConfigError(["tcp: needs an ipv4 layer below it"])
+        self.address = cast(bytes, ip.address)  # type: ignore[attr-defined]
+        self.mtu = int(getattr(ip, "mtu", 1500))
+        self._ip = ip
+
+    @property
+    def local_mss(self) -> int:
+        """RFC 9293 §3.7.1 / RFC 6691: MTU minus the fixed IPv4 and TCP headers."""
+        return self.mtu - 40
+
+    # ------------------------------------------------------------------ receive
+
+    def receive(self, pkt: Packet, ctx: Context) -> Packet | None:
+        ip = pkt.net
+        if pkt.icmp_error is not None:
+            self._icmp(pkt, ctx)
+            return None
+        if not isinstance(ip, Ipv4Repr) or ip.protocol != PROTO_TCP:
+            return pkt  # not ours: pass it on
+        pseudo = pseudo_base(ip.src, ip.dst) if self.settings.verify_checksum else None
+        try:
+            seg = TcpRepr.parse(cast(memoryview, pkt.payload), pseudo)
+        except WireError as exc:
+            ctx.drop("tcp", exc.reason)
+            return None
+        now = ctx.now
+        key = (ip.src, seg.src_port, seg.dst_port)
+        conn = self.connections.get(key)
+        if conn is not None:
+            if conn.state is S.TIME_WAIT and seg.flags & SYN and not seg.flags & (ACK | RST):
+                # MAY-2 / SHLD-4: a new SYN may reopen a TIME-WAIT 4-tuple if its sequence
+                # number is above everything of the old incarnation.
+                if seq_gt(seg.seq, conn.rcv_nxt) and seg.dst_port in self.listeners:
+                    self._remove(conn)
+                    self._listen_segment(self.listeners[seg.dst_port], ip, seg, ctx)
+                    return None
+            conn.segment_received(seg, now)
+            self._touch(conn)
+            return None
+        listener = self.listeners.get(seg.dst_port)
+        if listener is not None and not listener.closed:
+            self._listen_segment(listener, ip, seg, ctx)
+            return None
+        self._no_tcb(ip, seg, ctx)
+        return None
+
+    def _listen_segment(self, listener: Listener, ip: Ipv4Repr, seg: TcpRepr, ctx: Context) -> None:
+        """RFC 9293 §3.10.7.2, LISTEN."""
+        flags = seg.flags
+        if flags & RST:
+            ctx.drop("tcp", "rst_to_listener")  # first: an incoming RST is ignored
+            return
+        if flags & ACK:
+            # second: any acknowledgment is bad in LISTEN: <SEQ=SEG.ACK><CTL=RST>
+            self._send_rst(ip, seg, ctx)
+            return
+        if not flags & SYN:
+            ctx.drop("tcp", "no_syn_to_listener")
+            return
+        if flags & FIN:
+            ctx.drop("tcp", "syn_fin")
+            return
+        if listener.full:
+            # E15: a full backlog drops the SYN (the client retransmits); it never resets.
+            ctx.drop("tcp", "backlog_full")
+            return
+        if len(self.connections) >= self.settings.max_connections:
+            ctx.drop("tcp", "too_many_connections")
+            return
+        local = (self.address, seg.dst_port)
+        remote = (ip.src, seg.src_port)
+        conn = self._new_connection(local, remote, listener.options, passive=True, now=ctx.now)
+        conn.listener_ref = listener
+        listener.embryonic.add(conn)
+        conn.open_passive(seg, ctx.now)
+        self._touch(conn)
+
+    def _no_tcb(self, ip: Ipv4Repr, seg: TcpRepr, ctx: Context) -> None:
+        """RFC 9293 §3.10.7.1: CLOSED (no TCB): answer anything but a RST with a RST."""
+        if seg.flags & RST:
+            ctx.drop("tcp", "rst_no_tcb")  # R10: never answer a RST
+            return
+        ctx.stats.events["tcp.rst_sent_no_tcb"] += 1
+        self._send_rst(ip, seg, ctx)
+
+    def _send_rst(self, ip: Ipv4Repr, seg: TcpRepr, ctx: Context) -> None:
+        if seg.flags & ACK:
+            rst = TcpRepr(seg.dst_port, seg.src_port, seg.ack, 0, RST, 0)  # <SEQ=SEG.ACK><CTL=RST>
+        else:
+            # <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>; SYN and FIN count in SEG.LEN (E8)
+            rst = TcpRepr(seg.dst_port, seg.src_port, 0, seq_add(seg.seq, seg.seg_len), RST | ACK, 0)
+        self._transmit(ip.dst, ip.src, rst, ctx)
+
+    def _icmp(self, pkt: Packet, ctx: Context) -> None:
+        quoted = cast(Ipv4Repr, pkt.net)
+        data = bytes(pkt.payload[:8])
+        if len(data) < 8:
+            ctx.drop("tcp", "icmp_quote_short")
+            return
+        sport = int.from_bytes(data[0:2], "big")
+        dport = int.from_bytes(data[2:4], "big")
+        seq = int.from_bytes(data[4:8], "big")
+        conn = self.connections.get((quoted.dst, dport, sport))
+        if conn is None or pkt.icmp_error is None:
+            ctx.drop("tcp", "icmp_no_connection")
+            return
+        conn.icmp_error(pkt.icmp_error, seq, ctx.now)
+        self._touch(conn)
+
+    # ------------------------------------------------------------------ output
+
+    def flush(self, ctx: Context) -> None:
+        """Emit the output of every connection touched since the last flush."""
+        if not self._dirty:
+            return
+        dirty = self._dirty
+        self._dirty = {}
+        now = ctx.now
+        for conn in dirty:
+            segs = conn.segments_to_send(now)
+            if segs:
+                local, remote = conn.local[0], conn.remote[0]
+                for seg in segs:
+                    self._transmit(local, remote, seg, ctx)
+            if conn.events:
+                self._eventful[conn] = None
+            st = conn.state
+            if st is S.CLOSED or st is S.LISTEN:
+                self._remove(conn)
+            else:
+                self._schedule(conn)
+            self._update_listener(conn)
+
+    def _transmit(self, src: bytes, dst: bytes, seg: TcpRepr, ctx: Context) -> None:
+        seg.pseudo = pseudo_base(src, dst)
+        pkt = Packet(b"", Ipv4Repr(src, dst, PROTO_TCP, dont_frag=True))
+        pkt.push(seg)
+        ctx.transmit(self, pkt)
+
+    def _touch(self, conn: TcpConnection) -> None:
+        self._dirty[conn] = None
+
+    def touch(self, conn: TcpConnection) -> None:
+        """Mark *conn* as having output after a user call (the API calls this)."""
+        self._dirty[conn] = None
+
+    @property
+    def has_output(self) -> bool:
+        return bool(self._dirty)
+
+    def _update_listener(self, conn: TcpConnection) -> None:
+        listener: Listener | None = getattr(conn, "listener_ref", None)
+        if listener is None:
+            return
+        if conn.state is not S.SYN_RECEIVED:
+            listener.embryonic.discard(conn)
+            conn.listener_ref = None
+            if conn.state in (S.ESTABLISHED, S.CLOSE_WAIT) and not listener.closed:
+                # E1: accept() returns only connections that completed the handshake.
+                listener.accept_queue.append(conn)
+                if listener.on_accept is not None:
+                    listener.on_accept(conn)
+
+    # ------------------------------------------------------------------ timers
+
+    def _schedule(self, conn: TcpConnection) -> None:
+        t = conn.get_timer()
+        if self._timer_of.get(conn) == t:
+            return
+        self._timer_of[conn] = t
+        if t is not None:
+            self._tie += 1
+            heapq.heappush(self._timers, (t, self._tie, conn))
+            if len(self._timers) > 4 * len(self.connections) + 64:
+                self._compact_timers()
+
+    def _compact_timers(self) -> None:
+        self._timers = [(t, tie, c) for t, tie, c in self._timers if self._timer_of.get(c) == t]
+        heapq.heapify(self._timers)
+
+    def poll_at(self) -> float | None:
+        timers = self._timers
+        while timers:
+            t, _, conn = timers[0]
+            if self._timer_of.get(conn) == t:
+                return t
+            heapq.heappop(timers)
+        return None
+
+    def handle_timer(self, ctx: Context) -> None:
+        now = ctx.now
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            t, _, conn = heapq.heappop(timers)
+            if self._timer_of.get(conn) != t:
+                continue
+            self._timer_of[conn] = None
+            conn.handle_timer(now)
+            self._touch(conn)
+        self.flush(ctx)
+
+    # ------------------------------------------------------------------ events
+
+    def dispatch_events(self) -> None:
+        """Hand queued events to each connection's listener object (``handle_event``)."""
+        while self._eventful:
+            eventful = self._eventful
+            self._eventful = {}
+            for conn in eventful:
+                target = conn.listener
+                if target is None:
+                    continue
+                while conn.events:
+                    target.handle_event(conn, conn.events.popleft())
+
+    # ------------------------------------------------------------------ user API
+
+    def _new_connection(
+        self, local: tuple[bytes, int], remote: tuple[bytes, int], options: TcpOptions, *, passive: bool, now: float
+    ) -> TcpConnection:
+        info = ConnInfo(local=local, remote=remote, mss=options.mss or self.local_mss)
+        setup = TcpSetup(info=info, options=options)
+        conn = TcpConnection(
+            setup,
+            iss=self.isn(local, remote, now),
+            now=now,
+            passive=passive,
+            local_mss=min(options.mss or self.local_mss, self.local_mss),
+        )
+        conn.listener_ref = None
+        self.connections[(remote[0], remote[1], local[1])] = conn
+        if self.on_new_connection is not None:
+            self.on_new_connection(conn)
+        return conn
+
+    def connect(
+        self,
+        remote_addr: bytes,
+        remote_port: int,
+        *,
+        now: float,
+        local_port: int | None = None,
+        options: TcpOptions | None = None,
+    ) -> TcpConnection:
+        """Active OPEN (RFC 9293 §3.10.1). The SYN leaves at the next flush.
+
+        :raises ValueError: for a broadcast/multicast/invalid remote (MUST-46) or bad port.
+        :raises InvalidStateError: if the 4-tuple is in use or no port is free.
+        """
+        _check_remote(remote_addr, remote_port)
+        if len(self.connections) >= self.settings.max_connections:
+            raise InvalidStateError("too many connections")
+        if local_port is None:
+            local_port = self._ephemeral_port(remote_addr, remote_port)
+        elif (remote_addr, remote_port, local_port) in self.connections:
+            raise InvalidStateError("that 4-tuple is already in use")
+        opts = options or self.settings.default_options()
+        conn = self._new_connection(
+            (self.address, local_port), (remote_addr, remote_port), opts, passive=False, now=now
+        )
+        conn.open_active(now)
+        self._touch(conn)
+        return conn
+
+    def listen(
+        self,
+        port: int,
+        *,
+        backlog: int = 128,
+        options: TcpOptions | None = None,
+        on_accept: Callable[[TcpConnection], None] | None = None,
+    ) -> Listener:
+        """Passive OPEN on *port* (RFC 9293 §3.10.1).
+
+        :raises InvalidStateError: if something already listens on *port*.
+        """
+        if not 0 < port < 65536:
+            raise ValueError(f"port must be 1-65535, got {port}")
+        if backlog < 1:
+            raise ValueError(f"backlog must be at least 1, got {backlog}")
+        if port in self.listeners:
+            raise InvalidStateError(f"port {port} is already listening")
+        listener = Listener(port, backlog, options or self.settings.default_options(), on_accept)
+        self.listeners[port] = listener
+        return listener
+
+    def unlisten(self, listener: Listener) -> None:
+        listener.closed = True
+        if self.listeners.get(listener.port) is listener:
+            del self.listeners[listener.port]
+
+    def _ephemeral_port(self, remote_addr: bytes, remote_port: int) -> int:
+        """RFC 6056 §3.3.1 (Algorithm 1): a random start, then the next free port."""
+        span = EPHEMERAL_HIGH - EPHEMERAL_LOW + 1
+        start = self._ports.randrange(span)
+        for i in range(span):
+            port = EPHEMERAL_LOW + (start + i) % span
+            if (remote_addr, remote_port, port) not in self.connections and port not in self.listeners:
+                return port
+        raise InvalidStateError("no free ephemeral port")
+
+    def isn(self, local: tuple[bytes, int], remote: tuple[bytes, int], now: float) -> int:
+        """RFC 6528 §3 (MUST-8, SHLD-1): ISN = M + F(localip, localport, remoteip, remoteport,
+        secretkey), M a 4-microsecond timer, F a keyed hash (BLAKE2s here)."""
+        material = local[0] + local[1].to_bytes(2, "big") + remote[0] + remote[1].to_bytes(2, "big")
+        f = int.from_bytes(hashlib.blake2s(material, key=self._isn_key, digest_size=4).digest(), "big")
+        m = int(now * 250_000)
+        return (m + f) & MASK
+
+    def _remove(self, conn: TcpConnection) -> None:
+        key = (conn.remote[0], conn.remote[1], conn.local[1])
+        if self.connections.get(key) is conn:
+            del self.connections[key]
+        self._timer_of.pop(conn, None)
+        self._update_listener(conn)
+        listener: Listener | None = getattr(conn, "listener_ref", None)
+        if listener is not None:
+            listener.embryonic.discard(conn)
+
+
+def _check_remote(addr: bytes, port: int) -> None:
+    if len(addr) != 4:
+        raise ValueError("remote address must be 4 bytes")
+    ip = ipaddress.IPv4Address(addr)
+    if ip.is_multicast or ip.is_unspecified or addr == b"\xff\xff\xff\xff" or ip.is_reserved:
+        raise ValueError(f"cannot connect to {ip} (MUST-46: broadcast/multicast/invalid)")
+    if not 0 < port < 65536:
+        raise ValueError(f"port must be 1-65535, got {port}")
+
+
+def _tcp(name: str, settings: TcpSettings) -> TcpLayer:
+    return TcpLayer(name, settings)
+
+
+@hookimpl
+def stack_register(registry: Registry) -> None:
+    registry.add_layer("tcp", _tcp, TcpSettings, doc="TCP (RFC 9293) with listeners, RST handling and timers")
+
+
+__all__ = ["Listener", "TcpLayer", "TcpSettings", "replace"]

@@ -1,0 +1,125 @@
+"""Per-connection settings and the policy objects a connection calls on its hot path.
+
+A connection is built from a :class:`TcpSetup`: the addresses, the validated
+:class:`TcpOptions`, and plain policy objects (ACK timing, small-segment sending, congestion
+control). Plugins install policies once, when the connection opens, through the
+``tcp_connection_setup`` hook; after that the per-segment path calls these objects directly,
+never pluggy (docs/architecture.md). The base classes here are the defaults: ACK at once, no
+Nagle, and RFC 5681 congestion control.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from framework.errors import PluginError
+
+
+@dataclass(slots=True)
+class TcpOptions:
+    """Per-connection settings (stack-wide defaults in ``[[layers]] type = "tcp"``, overridden
+    per listener and per connection in the API)."""
+
+    send_buffer: int = field(default=1 << 20, metadata={"min": 1, "max": 1 << 30})
+    """Bytes the send buffer holds (written but not yet acknowledged)."""
+
+    recv_buffer: int = field(default=1 << 16, metadata={"min": 1, "max": 1 << 30})
+    """Bytes the receive buffer holds; the advertised window is its free space. Without window
+    scaling, windows above 65535 cannot be advertised."""
+
+    mss: int | None = field(default=None, metadata={"min": 88, "max": 65495})
+    """MSS to advertise; default: the link MTU minus 40 (RFC 9293 §3.7.1, RFC 6691)."""
+
+    min_rto: float = field(default=0.2, metadata={"min": 0.001, "max": 60.0})
+    """Lower bound of the retransmission timeout. RFC 6298 (2.4) says 1 s; like Linux we
+    default to 200 ms, which RFC 6298 permits as a deployment choice."""
+
+    max_rto: float = field(default=60.0, metadata={"min": 1.0, "max": 600.0})
+    """Upper bound of the retransmission timeout (RFC 6298 (2.5): at least 60 s)."""
+
+    retries_timeout: float = field(default=100.0, metadata={"min": 1.0, "max": 86400.0})
+    """R2 for data (RFC 9293 §3.8.3, MUST-20): give up and abort after retransmitting for
+    this long without progress (at least 100 s, SHLD-10)."""
+
+    syn_retries_timeout: float = field(default=180.0, metadata={"min": 1.0, "max": 86400.0})
+    """R2 for SYN and SYN-ACK (MUST-23: at least 3 minutes)."""
+
+    user_timeout: float | None = field(default=None, metadata={"min": 0.1, "max": 86400.0})
+    """Abort when sent data stays unacknowledged this long (RFC 9293 §3.10.8); ``None``: off."""
+
+    msl: float = field(default=30.0, metadata={"min": 0.0, "max": 240.0})
+    """Maximum segment lifetime; TIME-WAIT lasts 2*MSL (MUST-13). RFC 9293 §3.4.2 suggests
+    2 minutes as an engineering choice; we default to 30 s (TIME-WAIT 60 s, as Linux)."""
+
+    fin_wait_2_timeout: float | None = field(default=60.0, metadata={"min": 0.1, "max": 86400.0})
+    """Close a connection left in FIN-WAIT-2 after the user closed it (RFC 9293 §3.8.6.1 allows
+    reclaiming it); ``None`` waits forever."""
+
+    challenge_acks_per_second: int = field(default=10, metadata={"min": 1, "max": 100000})
+    """Per-connection rate limit of RFC 5961 challenge ACKs (RFC 5961 §7)."""
+
+    sws_override: float = field(default=0.2, metadata={"min": 0.1, "max": 1.0})
+    """Sender SWS override timeout (RFC 1122 §4.2.3.4: 0.1-1 s)."""
+
+    features: dict[str, Any] = field(default_factory=dict)
+    """Per-connection features (plugins); filled in by later work."""
+
+
+@dataclass(slots=True)
+class ConnInfo:
+    """What a policy may know about its connection."""
+
+    local: tuple[bytes, int]
+    remote: tuple[bytes, int]
+    mss: int
+    """Effective send MSS (RFC 9293 §3.7.1) once known; before the handshake the local MSS."""
+
+    @property
+    def label(self) -> str:
+        la, lp = self.local
+        ra, rp = self.remote
+        return f"{'.'.join(map(str, la))}:{lp}>{'.'.join(map(str, ra))}:{rp}"
+
+
+class AckPolicy:
+    """When to acknowledge received data. The default acknowledges at once; ACKs are still
+    aggregated over one batch of received frames (RFC 9293 MUST-58)."""
+
+    __slots__ = ()
+
+    def on_data(self, seg_len: int, now: float) -> float | None:
+        """Return the latest time the ACK may be sent, or ``None`` to ACK immediately."""
+        return None
+
+    def on_ack_sent(self) -> None:
+        """An ACK (pure or piggy-backed) just left."""
+
+
+class SendPolicy:
+    """Whether to send a segment smaller than the MSS now (Nagle lives here). Default: yes."""
+
+    __slots__ = ()
+
+    def may_send_small(self, size: int, in_flight: int, now: float) -> bool:
+        """*size* bytes (less than a full segment) are ready; *in_flight* bytes are unacked."""
+        return True
+
+
+@dataclass(slots=True)
+class TcpSetup:
+    """Everything a new connection is built from; plugins fill in the policy slots."""
+
+    info: ConnInfo
+    options: TcpOptions
+    ack_policy: AckPolicy = field(default_factory=AckPolicy)
+    send_policy: SendPolicy = field(default_factory=SendPolicy)
+    congestion: Any = None
+    claims: dict[str, str] = field(default_factory=dict)
+
+    def claim(self, slot: str, *, by: str) -> None:
+        """Reserve a policy slot for plugin *by*; a second claimant is a :class:`PluginError`."""
+        owner = self.claims.get(slot)
+        if owner is not None and owner != by:
+            raise PluginError(f"{by!r} and {owner!r} both want to set {slot} on {self.info.label}")
+        self.claims[slot] = by
