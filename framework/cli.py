@@ -58,7 +58,41 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--pcap", metavar="FILE", help="write every frame in and out to this pcap file")
     up.add_argument("--create", action="store_true", help="create the TUN device if it does not exist")
     up.add_argument("--mtu", type=int, metavar="BYTES", help="link MTU (default: from the configuration, 1500)")
+    up.add_argument(
+        "--serve",
+        action="append",
+        default=[],
+        metavar="NAME[:PORT]",
+        help="run a service: echo, discard, daytime, chargen or http (repeatable; default ports 7, 9, 13, 19, 80)",
+    )
+    up.add_argument(
+        "--no-checksum-verify",
+        action="store_true",
+        help="do not verify IPv4/ICMP/TCP checksums on receipt (for links that guarantee them)",
+    )
     _add_logging_options(up)
+
+    connect = sub.add_parser(
+        "connect",
+        help="like nc: connect to HOST PORT through the stack, stdin to the connection, the connection to stdout",
+        description=(
+            "Run a stack on a TUN device, open one TCP connection to HOST PORT, copy standard input to it "
+            "and what arrives to standard output. At end of input the sending side is closed (FIN); the "
+            "program exits 0 once both directions have closed, non-zero with a one-line message on "
+            "refusal, reset or timeout."
+        ),
+    )
+    connect.add_argument("host", metavar="HOST", help="IPv4 address to connect to")
+    connect.add_argument("port", metavar="PORT", type=int, help="TCP port")
+    connect.add_argument("--tun", metavar="NAME", help="TUN device (default: from the configuration, tun0)")
+    connect.add_argument("--address", metavar="IP/PREFIX", help="the stack's own IPv4 address, e.g. 10.0.0.2/24")
+    connect.add_argument("--config", metavar="FILE", help="TOML configuration file")
+    connect.add_argument("--pcap", metavar="FILE", help="write every frame in and out to this pcap file")
+    connect.add_argument("--create", action="store_true", help="create the TUN device if it does not exist")
+    connect.add_argument("--mtu", type=int, metavar="BYTES", help="link MTU")
+    connect.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS", help="connect timeout (default 30)")
+    connect.add_argument("--no-checksum-verify", action="store_true", help="do not verify checksums on receipt")
+    _add_logging_options(connect)
 
     demo = sub.add_parser(
         "demo",
@@ -105,6 +139,10 @@ def _up_config(args: argparse.Namespace) -> dict[str, Any]:
         if ip is None:
             raise ConfigError(["layers: --address needs a layer of type 'ipv4'"])
         ip["address"] = args.address
+    if getattr(args, "no_checksum_verify", False):
+        for x in layers:
+            if isinstance(x, dict) and x.get("type") in ("ipv4", "tcp"):
+                x["verify_checksum"] = False
     if args.pcap is not None:
         pcap = next((x for x in layers if isinstance(x, dict) and x.get("type") == "pcap"), None)
         if pcap is None:
@@ -114,8 +152,8 @@ def _up_config(args: argparse.Namespace) -> dict[str, Any]:
     return data
 
 
-def cmd_up(args: argparse.Namespace) -> int:
-    from framework.io.driver import AsyncioDriver
+def _open(args: argparse.Namespace) -> tuple[Any, Any, Any] | int:
+    """Validate the configuration, open the TUN link and build the stack (or an exit code)."""
     from framework.io.tun import TunLink
 
     try:
@@ -133,6 +171,24 @@ def cmd_up(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         link.close()
         return _fail("; ".join(exc.problems), EXIT_USAGE)
+    return config, link, stack
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from framework.api.streams import StackApi
+    from framework.io.driver import AsyncioDriver
+    from framework.services import SERVICES, parse_serve
+
+    try:
+        serves = [parse_serve(spec) for spec in args.serve]
+    except ValueError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    if len({port for _, port in serves}) != len(serves):
+        return _fail("--serve: two services on one port", EXIT_USAGE)
+    opened = _open(args)
+    if isinstance(opened, int):
+        return opened
+    config, link, stack = opened
 
     async def run() -> None:
         loop = asyncio.get_running_loop()
@@ -141,6 +197,11 @@ def cmd_up(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
         driver = AsyncioDriver(stack, link, loop)
         driver.start()
+        servers = []
+        if serves:
+            api = StackApi(stack, driver)
+            for name, port in serves:
+                servers.append(await api.start_server(SERVICES[name], port))
         ipv4 = config.layer("ipv4")
         logger.info(
             "stack.up",
@@ -149,11 +210,18 @@ def cmd_up(args: argparse.Namespace) -> int:
             address=ipv4.settings.address if ipv4 else None,
             mtu=link.mtu,
             layers=[layer.type for layer in config.layers],
+            services=[f"{name}:{port}" for name, port in serves],
             plugins=stack.host.plugin_names() if stack.host else [],
         )
         try:
             await stop.wait()
         finally:
+            for server in servers:
+                server.close()
+            if servers:
+                # Reset what is still open so peers learn at once, then let handlers finish.
+                api.abort_all()
+                await asyncio.sleep(0.05)
             driver.stop()
             logger.info("stack.down", frames_in=stack.frames_in, **stack.stats.as_dict())
 
@@ -166,12 +234,88 @@ def cmd_up(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_connect(args: argparse.Namespace) -> int:
+    from framework.api.streams import StackApi
+    from framework.io.driver import AsyncioDriver
+
+    opened = _open(args)
+    if isinstance(opened, int):
+        return opened
+    _config, link, stack = opened
+    result: list[int] = [EXIT_OK]
+
+    async def pump_stdin(writer: asyncio.StreamWriter) -> None:
+        loop = asyncio.get_running_loop()
+        stdin = sys.stdin.buffer
+        while True:
+            chunk = await loop.run_in_executor(None, stdin.read1, 65536)  # type: ignore[union-attr]
+            if not chunk:
+                break
+            writer.write(chunk)
+            await writer.drain()
+        writer.write_eof()
+
+    async def pump_stdout(reader: asyncio.StreamReader) -> None:
+        out = sys.stdout.buffer
+        while data := await reader.read(65536):
+            out.write(data)
+            out.flush()
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        driver = AsyncioDriver(stack, link, loop)
+        driver.start()
+        api = StackApi(stack, driver)
+        try:
+            reader, writer = await api.open_connection(args.host, args.port, timeout=args.timeout)
+        except (OSError, ValueError) as exc:
+            result[0] = _fail(f"connect to {args.host}:{args.port}: {_describe(exc)}")
+            driver.stop()
+            return
+        logger.debug("connect.established", peer=f"{args.host}:{args.port}")
+        sender = asyncio.ensure_future(pump_stdin(writer))
+        try:
+            await pump_stdout(reader)
+            await sender
+            writer.close()
+            await writer.wait_closed()
+            # Let the final ACK of the peer's FIN leave before the stack goes away.
+            await asyncio.sleep(0.05)
+        except OSError as exc:
+            sender.cancel()
+            result[0] = _fail(f"connection to {args.host}:{args.port}: {_describe(exc)}")
+        finally:
+            driver.stop()
+
+    try:
+        asyncio.run(run())
+    except StackError as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        link.close()
+    return result[0]
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, ConnectionResetError):
+        return "connection reset by peer"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return str(exc) or type(exc).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging(fmt=getattr(args, "log_format", "console"), level=getattr(args, "log_level", "info"))
     if args.command == "up":
         return cmd_up(args)
+    if args.command == "connect":
+        return cmd_connect(args)
     if args.command == "demo":
         from framework.demo import run_demo
 

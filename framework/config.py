@@ -40,6 +40,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "layers": [
         {"type": "tun", "device": "tun0"},
         {"type": "ipv4", "address": "10.0.0.2/24"},
+        {"type": "tcp"},
     ],
     "plugins": {"disable": []},
 }

@@ -56,6 +56,11 @@ class PacketHandler(Protocol):
         """Run the timers that expired at ``ctx.now``; may call ``ctx.transmit``/``ctx.deliver``."""
         ...
 
+    def flush(self, ctx: Context) -> None:
+        """Emit output deferred until the end of a batch of inputs (e.g. TCP's aggregated
+        ACKs, RFC 9293 MUST-58). Called before the stack hands its frames to the link."""
+        ...
+
 
 class BaseHandler:
     """Convenience base: pass-through receive/send, no timers, nothing to learn at attach."""
@@ -75,4 +80,7 @@ class BaseHandler:
         return None
 
     def handle_timer(self, ctx: Context) -> None:
+        return None
+
+    def flush(self, ctx: Context) -> None:
         return None

@@ -31,6 +31,9 @@ class Pipeline:
         self._above = {id(h): self.handlers[i + 1 :] for i, h in enumerate(self.handlers)}
         self._below = {id(h): tuple(reversed(self.handlers[:i])) for i, h in enumerate(self.handlers)}
         self.tx_queue: deque[bytes] = deque()
+        # Only handlers that override flush/dispatch_events are called for them.
+        self._flushers = tuple(h for h in self.handlers if _overrides(h, "flush"))
+        self._dispatchers = tuple(h for h in self.handlers if callable(getattr(h, "dispatch_events", None)))
         for h in self.handlers:
             h.attach(self._below[id(h)], self._above[id(h)])
 
@@ -66,6 +69,16 @@ class Pipeline:
                 return
         self.tx_queue.append(p.to_bytes())  # type: ignore[union-attr]
 
+    def flush(self, ctx: Context) -> None:
+        """Let handlers emit what they deferred until the end of the batch (top first)."""
+        for h in reversed(self._flushers):
+            h.flush(ctx)
+
+    def dispatch_events(self) -> None:
+        """Let handlers hand queued user events to their listeners (after frames went out)."""
+        for h in self._dispatchers:
+            h.dispatch_events()  # type: ignore[attr-defined]
+
     def poll_at(self) -> float | None:
         best: float | None = None
         for h in self.handlers:
@@ -80,3 +93,10 @@ class Pipeline:
             t = h.poll_at()
             if t is not None and t <= now:
                 h.handle_timer(ctx)
+
+
+def _overrides(handler: PacketHandler, method: str) -> bool:
+    from framework.handler import BaseHandler
+
+    impl = getattr(type(handler), method, None)
+    return impl is not None and impl is not getattr(BaseHandler, method, None)

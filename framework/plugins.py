@@ -32,7 +32,9 @@ BUILTIN_PLUGINS: Final[tuple[str, ...]] = (
     "layers.link.handler",
     "layers.middleware.pcap",
     "layers.middleware.fault",
+    "layers.middleware.seqshift",
     "layers.ipv4.handler",
+    "layers.tcp.handler",
 )
 
 logger = structlog.get_logger("tcpstack.plugins")

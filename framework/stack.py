@@ -85,7 +85,13 @@ class Stack:
 
     def frames_to_send(self, *, now: float) -> list[bytes]:
         """Return (and forget) every frame queued for the link, oldest first."""
-        del now  # part of the contract; kept for symmetry with aioquic's datagrams_to_send
+        ctx = self._ctx
+        ctx.now = now
+        try:
+            self.pipeline.flush(ctx)
+        except Exception:
+            self.stats.dropped("stack", "internal_error")
+            self._log.exception("stack.internal_error", where="flush")
         q = self.pipeline.tx_queue
         if not q:
             return []
@@ -93,6 +99,15 @@ class Stack:
         q.clear()
         self.stats.events["frames_out"] += len(out)
         return out
+
+    def has_pending_output(self) -> bool:
+        """True if a handler has output waiting for the next :meth:`frames_to_send`."""
+        return bool(self.pipeline.tx_queue) or any(getattr(h, "has_output", False) for h in self.pipeline.handlers)
+
+    def dispatch_events(self) -> None:
+        """Deliver queued user events (e.g. TCP data arrival) to their listeners. The driver
+        calls this after writing :meth:`frames_to_send`; user code runs only from here."""
+        self.pipeline.dispatch_events()
 
     def get_timer(self) -> float | None:
         """The earliest time :meth:`handle_timer` must run, or ``None``."""

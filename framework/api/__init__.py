@@ -1,0 +1,1 @@
+"""The user-facing API: asyncio streams over the stack's TCP."""

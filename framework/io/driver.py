@@ -76,9 +76,13 @@ class AsyncioDriver:
         """Write pending frames and re-arm the single timer."""
         link = self.link
         stack = self.stack
-        for frame in stack.frames_to_send(now=self.loop.time()):
-            if not link.write(frame):
-                stack.stats.dropped("link", "tx_failed")
+        for _ in range(4):  # events may make user code write more; bounded, then next turn
+            for frame in stack.frames_to_send(now=self.loop.time()):
+                if not link.write(frame):
+                    stack.stats.dropped("link", "tx_failed")
+            stack.dispatch_events()
+            if not stack.has_pending_output():
+                break
         timer_at = stack.get_timer()
         if self._timer is not None and self._timer_at != timer_at:
             self._timer.cancel()

@@ -17,11 +17,13 @@ Policy, chosen for robustness (RFC 1858, and what Linux does since 2018):
 from __future__ import annotations
 
 import bisect
+import struct
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from framework.checksum import internet_checksum
 from framework.errors import WireError
-from layers.ipv4.wire import HEADER_LEN, MAX_DATAGRAM, Ipv4Repr
+from layers.ipv4.wire import FLAG_DF, HEADER_LEN, MAX_DATAGRAM, Ipv4Repr
 
 Key = tuple[bytes, bytes, int, int]
 
@@ -81,7 +83,12 @@ class Reassembler:
     def add(
         self, header: Ipv4Repr, payload: memoryview, raw: memoryview, *, now: float
     ) -> tuple[Ipv4Repr, bytes] | None:
-        """Add one fragment; return ``(header, payload)`` of the whole datagram once complete.
+        """Add one fragment; return ``(header, datagram)`` of the whole datagram once complete.
+
+        ``datagram`` is the reassembled datagram, header included: fragment 0's header (options
+        kept) with Total Length, MF and offset updated and the checksum recomputed, as Linux's
+        ``ip_frag_reasm`` does, so an ICMP error about it quotes its own header (RFC 1122
+        §3.2.2); the data starts at ``header.header_len``.
 
         :param raw: the fragment as received (header included), kept for fragment 0 so a
             Time Exceeded message can quote it.
@@ -156,8 +163,18 @@ class Reassembler:
             return None
         self._discard(key)
         h = p.first_header
-        whole = Ipv4Repr(h.src, h.dst, h.protocol, pos, h.ttl, h.tos, h.ident, h.dont_frag, False, 0, h.header_len)
-        return whole, b"".join(d for _, d in p.frags)
+        hl = h.header_len
+        # RFC 791 §3.1: Total Length is 16 bits; fragment 0's options can push header + data past it.
+        if hl + pos > MAX_DATAGRAM:
+            raise WireError("ipv4", "too_big")
+        assert p.first is not None  # set together with first_header
+        datagram = bytearray(p.first[:hl])
+        datagram += b"".join(d for _, d in p.frags)
+        struct.pack_into("!HHH", datagram, 2, hl + pos, h.ident, FLAG_DF if h.dont_frag else 0)
+        struct.pack_into("!H", datagram, 10, 0)
+        struct.pack_into("!H", datagram, 10, internet_checksum(memoryview(datagram)[:hl]))
+        whole = Ipv4Repr(h.src, h.dst, h.protocol, pos, h.ttl, h.tos, h.ident, h.dont_frag, False, 0, hl)
+        return whole, bytes(datagram)
 
     def expire(self, now: float) -> list[Expired]:
         """Discard every partial datagram whose timer ran out by *now*."""

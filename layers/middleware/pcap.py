@@ -105,8 +105,9 @@ class PcapWriter(BaseHandler):
             return
         ctx.stats.count("pcap.frames")
 
-    def flush(self) -> None:
-        """Push buffered records to the sink's file."""
+    def sync(self) -> None:
+        """Push buffered records to the sink's file (not ``flush``: that name is the
+        handler interface's end-of-batch call)."""
         if self._sink is not None:
             self._sink.flush()
 

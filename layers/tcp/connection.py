@@ -133,7 +133,8 @@ class TcpConnection:
         self._challenge_window_start = -1.0
         self._challenge_count = 0
         self.events: deque[TcpEvent] = deque()
-        self.listener: Any = None
+        self.listener: Any = None  # object with handle_event(conn, event), e.g. the stream adapter
+        self.listener_ref: Any = None  # the Listener this passive connection belongs to
         self.failure: str | None = None
         self.soft_error: IcmpError | None = None
 
@@ -160,10 +161,14 @@ class TcpConnection:
         new = next_state(old, trigger)
         self.state = new
         self._log.debug("tcp.state", old=old.value, new=new.value, trigger=trigger.value)
+        if new is S.TIME_WAIT:
+            # For the user the connection is over; the TCB only guards the 4-tuple now.
+            self.events.append(ConnectionClosed())
         if new is S.CLOSED and old is not S.CLOSED:
             self.closed_at = now
             self._clear_timers()
-            self.events.append(ConnectionClosed())
+            if old is not S.TIME_WAIT:
+                self.events.append(ConnectionClosed())
             self._log.info(
                 "tcp.closed",
                 reason=self.failure or "normal",

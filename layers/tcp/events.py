@@ -56,4 +56,5 @@ class SoftError(TcpEvent):
 
 @dataclass(slots=True)
 class ConnectionClosed(TcpEvent):
-    """The connection reached CLOSED; no more events follow."""
+    """The connection is over for the user: it reached CLOSED, or TIME-WAIT (where the TCB
+    only guards the 4-tuple for 2*MSL). No more events follow."""

@@ -16,7 +16,7 @@ import os
 import random
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import structlog
@@ -53,6 +53,10 @@ class TcpSettings:
     isn_secret: str | None = None
     """Hex key for RFC 6528 ISNs; default: random per stack (set it for reproducible runs)."""
 
+    initial_sequence: int | None = field(default=None, metadata={"min": 0, "max": 0xFFFFFFFF})
+    """Testing only: use this ISS for every connection instead of RFC 6528's keyed hash (lets a
+    test put a transfer across the 2**32 wrap). Never set it on a stack that faces a network."""
+
     port_seed: int | None = None
     """Seed for ephemeral port selection (RFC 6056); default: random."""
 
@@ -81,7 +85,9 @@ class TcpSettings:
 class Listener:
     """A passive OPEN on one port with a bounded backlog (E15, RFC 4987)."""
 
-    def __init__(self, port: int, backlog: int, options: TcpOptions, on_accept: Callable[[TcpConnection], None] | None):
+    def __init__(
+        self, port: int, backlog: int, options: TcpOptions, on_accept: Callable[[TcpConnection], None] | None
+    ) -> None:
         self.port = port
         self.backlog = backlog
         self.options = options
@@ -286,9 +292,10 @@ class TcpLayer(BaseHandler):
             conn.listener_ref = None
             if conn.state in (S.ESTABLISHED, S.CLOSE_WAIT) and not listener.closed:
                 # E1: accept() returns only connections that completed the handshake.
-                listener.accept_queue.append(conn)
                 if listener.on_accept is not None:
                     listener.on_accept(conn)
+                else:
+                    listener.accept_queue.append(conn)
 
     # ------------------------------------------------------------------ timers
 
@@ -431,6 +438,8 @@ class TcpLayer(BaseHandler):
     def isn(self, local: tuple[bytes, int], remote: tuple[bytes, int], now: float) -> int:
         """RFC 6528 §3 (MUST-8, SHLD-1): ISN = M + F(localip, localport, remoteip, remoteport,
         secretkey), M a 4-microsecond timer, F a keyed hash (BLAKE2s here)."""
+        if self.settings.initial_sequence is not None:
+            return self.settings.initial_sequence
         material = local[0] + local[1].to_bytes(2, "big") + remote[0] + remote[1].to_bytes(2, "big")
         f = int.from_bytes(hashlib.blake2s(material, key=self._isn_key, digest_size=4).digest(), "big")
         m = int(now * 250_000)
@@ -466,4 +475,4 @@ def stack_register(registry: Registry) -> None:
     registry.add_layer("tcp", _tcp, TcpSettings, doc="TCP (RFC 9293) with listeners, RST handling and timers")
 
 
-__all__ = ["Listener", "TcpLayer", "TcpSettings", "replace"]
+__all__ = ["Listener", "TcpLayer", "TcpSettings"]

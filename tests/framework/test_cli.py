@@ -245,6 +245,7 @@ def test_command_line_overrides() -> None:
         {"type": "tun", "device": "tun7", "create": True, "mtu": 1400},
         {"type": "pcap", "path": "x.pcap"},
         {"type": "ipv4", "address": "10.1.0.2/16"},
+        {"type": "tcp"},
     ]
 
 

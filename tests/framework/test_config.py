@@ -30,7 +30,7 @@ from layers.ipv4.handler import Ipv4Layer
 from layers.link.handler import MemorySettings, RawIpLink
 from tests.helpers import OWN, PEER
 
-KNOWN_TYPES = "fault, ipv4, memory, pcap, tun"
+KNOWN_TYPES = "fault, ipv4, memory, pcap, seqshift, tcp, tun"
 
 
 def problems_of(data: Any, **kwargs: Any) -> list[str]:
@@ -313,7 +313,7 @@ def test_default_config_validates_and_builds() -> None:
     """DEFAULT_CONFIG is valid and builds a tun + ipv4 stack (building opens no device)."""
     config = config_from_dict(default_config_dict(), entry_points=False)
     assert isinstance(config, StackConfig)
-    assert [layer.type for layer in config.layers] == ["tun", "ipv4"]
+    assert [layer.type for layer in config.layers] == ["tun", "ipv4", "tcp"]
     tun = config.layer("tun")
     assert tun is not None and tun.settings.device == "tun0" and tun.settings.create is False
     assert config.layer("pcap") is None

@@ -98,6 +98,8 @@ def test_builtin_layer_types_name_their_plugin() -> None:
         "pcap": "layers.middleware.pcap",
         "fault": "layers.middleware.fault",
         "ipv4": "layers.ipv4.handler",
+        "seqshift": "layers.middleware.seqshift",
+        "tcp": "layers.tcp.handler",
     }
     assert all(lt.doc for lt in layers_.values())
 
@@ -113,7 +115,9 @@ def test_disabling_a_builtin_removes_its_layer_type() -> None:
     }
     with pytest.raises(ConfigError) as info:
         config_from_dict(data, entry_points=False)
-    assert info.value.problems == ["layers[1].type: unknown layer type 'pcap' (known: fault, ipv4, memory, tun)"]
+    assert info.value.problems == [
+        "layers[1].type: unknown layer type 'pcap' (known: fault, ipv4, memory, seqshift, tcp, tun)"
+    ]
 
 
 def test_disabling_unknown_name_is_config_error() -> None:

@@ -137,7 +137,7 @@ def test_scapy_reads_back_the_same_packets(tmp_path: Path) -> None:
         d1 = ipv4_datagram(b"one", ident=11)
         stack.receive_frame(d1, now=10.125)
         stack.send(top, outbound(b"two", ident=12), now=10.5)
-        writer.flush()
+        writer.sync()
     (sent,) = stack.frames_to_send(now=10.5)
 
     pkts = rdpcap(str(path))
