@@ -1,8 +1,11 @@
 """Regenerate the reference parts of the docs from the code: ``python -m framework.docgen``.
 
-``docs/configuration.md`` holds, between markers, one table per layer type and plugin settings
-section, built from the settings dataclasses (their fields, types, defaults and docstrings).
-``tests/framework/test_docs.py`` fails when the committed file differs from what this writes.
+- ``docs/configuration.md``: one table per layer type and plugin settings section, built from
+  the settings dataclasses (their fields, types, defaults and docstrings);
+- ``docs/tcp.md``: the state-transition table of ``layers/tcp/state.py``.
+
+Each generated part sits between markers. ``tests/framework/test_docs.py`` fails when a
+committed file differs from what this writes.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ BEGIN = "<!-- BEGIN GENERATED: python -m framework.docgen -->"
 END = "<!-- END GENERATED -->"
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DOC = ROOT / "docs" / "configuration.md"
+TCP_DOC = ROOT / "docs" / "tcp.md"
 
 
 def _table(cls: type) -> list[str]:
@@ -42,24 +46,41 @@ def config_reference() -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
-def render(text: str) -> str:
+def state_table() -> str:
+    from layers.tcp.state import TO_CLOSED_FROM_ANY, TRANSITIONS
+
+    lines = ["| state | event | next state |", "|---|---|---|"]
+    for (state, trigger), new in TRANSITIONS.items():
+        lines.append(f"| {state.value} | {trigger.value} | {new.value} |")
+    anywhere = ", ".join(sorted(t.value for t in TO_CLOSED_FROM_ANY))
+    lines.append(f"| any but CLOSED | {anywhere} | CLOSED |")
+    return "\n".join(lines) + "\n"
+
+
+def render(text: str, body: str | None = None, path: Path = CONFIG_DOC) -> str:
+    """Replace the generated part of *text* with *body* (default: the configuration reference)."""
     head, sep, rest = text.partition(BEGIN)
     if not sep:
-        raise SystemExit(f"{CONFIG_DOC}: marker {BEGIN!r} missing")
+        raise SystemExit(f"{path}: marker {BEGIN!r} missing")
     _, sep2, tail = rest.partition(END)
     if not sep2:
-        raise SystemExit(f"{CONFIG_DOC}: marker {END!r} missing")
-    return f"{head}{BEGIN}\n\n{config_reference()}\n{END}{tail}"
+        raise SystemExit(f"{path}: marker {END!r} missing")
+    return f"{head}{BEGIN}\n\n{config_reference() if body is None else body}\n{END}{tail}"
+
+
+def targets() -> list[tuple[Path, str]]:
+    return [(CONFIG_DOC, config_reference()), (TCP_DOC, state_table())]
 
 
 def main() -> int:
-    text = CONFIG_DOC.read_text()
-    new = render(text)
-    if new != text:
-        CONFIG_DOC.write_text(new)
-        print(f"updated {CONFIG_DOC}")
-    else:
-        print(f"{CONFIG_DOC} is up to date")
+    for path, body in targets():
+        text = path.read_text()
+        new = render(text, body, path)
+        if new != text:
+            path.write_text(new)
+            print(f"updated {path}")
+        else:
+            print(f"{path} is up to date")
     return 0
 
 
