@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from framework import docgen
-
-
 import pytest
+
+from framework import docgen
 
 
 @pytest.mark.parametrize(("path", "body"), docgen.targets(), ids=lambda x: getattr(x, "name", "body"))
