@@ -25,6 +25,8 @@ _MARK_BY_DIR = {
     "framework": "framework",
     "link": "link",
     "ipv4": "ipv4",
+    "tcp": "tcp",
+    "plugins": "plugins",
     "middleware": "middleware",
     "integration": "integration",
 }

@@ -62,8 +62,9 @@ class CongestionControl:
             self.cwnd += self.mss
 
     def on_recovery_end(self, in_flight: int) -> None:
-        """RFC 6582 §3.2 step 6 (full ACK): deflate to min(ssthresh, FlightSize + SMSS)."""
-        self.cwnd = max(min(self.ssthresh, in_flight + self.mss), self.mss)
+        """RFC 6582 §3.2 step 3 (full ACK), option (1): deflate to
+        min(ssthresh, max(FlightSize, SMSS) + SMSS), so cwnd is never below 2 SMSS here."""
+        self.cwnd = min(self.ssthresh, max(in_flight, self.mss) + self.mss)
         self._ca_acked = 0
 
     def on_timeout(self, in_flight: int, now: float) -> None:

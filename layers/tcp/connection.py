@@ -19,9 +19,11 @@ Outputs, drained by the TCP layer after every batch of inputs:
 Nothing reads a clock: ``now`` is passed in. Segment processing follows the order of RFC 9293
 §3.10.7.4 (sequence check, RST, SYN, ACK, text, FIN), each step citing its section. ACKs are
 never sent from inside processing; processing sets ``_ack_now`` and the layer calls
-:meth:`segments_to_send` after the whole batch, so a burst of segments gets one ACK
-(MUST-58/59). Sending uses go-back-N after a timeout: ``snd_nxt`` returns to ``snd_una`` and
-``snd_max`` remembers the highest sequence ever sent, so late ACKs up to it remain acceptable.
+:meth:`segments_to_send` after the whole batch, so a burst of in-order segments gets one ACK
+(MUST-58/59); each out-of-order segment queues its own duplicate ACK (RFC 5681 §4.2), so a
+sender without SACK still sees three of them. Sending uses go-back-N after a timeout:
+``snd_nxt`` returns to ``snd_una`` and ``snd_max`` remembers the highest sequence ever sent, so
+late ACKs up to it remain acceptable, and pure ACKs carry it as their SEQ (:meth:`_ack_seq`).
 """
 
 from __future__ import annotations
@@ -101,6 +103,7 @@ class TcpConnection:
         self._fin_queued = False  # user asked to close the send side
         self._fin_sent = False
         self._fin_seq = 0
+        self._fin_seq_known = False  # our FIN went out once, so _fin_seq is its sequence number
         self._peer_fin_offset: int | None = None  # stream offset of a FIN that arrived early
         self.eof_received = False
         self.user_closed = False  # close() (both directions) rather than shutdown()
@@ -130,6 +133,7 @@ class TcpConnection:
         self._ack_now = False
         self._send_syn = False
         self._rst_out: list[TcpRepr] = []
+        self._dup_acks_out: list[TcpRepr] = []  # one per out-of-order segment (RFC 5681 §4.2)
         self._challenge_window_start = -1.0
         self._challenge_count = 0
         self.events: deque[TcpEvent] = deque()
@@ -167,6 +171,11 @@ class TcpConnection:
         if new is S.CLOSED and old is not S.CLOSED:
             self.closed_at = now
             self._clear_timers()
+            if any(isinstance(e, SendSpaceAvailable) for e in self.events):
+                # Events reach the user after the batch: by then a CLOSED TCB has no send
+                # space (a reset flushes the queues, RFC 9293 §3.10.7.4 "Second"), so an
+                # earlier SendSpaceAvailable would invite a send() that must fail.
+                self.events = deque(e for e in self.events if not isinstance(e, SendSpaceAvailable))
             if old is not S.TIME_WAIT:
                 self.events.append(ConnectionClosed())
             self._log.info(
@@ -312,7 +321,10 @@ class TcpConnection:
             wnd = 0
         if st is S.SYN_RECEIVED and flags & SYN and not flags & ACK and seq == self.irs:
             # A retransmitted SYN: our SYN-ACK was lost. Answer it again now (as Linux does).
+            # The SYN-ACK is now a retransmission: RFC 6298 §3 (Karn, MUST-18), no RTT sample.
             self._send_syn = True
+            self._rtt_seq = None
+            self.retransmits += 1
             return
         offset = seq_diff(seq, rcv_nxt)
         if seg_len == 0:
@@ -390,6 +402,7 @@ class TcpConnection:
 
         # --- Seventh: the segment text (§3.10.7.4 "Seventh") -------------------------------
         base = self.rcvbuf.nxt
+        dup_acks = len(self._dup_acks_out)
         if plen:
             if st in _RECV_STATES:
                 if self.user_closed and not self.eof_received:
@@ -403,7 +416,8 @@ class TcpConnection:
         if flags & FIN and st in (S.SYN_RECEIVED, S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2):
             if offset + plen <= wnd:  # a FIN beyond the window was trimmed away
                 self._peer_fin_offset = base + offset + plen
-            self._ack_now = True
+            if len(self._dup_acks_out) == dup_acks:  # (an out-of-order FIN was just answered)
+                self._ack_now = True
         self._check_peer_fin(now)
 
     def _receive_syn_sent(self, seg: TcpRepr, now: float) -> None:
@@ -426,8 +440,11 @@ class TcpConnection:
             return
         if not flags & SYN:
             return  # Fifth: neither SYN nor RST
-        if flags & FIN:
-            return  # SYN+FIN is malformed; Linux drops it too
+        if flags & FIN and not ack_ok:
+            # A bare SYN+FIN is malformed (Linux drops it in LISTEN too). A SYN-ACK carrying a
+            # FIN is legal: RFC 9293 §3.10.7.3 continues at the sixth step, so the FIN below
+            # is processed once ESTABLISHED.
+            return
         self._take_syn(seg)
         if ack_ok:
             self._syn_acked = True
@@ -536,8 +553,11 @@ class TcpConnection:
             self._syn_acked = True
             data_acked -= 1
         fin_acked = False
-        if self._fin_sent and seq_gt(ack, self._fin_seq):
+        # RFC 9293 §3.10.7.4 "Fifth": an ACK beyond our FIN acknowledges it, even while a
+        # go-back-N resend after an RTO has not re-sent it yet (_fin_sent is then False).
+        if self._fin_seq_known and seq_gt(ack, self._fin_seq):
             fin_acked = True
+            self._fin_sent = True
             data_acked -= 1
         if data_acked > 0:
             self.sndbuf.consume(data_acked)
@@ -609,7 +629,9 @@ class TcpConnection:
         if self.dup_acks == DUPACK_THRESHOLD and seq_gt(self.snd_una, self.recover):
             # RFC 5681 §3.2 steps 2-3, RFC 6582 §3.2 step 2: enter fast recovery.
             self.in_recovery = True
-            self.recover = self.snd_max
+            # RFC 6582 §3.2 step 2: recover = the highest sequence number transmitted (SND.MAX
+            # - 1), so that the ACK of everything sent (SND.MAX) is a full ACK (step 3).
+            self.recover = seq_add(self.snd_max, -1)
             self.cc.on_loss(seq_diff(self.snd_max, self.snd_una), now)
             self._log.debug("tcp.fast_retransmit", una=self.snd_una, cwnd=self.cc.cwnd, ssthresh=self.cc.ssthresh)
             self._retransmit_head(now)
@@ -647,8 +669,15 @@ class TcpConnection:
                     self._ack_now = True
                 elif self._ack_at is None or deadline < self._ack_at:
                     self._ack_at = deadline
+        elif offset > 0:
+            # Out of order: RFC 5681 §4.2, an immediate duplicate ACK for *each* such segment,
+            # even within one batch (MUST-58's aggregation is for in-order data): a sender
+            # without SACK needs three of them to fast-retransmit (RFC 5681 §3.2).
+            ack = self._segment(self._ack_seq(), 0, ACK)
+            self._fill_ack(ack)
+            self._dup_acks_out.append(ack)
         else:
-            self._ack_now = True  # out of order or duplicate: immediate (duplicate) ACK (A2)
+            self._ack_now = True  # a duplicate of data we hold: ACK (A2)
 
     def _check_peer_fin(self, now: float) -> None:
         """Process the peer's FIN once every byte before it has arrived (C5)."""
@@ -702,9 +731,18 @@ class TcpConnection:
 
     # ================================================================== timers
 
+    def _rto_deadline(self) -> float | None:
+        """The retransmission timer, pulled in to the moment the user timeout expires (RFC 9293
+        §3.10.8: the abort happens when the user timeout expires, not at the next backed-off RTO)."""
+        t = self._rto_at
+        ut = self.options.user_timeout
+        if t is not None and ut is not None and self._stall_since is not None:
+            t = min(t, self._stall_since + ut)
+        return t
+
     def get_timer(self) -> float | None:
         best: float | None = None
-        for t in (self._rto_at, self._persist_at, self._ack_at, self._sws_at, self._close_at):
+        for t in (self._rto_deadline(), self._persist_at, self._ack_at, self._sws_at, self._close_at):
             if t is not None and (best is None or t < best):
                 best = t
         return best
@@ -725,7 +763,8 @@ class TcpConnection:
         if self._sws_at is not None and now >= self._sws_at:
             self._sws_at = None
             self._sws_override = True
-        if self._rto_at is not None and now >= self._rto_at:
+        rto = self._rto_deadline()
+        if rto is not None and now >= rto:
             self._on_rto(now)
         if self._persist_at is not None and now >= self._persist_at:
             self._persist_at = None
@@ -740,7 +779,7 @@ class TcpConnection:
         if ut is not None:
             limit = min(limit, ut)
         started = self._stall_since if self._stall_since is not None else now
-        if now - started >= limit:
+        if now >= started + limit:  # the same sum as _rto_deadline(), so it fires exactly then
             # MUST-20/21 (R2): give up and tell the user.
             self.failure = "timeout"
             self.events.append(ConnectionFailed("timeout", "retransmission timeout"))
@@ -758,7 +797,7 @@ class TcpConnection:
         flight = seq_diff(self.snd_max, self.snd_una)
         self.cc.on_timeout(flight, now)
         self.in_recovery = False
-        self.recover = self.snd_max
+        self.recover = seq_add(self.snd_max, -1)  # RFC 6582 §4: the highest sequence number sent
         self.dup_acks = 0
         self.snd_nxt = self.snd_una  # go back N; cwnd = 1 SMSS sends one segment (RT7)
         if self._fin_sent and seq_le(self.snd_una, self._fin_seq):
@@ -811,7 +850,11 @@ class TcpConnection:
             self._rst_out.clear()
         st = self.state
         if st is S.CLOSED:
+            self._dup_acks_out.clear()
             return out
+        if self._dup_acks_out:
+            out.extend(self._dup_acks_out)
+            self._dup_acks_out.clear()
         if self._send_syn:
             self._send_syn = False
             out.append(self._syn_segment(now))
@@ -819,13 +862,27 @@ class TcpConnection:
         if st in _SEND_STATES:
             self._send_data(out, now)
         if self._ack_now and st is not S.SYN_SENT:
-            seg = self._segment(self.snd_nxt, 0, ACK)
+            seg = self._segment(self._ack_seq(), 0, ACK)
             self._fill_ack(seg)
             out.append(seg)
         if out:
             self.segs_out += len(out)
             self.ack_policy.on_ack_sent()
         return out
+
+    def _ack_seq(self) -> int:
+        """SEQ of a segment without data, SYN or FIN: RFC 9293's SND.NXT, i.e. our ``snd_max``.
+
+        Go-back-N rewinds ``snd_nxt`` after a timeout; a pure ACK at the rewound number lies
+        below the peer's RCV.NXT when it already holds that data, so the peer finds it
+        unacceptable (§3.10.7.4, Table 6) and never reads its ACK field: with both sides
+        retransmitting that is a deadlock. Like BSD's tcp_output and Linux's
+        tcp_acceptable_seq(), use the highest sequence sent, but never past the peer's window
+        (a zero-window probe byte may lie beyond it)."""
+        if not self._syn_acked:
+            return self.snd_nxt  # SYN-RECEIVED: ISS + 1 (the window may not be known yet)
+        edge = seq_add(self.snd_una, self.snd_wnd)
+        return self.snd_max if seq_le(self.snd_max, edge) else edge
 
     def _syn_segment(self, now: float) -> TcpRepr:
         seg = self._segment(self.iss, 0, SYN)
@@ -839,7 +896,7 @@ class TcpConnection:
             self._rto_at = now + self.rtt.current()
         if self._stall_since is None:
             self._stall_since = now
-        if not self._syn_retransmitted and self._rtt_seq is None:
+        if self.retransmits == 0 and self._rtt_seq is None:  # Karn: time only a first transmission
             self._rtt_seq = seq_add(self.iss, 1)
             self._rtt_time = now
         return seg
@@ -949,6 +1006,7 @@ class TcpConnection:
             out.append(self._fin_segment(fin_seq, now, retransmit=retransmit))
         self._fin_sent = True
         self._fin_seq = fin_seq
+        self._fin_seq_known = True
         self.snd_nxt = seq_add(fin_seq, 1)
         if seq_gt(self.snd_nxt, self.snd_max):
             self.snd_max = self.snd_nxt
@@ -985,6 +1043,10 @@ class TcpConnection:
             interval = min(self.rtt.rto * (1 << min(self._persist_backoff, 16)), self.options.max_rto)
             self._persist_at = now + interval
             self._rto_at = None if self.snd_una == self.snd_max else self._rto_at
+            if self._rto_at is None:
+                # Probing replaces retransmission: R2 (MUST-20) counts again from the next
+                # retransmission, so answered probes never add up to a give-up (MUST-37).
+                self._stall_since = None
 
     # ================================================================== events
 

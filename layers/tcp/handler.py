@@ -126,6 +126,7 @@ class TcpLayer(BaseHandler):
         self._ports = random.Random(settings.port_seed if settings.port_seed is not None else os.urandom(8))
         self._pseudo_in = 0
         self._log: Any = logger
+        self._broadcast: bytes | None = None  # our subnet's directed broadcast (set at attach)
         self.on_new_connection: Callable[[TcpConnection], None] | None = None
 
     # ------------------------------------------------------------------ assembly
@@ -137,6 +138,9 @@ class TcpLayer(BaseHandler):
         self.address = cast(bytes, ip.address)  # type: ignore[attr-defined]
         self.mtu = int(getattr(ip, "mtu", 1500))
         self._ip = ip
+        # MUST-46 also covers the directed broadcast of our own subnet (RFC 1122 §3.2.1.3).
+        prefixlen = getattr(ip, "prefixlen", 32)
+        self._broadcast = getattr(ip, "broadcast", None) if prefixlen < 31 else None
 
     @property
     def local_mss(self) -> int:
@@ -384,6 +388,11 @@ class TcpLayer(BaseHandler):
         :raises InvalidStateError: if the 4-tuple is in use or no port is free.
         """
         _check_remote(remote_addr, remote_port)
+        if remote_addr == self._broadcast:
+            # RFC 9293 §3.9.1.1, MUST-46: OPEN to a broadcast address is an error.
+            raise ValueError(
+                f"cannot connect to {ipaddress.IPv4Address(remote_addr)} (MUST-46: our subnet's broadcast address)"
+            )
         if len(self.connections) >= self.settings.max_connections:
             raise InvalidStateError("too many connections")
         if local_port is None:
