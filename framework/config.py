@@ -172,6 +172,10 @@ def config_from_dict(
         settings = {k: v for k, v in raw.items() if k != "type"}
         obj = validate_settings(lt.settings, settings, path, problems)
         if obj is not None:
+            # Settings that name things plugins provide (features, algorithms) check them here.
+            check = getattr(obj, "check_registry", None)
+            if callable(check):
+                check(registry, path, problems)
             layers.append(LayerConfig(type_name, type_name, obj))
     names = [layer.name for layer in layers]
     for n in sorted({n for n in names if names.count(n) > 1}):

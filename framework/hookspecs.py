@@ -17,6 +17,7 @@ import pluggy
 if TYPE_CHECKING:
     from framework.registry import Registry
     from framework.stack import Stack
+    from layers.tcp.policy import TcpSetup
 
 PROJECT = "tcpstack"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -27,12 +28,15 @@ hookspec = pluggy.HookspecMarker(PROJECT)
 
 @hookspec
 def stack_register(registry: Registry) -> None:
-    """Register the layer types and plugin settings that configuration can name.
+    """Register what configuration can name: layer types, per-connection features,
+    congestion-control algorithms and plugin settings.
 
     :param registry: call ``registry.add_layer(type_name, factory, settings_cls, doc=...)``
-        for each layer or middleware type, and ``registry.add_settings(plugin_name,
-        settings_cls)`` for settings under ``[plugins.<plugin_name>]``. Names must be unique
-        across all plugins; a clash is a :class:`~framework.errors.PluginError`.
+        for each layer or middleware type, ``registry.add_feature(name, settings_cls)`` for a
+        per-connection TCP feature, ``registry.add_congestion_control(name, factory)`` for an
+        algorithm, and ``registry.add_settings(plugin_name, settings_cls)`` for settings under
+        ``[plugins.<plugin_name>]``. Names must be unique across all plugins; a clash is a
+        :class:`~framework.errors.PluginError`.
 
     Called once per :class:`~framework.plugins.PluginHost`, before any configuration is
     validated.
@@ -56,4 +60,23 @@ def stack_closed(stack: Stack) -> None:
     """The stack is shutting down (the driver stopped). Flush and release what you hold.
 
     :param stack: the stack being closed; it will receive no more frames.
+    """
+
+
+# -------------------------------------------------------------------- connection hooks
+
+
+@hookspec
+def tcp_connection_setup(setup: TcpSetup) -> None:
+    """Install per-connection policies before the connection's first segment is built.
+
+    :param setup: ``setup.features`` maps each feature enabled on this connection to its
+        validated settings object (stack defaults merged with listener and connection
+        overrides). Install plain policy objects: assign ``setup.ack_policy``,
+        ``setup.send_policy`` or ``setup.congestion``, or append to ``setup.extensions``.
+        Call ``setup.claim(slot, by=NAME)`` first so two plugins cannot silently fight over
+        one slot (a second claimant raises :class:`~framework.errors.PluginError`).
+
+    Called once for every active open and for every SYN a listener accepts. Never per
+    segment: the objects installed here are what the segment path calls.
     """

@@ -35,6 +35,10 @@ BUILTIN_PLUGINS: Final[tuple[str, ...]] = (
     "layers.middleware.seqshift",
     "layers.ipv4.handler",
     "layers.tcp.handler",
+    "plugins.congestion.reno",
+    "plugins.congestion.cubic",
+    "plugins.delayed_ack",
+    "plugins.nagle",
 )
 
 logger = structlog.get_logger("tcpstack.plugins")

@@ -26,12 +26,36 @@ class LayerType:
     plugin: str
 
 
+@dataclass(slots=True, frozen=True)
+class Feature:
+    """A per-connection behaviour a plugin provides (enabled per connection by name)."""
+
+    name: str
+    settings: type[Any]
+    doc: str
+    plugin: str
+
+
+@dataclass(slots=True, frozen=True)
+class CongestionAlgorithm:
+    """A congestion-control algorithm: ``factory(mss, settings)`` returns a controller."""
+
+    name: str
+    factory: Callable[..., Any]
+    settings: type[Any] | None
+    doc: str
+    plugin: str
+
+
 class Registry:
-    """Layer types and plugin settings classes, by name."""
+    """Layer types, per-connection features, congestion-control algorithms and plugin settings
+    classes, by name."""
 
     def __init__(self) -> None:
         self.layers: dict[str, LayerType] = {}
         self.settings: dict[str, type] = {}
+        self.features: dict[str, Feature] = {}
+        self.congestion: dict[str, CongestionAlgorithm] = {}
         self._current_plugin = "?"
 
     def add_layer(self, type_name: str, factory: LayerFactory, settings: type, *, doc: str = "") -> None:
@@ -46,6 +70,34 @@ class Registry:
                 f"({self.layers[type_name].plugin} and {self._current_plugin})"
             )
         self.layers[type_name] = LayerType(type_name, factory, settings, doc, self._current_plugin)
+
+    def add_feature(self, name: str, settings: type[Any], *, doc: str = "") -> None:
+        """Make feature *name* switchable per connection (``features = {name = {...}}`` in the
+        tcp layer, ``features={name: {...}}`` in the API, ``--feature name`` on the CLI).
+
+        :param settings: a dataclass of the feature's settings (all fields with defaults).
+        :raises PluginError: if another plugin already registered *name*.
+        """
+        if name in self.features:
+            raise PluginError(
+                f"feature {name!r} registered twice ({self.features[name].plugin} and {self._current_plugin})"
+            )
+        self.features[name] = Feature(name, settings, doc, self._current_plugin)
+
+    def add_congestion_control(
+        self, name: str, factory: Callable[..., Any], *, settings: type[Any] | None = None, doc: str = ""
+    ) -> None:
+        """Make ``congestion_control = "<name>"`` valid. ``factory(mss, settings)`` returns a
+        :class:`~layers.tcp.congestion.CongestionControl` for one connection.
+
+        :raises PluginError: if another plugin already registered *name*.
+        """
+        if name in self.congestion:
+            raise PluginError(
+                f"congestion control {name!r} registered twice "
+                f"({self.congestion[name].plugin} and {self._current_plugin})"
+            )
+        self.congestion[name] = CongestionAlgorithm(name, factory, settings, doc, self._current_plugin)
 
     def add_settings(self, plugin_name: str, settings: type) -> None:
         """Make ``[plugins.<plugin_name>]`` valid, validated against the dataclass *settings*."""

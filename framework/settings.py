@@ -163,6 +163,8 @@ def settings_doc(cls: type) -> list[tuple[str, str, str, str]]:
     hints = typing.get_type_hints(cls)
     rows = []
     for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
         if f.default is not dataclasses.MISSING:
             default = repr(f.default)
         elif f.default_factory is not dataclasses.MISSING:

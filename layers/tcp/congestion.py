@@ -33,7 +33,7 @@ class CongestionControl:
             self.cwnd = initial_window(mss)
         self.mss = mss
 
-    def on_ack(self, acked: int, in_flight: int, now: float) -> None:
+    def on_ack(self, acked: int, in_flight: int, now: float, rtt: float | None = None) -> None:
         """*acked* bytes of new data were cumulatively acknowledged outside recovery."""
         mss = self.mss
         if self.cwnd < self.ssthresh:

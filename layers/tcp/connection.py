@@ -579,7 +579,7 @@ class TcpConnection:
                 self.cc.on_partial_ack(acked)
                 self._retransmit_head(now)  # RFC 6582 §3.2 step 5: the next hole
         else:
-            self.cc.on_ack(acked, in_flight_before, now)
+            self.cc.on_ack(acked, in_flight_before, now, self.rtt.srtt)
             if seq_gt(ack, self.recover):
                 # Keep "recover" just behind SND.UNA so half-space comparisons stay valid
                 # over any amount of data (RFC 6582 §3.2 step 2 compares against it).

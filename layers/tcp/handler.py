@@ -25,10 +25,13 @@ from framework.context import Context
 from framework.errors import ConfigError, InvalidStateError, WireError
 from framework.handler import BaseHandler, PacketHandler
 from framework.packet import Packet
-from framework.plugins import hookimpl
+from framework.plugins import PluginHost, hookimpl
 from framework.registry import Registry
+from framework.stack import Stack
 from layers.ipv4.wire import Ipv4Repr
+from layers.tcp.congestion import CongestionControl
 from layers.tcp.connection import TcpConnection
+from layers.tcp.features import DEFAULT_CONGESTION_CONTROL, defaults, merge, resolve
 from layers.tcp.policy import ConnInfo, TcpOptions, TcpSetup
 from layers.tcp.seq import MASK, seq_add, seq_gt
 from layers.tcp.state import TcpState
@@ -76,6 +79,29 @@ class TcpSettings:
     msl: float = field(default=30.0, metadata={"min": 0.0, "max": 240.0})
     """Default maximum segment lifetime; TIME-WAIT is 2*MSL."""
 
+    congestion_control: str = DEFAULT_CONGESTION_CONTROL
+    """Congestion-control algorithm of every connection unless overridden (docs/plugins.md)."""
+
+    default_features: bool = True
+    """Start from the built-in default feature set (docs/plugins.md); ``false`` starts from
+    none, so only what ``features`` names is on."""
+
+    features: dict[str, Any] = field(default_factory=dict)
+    """Per-connection features on by default, merged over the built-in default set:
+    ``{nagle = false, delayed_ack = {timeout = 0.02}}`` (docs/plugins.md)."""
+
+    resolved_features: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
+
+    def check_registry(self, registry: Registry, path: str, problems: list[str]) -> None:
+        """Validate ``features`` and ``congestion_control`` against what plugins registered."""
+        base = defaults(registry, problems) if self.default_features else {}
+        self.resolved_features = merge(base, resolve(registry, self.features, f"{path}.features", problems))
+        if registry.congestion and self.congestion_control not in registry.congestion:
+            known = ", ".join(sorted(registry.congestion))
+            problems.append(
+                f"{path}.congestion_control: unknown algorithm {self.congestion_control!r} (known: {known})"
+            )
+
     def default_options(self) -> TcpOptions:
         return TcpOptions(
             send_buffer=self.send_buffer, recv_buffer=self.recv_buffer, min_rto=self.min_rto, msl=self.msl
@@ -95,6 +121,7 @@ class Listener:
         self.accept_queue: deque[TcpConnection] = deque()
         self.embryonic: set[TcpConnection] = set()
         self.closed = False
+        self.features: dict[str, Any] = {}  # resolved per-listener feature overrides
 
     @property
     def full(self) -> bool:
@@ -128,6 +155,8 @@ class TcpLayer(BaseHandler):
         self._log: Any = logger
         self._broadcast: bytes | None = None  # our subnet's directed broadcast (set at attach)
         self.on_new_connection: Callable[[TcpConnection], None] | None = None
+        self.host: PluginHost | None = None
+        self.registry: Registry | None = None
 
     # ------------------------------------------------------------------ assembly
 
@@ -208,7 +237,9 @@ class TcpLayer(BaseHandler):
             return
         local = (self.address, seg.dst_port)
         remote = (ip.src, seg.src_port)
-        conn = self._new_connection(local, remote, listener.options, passive=True, now=ctx.now)
+        conn = self._new_connection(
+            local, remote, listener.options, passive=True, now=ctx.now, overrides=listener.features
+        )
         conn.listener_ref = listener
         listener.embryonic.add(conn)
         conn.open_passive(seg, ctx.now)
@@ -355,11 +386,69 @@ class TcpLayer(BaseHandler):
 
     # ------------------------------------------------------------------ user API
 
+    # ------------------------------------------------------------------ plugins
+
+    def bind(self, host: PluginHost) -> None:
+        """Called when the stack is assembled: per-connection plugins come from *host*."""
+        self.host = host
+        self.registry = host.registry
+        if not self.settings.resolved_features and not self.settings.features and self.settings.default_features:
+            problems: list[str] = []
+            self.settings.resolved_features = defaults(host.registry, problems)
+
+    def resolve_features(self, options: TcpOptions) -> dict[str, Any]:
+        """Validate *options*' feature overrides and algorithm name.
+
+        :raises ValueError: listing every unknown feature, bad setting or unknown algorithm.
+        """
+        problems: list[str] = []
+        resolved: dict[str, Any] = {}
+        if self.registry is not None:
+            resolved = resolve(self.registry, options.features, "features", problems)
+            name = options.congestion_control
+            if name is not None and name not in self.registry.congestion:
+                known = ", ".join(sorted(self.registry.congestion))
+                problems.append(f"congestion_control: unknown algorithm {name!r} (known: {known})")
+        elif options.features or options.congestion_control:
+            problems.append("features: this stack has no plugin host")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return resolved
+
+    def _setup(self, info: ConnInfo, options: TcpOptions, overrides: dict[str, Any]) -> TcpSetup:
+        """Resolve features and congestion control for one connection and run the
+        ``tcp_connection_setup`` hook (one pluggy call per connection, never per segment)."""
+        features = merge(self.settings.resolved_features, overrides)
+        name = options.congestion_control or self.settings.congestion_control
+        setup = TcpSetup(info=info, options=options, features=features, congestion_name=name)
+        registry = self.registry
+        if registry is not None:
+            alg = registry.congestion.get(name)
+            if alg is not None:
+                setup.congestion = alg.factory(info.mss, None)
+            elif registry.congestion:
+                setup.congestion_name = "reno"
+        if setup.congestion is None:
+            setup.congestion = CongestionControl(info.mss)
+            setup.congestion_name = "reno"
+        if self.host is not None:
+            self.host.pm.hook.tcp_connection_setup(setup=setup)
+        return setup
+
+    # ------------------------------------------------------------------ connections
+
     def _new_connection(
-        self, local: tuple[bytes, int], remote: tuple[bytes, int], options: TcpOptions, *, passive: bool, now: float
+        self,
+        local: tuple[bytes, int],
+        remote: tuple[bytes, int],
+        options: TcpOptions,
+        *,
+        passive: bool,
+        now: float,
+        overrides: dict[str, Any] | None = None,
     ) -> TcpConnection:
-        info = ConnInfo(local=local, remote=remote, mss=options.mss or self.local_mss)
-        setup = TcpSetup(info=info, options=options)
+        info = ConnInfo(local=local, remote=remote, mss=min(options.mss or self.local_mss, self.local_mss))
+        setup = self._setup(info, options, overrides or {})
         conn = TcpConnection(
             setup,
             iss=self.isn(local, remote, now),
@@ -400,8 +489,9 @@ class TcpLayer(BaseHandler):
         elif (remote_addr, remote_port, local_port) in self.connections:
             raise InvalidStateError("that 4-tuple is already in use")
         opts = options or self.settings.default_options()
+        overrides = self.resolve_features(opts)
         conn = self._new_connection(
-            (self.address, local_port), (remote_addr, remote_port), opts, passive=False, now=now
+            (self.address, local_port), (remote_addr, remote_port), opts, passive=False, now=now, overrides=overrides
         )
         conn.open_active(now)
         self._touch(conn)
@@ -425,7 +515,9 @@ class TcpLayer(BaseHandler):
             raise ValueError(f"backlog must be at least 1, got {backlog}")
         if port in self.listeners:
             raise InvalidStateError(f"port {port} is already listening")
-        listener = Listener(port, backlog, options or self.settings.default_options(), on_accept)
+        opts = options or self.settings.default_options()
+        listener = Listener(port, backlog, opts, on_accept)
+        listener.features = self.resolve_features(opts)
         self.listeners[port] = listener
         return listener
 
@@ -482,6 +574,13 @@ def _tcp(name: str, settings: TcpSettings) -> TcpLayer:
 @hookimpl
 def stack_register(registry: Registry) -> None:
     registry.add_layer("tcp", _tcp, TcpSettings, doc="TCP (RFC 9293) with listeners, RST handling and timers")
+
+
+@hookimpl
+def stack_configured(stack: Stack) -> None:
+    for handler in stack.pipeline.handlers:
+        if isinstance(handler, TcpLayer) and stack.host is not None:
+            handler.bind(stack.host)
 
 
 __all__ = ["Listener", "TcpLayer", "TcpSettings"]

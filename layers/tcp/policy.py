@@ -63,7 +63,12 @@ class TcpOptions:
     """Sender SWS override timeout (RFC 1122 §4.2.3.4: 0.1-1 s)."""
 
     features: dict[str, Any] = field(default_factory=dict)
-    """Per-connection features (plugins); filled in by later work."""
+    """Per-connection feature overrides: ``{name: settings table, True or None}``; ``None`` or
+    ``False`` turns off a feature the stack enables by default. Validated against the
+    features plugins register (docs/plugins.md)."""
+
+    congestion_control: str | None = None
+    """Congestion-control algorithm for this connection; default: the stack's."""
 
 
 @dataclass(slots=True)
@@ -108,13 +113,21 @@ class SendPolicy:
 
 @dataclass(slots=True)
 class TcpSetup:
-    """Everything a new connection is built from; plugins fill in the policy slots."""
+    """Everything a new connection is built from; plugins fill in the policy slots.
+
+    ``features`` maps each feature enabled on this connection to its validated settings
+    object. ``enabled`` lists, after setup, the features some plugin actually installed
+    something for (what ``ss`` and the connection summary show).
+    """
 
     info: ConnInfo
     options: TcpOptions
+    features: dict[str, Any] = field(default_factory=dict)
     ack_policy: AckPolicy = field(default_factory=AckPolicy)
     send_policy: SendPolicy = field(default_factory=SendPolicy)
     congestion: Any = None
+    congestion_name: str = "reno"
+    extensions: list[Any] = field(default_factory=list)
     claims: dict[str, str] = field(default_factory=dict)
 
     def claim(self, slot: str, *, by: str) -> None:

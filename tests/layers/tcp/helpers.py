@@ -327,7 +327,8 @@ def stack_config(
     if fault is not None:
         layers.append({"type": "fault", **fault})
     layers.append({"type": "ipv4", "address": address, "ident_seed": 0})
-    layers.append({"type": "tcp", "isn_secret": "00" * 16, "port_seed": 1, **tcp})
+    # Every feature off by default: each test names the features it turns on (design notes C8).
+    layers.append({"type": "tcp", "isn_secret": "00" * 16, "port_seed": 1, "default_features": False, **tcp})
     return {"layers": layers}
 
 

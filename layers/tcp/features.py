@@ -1,0 +1,74 @@
+"""Per-connection features: validating and merging ``{name: settings}`` tables.
+
+A feature is a behaviour a plugin registers with ``registry.add_feature(name, settings_cls)``
+and installs on a connection in its ``tcp_connection_setup`` hook. Three places switch
+features, each overriding the one before, name by name:
+
+1. the stack's defaults: :data:`DEFAULT_FEATURES` merged with the ``tcp`` layer's
+   ``features`` table in the configuration (and ``--feature``/``--no-feature``);
+2. a listener's ``features=`` (``start_server``), for the connections it accepts;
+3. a connection's ``features=`` (``open_connection``).
+
+A value is a settings table (``{"timeout": 0.01}``), ``True``/``{}`` for the defaults, or
+``False``/``None`` to turn the feature off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from framework.registry import Registry
+from framework.settings import validate_settings
+
+#: What a user gets without configuring anything: how a modern host stack is set up.
+DEFAULT_FEATURES: dict[str, Any] = {
+    "delayed_ack": {},
+    "nagle": {},
+}
+
+#: The default congestion-control algorithm (RFC 9438; Linux's default too).
+DEFAULT_CONGESTION_CONTROL = "cubic"
+
+
+def resolve(registry: Registry, table: Mapping[str, Any] | None, path: str, problems: list[str]) -> dict[str, Any]:
+    """Validate a features table; return ``{name: settings object, or None for off}``."""
+    out: dict[str, Any] = {}
+    if not table:
+        return out
+    if not isinstance(table, Mapping):
+        problems.append(f"{path}: expected a table of features, got {table!r}")
+        return out
+    for name, value in table.items():
+        where = f"{path}.{name}"
+        feature = registry.features.get(name)
+        if feature is None:
+            known = ", ".join(sorted(registry.features)) or "none"
+            problems.append(f"{where}: unknown feature {name!r} (known: {known})")
+            continue
+        if value is None or value is False:
+            out[name] = None
+            continue
+        if value is True:
+            value = {}
+        obj = validate_settings(feature.settings, value, where, problems)
+        if obj is not None:
+            out[name] = obj
+    return out
+
+
+def defaults(registry: Registry, problems: list[str]) -> dict[str, Any]:
+    """:data:`DEFAULT_FEATURES` restricted to the features whose plugins are registered."""
+    present = {k: v for k, v in DEFAULT_FEATURES.items() if k in registry.features}
+    return resolve(registry, present, "features", problems)
+
+
+def merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Apply resolved *overrides* to resolved *base*: ``None`` removes a feature."""
+    out = dict(base)
+    for name, value in overrides.items():
+        if value is None:
+            out.pop(name, None)
+        else:
+            out[name] = value
+    return {k: v for k, v in out.items() if v is not None}

@@ -1,0 +1,1 @@
+"""Congestion-control algorithms, each a plugin that registers itself by name."""
