@@ -39,6 +39,8 @@ BUILTIN_PLUGINS: Final[tuple[str, ...]] = (
     "plugins.congestion.cubic",
     "plugins.delayed_ack",
     "plugins.nagle",
+    "plugins.window_scaling",
+    "plugins.timestamps",
 )
 
 logger = structlog.get_logger("tcpstack.plugins")

@@ -47,7 +47,7 @@ from layers.tcp.events import (
     SoftError,
     TcpEvent,
 )
-from layers.tcp.policy import TcpSetup
+from layers.tcp.policy import TcpSetup, overrides
 from layers.tcp.rtt import RttEstimator
 from layers.tcp.seq import MASK, seq_add, seq_diff, seq_ge, seq_gt, seq_le, seq_lt
 from layers.tcp.state import TcpState, Trigger, next_state
@@ -59,6 +59,10 @@ S = TcpState
 DEFAULT_MSS = 536  # RFC 9293 §3.7.1, MUST-15: assume 536 when the peer sent no MSS option
 MAX_WINDOW = 0xFFFF
 DUPACK_THRESHOLD = 3  # RFC 5681 §3.2
+# R2 for data (RFC 9293 §3.8.3) is time *and* attempts: with the RTO backed off to its 60 s cap,
+# 100 s alone may allow only two retransmissions, so a lossy but live path would be given up.
+# RFC 1122 §4.2.3.5 lets R2 be a count or a time; Linux uses a count (tcp_retries2 = 15).
+MIN_DATA_RETRIES = 8
 _SEND_STATES = frozenset({S.ESTABLISHED, S.CLOSE_WAIT, S.FIN_WAIT_1, S.CLOSING, S.LAST_ACK})
 _RECV_STATES = frozenset({S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2})
 
@@ -112,11 +116,22 @@ class TcpConnection:
         self.cc: CongestionControl = setup.congestion or CongestionControl(self.snd_mss)
         self.ack_policy = setup.ack_policy
         self.send_policy = setup.send_policy
+        self.features = setup.features
+        self.congestion_name = setup.congestion_name
+        # Option extensions (window scaling, timestamps, SACK): all installed ones take part in
+        # the SYN exchange; only those both sides agreed on run per segment afterwards.
+        self.extensions = list(setup.extensions)
+        self._check_ext: list[Any] = []
+        self._accept_ext: list[Any] = []
+        self._out_ext: list[Any] = []
+        self.ts_rtt = False  # an extension (timestamps) takes RTT samples instead of Karn timing
+        self.last_ack_sent = 0  # RFC 7323 §4.3: Last.ACK.sent
         self._rtt_seq: int | None = None  # Karn: timing one segment at a time
         self._rtt_time = 0.0
         self.dup_acks = 0
         self.in_recovery = False
         self.recover = self.iss  # RFC 6582 "recover"
+        self._rto_count = 0  # consecutive retransmission timeouts without progress
 
         # Timers (absolute times or None)
         self._rto_at: float | None = None
@@ -206,12 +221,12 @@ class TcpConnection:
         acknowledged, so the peer sends it again after the handshake: E10)."""
         self.state = S.LISTEN
         self._set_state(Trigger.RECV_SYN, now)
-        self._take_syn(syn)
+        self._take_syn(syn, now)
         self.snd_nxt = seq_add(self.iss, 1)
         self.snd_max = self.snd_nxt
         self._send_syn = True
 
-    def _take_syn(self, syn: TcpRepr) -> None:
+    def _take_syn(self, syn: TcpRepr, now: float) -> None:
         """Record what the peer's SYN says (RFC 9293 §3.10.7.2-3)."""
         self.irs = syn.seq
         self.rcv_nxt = seq_add(syn.seq, 1)
@@ -225,6 +240,13 @@ class TcpConnection:
         self.snd_wnd = syn.window
         self.max_snd_wnd = max(self.max_snd_wnd, self.snd_wnd)
         self.snd_wl1 = syn.seq
+        if self.extensions:
+            for ext in self.extensions:
+                ext.on_peer_syn(self, syn, now)
+            active = [e for e in self.extensions if e.active]
+            self._check_ext = [e for e in active if overrides(e, "check")]
+            self._accept_ext = [e for e in active if overrides(e, "accepted")]
+            self._out_ext = [e for e in active if overrides(e, "decorate")]
 
     # ================================================================== user calls
 
@@ -326,6 +348,10 @@ class TcpConnection:
             self._rtt_seq = None
             self.retransmits += 1
             return
+        if self._check_ext:
+            for ext in self._check_ext:
+                if not ext.check(self, seg, now):  # e.g. RFC 7323 §5.3 PAWS
+                    return
         offset = seq_diff(seq, rcv_nxt)
         if seg_len == 0:
             acceptable = offset == 0 if wnd == 0 else 0 <= offset < wnd
@@ -343,6 +369,9 @@ class TcpConnection:
                 if st is S.TIME_WAIT and flags & FIN:
                     self._close_at = now + 2 * self.options.msl
             return
+        if self._accept_ext:
+            for ext in self._accept_ext:
+                ext.accepted(self, seg, now)
 
         # --- Second: the RST bit (§3.10.7.4; RFC 5961 §3.2) ------------------------------
         if flags & RST:
@@ -445,7 +474,7 @@ class TcpConnection:
             # FIN is legal: RFC 9293 §3.10.7.3 continues at the sixth step, so the FIN below
             # is processed once ESTABLISHED.
             return
-        self._take_syn(seg)
+        self._take_syn(seg, now)
         if ack_ok:
             self._syn_acked = True
             self.snd_una = seg.ack
@@ -585,6 +614,7 @@ class TcpConnection:
                 # over any amount of data (RFC 6582 §3.2 step 2 compares against it).
                 self.recover = seq_add(ack, -1)
         # RFC 6298 (5.2)/(5.3): stop the timer when all is acked, else restart it.
+        self._rto_count = 0
         if self.snd_una == self.snd_max:
             self._rto_at = None
             self._stall_since = None
@@ -779,7 +809,9 @@ class TcpConnection:
         if ut is not None:
             limit = min(limit, ut)
         started = self._stall_since if self._stall_since is not None else now
-        if now >= started + limit:  # the same sum as _rto_deadline(), so it fires exactly then
+        user_expired = ut is not None and now >= started + ut
+        r2_expired = now >= started + limit and (syn_phase or self._rto_count >= MIN_DATA_RETRIES)
+        if user_expired or r2_expired:  # the same sum as _rto_deadline(), so it fires exactly then
             # MUST-20/21 (R2): give up and tell the user.
             self.failure = "timeout"
             self.events.append(ConnectionFailed("timeout", "retransmission timeout"))
@@ -788,6 +820,7 @@ class TcpConnection:
             self._set_state(Trigger.TIMEOUT, now)
             return
         self.rtt.back_off()
+        self._rto_count += 1
         self._rtt_seq = None  # Karn
         if syn_phase:
             self._syn_retransmitted = True
@@ -839,6 +872,7 @@ class TcpConnection:
         seg.ack = self.rcv_nxt
         seg.window = field_
         seg.flags |= ACK
+        self.last_ack_sent = self.rcv_nxt
         self._ack_now = False
         self._ack_at = None
 
@@ -858,6 +892,7 @@ class TcpConnection:
         if self._send_syn:
             self._send_syn = False
             out.append(self._syn_segment(now))
+            self.segs_out += 1
             return out
         if st in _SEND_STATES:
             self._send_data(out, now)
@@ -866,6 +901,11 @@ class TcpConnection:
             self._fill_ack(seg)
             out.append(seg)
         if out:
+            if self._out_ext:
+                for seg in out:
+                    if not seg.flags & (SYN | RST):
+                        for ext in self._out_ext:
+                            ext.decorate(self, seg, now)
             self.segs_out += len(out)
             self.ack_policy.on_ack_sent()
         return out
@@ -887,11 +927,18 @@ class TcpConnection:
     def _syn_segment(self, now: float) -> TcpRepr:
         seg = self._segment(self.iss, 0, SYN)
         seg.mss = self.local_mss  # MUST-14: MSS option on SYN
+        # RFC 7323 §2.2: the window field of a SYN or SYN-ACK is never scaled.
+        seg.window = min(self.rcvbuf.window, MAX_WINDOW)
         if self.state is S.SYN_RECEIVED:
-            self._fill_ack(seg)
-            seg.window = min(seg.window, MAX_WINDOW)
-        else:
-            seg.window = min(self.rcvbuf.window, MAX_WINDOW)  # RFC 7323: never scaled on SYN
+            seg.flags |= ACK
+            seg.ack = self.rcv_nxt
+            self.last_ack_sent = self.rcv_nxt
+            edge = seq_add(self.rcv_nxt, seg.window)
+            if seq_gt(edge, self.rcv_adv):
+                self.rcv_adv = edge
+            self._ack_now = False
+        for ext in self.extensions:
+            ext.syn_options(self, seg, now)
         if self._rto_at is None:
             self._rto_at = now + self.rtt.current()
         if self._stall_since is None:
@@ -983,7 +1030,7 @@ class TcpConnection:
             self.retransmits += 1
             self.retransmitted_bytes += length
             self._rtt_seq = None  # Karn: no sample across a retransmission
-        elif self._rtt_seq is None:
+        elif self._rtt_seq is None and not self.ts_rtt:
             self._rtt_seq = seq_add(seq, length)
             self._rtt_time = now
         if self._rto_at is None:  # RFC 6298 (5.1)
@@ -1047,6 +1094,7 @@ class TcpConnection:
                 # Probing replaces retransmission: R2 (MUST-20) counts again from the next
                 # retransmission, so answered probes never add up to a give-up (MUST-37).
                 self._stall_since = None
+                self._rto_count = 0
 
     # ================================================================== events
 

@@ -23,6 +23,8 @@ from framework.settings import validate_settings
 
 #: What a user gets without configuring anything: how a modern host stack is set up.
 DEFAULT_FEATURES: dict[str, Any] = {
+    "window_scaling": {},
+    "timestamps": {},
     "delayed_ack": {},
     "nagle": {},
 }

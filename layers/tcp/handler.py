@@ -69,7 +69,7 @@ class TcpSettings:
     send_buffer: int = field(default=1 << 20, metadata={"min": 1, "max": 1 << 30})
     """Default send buffer per connection (bytes)."""
 
-    recv_buffer: int = field(default=1 << 16, metadata={"min": 1, "max": 1 << 30})
+    recv_buffer: int = field(default=1 << 19, metadata={"min": 1, "max": 1 << 30})
     """Default receive buffer per connection (bytes); without window scaling at most 65535
     of it can be advertised."""
 

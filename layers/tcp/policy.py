@@ -24,7 +24,7 @@ class TcpOptions:
     send_buffer: int = field(default=1 << 20, metadata={"min": 1, "max": 1 << 30})
     """Bytes the send buffer holds (written but not yet acknowledged)."""
 
-    recv_buffer: int = field(default=1 << 16, metadata={"min": 1, "max": 1 << 30})
+    recv_buffer: int = field(default=1 << 19, metadata={"min": 1, "max": 1 << 30})
     """Bytes the receive buffer holds; the advertised window is its free space. Without window
     scaling, windows above 65535 cannot be advertised."""
 
@@ -109,6 +109,49 @@ class SendPolicy:
     def may_send_small(self, size: int, in_flight: int, now: float) -> bool:
         """*size* bytes (less than a full segment) are ready; *in_flight* bytes are unacked."""
         return True
+
+
+class Extension:
+    """A per-connection participant in option negotiation and per-segment option processing
+    (window scaling, timestamps, SACK). Plugins subclass it and append an instance to
+    ``setup.extensions``. Only the methods an extension overrides are called, and only after
+    the handshake showed both sides want it (``active``); a connection without extensions
+    pays nothing.
+
+    The connection calls, in this order:
+
+    - :meth:`syn_options` for each SYN or SYN-ACK it sends (add options to *seg*);
+    - :meth:`on_peer_syn` with the peer's SYN or SYN-ACK (negotiate; set ``active``);
+    - :meth:`check` for every later arriving segment, before the sequence check (RFC 7323's
+      PAWS goes here); returning ``False`` drops the segment;
+    - :meth:`accepted` for every arriving segment that passed the sequence check;
+    - :meth:`decorate` for every outgoing segment other than SYN and RST.
+    """
+
+    name = "extension"
+    active = False
+
+    def syn_options(self, conn: Any, seg: Any, now: float) -> None:
+        """Add this extension's options to an outgoing SYN (``conn.state`` SYN-SENT) or
+        SYN-ACK (SYN-RECEIVED: add them only if the peer offered)."""
+
+    def on_peer_syn(self, conn: Any, syn: Any, now: float) -> None:
+        """The peer's SYN (passive open) or SYN-ACK (active open) arrived."""
+
+    def check(self, conn: Any, seg: Any, now: float) -> bool:
+        """Vet an arriving segment before the sequence check; ``False`` drops it."""
+        return True
+
+    def accepted(self, conn: Any, seg: Any, now: float) -> None:
+        """An arriving segment passed the sequence check."""
+
+    def decorate(self, conn: Any, seg: Any, now: float) -> None:
+        """Add options to an outgoing non-SYN, non-RST segment."""
+
+
+def overrides(ext: Extension, method: str) -> bool:
+    """True if *ext* implements *method* itself (the connection skips inherited no-ops)."""
+    return getattr(type(ext), method) is not getattr(Extension, method)
 
 
 @dataclass(slots=True)

@@ -293,7 +293,7 @@ class TestTimeWaitOnTheLayer:
         stays."""
         h = self.server_in_time_wait()
         out = h.inject(replace(SEND, seq=R1, ack=0, flags=SYN), t=1.0)
-        assert out == [replace(RECV, seq=L1 + 1, ack=R1 + 1, window=65534)]
+        assert out == [replace(RECV, seq=L1 + 1, ack=R1 + 1, window=65535)]
         [conn] = h.tcp.connections.values()
         assert conn.state is S.TIME_WAIT
 

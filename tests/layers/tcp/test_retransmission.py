@@ -171,14 +171,16 @@ class TestAfterTimeout:
         assert flight(conn, 1.1) == [(16, 16), (32, 16)]  # cwnd 32: two segments
 
     def test_give_up_after_r2_with_timeout_event_and_rst(self) -> None:
-        """RFC 9293 §3.8.3, MUST-20/21, SHLD-10 (RT6): after retrying for R2 (>= 100 s) abort: "timeout" event and a
-        RST."""
+        """RFC 9293 §3.8.3, MUST-20/21, SHLD-10 (RT6): after retrying for R2 (>= 100 s and at least 8 retransmissions,
+        RFC 1122 §4.2.3.5 allows a count) abort: "timeout" event and a RST."""
         conn = established()
         conn.send(b"hello", 0.0)
         recv(conn, t=0.0)
-        sent = run_until(conn, 200.0)
-        assert sent[-1] == (123.0, replace(RECV, seq=L1 + 5, ack=0, flags=RST, window=0))
-        assert conn.state is S.CLOSED and conn.closed_at == 123.0
+        sent = run_until(conn, 300.0)
+        # Retransmissions at 1, 3, 7, 15, 31, 63, 123 and 183 s (RTO capped at 60 s); the next timeout gives up.
+        assert [t for t, seg in sent if seg.payload] == [1.0, 3.0, 7.0, 15.0, 31.0, 63.0, 123.0, 183.0]
+        assert sent[-1] == (243.0, replace(RECV, seq=L1 + 5, ack=0, flags=RST, window=0))
+        assert conn.state is S.CLOSED and conn.closed_at == 243.0
         assert events(conn) == [ConnectionFailed("timeout", "retransmission timeout"), ConnectionClosed()]
 
     def test_progress_resets_the_give_up_clock(self) -> None:

@@ -1,0 +1,81 @@
+"""Window scaling (RFC 7323 §2), as a per-connection extension.
+
+- §2.2: the option (kind 3) is sent only in a SYN, or in a SYN-ACK answering a SYN that had it;
+  scaling is in force only when both SYNs carried it. Windows in SYN segments are never
+  scaled.
+- §2.3: our shift is the smallest that lets the receive buffer be advertised in 16 bits,
+  at most 14; a received shift above 14 is used as 14 (and logged at debug).
+- The peer's scaled window is honoured everywhere the connection uses SND.WND (the core
+  shifts every window field by ``snd_wscale``), and our advertised window is the free receive
+  space shifted right, rounded up so the right edge never moves left (§2.4).
+
+Enable per connection with ``features={"window_scaling": {}}``; ``shift`` forces a value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from framework.plugins import hookimpl
+from framework.registry import Registry
+from layers.tcp.policy import Extension, TcpSetup
+
+NAME = "window_scaling"
+MAX_SHIFT = 14  # RFC 7323 §2.3
+
+
+@dataclass(slots=True)
+class WindowScalingSettings:
+    shift: int | None = field(default=None, metadata={"min": 0, "max": MAX_SHIFT})
+    """Shift to offer; default: derived from the receive buffer (RFC 7323 §2.3)."""
+
+
+def shift_for(buffer: int) -> int:
+    """The smallest shift that fits *buffer* into the 16-bit window field, capped at 14."""
+    shift = 0
+    while (buffer >> shift) > 0xFFFF and shift < MAX_SHIFT:
+        shift += 1
+    return shift
+
+
+class WindowScaling(Extension):
+    """Negotiates and applies the window scale option on one connection."""
+
+    name = NAME
+    __slots__ = ("offered", "peer_shift", "shift")
+
+    def __init__(self, shift: int) -> None:
+        self.shift = shift
+        self.peer_shift: int | None = None
+        self.offered = False
+
+    def syn_options(self, conn: Any, seg: Any, now: float) -> None:
+        if conn.state.value == "SYN-SENT" or self.peer_shift is not None:
+            seg.wscale = self.shift  # §2.2: on our SYN, or on a SYN-ACK to a SYN that offered it
+            self.offered = True
+
+    def on_peer_syn(self, conn: Any, syn: Any, now: float) -> None:
+        if syn.wscale is None:
+            return  # the peer did not offer: neither side scales (§2.2)
+        self.peer_shift = min(syn.wscale, MAX_SHIFT)  # §2.3: treat a shift above 14 as 14
+        passive = conn.state.value == "SYN-RECEIVED"
+        if passive or self.offered:
+            self.active = True
+            conn.snd_wscale = self.peer_shift
+            conn.rcv_wscale = self.shift
+
+
+@hookimpl
+def stack_register(registry: Registry) -> None:
+    registry.add_feature(NAME, WindowScalingSettings, doc="window scale option (RFC 7323 §2)")
+
+
+@hookimpl
+def tcp_connection_setup(setup: TcpSetup) -> None:
+    settings = setup.features.get(NAME)
+    if settings is None:
+        return
+    setup.claim(NAME, by=NAME)
+    shift = settings.shift if settings.shift is not None else shift_for(setup.options.recv_buffer)
+    setup.extensions.append(WindowScaling(shift))
