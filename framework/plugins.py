@@ -41,6 +41,7 @@ BUILTIN_PLUGINS: Final[tuple[str, ...]] = (
     "plugins.nagle",
     "plugins.window_scaling",
     "plugins.timestamps",
+    "plugins.keepalive",
 )
 
 logger = structlog.get_logger("tcpstack.plugins")

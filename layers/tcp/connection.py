@@ -125,6 +125,10 @@ class TcpConnection:
         self._accept_ext: list[Any] = []
         self._out_ext: list[Any] = []
         self.ts_rtt = False  # an extension (timestamps) takes RTT samples instead of Karn timing
+        # Keep-alive (RFC 1122 §4.2.3.6), when a plugin installed a policy: idle/interval/count.
+        self.keepalive: Any = setup.keepalive
+        self._ka_at: float | None = None
+        self._ka_probes = 0
         self.last_ack_sent = 0  # RFC 7323 §4.3: Last.ACK.sent
         self._rtt_seq: int | None = None  # Karn: timing one segment at a time
         self._rtt_time = 0.0
@@ -205,6 +209,7 @@ class TcpConnection:
 
     def _clear_timers(self) -> None:
         self._rto_at = self._persist_at = self._ack_at = self._sws_at = self._close_at = None
+        self._ka_at = None
 
     # ================================================================== opening
 
@@ -324,6 +329,11 @@ class TcpConnection:
         """Process one arriving segment (RFC 9293 §3.10.7.3-4). Afterwards the caller drains
         :meth:`segments_to_send` and :meth:`next_event`."""
         self.segs_in += 1
+        if self.keepalive is not None:
+            # Anything from the peer shows it is alive (MUST-29: a lost probe ACK is tolerated
+            # because only `count` unanswered probes in a row end the connection).
+            self._ka_probes = 0
+            self._ka_at = now + self.keepalive.idle
         st = self.state
         if st is S.SYN_SENT:
             self._receive_syn_sent(seg, now)
@@ -772,7 +782,7 @@ class TcpConnection:
 
     def get_timer(self) -> float | None:
         best: float | None = None
-        for t in (self._rto_deadline(), self._persist_at, self._ack_at, self._sws_at, self._close_at):
+        for t in (self._rto_deadline(), self._persist_at, self._ack_at, self._sws_at, self._close_at, self._ka_at):
             if t is not None and (best is None or t < best):
                 best = t
         return best
@@ -799,6 +809,31 @@ class TcpConnection:
         if self._persist_at is not None and now >= self._persist_at:
             self._persist_at = None
             self._probe_due = True
+        if self._ka_at is not None and now >= self._ka_at:
+            self._on_keepalive(now)
+
+    def _on_keepalive(self, now: float) -> None:
+        """RFC 1122 §4.2.3.6 / RFC 9293 §3.8.4: after ``idle`` seconds without traffic, probe
+        with ``<SEQ=SND.UNA-1>`` and no data (SHLD-12), which the peer must answer with an ACK;
+        ``count`` unanswered probes ``interval`` apart mean the peer is gone."""
+        ka = self.keepalive
+        self._ka_at = None
+        if self.state not in (S.ESTABLISHED, S.CLOSE_WAIT, S.FIN_WAIT_2):
+            return
+        if self.snd_una != self.snd_max or len(self.sndbuf):
+            self._ka_at = now + ka.idle  # MUST-26: only when idle; retransmission covers the rest
+            return
+        if self._ka_probes >= ka.count:
+            self.failure = "timeout"
+            self.events.append(ConnectionFailed("timeout", "keep-alive: the peer stopped answering"))
+            self._set_state(Trigger.TIMEOUT, now)
+            return
+        self._ka_probes += 1
+        seg = self._segment(seq_add(self.snd_una, -1), 0, ACK, b"\0" if ka.garbage_octet else b"")
+        self._fill_ack(seg)
+        self._ka_out = seg
+        self._ka_at = now + ka.interval
+        self.keepalive_probes_sent += 1
 
     def _on_rto(self, now: float) -> None:
         """RFC 6298 (5.4)-(5.6), RFC 5681 §3.1: retransmit the earliest unacked segment."""
@@ -889,6 +924,9 @@ class TcpConnection:
         if self._dup_acks_out:
             out.extend(self._dup_acks_out)
             self._dup_acks_out.clear()
+        if self._ka_out is not None:
+            out.append(self._ka_out)
+            self._ka_out = None
         if self._send_syn:
             self._send_syn = False
             out.append(self._syn_segment(now))
@@ -951,6 +989,8 @@ class TcpConnection:
     # ------------------------------------------------------------------ data path
 
     _fast_rexmit = False
+    _ka_out: TcpRepr | None = None
+    keepalive_probes_sent = 0
     _sws_override = False
     _probe_due = False
     _rexmit_until: int | None = None

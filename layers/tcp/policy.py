@@ -171,6 +171,8 @@ class TcpSetup:
     congestion: Any = None
     congestion_name: str = "reno"
     extensions: list[Any] = field(default_factory=list)
+    keepalive: Any = None
+    """An object with ``idle``, ``interval``, ``count`` and ``garbage_octet`` (keep-alive)."""
     claims: dict[str, str] = field(default_factory=dict)
 
     def claim(self, slot: str, *, by: str) -> None:
