@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import signal
 import sys
 from collections.abc import Sequence
@@ -245,12 +246,8 @@ def cmd_connect(args: argparse.Namespace) -> int:
     result: list[int] = [EXIT_OK]
 
     async def pump_stdin(writer: asyncio.StreamWriter) -> None:
-        loop = asyncio.get_running_loop()
-        stdin = sys.stdin.buffer
-        while True:
-            chunk = await loop.run_in_executor(None, stdin.read1, 65536)  # type: ignore[union-attr]
-            if not chunk:
-                break
+        chunks = _stdin_reader(asyncio.get_running_loop())
+        while chunk := await chunks.get():
             writer.write(chunk)
             await writer.drain()
         writer.write_eof()
@@ -283,6 +280,7 @@ def cmd_connect(args: argparse.Namespace) -> int:
             await asyncio.sleep(0.05)
         except OSError as exc:
             sender.cancel()
+            sender.add_done_callback(lambda t: t.cancelled() or t.exception())  # reported just below
             result[0] = _fail(f"connection to {args.host}:{args.port}: {_describe(exc)}")
         finally:
             driver.stop()
@@ -296,6 +294,37 @@ def cmd_connect(args: argparse.Namespace) -> int:
     finally:
         link.close()
     return result[0]
+
+
+def _stdin_reader(loop: asyncio.AbstractEventLoop) -> asyncio.Queue[bytes]:
+    """Chunks of standard input (``b""`` at its end), read by a daemon thread.
+
+    Not the loop's default executor: ``asyncio.run`` joins its threads on the way out, so a
+    read blocked on a still-open stdin would keep ``connect`` from exiting after a reset.
+    ``os.read`` on the descriptor rather than ``sys.stdin.buffer``, so the blocked thread holds
+    no lock the interpreter needs at exit.
+    """
+    import os
+    import threading
+
+    queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=4)
+    fd = sys.stdin.fileno()
+
+    def read() -> None:
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:
+                chunk = b""
+            try:
+                asyncio.run_coroutine_threadsafe(queue.put(chunk), loop).result()
+            except (RuntimeError, concurrent.futures.CancelledError):
+                return  # the loop is gone
+            if not chunk:
+                return
+
+    threading.Thread(target=read, name="tcpstack-stdin", daemon=True).start()
+    return queue
 
 
 def _describe(exc: BaseException) -> str:

@@ -1,0 +1,157 @@
+"""Interop with the Linux kernel when segments are lost (RFC 5681 §3.2, §4.2).
+
+A seeded ``fault`` layer between ``tun`` and ``ipv4`` drops packets. For outbound losses the
+capture sits below it (``--pcap``: what reached the kernel); for inbound losses above it (what
+reached our TCP). Checksums are computed and verified in Python, as in every interop test.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.integration.netns import Netns
+from tests.integration.tcputil import (
+    ACK,
+    KERNEL_ADDR,
+    MB,
+    STACK_ADDR,
+    closed_events,
+    kpeer,
+    ns_run,
+    start_stack,
+    stop_stack,
+    stream,
+    stream_sha256,
+    tcp_segments,
+)
+
+
+def _fault_config(path: Path, *, drop: float, direction: str, seed: int, pcap_above: Path | None = None) -> Path:
+    pcap = f'[[layers]]\ntype = "pcap"\npath = "{pcap_above}"\nsnaplen = 128\n\n' if pcap_above else ""
+    path.write_text(
+        '[[layers]]\ntype = "tun"\ndevice = "tun0"\n\n'
+        f'[[layers]]\ntype = "fault"\ndrop = {drop}\ndirection = "{direction}"\nseed = {seed}\n\n'
+        f"{pcap}"
+        '[[layers]]\ntype = "ipv4"\naddress = "10.0.0.2/24"\n\n'
+        '[[layers]]\ntype = "tcp"\n'
+    )
+    return path
+
+
+def _dupacks_for_out_of_order(pcap: Path) -> tuple[int, int]:
+    """(out-of-order data segments we received from the kernel, pure ACKs we sent while a gap
+    was open), from a capture above the fault layer.
+
+    The stack answers a batch of received frames at once (its output follows the batch in the
+    capture); out-of-order segments of a batch that also filled the gap are not counted, since
+    the cumulative ACK rightly replaces their duplicate ACKs.
+    """
+    segs = tcp_segments(pcap)
+    syn = next(s for s in segs if s.syn and s.src == KERNEL_ADDR)
+    base = (syn.seq + 1) % 2**32  # offsets below count from the kernel's first data byte
+    held: dict[int, int] = {}  # out-of-order segments: start -> end
+    nxt = 0  # in-order offset
+    ooo = dupacks = in_batch = 0
+    for s in segs:
+        if s.src == KERNEL_ADDR:
+            if not s.length:
+                continue
+            start = (s.seq - base) % 2**32
+            end = start + s.length
+            if start > nxt:
+                held[start] = max(end, held.get(start, 0))
+                in_batch += 1
+            elif end > nxt:
+                nxt = end
+                while any(a <= nxt for a in held):
+                    for a in [a for a in held if a <= nxt]:
+                        nxt = max(nxt, held.pop(a))
+        else:  # our output: the batch before it is over
+            if in_batch and held:
+                ooo += in_batch
+            in_batch = 0
+            # A pure ACK while a gap is open; within a batch that filled an earlier gap the
+            # first ones rightly name the earlier gap, so any ACK up to the gap counts.
+            if s.flags == ACK and not s.length and held and (s.ack - base) % 2**32 <= nxt:
+                dupacks += 1
+    return ooo, dupacks
+
+
+def _timeout_retransmissions(pcap: Path, src: str, quiet: float = 0.15) -> tuple[int, int]:
+    """(all, timeout-driven) retransmissions of data by *src*: a retransmission is a data segment
+    below the highest sequence sent so far; it is timeout-driven when *src* had sent no data
+    for *quiet* seconds before it (Linux's RTO is at least 200 ms)."""
+    segs = [s for s in tcp_segments(pcap) if s.src == src]
+    highest: int | None = None
+    last_at = None
+    total = timed_out = 0
+    for s in segs:
+        if s.length:
+            end = s.seq + s.length
+            if highest is not None and (highest - end) % 2**32 < 2**31 and s.seq != highest:
+                total += 1
+                if last_at is not None and s.at - last_at >= quiet:
+                    timed_out += 1
+            if highest is None or (end - highest) % 2**32 < 2**31:
+                highest = end
+            last_at = s.at
+    return total, timed_out
+
+
+def test_out_of_order_data_gets_immediate_duplicate_acks(netns: Netns, tmp_path: Path) -> None:
+    """RFC 5681 §4.2: every out-of-order segment from the kernel gets an immediate duplicate ACK (fast retransmit)."""
+    # Linux without SACK fast-retransmits on three duplicate ACKs (pure ACKs, same window); any
+    # loss it cannot recover that way stalls the transfer for its RTO (at least 200 ms).
+    pcap = tmp_path / "loss.pcap"
+    config = _fault_config(tmp_path / "loss.toml", drop=0.01, direction="in", seed=3, pcap_above=pcap)
+    proc = start_stack(netns, tmp_path, "--config", str(config), "--serve", "http")
+    body = tmp_path / "upload"
+    body.write_bytes(stream(4 * MB, 51))
+    r = ns_run(
+        netns,
+        [
+            "curl",
+            "-sS",
+            "--max-time",
+            "60",
+            "--data-binary",
+            f"@{body}",
+            "-w",
+            " %{http_code} %{time_total}",
+            f"http://{STACK_ADDR}/upload",
+        ],
+        timeout=90,
+    )
+    assert r.returncode == 0, r.stderr
+    digest, code, seconds = r.stdout.decode().split()
+    assert (digest, code) == (stream_sha256(4 * MB, 51), "200")
+    events = stop_stack(proc, tmp_path, closed=1)
+    assert events[-1]["drops"].get("fault.injected", 0) >= 10  # the test did lose segments
+    (closed,) = closed_events(events)
+    assert closed["bytes_in"] > 4 * MB
+    ooo, dupacks = _dupacks_for_out_of_order(pcap)
+    total, timed_out = _timeout_retransmissions(pcap, KERNEL_ADDR)
+    print(
+        f"\n{4 * MB} bytes up in {float(seconds):.2f} s; {ooo} out-of-order segments, {dupacks} duplicate ACKs; "
+        f"kernel retransmissions {total}, after its RTO {timed_out}"
+    )
+    assert ooo >= 10
+    assert dupacks >= ooo, f"only {dupacks} duplicate ACKs for {ooo} out-of-order segments"
+    # So Linux repaired the losses by fast retransmit; a lost retransmission or a lost last
+    # segment may still need its timer.
+    assert total >= 1 and timed_out <= 2, f"{timed_out} of the kernel's {total} retransmissions waited for its RTO"
+
+
+def test_we_recover_outbound_losses(netns: Netns, tmp_path: Path) -> None:
+    """RFC 5681 §3.2, RFC 6582: 1% of our segments lost, the kernel still gets 2 MB intact, and we fast-retransmit."""
+    pcap = tmp_path / "loss.pcap"
+    config = _fault_config(tmp_path / "loss.toml", drop=0.01, direction="out", seed=4)
+    proc = start_stack(netns, tmp_path, "--config", str(config), "--serve", "echo", "--pcap", str(pcap))
+    r = kpeer(netns, "client", "--port", "7", "--send", str(2 * MB), "--seed", "52")
+    assert "error" not in r and r["recv_error"] is None and "send_error" not in r, r
+    assert r["recv"] == 2 * MB and r["recv_sha"] == stream_sha256(2 * MB, 52)
+    events = stop_stack(proc, tmp_path, closed=1)
+    assert events[-1]["drops"].get("fault.injected", 0) >= 5
+    total, timed_out = _timeout_retransmissions(pcap, STACK_ADDR)
+    print(f"\n{2 * MB} bytes in {r['elapsed']:.2f} s; our retransmissions {total}, after a timeout {timed_out}")
+    assert total >= 1 and timed_out <= 2
