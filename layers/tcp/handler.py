@@ -382,9 +382,13 @@ class TcpLayer(BaseHandler):
                 if target is None:
                     continue
                 while conn.events:
-                    target.handle_event(conn, conn.events.popleft())
-
-    # ------------------------------------------------------------------ user API
+                    event = conn.events.popleft()
+                    try:
+                        target.handle_event(conn, event)
+                    except Exception:
+                        # A failing listener (application code) must not cost other
+                        # connections their events, nor this one its later events.
+                        self._log.exception("tcp.listener_failed", conn=conn.label, event=type(event).__name__)
 
     # ------------------------------------------------------------------ plugins
 

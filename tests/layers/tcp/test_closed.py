@@ -188,3 +188,35 @@ class TestDemultiplexing:
         for i in range(50):
             assert conns[40000 + i].read() == f"connection {i:02d}".encode()
         assert len(h.tcp.connections) == 50
+
+
+class TestEventDispatch:
+    def test_failing_listener_does_not_cost_other_connections_their_events(self, log_output: object) -> None:
+        """RFC 9293 §3.9.1 (MUST-12): every connection's user hears of its events even when another
+        connection's listener raises."""
+        from framework.simulation import Simulation
+        from tests.layers.tcp.helpers import make_stack, tcp_layer
+
+        sim = Simulation()
+        a = make_stack("10.0.0.1/24")
+        b = make_stack("10.0.0.2/24")
+        sim.wire(a, b)
+        ta, tb = tcp_layer(a), tcp_layer(b)
+        tb.listen(80)
+        seen: list[tuple[str, str]] = []
+
+        class Bad:
+            def handle_event(self, conn: object, event: object) -> None:
+                raise RuntimeError("application bug")
+
+        class Good:
+            def handle_event(self, conn: object, event: object) -> None:
+                seen.append((type(event).__name__, str(conn)))
+
+        c1 = ta.connect(bytes([10, 0, 0, 2]), 80, now=0.0)
+        c2 = ta.connect(bytes([10, 0, 0, 2]), 80, now=0.0)
+        c1.listener, c2.listener = Bad(), Good()
+        sim.run(until=1.0)
+        assert ("Connected", str(c2)) in seen
+        entries = log_output.entries  # type: ignore[attr-defined]
+        assert any(e["event"] == "tcp.listener_failed" for e in entries)
