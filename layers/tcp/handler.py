@@ -388,7 +388,7 @@ class TcpLayer(BaseHandler):
                     except Exception:
                         # A failing listener (application code) must not cost other
                         # connections their events, nor this one its later events.
-                        self._log.exception("tcp.listener_failed", conn=conn.label, event=type(event).__name__)
+                        self._log.exception("tcp.listener_failed", conn=conn.label, tcp_event=type(event).__name__)
 
     # ------------------------------------------------------------------ plugins
 
