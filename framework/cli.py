@@ -71,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not verify IPv4/ICMP/TCP checksums on receipt (for links that guarantee them)",
     )
+    _add_feature_options(up)
     _add_logging_options(up)
 
     connect = sub.add_parser(
@@ -93,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     connect.add_argument("--mtu", type=int, metavar="BYTES", help="link MTU")
     connect.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS", help="connect timeout (default 30)")
     connect.add_argument("--no-checksum-verify", action="store_true", help="do not verify checksums on receipt")
+    _add_feature_options(connect)
     _add_logging_options(connect)
 
     demo = sub.add_parser(
@@ -106,6 +108,50 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--keep", action="store_true", help="leave the namespace and stack running afterwards")
     demo.add_argument("--pcap", metavar="FILE", help="where to write the capture (default: a temporary directory)")
     return parser
+
+
+def _add_feature_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--feature",
+        action="append",
+        default=[],
+        metavar="NAME[:KEY=VALUE,...]",
+        help="turn a per-connection feature on for every connection, with settings "
+        "(e.g. delayed_ack:timeout=0.02, keepalive:idle=60,interval=5,count=3); repeatable; see docs/plugins.md",
+    )
+    p.add_argument(
+        "--no-feature", action="append", default=[], metavar="NAME", help="turn a default feature off (e.g. nagle)"
+    )
+    p.add_argument("--congestion-control", metavar="NAME", help="congestion-control algorithm (reno, cubic, ...)")
+
+
+def _parse_value(text: str) -> object:
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    for conv in (int, float):
+        try:
+            return conv(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_feature(spec: str) -> tuple[str, dict[str, object]]:
+    """``"keepalive:idle=60,count=3"`` to ``("keepalive", {"idle": 60, "count": 3})``.
+
+    :raises ValueError: for a malformed specification.
+    """
+    name, _, rest = spec.partition(":")
+    if not name:
+        raise ValueError(f"--feature {spec!r}: missing feature name")
+    settings: dict[str, object] = {}
+    for item in filter(None, rest.split(",")):
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise ValueError(f"--feature {spec!r}: expected KEY=VALUE, got {item!r}")
+        settings[key.strip()] = _parse_value(value.strip())
+    return name, settings
 
 
 def _add_logging_options(p: argparse.ArgumentParser) -> None:
@@ -140,6 +186,26 @@ def _up_config(args: argparse.Namespace) -> dict[str, Any]:
         if ip is None:
             raise ConfigError(["layers: --address needs a layer of type 'ipv4'"])
         ip["address"] = args.address
+    features = getattr(args, "feature", []) or []
+    no_features = getattr(args, "no_feature", []) or []
+    algorithm = getattr(args, "congestion_control", None)
+    if features or no_features or algorithm:
+        tcp = next((x for x in layers if isinstance(x, dict) and x.get("type") == "tcp"), None)
+        if tcp is None:
+            raise ConfigError(["layers: --feature, --no-feature and --congestion-control need a 'tcp' layer"])
+        table = tcp.setdefault("features", {})
+        if not isinstance(table, dict):
+            raise ConfigError(["layers: the tcp layer's features must be a table"])
+        for spec in features:
+            try:
+                name, settings = parse_feature(spec)
+            except ValueError as exc:
+                raise ConfigError([str(exc)]) from None
+            table[name] = settings
+        for name in no_features:
+            table[name] = False
+        if algorithm:
+            tcp["congestion_control"] = algorithm
     if getattr(args, "no_checksum_verify", False):
         for x in layers:
             if isinstance(x, dict) and x.get("type") in ("ipv4", "tcp"):

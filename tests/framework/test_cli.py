@@ -374,3 +374,41 @@ def test_permission_denied_without_privileges() -> None:
     line = assert_one_error_line(proc.stderr.splitlines())
     assert "permission" in line.lower()
     assert not device_exists(device)
+
+
+class TestFeatureOptions:
+    def test_parse_feature_settings(self) -> None:
+        """--feature NAME:KEY=VALUE,... parses numbers, booleans and strings."""
+        from framework.cli import parse_feature
+
+        assert parse_feature("keepalive:idle=60,interval=2.5,garbage_octet=true") == (
+            "keepalive",
+            {"idle": 60, "interval": 2.5, "garbage_octet": True},
+        )
+        assert parse_feature("nagle") == ("nagle", {})
+
+    def test_bad_feature_spec_is_a_usage_error(self) -> None:
+        """A malformed --feature is one clear error line before anything starts."""
+        args = build_parser().parse_args(["up", "--feature", "nagle:cork"])
+        with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+            _up_config(args)
+
+    def test_feature_flags_edit_the_tcp_layer(self) -> None:
+        """--feature, --no-feature and --congestion-control become the tcp layer's settings."""
+        args = build_parser().parse_args(
+            ["up", "--feature", "keepalive:idle=60", "--no-feature", "nagle", "--congestion-control", "reno"]
+        )
+        tcp = _up_config(args)["layers"][-1]
+        assert tcp == {
+            "type": "tcp",
+            "features": {"keepalive": {"idle": 60}, "nagle": False},
+            "congestion_control": "reno",
+        }
+
+    def test_unknown_feature_and_algorithm_exit_2_naming_the_key(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """Unknown feature or algorithm names are reported with their key path, exit status 2."""
+        code = main(["up", "--tun", "tcpsnone0", "--feature", "nagl", "--congestion-control", "vegas"])
+        err = capsys.readouterr().err
+        assert code == 2
+        assert "layers[2].features.nagl: unknown feature 'nagl'" in err
+        assert "layers[2].congestion_control: unknown algorithm 'vegas'" in err
