@@ -42,6 +42,7 @@ BUILTIN_PLUGINS: Final[tuple[str, ...]] = (
     "plugins.window_scaling",
     "plugins.timestamps",
     "plugins.keepalive",
+    "plugins.sack",
 )
 
 logger = structlog.get_logger("tcpstack.plugins")

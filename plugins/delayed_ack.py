@@ -18,6 +18,7 @@ from framework.registry import Registry
 from layers.tcp.policy import AckPolicy, TcpSetup
 
 NAME = "delayed_ack"
+MAX_OPTION_BYTES = 40  # RFC 9293 §3.1: a TCP header carries at most 40 bytes of options
 
 
 def _below_half_second(value: float) -> str | None:
@@ -40,7 +41,11 @@ class DelayedAck(AckPolicy):
 
     def __init__(self, settings: DelayedAckSettings, mss: int) -> None:
         self.timeout = settings.timeout
-        self.threshold = settings.segments * mss
+        # RFC 5681 §2 and RFC 6691 §2: a full-sized segment from the peer holds our MSS less the
+        # options it carries on every segment (12 bytes of timestamps), so a segment counts as
+        # full from MSS - 40 bytes; with MSS itself two timestamped segments (2 x 1448 < 2 x 1460)
+        # would wait for the timer, against SHLD-19.
+        self.threshold = settings.segments * max(mss - MAX_OPTION_BYTES, 1)
         self._unacked = 0
         self.decisions = 0
 

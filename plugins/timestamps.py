@@ -46,6 +46,7 @@ class Timestamps(Extension):
     """TSval clock, TSecr echo, RTT samples and PAWS for one connection."""
 
     name = NAME
+    order = 20
     __slots__ = (
         "no_option_drops",
         "offset",

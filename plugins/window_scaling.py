@@ -43,6 +43,7 @@ class WindowScaling(Extension):
     """Negotiates and applies the window scale option on one connection."""
 
     name = NAME
+    order = 10
     __slots__ = ("offered", "peer_shift", "shift")
 
     def __init__(self, shift: int) -> None:

@@ -91,6 +91,8 @@ class TcpTransport(asyncio.Transport):
             return conn
         if name == "tcp_info":
             return conn.status()
+        if name == "soft_error":
+            return conn.soft_error  # the latest ICMP soft error (RFC 9293 §3.9.2.2, SHLD-25)
         return default
 
     def is_closing(self) -> bool:

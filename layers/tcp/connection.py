@@ -120,7 +120,7 @@ class TcpConnection:
         self.congestion_name = setup.congestion_name
         # Option extensions (window scaling, timestamps, SACK): all installed ones take part in
         # the SYN exchange; only those both sides agreed on run per segment afterwards.
-        self.extensions = list(setup.extensions)
+        self.extensions = sorted(setup.extensions, key=lambda e: e.order)
         self._check_ext: list[Any] = []
         self._accept_ext: list[Any] = []
         self._out_ext: list[Any] = []
@@ -421,6 +421,7 @@ class TcpConnection:
                 self._rtt_seq = None
                 if self._syn_retransmitted:
                     self.rtt.reset_after_syn_timeout()
+                    self.cc.cwnd = self.snd_mss  # RFC 5681 §3.1: IW is one segment after a lost SYN-ACK
                 self._become_established(now)
             else:
                 # §3.10.7.4: an unacceptable ACK in SYN-RECEIVED gets <SEQ=SEG.ACK><CTL=RST>.
@@ -437,7 +438,7 @@ class TcpConnection:
                 self._close_at = now + 2 * self.options.msl
             return
 
-        # --- Sixth: URG (MUST-30: the pointer is recorded; data stays inline) --------------
+        # --- Sixth: URG (not acted on: urgent data is delivered inline; docs/compliance.md) ---
 
         # --- Seventh: the segment text (§3.10.7.4 "Seventh") -------------------------------
         base = self.rcvbuf.nxt
@@ -496,6 +497,7 @@ class TcpConnection:
             self._rtt_seq = None
             if self._syn_retransmitted:
                 self.rtt.reset_after_syn_timeout()
+                self.cc.cwnd = self.snd_mss  # RFC 5681 §3.1: IW is one segment after a lost SYN
             self._set_state(Trigger.RECV_SYN_ACK, now)
             self._on_established(now)
             self._ack_now = True  # <SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK>
@@ -715,6 +717,10 @@ class TcpConnection:
             # without SACK needs three of them to fast-retransmit (RFC 5681 §3.2).
             ack = self._segment(self._ack_seq(), 0, ACK)
             self._fill_ack(ack)
+            # Options describe the state when *this* segment arrived (RFC 2018 §4: the first
+            # SACK block is the one holding the segment that triggered the ACK).
+            for ext in self._out_ext:
+                ext.decorate(self, ack, now)
             self._dup_acks_out.append(ack)
         else:
             self._ack_now = True  # a duplicate of data we hold: ACK (A2)
@@ -889,9 +895,15 @@ class TcpConnection:
         return current
 
     def _maybe_window_update(self) -> None:
-        wnd = self._window_to_advertise()
-        current = seq_diff(self.rcv_adv, self.rcv_nxt)
-        if wnd > current:
+        """A read freed buffer space: send a window update at once only when it matters (RFC 9293
+        §3.8.6.2.2): the peer sees less than a full segment, or the new window at least doubles
+        what it sees (Linux's tcp_cleanup_rbuf rule). Smaller gains ride on the next ACK; an
+        update per read would double the ACKs and defeat delayed ACKs (RFC 1122 §4.2.3.2). The
+        window is what the 16-bit field can carry (RFC 7323 §2.3), so a buffer larger than that
+        never triggers an update that repeats the last ACK."""
+        wnd = min(self._window_to_advertise(), MAX_WINDOW << self.rcv_wscale)
+        current = max(seq_diff(self.rcv_adv, self.rcv_nxt), 0)
+        if wnd > current and (current < self.local_mss or wnd >= 2 * current):
             self._ack_now = True
 
     def _fill_ack(self, seg: TcpRepr) -> None:
@@ -922,8 +934,9 @@ class TcpConnection:
             self._dup_acks_out.clear()
             return out
         if self._dup_acks_out:
-            out.extend(self._dup_acks_out)
+            out.extend(self._dup_acks_out)  # already decorated when they were built
             self._dup_acks_out.clear()
+        first_new = len(out)
         if self._ka_out is not None:
             out.append(self._ka_out)
             self._ka_out = None
@@ -940,7 +953,7 @@ class TcpConnection:
             out.append(seg)
         if out:
             if self._out_ext:
-                for seg in out:
+                for seg in out[first_new:]:
                     if not seg.flags & (SYN | RST):
                         for ext in self._out_ext:
                             ext.decorate(self, seg, now)

@@ -40,7 +40,7 @@ class TcpOptions:
 
     retries_timeout: float = field(default=100.0, metadata={"min": 1.0, "max": 86400.0})
     """R2 for data (RFC 9293 §3.8.3, MUST-20): give up and abort after retransmitting for
-    this long without progress (at least 100 s, SHLD-10) and at least 8 times."""
+    this long without progress (at least 100 s, SHLD-11) and at least 8 times."""
 
     syn_retries_timeout: float = field(default=180.0, metadata={"min": 1.0, "max": 86400.0})
     """R2 for SYN and SYN-ACK (MUST-23: at least 3 minutes)."""
@@ -130,6 +130,9 @@ class Extension:
 
     name = "extension"
     active = False
+    order = 50
+    """Extensions run in ascending ``order`` (then installation order): fixed-size options
+    first, an extension that fills the remaining option space (SACK) last."""
 
     def syn_options(self, conn: Any, seg: Any, now: float) -> None:
         """Add this extension's options to an outgoing SYN (``conn.state`` SYN-SENT) or

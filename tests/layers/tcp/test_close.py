@@ -279,7 +279,7 @@ class TestTimeWaitOnTheLayer:
         assert out == [replace(RECV, seq=L1 + 1, ack=0, flags=RST, window=0)]
 
     def test_syn_with_higher_sequence_opens_a_new_incarnation(self) -> None:
-        """RFC 9293 MAY-2, SHLD-4 (C7): a SYN in TIME-WAIT above the old RCV.NXT reuses the 4-tuple for a new
+        """RFC 9293 MAY-2 (C7): a SYN in TIME-WAIT above the old RCV.NXT reuses the 4-tuple for a new
         connection."""
         h = self.server_in_time_wait()
         new_isn = R1 + 100_000

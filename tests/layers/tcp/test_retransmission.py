@@ -171,7 +171,7 @@ class TestAfterTimeout:
         assert flight(conn, 1.1) == [(16, 16), (32, 16)]  # cwnd 32: two segments
 
     def test_give_up_after_r2_with_timeout_event_and_rst(self) -> None:
-        """RFC 9293 §3.8.3, MUST-20/21, SHLD-10 (RT6): after retrying for R2 (>= 100 s and at least 8 retransmissions,
+        """RFC 9293 §3.8.3, MUST-20/21, SHLD-11 (RT6): after retrying for R2 (>= 100 s and at least 8 retransmissions,
         RFC 1122 §4.2.3.5 allows a count) abort: "timeout" event and a RST."""
         conn = established()
         conn.send(b"hello", 0.0)
@@ -347,3 +347,19 @@ class TestFastRetransmit:
         assert conn.cc.cwnd == 128
         conn.send(data(128), 10.0)  # idle for 10 s >> RTO
         assert len(recv(conn, t=10.0)) == 4
+
+
+class TestInitialWindowAfterLostSyn:
+    def test_initial_window_is_one_segment_after_a_lost_syn(self) -> None:
+        """RFC 5681 §3.1 (CC1): if the SYN was lost, the initial window after the handshake is one segment."""
+        conn = syn_sent()
+        run_until(conn, 1.0)  # the SYN times out once and is sent again
+        send(conn, t=1.5, seg=replace(SEND, seq=REMOTE_SEQ, ack=L1, flags=SYN | ACK, mss=1460))
+        assert conn.state is S.ESTABLISHED
+        assert conn.cc.cwnd == conn.snd_mss
+
+    def test_initial_window_is_the_rfc_5681_value_without_loss(self) -> None:
+        """RFC 5681 §3.1 (CC1): without a lost SYN the initial window is min(4*SMSS, max(2*SMSS, 4380))."""
+        conn = syn_sent()
+        send(conn, t=0.1, seg=replace(SEND, seq=REMOTE_SEQ, ack=L1, flags=SYN | ACK, mss=1460))
+        assert conn.cc.cwnd == min(4 * conn.snd_mss, max(2 * conn.snd_mss, 4380))

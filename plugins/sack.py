@@ -1,0 +1,126 @@
+"""Selective acknowledgment, receiver side (RFC 2018) with D-SACK (RFC 2883).
+
+- RFC 2018 §2: SACK-permitted (kind 4) is sent only on a SYN, or on a SYN-ACK answering a
+  SYN that had it; SACK blocks are sent only when both SYNs carried it.
+- RFC 2018 §4: while out-of-order data is held, every ACK carries SACK blocks; the first block
+  is the one that holds the segment which triggered the ACK, the others repeat the most
+  recently reported blocks; as many blocks as fit the option space (4, or 3 with timestamps)
+  and the segment.
+- RFC 2883 §4: when a segment duplicates data already received (below RCV.NXT, or inside a
+  block we hold), the first block of the next ACK reports that duplicate range (D-SACK).
+
+The sender side (RFC 6675 scoreboard and loss recovery) is not implemented yet: SACK blocks
+from the peer are parsed and ignored, which RFC 2018 §5 permits (the sender then recovers
+with NewReno, RFC 6582).
+
+Enable per connection with ``features={"sack": {}}``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from framework.plugins import hookimpl
+from framework.registry import Registry
+from layers.tcp.policy import Extension, TcpSetup
+from layers.tcp.seq import MASK, seq_diff
+
+NAME = "sack"
+MAX_OPTION_SPACE = 40  # RFC 9293 §3.1: Data Offset allows 40 bytes of options
+
+
+@dataclass(slots=True)
+class SackSettings:
+    dsack: bool = True
+    """Report duplicate segments with D-SACK blocks (RFC 2883)."""
+
+
+class Sack(Extension):
+    """SACK-permitted negotiation and SACK/D-SACK block generation for one connection."""
+
+    name = NAME
+    order = 90
+    __slots__ = ("blocks_sent", "dsack", "last", "peer_offered", "recent", "report_dsack")
+
+    def __init__(self, *, dsack: bool) -> None:
+        self.peer_offered = False
+        self.report_dsack = dsack
+        self.last: tuple[int, int] | None = None  # stream offsets of the latest new data
+        self.dsack: tuple[int, int] | None = None  # sequence range of a duplicate to report
+        self.recent: list[tuple[int, int]] = []  # blocks reported last time (stream offsets)
+        self.blocks_sent = 0
+
+    def syn_options(self, conn: Any, seg: Any, now: float) -> None:
+        if conn.state.value == "SYN-SENT" or self.peer_offered:
+            seg.sack_perm = True
+
+    def on_peer_syn(self, conn: Any, syn: Any, now: float) -> None:
+        if syn.sack_perm:
+            self.peer_offered = True
+            self.active = True
+
+    def check(self, conn: Any, seg: Any, now: float) -> bool:
+        """Note where each data segment falls, before it is stored (and before old
+        duplicates are answered without ever reaching the buffer)."""
+        n = len(seg.payload)
+        if not n:
+            return True
+        buf = conn.rcvbuf
+        start = buf.nxt + seq_diff(seg.seq, conn.rcv_nxt)
+        end = start + n
+        if end <= buf.nxt or any(s <= start and end <= e for s, e in buf.ooo_blocks()):
+            if self.report_dsack:  # RFC 2883 §4: a duplicate: report it first
+                self.dsack = (seg.seq, (seg.seq + n) & MASK)
+        else:
+            self.last = (start, end)
+        return True
+
+    def decorate(self, conn: Any, seg: Any, now: float) -> None:
+        buf = conn.rcvbuf
+        blocks: list[tuple[int, int]] = []  # stream offsets, except the D-SACK block
+        dsack = self.dsack
+        self.dsack = None
+        if buf.has_gaps:
+            held = buf.ooo_blocks()
+            first = None
+            if self.last is not None:
+                first = next(((s, e) for s, e in held if s <= self.last[0] < e), None)
+            if first is not None:
+                blocks.append(first)
+            for old in self.recent:  # repeat what we reported last, still held (§4)
+                cur = next(((s, e) for s, e in held if s <= old[0] < e), None)
+                if cur is not None and cur not in blocks:
+                    blocks.append(cur)
+            for blk in reversed(held):
+                if blk not in blocks:
+                    blocks.append(blk)
+        if not blocks and dsack is None:
+            return
+        # Room: the option space, and the segment must still fit the MSS we advertised.
+        used = seg.options_len()
+        room = min(MAX_OPTION_SPACE - used, conn.local_mss - len(seg.payload) - used) - 4
+        n = max(0, room // 8)
+        if n == 0:
+            return
+        base_off, base_seq = buf.nxt, conn.rcv_nxt
+        out = [((base_seq + s - base_off) & MASK, (base_seq + e - base_off) & MASK) for s, e in blocks]
+        if dsack is not None:
+            out.insert(0, dsack)
+        seg.sack = out[:n]
+        self.recent = blocks[: n - (1 if dsack is not None else 0)]
+        self.blocks_sent += len(seg.sack)
+
+
+@hookimpl
+def stack_register(registry: Registry) -> None:
+    registry.add_feature(NAME, SackSettings, doc="selective acknowledgments, receiver side (RFC 2018, RFC 2883)")
+
+
+@hookimpl
+def tcp_connection_setup(setup: TcpSetup) -> None:
+    settings = setup.features.get(NAME)
+    if settings is None:
+        return
+    setup.claim(NAME, by=NAME)
+    setup.extensions.append(Sack(dsack=settings.dsack))
