@@ -296,8 +296,8 @@ class TestOptionsOnSyn:
         assert sizes == [960, 960, 80]
 
     def test_timestamps_option_does_not_shrink_mss_when_we_send_no_options(self) -> None:
-        """RFC 9293 §3.7.1 (T12): our data segments carry no options (timestamps are off in these tests), so MSS 1000 carries
-        1000 bytes."""
+        """RFC 9293 §3.7.1 (T12): our data segments carry no options (timestamps are off in these tests), so MSS
+        1000 carries 1000 bytes."""
         h = listening()
         ts = b"\x01\x01\x08\x0a" + struct.pack("!II", 1, 0)
         sizes = self.handshake_and_send(h, mss_option(1000) + ts, 1000)
