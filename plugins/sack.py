@@ -1,4 +1,4 @@
-"""Selective acknowledgment, receiver side (RFC 2018) with D-SACK (RFC 2883).
+"""Selective acknowledgment: RFC 2018 receiver with D-SACK (RFC 2883), RFC 6675 sender.
 
 - RFC 2018 §2: SACK-permitted (kind 4) is sent only on a SYN, or on a SYN-ACK answering a
   SYN that had it; SACK blocks are sent only when both SYNs carried it.
@@ -9,9 +9,11 @@
 - RFC 2883 §4: when a segment duplicates data already received (below RCV.NXT, or inside a
   block we hold), the first block of the next ACK reports that duplicate range (D-SACK).
 
-The sender side (RFC 6675 scoreboard and loss recovery) is not implemented yet: SACK blocks
-from the peer are parsed and ignored, which RFC 2018 §5 permits (the sender then recovers
-with NewReno, RFC 6582).
+The sender side follows RFC 6675: the peer's SACK blocks feed a scoreboard
+(:mod:`layers.tcp.scoreboard`); loss recovery starts on the third duplicate ACK or as soon as
+IsLost() says the first unacknowledged segment is lost, sets cwnd to ssthresh without
+inflation, limits the flight by the pipe estimate and retransmits only the holes (NextSeg()
+rules 1-3); after a retransmission timeout the SACK state is discarded (RFC 2018 §8).
 
 Enable per connection with ``features={"sack": {}}``.
 """
@@ -24,6 +26,7 @@ from typing import Any
 from framework.plugins import hookimpl
 from framework.registry import Registry
 from layers.tcp.policy import Extension, TcpSetup
+from layers.tcp.scoreboard import Scoreboard
 from layers.tcp.seq import MASK, seq_diff
 
 NAME = "sack"
@@ -58,7 +61,11 @@ class Sack(Extension):
     def on_peer_syn(self, conn: Any, syn: Any, now: float) -> None:
         if syn.sack_perm:
             self.peer_offered = True
-            self.active = True
+            passive = conn.state.value == "SYN-RECEIVED"
+            if passive or conn.state.value == "SYN-SENT":
+                self.active = True
+                # The sender side: RFC 6675 loss recovery from the peer's SACK blocks.
+                conn.scoreboard = Scoreboard(conn.snd_mss)
 
     def check(self, conn: Any, seg: Any, now: float) -> bool:
         """Note where each data segment falls, before it is stored (and before old

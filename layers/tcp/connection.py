@@ -49,6 +49,7 @@ from layers.tcp.events import (
 )
 from layers.tcp.policy import TcpSetup, overrides
 from layers.tcp.rtt import RttEstimator
+from layers.tcp.scoreboard import Scoreboard
 from layers.tcp.seq import MASK, seq_add, seq_diff, seq_ge, seq_gt, seq_le, seq_lt
 from layers.tcp.state import TcpState, Trigger, next_state
 from layers.tcp.wire import ACK, FIN, PSH, RST, SYN, TcpRepr
@@ -136,6 +137,10 @@ class TcpConnection:
         self.in_recovery = False
         self.recover = self.iss  # RFC 6582 "recover"
         self._rto_count = 0  # consecutive retransmission timeouts without progress
+        # RFC 6675 SACK-based loss recovery: a scoreboard once SACK was negotiated (the sack
+        # plugin installs it), and whether the current recovery is driven by it.
+        self.scoreboard: Scoreboard | None = None
+        self.sack_recovery = False
 
         # Timers (absolute times or None)
         self._rto_at: float | None = None
@@ -569,10 +574,23 @@ class TcpConnection:
         acked = seq_diff(ack, una)
         seq = seg.seq
         window = seg.window << self.snd_wscale
+        newly_sacked = 0
+        sb = self.scoreboard
+        if sb is not None and seg.sack:
+            # RFC 6675 §5: every ACK carrying SACK information updates the scoreboard first.
+            base = sb.una
+            blocks = [(base + seq_diff(left, una), base + seq_diff(right, una)) for left, right in seg.sack]
+            newly_sacked = sb.update(blocks, max(acked, 0), base + seq_diff(self.snd_max, una))
         if acked > 0:
             self._ack_advanced(ack, acked, now)
-        elif acked == 0 and not len(seg.payload) and not seg.flags & (SYN | FIN):
-            self._maybe_dupack(window, now)
+        elif acked == 0:
+            if newly_sacked and self.snd_una != self.snd_max:
+                # RFC 6675 §2/§5: an ACK that SACKs new data counts as a duplicate, even when
+                # it carries data (a bidirectional transfer) or a new window.
+                self.dup_acks += 1
+                self._sack_loss_check(now)
+            elif not len(seg.payload) and not seg.flags & (SYN | FIN):
+                self._maybe_dupack(window, now)
         # RFC 9293 §3.10.7.4 (S6): update the send window only from a newer segment.
         if seq_lt(self.snd_wl1, seq) or (self.snd_wl1 == seq and seq_le(self.snd_wl2, ack)):
             if window != self.snd_wnd:
@@ -605,6 +623,8 @@ class TcpConnection:
             self.bytes_sent += data_acked
             self.events.append(SendSpaceAvailable())
         self.snd_una = ack
+        if self.scoreboard is not None:
+            self.scoreboard.advance(acked)
         if seq_lt(self.snd_nxt, ack):
             self.snd_nxt = ack  # go-back-N resend overtaken by an ACK of earlier data
         # RFC 6298 §3 (Karn): sample only a segment that was not retransmitted.
@@ -615,10 +635,12 @@ class TcpConnection:
         if self.in_recovery:
             if seq_gt(ack, self.recover):
                 self.in_recovery = False
+                self.sack_recovery = False
                 self.cc.on_recovery_end(seq_diff(self.snd_max, ack))
-            else:
+            elif not self.sack_recovery:
                 self.cc.on_partial_ack(acked)
                 self._retransmit_head(now)  # RFC 6582 §3.2 step 5: the next hole
+            # (in SACK recovery the pipe and NextSeg() decide what goes next, RFC 6675 §5)
         else:
             self.cc.on_ack(acked, in_flight_before, now, self.rtt.srtt)
             if seq_gt(ack, self.recover):
@@ -665,6 +687,9 @@ class TcpConnection:
         if self.snd_una == self.snd_max or window != self.snd_wnd or self.snd_wnd == 0:
             return  # (answers to zero-window probes are not duplicate ACKs)
         self.dup_acks += 1
+        if self.scoreboard is not None:
+            self._sack_loss_check(now)  # RFC 6675 §5: SACK-based recovery replaces NewReno
+            return
         if self.in_recovery:
             self.cc.on_dup_ack_in_recovery()  # RFC 5681 §3.2 step 4
             return
@@ -677,6 +702,26 @@ class TcpConnection:
             self.cc.on_loss(seq_diff(self.snd_max, self.snd_una), now)
             self._log.debug("tcp.fast_retransmit", una=self.snd_una, cwnd=self.cc.cwnd, ssthresh=self.cc.ssthresh)
             self._retransmit_head(now)
+
+    def _sack_loss_check(self, now: float) -> None:
+        """RFC 6675 §5 steps (a)-(b): enter loss recovery on the DupThresh-th duplicate ACK, or
+        as soon as IsLost(HighACK + 1) holds, if the cumulative ACK is past ``recover``."""
+        sb = self.scoreboard
+        if sb is None or self.in_recovery or not seq_gt(self.snd_una, self.recover):
+            return
+        if self.dup_acks < DUPACK_THRESHOLD and not sb.is_lost(sb.una):
+            return
+        # RFC 6675 §5 (4.1)-(4.2): RecoveryPoint = HighData; ssthresh = cwnd = FlightSize / 2
+        # (through the congestion controller, so CUBIC's beta applies); no window inflation:
+        # the pipe estimate does the accounting.
+        self.in_recovery = True
+        self.sack_recovery = True
+        self.recover = seq_add(self.snd_max, -1)
+        self.cc.on_loss(seq_diff(self.snd_max, self.snd_una), now)
+        self.cc.cwnd = max(self.cc.ssthresh, self.snd_mss)
+        sb.high_rxt = sb.una
+        self._rtt_seq = None  # Karn: what follows includes retransmissions
+        self._log.debug("tcp.sack_recovery", una=self.snd_una, cwnd=self.cc.cwnd, sacked=sb.sacked_bytes)
 
     def _retransmit_head(self, now: float) -> None:
         """Queue one segment at SND.UNA for retransmission without rewinding SND.NXT."""
@@ -871,6 +916,9 @@ class TcpConnection:
         flight = seq_diff(self.snd_max, self.snd_una)
         self.cc.on_timeout(flight, now)
         self.in_recovery = False
+        self.sack_recovery = False
+        if self.scoreboard is not None:
+            self.scoreboard.clear()  # RFC 2018 §8: ignore SACK information after a timeout
         self.recover = seq_add(self.snd_max, -1)  # RFC 6582 §4: the highest sequence number sent
         self.dup_acks = 0
         self.snd_nxt = self.snd_una  # go back N; cwnd = 1 SMSS sends one segment (RT7)
@@ -1027,13 +1075,16 @@ class TcpConnection:
         if buffered and una == self.snd_max and now - self._last_send > self.rtt.current():
             self.cc.on_idle_restart()
 
+        pipe = self._sack_retransmit(out, now, una, base, buffered) if self.sack_recovery else -1
+
         while True:
             nxt = self.snd_nxt
             off = seq_diff(nxt, base)
             unsent = buffered - off
             in_flight = seq_diff(nxt, una)
             wnd_room = seq_diff(seq_add(una, self.snd_wnd), nxt)
-            room = min(wnd_room, self.cc.cwnd - in_flight)
+            # RFC 6675 §5: in SACK recovery the pipe, not SND.NXT - SND.UNA, is what cwnd limits.
+            room = min(wnd_room, self.cc.cwnd - (pipe if pipe >= 0 else in_flight))
             if unsent <= 0:
                 self._maybe_send_fin(out, now, wnd_room)
                 break
@@ -1071,6 +1122,33 @@ class TcpConnection:
                 self.snd_max = self.snd_nxt
             if self._rexmit_until is not None and not seq_lt(self.snd_nxt, self._rexmit_until):
                 self._rexmit_until = None
+            if pipe >= 0:
+                pipe += size
+
+    def _sack_retransmit(self, out: list[TcpRepr], now: float, una: int, base: int, buffered: int) -> int:
+        """RFC 6675 §5 (C): while cwnd - pipe >= 1 SMSS, retransmit NextSeg() holes (rules 1
+        and 3: unSACKed data above HighRxt and below the highest SACKed byte). Returns the
+        pipe, which the new-data loop then keeps counting (rule 2)."""
+        sb = self.scoreboard
+        if sb is None:
+            return -1
+        mss = self.snd_mss
+        max_pos = sb.una + seq_diff(self.snd_max, una)
+        pipe = sb.pipe(max_pos)
+        while self.cc.cwnd - pipe >= mss:
+            hole = sb.next_hole(max_pos)
+            if hole is None:
+                break
+            start, end = hole
+            seq = seq_add(una, start - sb.una)
+            off = seq_diff(seq, base)
+            if off < 0 or off >= buffered:
+                break  # a SYN or FIN position: the retransmission timer covers it
+            size = min(end - start, buffered - off, mss)
+            out.append(self._data_segment(seq, self.sndbuf.peek(off, size), now, retransmit=True))
+            sb.mark_retransmitted(start, start + size)
+            pipe += size
+        return pipe
 
     def _data_segment(self, seq: int, data: bytes, now: float, *, retransmit: bool) -> TcpRepr:
         seg = self._segment(seq, 0, ACK, data)
