@@ -918,7 +918,10 @@ class TcpConnection:
         self.in_recovery = False
         self.sack_recovery = False
         if self.scoreboard is not None:
-            self.scoreboard.clear()  # RFC 2018 §8: ignore SACK information after a timeout
+            # RFC 6675 §5.1 lets the sender keep SACK information after a timeout (RFC 2018 §8
+            # "SHOULD" clear it, against reneging receivers; Linux keeps it, and so do we: the
+            # go-back-N resend below skips what the receiver holds, instead of sending it all).
+            self.scoreboard.after_timeout()
         self.recover = seq_add(self.snd_max, -1)  # RFC 6582 §4: the highest sequence number sent
         self.dup_acks = 0
         self.snd_nxt = self.snd_una  # go back N; cwnd = 1 SMSS sends one segment (RT7)
@@ -1094,6 +1097,18 @@ class TcpConnection:
                 break
             size = min(mss, unsent, room)
             retransmit = self._rexmit_until is not None and seq_lt(nxt, self._rexmit_until)
+            sb = self.scoreboard
+            if retransmit and sb is not None and sb.sacked:
+                # Go-back-N after a timeout: skip data the receiver SACKed (RFC 6675 §5.1),
+                # and do not run into the next SACKed range.
+                pos = sb.una + seq_diff(nxt, una)
+                held = sb.sacked_range_at(pos)
+                if held is not None:
+                    self.snd_nxt = seq_add(una, held[1] - sb.una)
+                    continue
+                upto = sb.next_sacked_start(pos)
+                if upto is not None:
+                    size = min(size, upto - pos)
             if size < mss and not retransmit:
                 # Sender SWS avoidance (RFC 1122 §4.2.3.4, MUST-38): send a short segment
                 # only if it holds all queued data (and the send policy, i.e. Nagle, agrees),
@@ -1126,28 +1141,33 @@ class TcpConnection:
                 pipe += size
 
     def _sack_retransmit(self, out: list[TcpRepr], now: float, una: int, base: int, buffered: int) -> int:
-        """RFC 6675 §5 (C): while cwnd - pipe >= 1 SMSS, retransmit NextSeg() holes (rules 1
-        and 3: unSACKed data above HighRxt and below the highest SACKed byte). Returns the
-        pipe, which the new-data loop then keeps counting (rule 2)."""
+        """RFC 6675 §5 (C): while cwnd - pipe >= 1 SMSS, send what NextSeg() names: rule (1)
+        lost holes first; rule (2), new data, is the caller's loop; rule (3), holes not yet
+        deemed lost, only when no new data can go. Returns the pipe for the caller's loop."""
         sb = self.scoreboard
         if sb is None:
             return -1
         mss = self.snd_mss
         max_pos = sb.una + seq_diff(self.snd_max, una)
         pipe = sb.pipe(max_pos)
-        while self.cc.cwnd - pipe >= mss:
-            hole = sb.next_hole(max_pos)
-            if hole is None:
-                break
-            start, end = hole
-            seq = seq_add(una, start - sb.una)
-            off = seq_diff(seq, base)
-            if off < 0 or off >= buffered:
-                break  # a SYN or FIN position: the retransmission timer covers it
-            size = min(end - start, buffered - off, mss)
-            out.append(self._data_segment(seq, self.sndbuf.peek(off, size), now, retransmit=True))
-            sb.mark_retransmitted(start, start + size)
-            pipe += size
+        unsent = buffered - seq_diff(self.snd_nxt, base)
+        window_closed = seq_diff(seq_add(una, self.snd_wnd), self.snd_nxt) <= 0
+        for lost_only in (True, False):
+            if not lost_only and unsent > 0 and not window_closed:
+                break  # rule (2) applies: new data goes before unproven holes
+            while self.cc.cwnd - pipe >= mss:
+                hole = sb.next_hole(max_pos, lost_only=lost_only)
+                if hole is None:
+                    break
+                start, end = hole
+                seq = seq_add(una, start - sb.una)
+                off = seq_diff(seq, base)
+                if off < 0 or off >= buffered:
+                    break  # a SYN or FIN position: the retransmission timer covers it
+                size = min(end - start, buffered - off, mss)
+                out.append(self._data_segment(seq, self.sndbuf.peek(off, size), now, retransmit=True))
+                sb.mark_retransmitted(start, start + size)
+                pipe += size
         return pipe
 
     def _data_segment(self, seq: int, data: bytes, now: float, *, retransmit: bool) -> TcpRepr:

@@ -25,9 +25,7 @@ from framework.settings import validate_settings
 DEFAULT_FEATURES: dict[str, Any] = {
     "window_scaling": {},
     "timestamps": {},
-    # "sack" joins the default set once the RFC 6675 sender side exists: advertising
-    # SACK-permitted while our sender still relies on duplicate ACKs slows recovery of our
-    # own losses against Linux (measured: tests/integration/test_tcp_loss.py).
+    "sack": {},
     "delayed_ack": {},
     "nagle": {},
 }

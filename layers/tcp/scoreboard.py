@@ -61,6 +61,27 @@ class Scoreboard:
         self.sacked_bytes = 0
         self.high_rxt = self.una
 
+    def after_timeout(self) -> None:
+        """RFC 6675 §5.1 permits keeping SACK information across a retransmission timeout (as
+        Linux does): the SACKed ranges stay, so the go-back-N resend skips them; only the
+        record of this recovery's retransmissions starts over."""
+        self.rexmit.clear()
+        self.high_rxt = self.una
+
+    def sacked_range_at(self, pos: int) -> tuple[int, int] | None:
+        """The SACKed range containing *pos*, if any."""
+        i = bisect.bisect_right(self.sacked, (pos, 1 << 62)) - 1
+        if i >= 0 and self.sacked[i][0] <= pos < self.sacked[i][1]:
+            return self.sacked[i]
+        return None
+
+    def next_sacked_start(self, pos: int) -> int | None:
+        """Start of the first SACKed range above *pos*, if any."""
+        for s, _ in self.sacked:
+            if s > pos:
+                return s
+        return None
+
     def advance(self, acked: int) -> None:
         """SND.UNA moved forward by *acked* bytes (a cumulative ACK)."""
         self.una += acked
@@ -133,10 +154,10 @@ class Scoreboard:
                 rexmit -= max(0, min(e, se) - max(s, ss))
         return in_flight + max(rexmit, 0)
 
-    def next_hole(self, limit: int) -> tuple[int, int] | None:
-        """RFC 6675 §4 NextSeg() rules (1) and (3): the first unSACKed range above HighRxt and
-        below the highest SACKed byte, at most one SMSS long. Rule (1) prefers a range that
-        IsLost(); rule (3) takes it anyway when new data cannot be sent."""
+    def next_hole(self, limit: int, *, lost_only: bool = True) -> tuple[int, int] | None:
+        """RFC 6675 §4 NextSeg(): the first unSACKed range above HighRxt and below the highest
+        SACKed byte, at most one SMSS long. Rule (1) takes only a range that IsLost()
+        (*lost_only*); rule (3), for when no new data can be sent, takes it anyway."""
         start = max(self.high_rxt, self.una)
         top = min(self.highest_sacked, limit)
         for s, e in self.sacked:
@@ -144,9 +165,11 @@ class Scoreboard:
                 continue
             if s > start:
                 end = min(s, start + self.mss, top)
-                if end > start:
-                    return (start, end)
-                return None
+                if end <= start:
+                    return None
+                if lost_only and not self.is_lost(start):
+                    return None  # holes further up have even less SACKed data above them
+                return (start, end)
             start = max(start, e)
         return None
 

@@ -46,9 +46,11 @@ class TestScoreboard:
         sb.mark_retransmitted(0, 1000)
         assert sb.next_hole(10_000) == (1000, 2000)
         sb.mark_retransmitted(1000, 3000)
-        assert sb.next_hole(10_000) == (6000, 7000)
+        # Only 1000 bytes are SACKed above 6000: not lost by rule (1), a candidate for rule (3).
+        assert sb.next_hole(10_000) is None
+        assert sb.next_hole(10_000, lost_only=False) == (6000, 7000)
         sb.mark_retransmitted(6000, 7000)
-        assert sb.next_hole(10_000) is None  # nothing unSACKed below 8000 is left
+        assert sb.next_hole(10_000, lost_only=False) is None  # nothing unSACKed below 8000 is left
 
     def test_pipe_counts_only_what_is_still_in_the_network(self) -> None:
         """RFC 6675 §4 SetPipe: lost bytes leave the pipe, retransmissions re-enter it."""
@@ -59,14 +61,25 @@ class TestScoreboard:
         sb.mark_retransmitted(0, 1000)
         assert sb.pipe(8000) == 3000
 
-    def test_cumulative_ack_and_timeout(self) -> None:
-        """RFC 6675 §5 / RFC 2018 §8: a cumulative ACK prunes the scoreboard; a timeout clears it."""
+    def test_cumulative_ack_and_clear(self) -> None:
+        """RFC 6675 §5: a cumulative ACK prunes the scoreboard; clear() forgets everything."""
         sb = Scoreboard(MSS)
         sb.update([(2000, 4000)], 0, 8000)
         sb.advance(3000)
         assert sb.sacked == [(3000, 4000)] and sb.sacked_bytes == 1000
         sb.clear()
         assert sb.sacked == [] and sb.high_rxt == sb.una == 3000
+
+    def test_after_timeout_only_retransmissions_are_forgotten(self) -> None:
+        """RFC 6675 §5.1: after a timeout the SACKed ranges are kept (so go-back-N skips them);
+        HighRxt and the retransmitted ranges start over."""
+        sb = Scoreboard(MSS)
+        sb.update([(2000, 4000)], 0, 8000)
+        sb.mark_retransmitted(0, 1000)
+        sb.after_timeout()
+        assert sb.sacked == [(2000, 4000)] and sb.rexmit == [] and sb.high_rxt == 0
+        assert sb.sacked_range_at(2500) == (2000, 4000)
+        assert sb.sacked_range_at(1500) is None
 
 
 def _transfer(features: dict[str, object], *, drop: float, seed: int, size: int = 1_000_000) -> tuple[bool, int, int]:
