@@ -9,8 +9,14 @@ three duplicates or by the retransmission timer); this class decides what that d
 from __future__ import annotations
 
 
-def initial_window(mss: int) -> int:
-    """RFC 5681 §3.1 (from RFC 3390): IW = min(4*MSS, max(2*MSS, 4380 bytes))."""
+def initial_window(mss: int, rule: str = "rfc5681") -> int:
+    """The initial congestion window in bytes.
+
+    - ``"rfc5681"``: RFC 5681 §3.1 (from RFC 3390): ``min(4*MSS, max(2*MSS, 4380))``;
+    - ``"rfc6928"``: RFC 6928 §2 (Experimental; Linux's default): ``min(10*MSS, max(2*MSS, 14600))``.
+    """
+    if rule == "rfc6928":
+        return min(10 * mss, max(2 * mss, 14600))
     return min(4 * mss, max(2 * mss, 4380))
 
 
@@ -19,19 +25,25 @@ class CongestionControl:
 
     name = "reno"
 
-    __slots__ = ("_ca_acked", "cwnd", "mss", "ssthresh")
+    __slots__ = ("_ca_acked", "cwnd", "iw_rule", "mss", "ssthresh")
 
     def __init__(self, mss: int) -> None:
         self.mss = mss
+        self.iw_rule = "rfc5681"
         self.cwnd = initial_window(mss)
         self.ssthresh = 1 << 30  # RFC 5681 §3.1: "arbitrarily high"
         self._ca_acked = 0
 
     def set_mss(self, mss: int) -> None:
         """The effective MSS became known (after the handshake) or changed (PMTU)."""
-        if self.cwnd == initial_window(self.mss):
-            self.cwnd = initial_window(mss)
+        if self.cwnd == initial_window(self.mss, self.iw_rule):
+            self.cwnd = initial_window(mss, self.iw_rule)
         self.mss = mss
+
+    def set_initial_window_rule(self, rule: str) -> None:
+        """Choose the IW rule (before any data was sent)."""
+        self.iw_rule = rule
+        self.cwnd = initial_window(self.mss, rule)
 
     def on_ack(self, acked: int, in_flight: int, now: float, rtt: float | None = None) -> None:
         """*acked* bytes of new data were cumulatively acknowledged outside recovery."""
@@ -75,4 +87,4 @@ class CongestionControl:
 
     def on_idle_restart(self) -> None:
         """RFC 5681 §4.1: after an idle period longer than the RTO, restart from IW."""
-        self.cwnd = min(self.cwnd, initial_window(self.mss))
+        self.cwnd = min(self.cwnd, initial_window(self.mss, self.iw_rule))

@@ -115,6 +115,7 @@ class TcpConnection:
 
         self.rtt = RttEstimator(min_rto=opts.min_rto, max_rto=opts.max_rto)
         self.cc: CongestionControl = setup.congestion or CongestionControl(self.snd_mss)
+        self.cc.set_initial_window_rule(opts.initial_window)  # RFC 5681 §3.1 or RFC 6928 §2
         self.ack_policy = setup.ack_policy
         self.send_policy = setup.send_policy
         self.features = setup.features
@@ -1079,6 +1080,12 @@ class TcpConnection:
             self.cc.on_idle_restart()
 
         pipe = self._sack_retransmit(out, now, una, base, buffered) if self.sack_recovery else -1
+        # RFC 3042 (limited transmit): on each of the first two duplicate ACKs one new segment
+        # may go beyond cwnd (cwnd itself unchanged), so a small window still gets the three
+        # duplicate ACKs fast retransmit needs.
+        limited = (
+            min(self.dup_acks, 2) * mss if self.dup_acks and not self.in_recovery and self._rexmit_until is None else 0
+        )
 
         while True:
             nxt = self.snd_nxt
@@ -1087,7 +1094,7 @@ class TcpConnection:
             in_flight = seq_diff(nxt, una)
             wnd_room = seq_diff(seq_add(una, self.snd_wnd), nxt)
             # RFC 6675 §5: in SACK recovery the pipe, not SND.NXT - SND.UNA, is what cwnd limits.
-            room = min(wnd_room, self.cc.cwnd - (pipe if pipe >= 0 else in_flight))
+            room = min(wnd_room, self.cc.cwnd + limited - (pipe if pipe >= 0 else in_flight))
             if unsent <= 0:
                 self._maybe_send_fin(out, now, wnd_room)
                 break

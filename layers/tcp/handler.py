@@ -17,7 +17,7 @@ import random
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import structlog
 
@@ -82,6 +82,9 @@ class TcpSettings:
     congestion_control: str = DEFAULT_CONGESTION_CONTROL
     """Congestion-control algorithm of every connection unless overridden (docs/plugins.md)."""
 
+    initial_window: Literal["rfc5681", "rfc6928"] = "rfc6928"
+    """Initial congestion window: RFC 5681 §3.1 (2-4 segments) or RFC 6928 (10 segments)."""
+
     default_features: bool = True
     """Start from the built-in default feature set (docs/plugins.md); ``false`` starts from
     none, so only what ``features`` names is on."""
@@ -104,7 +107,11 @@ class TcpSettings:
 
     def default_options(self) -> TcpOptions:
         return TcpOptions(
-            send_buffer=self.send_buffer, recv_buffer=self.recv_buffer, min_rto=self.min_rto, msl=self.msl
+            send_buffer=self.send_buffer,
+            recv_buffer=self.recv_buffer,
+            min_rto=self.min_rto,
+            msl=self.msl,
+            initial_window=self.initial_window,
         )
 
 

@@ -11,7 +11,7 @@ Nagle, and RFC 5681 congestion control.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from framework.errors import PluginError
 
@@ -69,6 +69,10 @@ class TcpOptions:
 
     congestion_control: str | None = None
     """Congestion-control algorithm for this connection; default: the stack's."""
+
+    initial_window: Literal["rfc5681", "rfc6928"] = "rfc6928"
+    """Initial congestion window: RFC 5681 §3.1 (2-4 segments) or RFC 6928 (10 segments,
+    Experimental, what Linux and most modern stacks use)."""
 
 
 @dataclass(slots=True)

@@ -39,7 +39,7 @@ class TestKeepAlive:
     def test_probe_after_idle_is_answered_and_the_connection_lives(self) -> None:
         """MUST-26/27, SHLD-12: after `idle` seconds without traffic a probe with SEQ = SND.UNA - 1 and no
         data goes out; the peer's ACK keeps the connection open."""
-        sim, conn, _, a, _ = _pair({"keepalive": {"idle": 10.0, "interval": 2.0, "count": 3}})
+        sim, conn, _, _, _ = _pair({"keepalive": {"idle": 10.0, "interval": 2.0, "count": 3}})
         sim.run(until=35.0)
         assert conn.keepalive_probes_sent == 3  # type: ignore[attr-defined]  # at 10, 20 and 30 s
         assert conn.state.value == "ESTABLISHED"  # type: ignore[attr-defined]

@@ -78,8 +78,9 @@ RECV = TcpRepr(LOCAL_PORT, REMOTE_PORT, 0, 0, ACK, BUFFER)
 
 
 def make_setup(**options: Any) -> TcpSetup:
-    """A :class:`TcpSetup` for LOCAL -> REMOTE with 64-byte buffers and a 1 s minimum RTO."""
-    opts: dict[str, Any] = {"send_buffer": BUFFER, "recv_buffer": BUFFER, "min_rto": 1.0}
+    """A :class:`TcpSetup` for LOCAL -> REMOTE with 64-byte buffers, a 1 s minimum RTO and the
+    RFC 5681 initial window (tests name IW10 when they want it)."""
+    opts: dict[str, Any] = {"send_buffer": BUFFER, "recv_buffer": BUFFER, "min_rto": 1.0, "initial_window": "rfc5681"}
     opts.update(options)
     info = ConnInfo(local=(LOCAL_ADDR, LOCAL_PORT), remote=(REMOTE_ADDR, REMOTE_PORT), mss=LOCAL_MSS)
     return TcpSetup(info=info, options=TcpOptions(**opts))
@@ -328,7 +329,16 @@ def stack_config(
         layers.append({"type": "fault", **fault})
     layers.append({"type": "ipv4", "address": address, "ident_seed": 0})
     # Every feature off by default: each test names the features it turns on (design notes C8).
-    layers.append({"type": "tcp", "isn_secret": "00" * 16, "port_seed": 1, "default_features": False, **tcp})
+    layers.append(
+        {
+            "type": "tcp",
+            "isn_secret": "00" * 16,
+            "port_seed": 1,
+            "default_features": False,
+            "initial_window": "rfc5681",
+            **tcp,
+        }
+    )
     return {"layers": layers}
 
 

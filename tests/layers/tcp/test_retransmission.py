@@ -363,3 +363,22 @@ class TestInitialWindowAfterLostSyn:
         conn = syn_sent()
         send(conn, t=0.1, seg=replace(SEND, seq=REMOTE_SEQ, ack=L1, flags=SYN | ACK, mss=1460))
         assert conn.cc.cwnd == min(4 * conn.snd_mss, max(2 * conn.snd_mss, 4380))
+
+
+class TestLimitedTransmit:
+    def test_first_two_duplicate_acks_each_release_one_new_segment(self) -> None:
+        """RFC 3042 §2 (CC9): on the first and second duplicate ACK one new segment goes out beyond cwnd;
+        cwnd itself does not change."""
+        conn = established(send_buffer=10_000, peer_mss=100, peer_window=10_000)
+        conn.cc.cwnd = 400
+        conn.send(bytes(2000), 0.0)
+        first = flight(conn, 0.0)
+        assert first == [(0, 100), (100, 100), (200, 100), (300, 100)]
+        window = 10_000
+        send(conn, t=0.1, seg=ack(0, window=window))  # first duplicate ACK (segment 0 lost)
+        assert flight(conn, 0.1) == [(400, 100)]
+        send(conn, t=0.1, seg=ack(0, window=window))  # second
+        assert flight(conn, 0.1) == [(500, 100)]
+        assert conn.cc.cwnd == 400
+        send(conn, t=0.1, seg=ack(0, window=window))  # third: fast retransmit of the hole
+        assert [off for off, _ in flight(conn, 0.1)][0] == 0
