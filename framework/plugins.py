@@ -43,6 +43,7 @@ BUILTIN_PLUGINS: Final[tuple[str, ...]] = (
     "plugins.timestamps",
     "plugins.keepalive",
     "plugins.sack",
+    "plugins.ecn",
 )
 
 logger = structlog.get_logger("tcpstack.plugins")

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from framework.checksum import internet_checksum
 from framework.context import Context
 from framework.handler import BaseHandler
 from framework.packet import Packet
@@ -59,6 +60,10 @@ class FaultSettings:
 
     direction: Direction = "both"
     """Which packets random faults apply to: ``"in"`` (received), ``"out"`` (sent) or both."""
+
+    ce_mark: float = field(default=0.0, metadata=_RATE)
+    """Probability that an ECN-capable IPv4 datagram (ECT(0) or ECT(1)) is marked CE, as an
+    AQM router would (RFC 3168 §5); the header checksum is fixed."""
 
 
 @dataclass(slots=True, eq=False)
@@ -106,7 +111,7 @@ class FaultInjector(BaseHandler):
         self._reorder_in: list[_Held] = []
         self._reorder_out: list[_Held] = []
         s = settings
-        any_rate = any(r > 0.0 for r in (s.drop, s.duplicate, s.reorder, s.corrupt, s.delay))
+        any_rate = any(r > 0.0 for r in (s.drop, s.duplicate, s.reorder, s.corrupt, s.delay, s.ce_mark))
         self._random_in = any_rate and s.direction in ("both", "in")
         self._random_out = any_rate and s.direction in ("both", "out")
         self._active_in = self._random_in
@@ -179,6 +184,13 @@ class FaultInjector(BaseHandler):
             if s.drop and rand() < s.drop:
                 self._drop(ctx)
                 return None
+            if s.ce_mark:
+                data = _datagram(pkt, inbound)
+                marked = _mark_ce(data) if rand() < s.ce_mark else None
+                if marked is not None:
+                    ctx.stats.count("fault.ce_marked")
+                    data = marked
+                    pkt = _fresh(data, pkt, inbound)
             corrupt = bool(s.corrupt) and rand() < s.corrupt
             duplicate = bool(s.duplicate) and rand() < s.duplicate
             delay = bool(s.delay) and rand() < s.delay
@@ -286,6 +298,21 @@ class FaultInjector(BaseHandler):
                 continue
             held.released = True
             self._forward(held.pkt, ctx, held.inbound)
+
+
+def _mark_ce(data: bytes) -> bytes | None:
+    """Set CE on an ECN-capable IPv4 datagram (RFC 3168 §5), fixing the header checksum;
+    ``None`` if it is not IPv4 or not ECN-capable."""
+    if len(data) < 20 or data[0] >> 4 != 4 or not data[1] & 3 or data[1] & 3 == 3:
+        return None
+    ihl = (data[0] & 0x0F) * 4
+    buf = bytearray(data)
+    buf[1] |= 3
+    buf[10:12] = b"\0\0"
+    csum = internet_checksum(memoryview(buf)[:ihl])
+    buf[10] = csum >> 8
+    buf[11] = csum & 0xFF
+    return bytes(buf)
 
 
 def _datagram(pkt: Packet, inbound: bool) -> bytes:

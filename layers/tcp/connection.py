@@ -882,6 +882,7 @@ class TcpConnection:
             return
         self._ka_probes += 1
         seg = self._segment(seq_add(self.snd_una, -1), 0, ACK, b"\0" if ka.garbage_octet else b"")
+        seg.rexmit = True  # a probe, not new data
         self._fill_ack(seg)
         self._ka_out = seg
         self._ka_at = now + ka.interval
@@ -1179,6 +1180,7 @@ class TcpConnection:
 
     def _data_segment(self, seq: int, data: bytes, now: float, *, retransmit: bool) -> TcpRepr:
         seg = self._segment(seq, 0, ACK, data)
+        seg.rexmit = retransmit
         self._fill_ack(seg)
         self._note_sent(seq, len(data), now, retransmit)
         return seg
@@ -1238,6 +1240,7 @@ class TcpConnection:
             data = self.sndbuf.peek(off, 1)
             if data:
                 seg = self._segment(self.snd_nxt, 0, ACK, data)
+                seg.rexmit = True  # a window probe: never ECN-capable (RFC 3168 §6.1.6)
                 self._fill_ack(seg)
                 out.append(seg)
                 end = seq_add(self.snd_nxt, 1)

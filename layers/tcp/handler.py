@@ -198,6 +198,7 @@ class TcpLayer(BaseHandler):
         except WireError as exc:
             ctx.drop("tcp", exc.reason)
             return None
+        seg.ip_ecn = ip.tos & 3  # RFC 3168 §5: the ECN field travels with the segment
         now = ctx.now
         key = (ip.src, seg.src_port, seg.dst_port)
         conn = self.connections.get(key)
@@ -310,7 +311,7 @@ class TcpLayer(BaseHandler):
 
     def _transmit(self, src: bytes, dst: bytes, seg: TcpRepr, ctx: Context) -> None:
         seg.pseudo = pseudo_base(src, dst)
-        pkt = Packet(b"", Ipv4Repr(src, dst, PROTO_TCP, dont_frag=True))
+        pkt = Packet(b"", Ipv4Repr(src, dst, PROTO_TCP, tos=seg.ip_ecn, dont_frag=True))
         pkt.push(seg)
         ctx.transmit(self, pkt)
 

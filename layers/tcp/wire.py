@@ -72,6 +72,12 @@ class TcpRepr:
     sack: list[tuple[int, int]] | None = None
     ts: tuple[int, int] | None = None
     pseudo: int = field(default=0, repr=False, compare=False)
+    ip_ecn: int = field(default=0, repr=False, compare=False)
+    """The IP ECN codepoint (RFC 3168 §5): of the datagram this segment arrived in, or to put on
+    the one it leaves in. Not part of the TCP header."""
+    rexmit: bool = field(default=False, repr=False, compare=False)
+    """Outbound: a retransmission or a window/keep-alive probe, which ECN must not mark as
+    ECN-capable (RFC 3168 §6.1.5-6.1.6)."""
 
     @property
     def seg_len(self) -> int:
