@@ -116,8 +116,11 @@ class Timestamps(Extension):
         ts = seg.ts
         if ts is None:
             return
-        # §4.3 (2): TS.Recent from segments at or before the left edge of what we ACKed.
-        if seq_le(seg.seq, conn.last_ack_sent) and (ts[0] - self.ts_recent) & MASK < _HALF:
+        # §4.3 (2): TS.Recent from segments at or before the left edge of what we ACKed. §5.5: an
+        # invalid TS.Recent (24 days idle) is replaced even by an "older" TSval, else PAWS stays
+        # skipped and TSecr echoes the stale value for good.
+        newer = (ts[0] - self.ts_recent) & MASK < _HALF or now - self.ts_recent_at > PAWS_IDLE
+        if seq_le(seg.seq, conn.last_ack_sent) and newer:
             self.ts_recent = ts[0]
             self.ts_recent_at = now
         # §4.1 RTTM: an ACK of new data echoing one of our TSvals gives an RTT sample.

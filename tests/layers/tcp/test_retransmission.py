@@ -381,4 +381,4 @@ class TestLimitedTransmit:
         assert flight(conn, 0.1) == [(500, 100)]
         assert conn.cc.cwnd == 400
         send(conn, t=0.1, seg=ack(0, window=window))  # third: fast retransmit of the hole
-        assert [off for off, _ in flight(conn, 0.1)][0] == 0
+        assert flight(conn, 0.1)[0][0] == 0
