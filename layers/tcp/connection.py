@@ -420,14 +420,7 @@ class TcpConnection:
                 self.max_snd_wnd = max(self.max_snd_wnd, self.snd_wnd)
                 self.snd_wl1 = seq
                 self.snd_wl2 = ack
-                self._rto_at = None
-                self._stall_since = None
-                if self._rtt_seq is not None and not self._syn_retransmitted:
-                    self.rtt.sample(now - self._rtt_time)
-                self._rtt_seq = None
-                if self._syn_retransmitted:
-                    self.rtt.reset_after_syn_timeout()
-                    self.cc.cwnd = self.snd_mss  # RFC 5681 §3.1: IW is one segment after a lost SYN-ACK
+                self._our_syn_acked(now)
                 self._become_established(now)
             else:
                 # §3.10.7.4: an unacceptable ACK in SYN-RECEIVED gets <SEQ=SEG.ACK><CTL=RST>.
@@ -496,14 +489,7 @@ class TcpConnection:
             self._syn_acked = True
             self.snd_una = seg.ack
             self.snd_wl2 = seg.ack
-            self._rto_at = None
-            self._stall_since = None
-            if self._rtt_seq is not None and not self._syn_retransmitted:
-                self.rtt.sample(now - self._rtt_time)
-            self._rtt_seq = None
-            if self._syn_retransmitted:
-                self.rtt.reset_after_syn_timeout()
-                self.cc.cwnd = self.snd_mss  # RFC 5681 §3.1: IW is one segment after a lost SYN
+            self._our_syn_acked(now)
             self._set_state(Trigger.RECV_SYN_ACK, now)
             self._on_established(now)
             self._ack_now = True  # <SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK>
@@ -517,6 +503,19 @@ class TcpConnection:
             # Simultaneous open (MUST-10): SYN-RECEIVED, send <SEQ=ISS><ACK=RCV.NXT><SYN,ACK>.
             self._set_state(Trigger.RECV_SYN, now)
             self._send_syn = True
+
+    def _our_syn_acked(self, now: float) -> None:
+        """Our SYN (or SYN-ACK) was acknowledged: stop its timer, take the RTT sample unless it
+        was retransmitted (Karn, RFC 6298 §3), and after a lost SYN apply RFC 6298 (5.7) and
+        RFC 5681 §3.1 (the initial window is one segment)."""
+        self._rto_at = None
+        self._stall_since = None
+        if self._rtt_seq is not None and not self._syn_retransmitted:
+            self.rtt.sample(now - self._rtt_time)
+        self._rtt_seq = None
+        if self._syn_retransmitted:
+            self.rtt.reset_after_syn_timeout()
+            self.cc.cwnd = self.snd_mss
 
     def _become_established(self, now: float) -> None:
         self._set_state(Trigger.RECV_ACK_OF_SYN, now)
