@@ -79,9 +79,7 @@ class Ecn(Extension):
             # after it) still reports the same congestion.
             if self.recover is None or seq_gt(seg.ack, seq_add(self.recover, 1)):
                 flight = (conn.snd_max - conn.snd_una) & 0xFFFFFFFF
-                cc = conn.cc
-                cc.ssthresh = max(flight // 2, 2 * cc.mss)
-                cc.cwnd = max(cc.ssthresh, cc.mss)
+                conn.cc.on_ecn(flight, now)  # through the algorithm: CUBIC reduces by its beta
                 self.recover = seq_add(conn.snd_max, -1)
                 self.cwr_pending = True
                 self.reductions += 1

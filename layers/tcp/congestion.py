@@ -63,6 +63,13 @@ class CongestionControl:
         self.ssthresh = max(in_flight // 2, 2 * self.mss)
         self.cwnd = self.ssthresh + 3 * self.mss
 
+    def on_ecn(self, in_flight: int, now: float) -> None:
+        """An ECN echo (RFC 3168 §6.1.2): reduce as for a loss, without retransmitting and
+        without fast-recovery inflation."""
+        self.ssthresh = max(in_flight // 2, 2 * self.mss)
+        self.cwnd = max(self.ssthresh, self.mss)
+        self._ca_acked = 0
+
     def on_dup_ack_in_recovery(self) -> None:
         """RFC 5681 §3.2 step 4: inflate by one SMSS per further duplicate."""
         self.cwnd += self.mss

@@ -135,6 +135,7 @@ class TcpConnection:
         self._rtt_seq: int | None = None  # Karn: timing one segment at a time
         self._rtt_time = 0.0
         self.dup_acks = 0
+        self._lt_credits = 0
         self.in_recovery = False
         self.recover = self.iss  # RFC 6582 "recover"
         self._rto_count = 0  # consecutive retransmission timeouts without progress
@@ -362,6 +363,7 @@ class TcpConnection:
             # The SYN-ACK is now a retransmission: RFC 6298 §3 (Karn, MUST-18), no RTT sample.
             self._send_syn = True
             self._rtt_seq = None
+            self._synack_lost = True  # RFC 5681 §3.1: the IW becomes one segment
             self.retransmits += 1
             return
         if self._check_ext:
@@ -514,7 +516,8 @@ class TcpConnection:
             self.rtt.sample(now - self._rtt_time)
         self._rtt_seq = None
         if self._syn_retransmitted:
-            self.rtt.reset_after_syn_timeout()
+            self.rtt.reset_after_syn_timeout()  # RFC 6298 (5.7): only after a timeout
+        if self._syn_retransmitted or self._synack_lost:
             self.cc.cwnd = self.snd_mss
 
     def _become_established(self, now: float) -> None:
@@ -588,6 +591,7 @@ class TcpConnection:
                 # RFC 6675 §2/§5: an ACK that SACKs new data counts as a duplicate, even when
                 # it carries data (a bidirectional transfer) or a new window.
                 self.dup_acks += 1
+                self._lt_credits += 1  # RFC 3042 §2: with SACK, only ACKs with new SACK info
                 self._sack_loss_check(now)
             elif not len(seg.payload) and not seg.flags & (SYN | FIN):
                 self._maybe_dupack(window, now)
@@ -606,6 +610,7 @@ class TcpConnection:
     def _ack_advanced(self, ack: int, acked: int, now: float) -> None:
         """New data acknowledged: move SND.UNA, free the buffer, sample RTT, grow cwnd."""
         self.dup_acks = 0
+        self._lt_credits = 0
         in_flight_before = seq_diff(self.snd_max, self.snd_una)
         data_acked = acked
         if not self._syn_acked:  # the SYN's sequence number (simultaneous open)
@@ -690,6 +695,7 @@ class TcpConnection:
         if self.scoreboard is not None:
             self._sack_loss_check(now)  # RFC 6675 §5: SACK-based recovery replaces NewReno
             return
+        self._lt_credits += 1
         if self.in_recovery:
             self.cc.on_dup_ack_in_recovery()  # RFC 5681 §3.2 step 4
             return
@@ -925,6 +931,7 @@ class TcpConnection:
             self.scoreboard.after_timeout()
         self.recover = seq_add(self.snd_max, -1)  # RFC 6582 §4: the highest sequence number sent
         self.dup_acks = 0
+        self._lt_credits = 0
         self.snd_nxt = self.snd_una  # go back N; cwnd = 1 SMSS sends one segment (RT7)
         if self._fin_sent and seq_le(self.snd_una, self._fin_seq):
             self._fin_sent = False  # the FIN is resent with the data path
@@ -1054,6 +1061,7 @@ class TcpConnection:
     # ------------------------------------------------------------------ data path
 
     _fast_rexmit = False
+    _synack_lost = False
     _ka_out: TcpRepr | None = None
     keepalive_probes_sent = 0
     _sws_override = False
@@ -1083,9 +1091,8 @@ class TcpConnection:
         # RFC 3042 (limited transmit): on each of the first two duplicate ACKs one new segment
         # may go beyond cwnd (cwnd itself unchanged), so a small window still gets the three
         # duplicate ACKs fast retransmit needs.
-        limited = (
-            min(self.dup_acks, 2) * mss if self.dup_acks and not self.in_recovery and self._rexmit_until is None else 0
-        )
+        credits = self._lt_credits
+        limited = min(credits, 2) * mss if credits and not self.in_recovery and self._rexmit_until is None else 0
 
         while True:
             nxt = self.snd_nxt
@@ -1109,7 +1116,9 @@ class TcpConnection:
                 # Go-back-N after a timeout: skip data the receiver SACKed (RFC 6675 §5.1),
                 # and do not run into the next SACKed range.
                 pos = sb.una + seq_diff(nxt, una)
-                held = sb.sacked_range_at(pos)
+                held = sb.sacked_range_at(pos) if nxt != una else None
+                # RFC 2018 §8: the segment at the left edge is always resent after a timeout,
+                # SACKed or not: a receiver that SACKed it may have reneged.
                 if held is not None:
                     self.snd_nxt = seq_add(una, held[1] - sb.una)
                     continue

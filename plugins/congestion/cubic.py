@@ -35,7 +35,16 @@ class Cubic(CongestionControl):
 
     name = "cubic"
 
-    __slots__ = ("_acked_frac", "cwnd_epoch", "epoch_start", "fast_convergence", "k", "w_est", "w_max")
+    __slots__ = (
+        "_acked_frac",
+        "after_timeout",
+        "cwnd_epoch",
+        "epoch_start",
+        "fast_convergence",
+        "k",
+        "w_est",
+        "w_max",
+    )
 
     def __init__(self, mss: int, *, fast_convergence: bool = True) -> None:
         super().__init__(mss)
@@ -46,6 +55,7 @@ class Cubic(CongestionControl):
         self.cwnd_epoch = 0.0
         self.w_est = 0.0
         self._acked_frac = 0.0
+        self.after_timeout = False
 
     def _w_cubic(self, t: float) -> float:
         return C * (t - self.k) ** 3 + self.w_max
@@ -61,7 +71,13 @@ class Cubic(CongestionControl):
             self.epoch_start = now
             self.cwnd_epoch = cwnd_seg
             self.w_est = cwnd_seg
-            if self.w_max < cwnd_seg:
+            if self.after_timeout:
+                # RFC 9438 §4.8: the first congestion avoidance after a timeout starts with
+                # K = 0 and W_max = the window at its beginning.
+                self.after_timeout = False
+                self.w_max = cwnd_seg
+                self.k = 0.0
+            elif self.w_max < cwnd_seg:
                 self.w_max = cwnd_seg
                 self.k = 0.0
             else:
@@ -99,6 +115,13 @@ class Cubic(CongestionControl):
         self._reduce()
         self.ssthresh = max(int(self.cwnd * BETA), 2 * self.mss)
         self.cwnd = self.mss
+        self.after_timeout = True
+
+    def on_ecn(self, in_flight: int, now: float) -> None:
+        """RFC 9438 §4.6: an ECN echo is a congestion event like a loss (beta_cubic, a new epoch)."""
+        self._reduce()
+        self.ssthresh = max(int(self.cwnd * BETA), 2 * self.mss)
+        self.cwnd = self.ssthresh
 
     def on_recovery_end(self, in_flight: int) -> None:
         """Full ACK: deflate as RFC 6582 §3.2 step 3 says, then start a new epoch."""

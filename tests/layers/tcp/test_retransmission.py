@@ -382,3 +382,33 @@ class TestLimitedTransmit:
         assert conn.cc.cwnd == 400
         send(conn, t=0.1, seg=ack(0, window=window))  # third: fast retransmit of the hole
         assert flight(conn, 0.1)[0][0] == 0
+
+
+class TestMoreInitialWindow:
+    def test_initial_window_is_one_segment_after_a_resent_syn_ack(self) -> None:
+        """RFC 5681 §3.1: a duplicate SYN shows our SYN-ACK was lost, so the initial window is one segment
+        (without RFC 6298 (5.7)'s 3 s RTO, which follows only a timeout)."""
+        from tests.layers.tcp.helpers import peer_syn, syn_received
+
+        conn = syn_received()
+        send(conn, t=0.5, seg=peer_syn())
+        recv(conn, t=0.5)
+        send(conn, t=0.55, seg=replace(SEND, seq=R1, ack=L1))
+        assert conn.state is S.ESTABLISHED
+        assert conn.cc.cwnd == conn.snd_mss
+        assert conn.rtt.current() == 1.0
+
+    def test_limited_transmit_needs_new_sack_information(self) -> None:
+        """RFC 3042 §2: with SACK in use, a duplicate ACK releases a new segment only if it carries new SACK
+        information."""
+        from layers.tcp.scoreboard import Scoreboard
+
+        conn = established(send_buffer=10_000, peer_mss=100, peer_window=10_000)
+        conn.scoreboard = Scoreboard(conn.snd_mss)
+        conn.cc.cwnd = 400
+        conn.send(bytes(2000), 0.0)
+        flight(conn, 0.0)
+        send(conn, t=0.1, seg=ack(0, window=10_000))  # a duplicate without SACK blocks
+        assert flight(conn, 0.1) == []
+        send(conn, t=0.1, seg=ack(0, window=10_000, sack=[(L1 + 100, L1 + 200)]))  # new SACK info
+        assert flight(conn, 0.1) == [(400, 100)]

@@ -137,3 +137,26 @@ class TestSackRecovery:
             with_sack += r1
             without += r2
         assert with_sack < without
+
+
+class TestRenegingAndLimitedTransmit:
+    def test_left_edge_is_resent_after_a_timeout_even_if_sacked(self) -> None:
+        """RFC 2018 §8: after a timeout the segment at the left edge is retransmitted whether or not it was
+        SACKed (the receiver may have reneged), so a reneging receiver cannot stall the connection."""
+        from dataclasses import replace
+
+        from layers.tcp.wire import SYN
+        from tests.layers.tcp.helpers import LOCAL_SEQ, REMOTE_SEQ, SEND, established, recv, run_until, send
+
+        conn = established(send_buffer=10_000, peer_mss=100, peer_window=10_000)
+        from layers.tcp.scoreboard import Scoreboard
+
+        conn.scoreboard = Scoreboard(conn.snd_mss)  # as if SACK had been negotiated
+        conn.send(bytes(300), 0.0)
+        recv(conn, t=0.0)
+        l1, r1 = LOCAL_SEQ + 1, REMOTE_SEQ + 1
+        # The peer SACKs everything sent, but its cumulative ACK stays at the left edge (reneging).
+        send(conn, t=0.1, seg=replace(SEND, seq=r1, ack=l1, window=10_000, sack=[(l1, l1 + 300)]))
+        sent = run_until(conn, 5.0)
+        assert any(seg.seq == l1 and seg.payload for _, seg in sent), [str(s) for _, s in sent]
+        assert not any(seg.flags & SYN for _, seg in sent)
