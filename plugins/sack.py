@@ -121,7 +121,7 @@ class Sack(Extension):
 
 @hookimpl
 def stack_register(registry: Registry) -> None:
-    registry.add_feature(NAME, SackSettings, doc="selective acknowledgments, receiver side (RFC 2018, RFC 2883)")
+    registry.add_feature(NAME, SackSettings, doc="selective acknowledgments (RFC 2018, RFC 2883, RFC 6675)")
 
 
 @hookimpl
