@@ -37,3 +37,24 @@ def test_guide_plugin_counts_datagrams_by_protocol(monkeypatch: pytest.MonkeyPat
     stack.receive_frame(raw(IP(src="10.0.0.1", dst="10.0.0.2") / ICMP()), now=0.0)
     assert stack.stats.events["seen.proto1"] == 1
     assert len(stack.frames_to_send(now=0.0)) == 1  # the echo was still answered
+
+
+def test_guide_feature_plugin_delays_acks_on_one_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The guide's slowack feature installs its AckPolicy only on the connection that enables it."""
+    text = DOC.read_text()
+    code = re.search(r"```python\n(# slowack\.py.*?)```", text, re.S)
+    assert code is not None, "the per-connection feature example is missing from the guide"
+    mod = types.ModuleType("slowack")
+    monkeypatch.setitem(sys.modules, "slowack", mod)
+    exec(compile(code.group(1), str(DOC), "exec"), mod.__dict__)
+    from layers.tcp.policy import TcpOptions
+
+    host = PluginHost(entry_points=False, extra=[mod])
+    config = config_from_dict(
+        {"layers": [{"type": "memory"}, {"type": "ipv4"}, {"type": "tcp", "default_features": False}]}, host=host
+    )
+    tcp = build_stack(config).layer("tcp")
+    slow = tcp.connect(bytes([10, 0, 0, 1]), 80, now=0.0, options=TcpOptions(features={"slowack": {"delay": 0.05}}))  # type: ignore[attr-defined]
+    plain = tcp.connect(bytes([10, 0, 0, 1]), 81, now=0.0)  # type: ignore[attr-defined]
+    assert type(slow.ack_policy).__name__ == "SlowAck" and slow.ack_policy.on_data(100, 1.0) == 1.05
+    assert type(plain.ack_policy).__name__ == "AckPolicy"
