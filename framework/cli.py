@@ -97,6 +97,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_feature_options(connect)
     _add_logging_options(connect)
 
+    cfg = sub.add_parser(
+        "config",
+        help="write an example configuration, or check one and show the stack it describes",
+        description="'config init [FILE]' writes a commented example configuration (to standard output "
+        "without FILE); 'config check FILE' validates a configuration and prints the resolved stack: "
+        "layers bottom to top, plugins, and per-connection defaults.",
+    )
+    cfg_sub = cfg.add_subparsers(dest="config_command", metavar="ACTION", required=True, parser_class=_Parser)
+    cfg_init = cfg_sub.add_parser("init", help="write a commented example configuration")
+    cfg_init.add_argument("file", nargs="?", metavar="FILE", help="where to write it (default: standard output)")
+    cfg_init.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
+    cfg_check = cfg_sub.add_parser("check", help="validate FILE and print the resolved stack")
+    cfg_check.add_argument("file", metavar="FILE", help="the TOML configuration to check")
+
     demo = sub.add_parser(
         "demo",
         help="run the stack in a private namespace and drive it with the kernel's tools (root)",
@@ -404,6 +418,17 @@ def _describe(exc: BaseException) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # Output piped into a program that stopped reading (| head): not an error of ours.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging(fmt=getattr(args, "log_format", "console"), level=getattr(args, "log_level", "info"))
@@ -411,6 +436,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_up(args)
     if args.command == "connect":
         return cmd_connect(args)
+    if args.command == "config":
+        from framework import configcmd
+
+        if args.config_command == "init":
+            return configcmd.init(args.file, force=args.force)
+        return configcmd.check(args.file)
     if args.command == "demo":
         from framework.demo import run_demo
 

@@ -412,3 +412,33 @@ class TestFeatureOptions:
         assert code == 2
         assert "layers[2].features.nagl: unknown feature 'nagl'" in err
         assert "layers[2].congestion_control: unknown algorithm 'vegas'" in err
+
+
+class TestConfigCommand:
+    def test_init_writes_an_example_that_checks_clean(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """`config init FILE` writes a commented example that `config check` accepts, showing the resolved stack."""
+        path = tmp_path / "stack.toml"
+        assert main(["config", "init", str(path)]) == 0
+        assert path.read_text().startswith("# tcpstack configuration")
+        assert main(["config", "check", str(path)]) == 0
+        out = capsys.readouterr().out
+        assert "valid" in out and "0. tun: device='tun0'" in out and "2. tcp:" in out
+        assert "feature delayed_ack: timeout=0.04" not in out  # the example sets the default value
+        assert "congestion control: cubic" in out and "feature sack: defaults" in out
+
+    def test_init_refuses_to_overwrite(self, tmp_path: Path) -> None:
+        """`config init` never overwrites a file unless --force."""
+        path = tmp_path / "stack.toml"
+        path.write_text("keep me")
+        assert main(["config", "init", str(path)]) == 1
+        assert path.read_text() == "keep me"
+        assert main(["config", "init", "--force", str(path)]) == 0
+
+    def test_check_reports_every_problem(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """`config check` lists every problem with its key path and exits 2."""
+        path = tmp_path / "bad.toml"
+        path.write_text('[[layers]]\ntype="tun"\nmtuu=5\n[[layers]]\ntype="tcp"\nfeatures={bogus={}}\n')
+        assert main(["config", "check", str(path)]) == 2
+        err = capsys.readouterr().err.splitlines()
+        assert "tcpstack: error: layers[0].mtuu: unknown key (did you mean 'mtu'?)" in err
+        assert any(line.startswith("tcpstack: error: layers[1].features.bogus: unknown feature") for line in err)
