@@ -44,6 +44,7 @@ BUILTIN_PLUGINS: Final[tuple[str, ...]] = (
     "plugins.keepalive",
     "plugins.sack",
     "plugins.ecn",
+    "plugins.rack_tlp",
 )
 
 logger = structlog.get_logger("tcpstack.plugins")

@@ -143,6 +143,12 @@ class TcpConnection:
         # plugin installs it), and whether the current recovery is driven by it.
         self.scoreboard: Scoreboard | None = None
         self.sack_recovery = False
+        # RFC 8985 RACK-TLP, installed by the rack_tlp plugin once SACK is in use.
+        self.rack: Any = None
+        self.tlp_enabled = False
+        self._rack_at: float | None = None
+        self._pto_at: float | None = None
+        self._tlp_due = False
 
         # Timers (absolute times or None)
         self._rto_at: float | None = None
@@ -578,6 +584,7 @@ class TcpConnection:
         seq = seg.seq
         window = seg.window << self.snd_wscale
         newly_sacked = 0
+        blocks: list[tuple[int, int]] = []
         sb = self.scoreboard
         if sb is not None and seg.sack:
             # RFC 6675 §5: every ACK carrying SACK information updates the scoreboard first.
@@ -586,6 +593,8 @@ class TcpConnection:
             newly_sacked = sb.update(blocks, max(acked, 0), base + seq_diff(self.snd_max, una))
         if acked > 0:
             self._ack_advanced(ack, acked, now)
+            if self.rack is not None:
+                self._arm_pto(now)  # RFC 8985 §7.2: an ACK of new data restarts the probe timer
         elif acked == 0:
             if newly_sacked and self.snd_una != self.snd_max:
                 # RFC 6675 §2/§5: an ACK that SACKs new data counts as a duplicate, even when
@@ -595,6 +604,9 @@ class TcpConnection:
                 self._sack_loss_check(now)
             elif not len(seg.payload) and not seg.flags & (SYN | FIN):
                 self._maybe_dupack(window, now)
+        if self.rack is not None and sb is not None and (acked > 0 or newly_sacked):
+            self.rack.on_ack(sb.una, blocks if seg.sack else [], now, self.rtt.min_rtt)
+            self._rack_detect(now)
         # RFC 9293 §3.10.7.4 (S6): update the send window only from a newer segment.
         if seq_lt(self.snd_wl1, seq) or (self.snd_wl1 == seq and seq_le(self.snd_wl2, ack)):
             if window != self.snd_wnd:
@@ -717,6 +729,12 @@ class TcpConnection:
             return
         if self.dup_acks < DUPACK_THRESHOLD and not sb.is_lost(sb.una):
             return
+        self._enter_sack_recovery(now)
+
+    def _enter_sack_recovery(self, now: float) -> None:
+        sb = self.scoreboard
+        if sb is None:
+            return
         # RFC 6675 §5 (4.1)-(4.2): RecoveryPoint = HighData; ssthresh = cwnd = FlightSize / 2
         # (through the congestion controller, so CUBIC's beta applies); no window inflation:
         # the pipe estimate does the accounting.
@@ -726,8 +744,42 @@ class TcpConnection:
         self.cc.on_loss(seq_diff(self.snd_max, self.snd_una), now)
         self.cc.cwnd = max(self.cc.ssthresh, self.snd_mss)
         sb.high_rxt = sb.una
+        self._pto_at = None  # RFC 8985 §7.2: no probes during recovery
         self._rtt_seq = None  # Karn: what follows includes retransmissions
         self._log.debug("tcp.sack_recovery", una=self.snd_una, cwnd=self.cc.cwnd, sacked=sb.sacked_bytes)
+
+    def _rack_detect(self, now: float) -> None:
+        """RFC 8985 §6.2 step 5: mark what RACK deems lost in the scoreboard; enter recovery if
+        needed (§6.3), and arm the reorder timer for the rest."""
+        rack, sb = self.rack, self.scoreboard
+        if rack is None or sb is None:
+            return
+        lost, again = rack.detect_loss(now, self.rtt.min_rtt, self.rtt.srtt)
+        self._rack_at = again
+        if not lost:
+            return
+        for seg in lost:
+            sb.mark_lost(seg.start, seg.end)
+        self._log.debug("tcp.rack_lost", segments=len(lost), una=self.snd_una)
+        if not self.in_recovery and seq_gt(self.snd_una, self.recover):
+            self._enter_sack_recovery(now)
+
+    def _arm_pto(self, now: float) -> None:
+        """RFC 8985 §7.2: with data in flight, outside recovery, arm the probe timeout
+        PTO = 2 * SRTT (+ WCDelAckT with a single segment in flight), unless the RTO is earlier."""
+        if not self.tlp_enabled or self.in_recovery:
+            self._pto_at = None
+            return
+        flight = seq_diff(self.snd_max, self.snd_una)
+        if flight <= 0:
+            self._pto_at = None
+            return
+        srtt = self.rtt.srtt if self.rtt.srtt is not None else 1.0
+        pto = 2 * srtt
+        if flight <= self.snd_mss:
+            pto += 0.2  # WCDelAckT: the peer may be delaying its ACK of a lone segment
+        rto = self._rto_at if self._rto_at is not None else now + self.rtt.current()
+        self._pto_at = min(now + pto, rto)  # RFC 8985 §7.2: never later than the RTO
 
     def _retransmit_head(self, now: float) -> None:
         """Queue one segment at SND.UNA for retransmission without rewinding SND.NXT."""
@@ -839,7 +891,16 @@ class TcpConnection:
 
     def get_timer(self) -> float | None:
         best: float | None = None
-        for t in (self._rto_deadline(), self._persist_at, self._ack_at, self._sws_at, self._close_at, self._ka_at):
+        for t in (
+            self._rto_deadline(),
+            self._persist_at,
+            self._ack_at,
+            self._sws_at,
+            self._close_at,
+            self._ka_at,
+            self._rack_at,
+            self._pto_at,
+        ):
             if t is not None and (best is None or t < best):
                 best = t
         return best
@@ -860,6 +921,11 @@ class TcpConnection:
         if self._sws_at is not None and now >= self._sws_at:
             self._sws_at = None
             self._sws_override = True
+        if self._pto_at is not None and now >= self._pto_at:
+            # RFC 8985 §7.3: the probe goes first and the RTO restarts behind it.
+            self._pto_at = None
+            self._tlp_due = True
+            self._rto_at = now + self.rtt.current()
         rto = self._rto_deadline()
         if rto is not None and now >= rto:
             self._on_rto(now)
@@ -868,6 +934,9 @@ class TcpConnection:
             self._probe_due = True
         if self._ka_at is not None and now >= self._ka_at:
             self._on_keepalive(now)
+        if self._rack_at is not None and now >= self._rack_at:
+            self._rack_at = None
+            self._rack_detect(now)  # RFC 8985 §6.2: the reorder timer
 
     def _on_keepalive(self, now: float) -> None:
         """RFC 1122 §4.2.3.6 / RFC 9293 §3.8.4: after ``idle`` seconds without traffic, probe
@@ -921,6 +990,8 @@ class TcpConnection:
             self.retransmits += 1
             return
         flight = seq_diff(self.snd_max, self.snd_una)
+        self._pto_at = self._rack_at = None
+        self._tlp_due = False
         self.cc.on_timeout(flight, now)
         self.in_recovery = False
         self.sack_recovery = False
@@ -1091,6 +1162,18 @@ class TcpConnection:
         # RFC 3042 (limited transmit): on each of the first two duplicate ACKs one new segment
         # may go beyond cwnd (cwnd itself unchanged), so a small window still gets the three
         # duplicate ACKs fast retransmit needs.
+        tlp_extra = 0
+        if self._tlp_due:
+            # RFC 8985 §7.3: the probe is one new segment if any may go (beyond cwnd), else
+            # the last segment sent again.
+            self._tlp_due = False
+            if self.rack is not None:
+                self.rack.probes += 1
+            unsent_now = buffered - seq_diff(self.snd_nxt, base)
+            if unsent_now > 0 and seq_diff(seq_add(una, self.snd_wnd), self.snd_nxt) > 0:
+                tlp_extra = mss
+            else:
+                self._tlp_retransmit_last(out, now, una, base, buffered)
         credits = self._lt_credits
         limited = min(credits, 2) * mss if credits and not self.in_recovery and self._rexmit_until is None else 0
 
@@ -1101,7 +1184,7 @@ class TcpConnection:
             in_flight = seq_diff(nxt, una)
             wnd_room = seq_diff(seq_add(una, self.snd_wnd), nxt)
             # RFC 6675 §5: in SACK recovery the pipe, not SND.NXT - SND.UNA, is what cwnd limits.
-            room = min(wnd_room, self.cc.cwnd + limited - (pipe if pipe >= 0 else in_flight))
+            room = min(wnd_room, self.cc.cwnd + limited + tlp_extra - (pipe if pipe >= 0 else in_flight))
             if unsent <= 0:
                 self._maybe_send_fin(out, now, wnd_room)
                 break
@@ -1155,6 +1238,19 @@ class TcpConnection:
                 self._rexmit_until = None
             if pipe >= 0:
                 pipe += size
+            tlp_extra = 0  # the probe was this one segment
+
+    def _tlp_retransmit_last(self, out: list[TcpRepr], now: float, una: int, base: int, buffered: int) -> None:
+        """RFC 8985 §7.3: send the highest-sequence data segment again as the probe."""
+        end_off = seq_diff(self.snd_max, base)
+        if self._fin_sent and seq_ge(self._fin_seq, base):
+            end_off = min(end_off, seq_diff(self._fin_seq, base))
+        end_off = min(end_off, buffered)
+        start_off = max(end_off - self.snd_mss, seq_diff(una, base), 0)
+        if end_off <= start_off:
+            return
+        seq = seq_add(base, start_off)
+        out.append(self._data_segment(seq, self.sndbuf.peek(start_off, end_off - start_off), now, retransmit=True))
 
     def _sack_retransmit(self, out: list[TcpRepr], now: float, una: int, base: int, buffered: int) -> int:
         """RFC 6675 §5 (C): while cwnd - pipe >= 1 SMSS, send what NextSeg() names: rule (1)
@@ -1207,6 +1303,12 @@ class TcpConnection:
             self._stall_since = now
         self._last_send = now
         self._persist_at = None
+        rack, sb = self.rack, self.scoreboard
+        if rack is not None and sb is not None:
+            pos = sb.una + seq_diff(seq, self.snd_una)
+            rack.on_sent(pos, pos + length, now, retransmit)  # RFC 8985 §6.1: record xmit time
+            if not retransmit:
+                self._arm_pto(now)
 
     def _maybe_send_fin(self, out: list[TcpRepr], now: float, wnd_room: int) -> None:
         """Send our FIN once every queued byte is sent (C4: it is retransmitted like data)."""

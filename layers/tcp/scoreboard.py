@@ -43,13 +43,14 @@ def _cut_below(ranges: list[tuple[int, int]], pos: int) -> None:
 class Scoreboard:
     """What the receiver has SACKed and what we retransmitted, above SND.UNA."""
 
-    __slots__ = ("high_rxt", "mss", "rexmit", "sacked", "sacked_bytes", "una")
+    __slots__ = ("high_rxt", "lost", "mss", "rexmit", "sacked", "sacked_bytes", "una")
 
     def __init__(self, mss: int) -> None:
         self.mss = mss
         self.una = 0  # stream position of SND.UNA
         self.sacked: list[tuple[int, int]] = []
         self.rexmit: list[tuple[int, int]] = []
+        self.lost: list[tuple[int, int]] = []  # ranges another detector (RACK) declared lost
         self.high_rxt = 0  # RFC 6675 HighRxt (a position)
         self.sacked_bytes = 0
 
@@ -58,6 +59,7 @@ class Scoreboard:
         (the receiver may have reneged)."""
         self.sacked.clear()
         self.rexmit.clear()
+        self.lost.clear()
         self.sacked_bytes = 0
         self.high_rxt = self.una
 
@@ -87,6 +89,7 @@ class Scoreboard:
         self.una += acked
         _cut_below(self.sacked, self.una)
         _cut_below(self.rexmit, self.una)
+        _cut_below(self.lost, self.una)
         self.sacked_bytes = sum(e - s for s, e in self.sacked)
         self.high_rxt = max(self.high_rxt, self.una)
 
@@ -110,9 +113,18 @@ class Scoreboard:
     def highest_sacked(self) -> int:
         return self.sacked[-1][1] if self.sacked else self.una
 
+    def mark_lost(self, start: int, end: int) -> None:
+        """Another loss detector (RACK, RFC 8985) declared [start, end) lost."""
+        _add(self.lost, max(start, self.una), end)
+
     def is_lost(self, pos: int) -> bool:
         """RFC 6675 §4 IsLost: DupThresh discontiguous SACKed ranges above *pos*, or more
-        than (DupThresh - 1) * SMSS bytes SACKed above it."""
+        than (DupThresh - 1) * SMSS bytes SACKed above it; or marked lost by RACK."""
+        for s, e in self.lost:
+            if s <= pos < e:
+                return True
+            if s > pos:
+                break
         above = 0
         blocks = 0
         for s, e in reversed(self.sacked):
@@ -147,6 +159,15 @@ class Scoreboard:
             if e > boundary:
                 sacked_above += e - max(s, boundary)
         in_flight = max(0, max_pos - boundary - sacked_above)
+        for s, e in self.lost:  # RACK-lost bytes above the boundary have left the network too
+            s = max(s, boundary)
+            if e <= s:
+                continue
+            gone = e - s
+            for ss, se in self.sacked:
+                gone -= max(0, min(e, se) - max(s, ss))
+            in_flight -= max(gone, 0)
+        in_flight = max(in_flight, 0)
         rexmit = 0
         for s, e in self.rexmit:
             rexmit += e - s

@@ -1,0 +1,122 @@
+"""RACK-TLP (RFC 8985): the RACK state alone, then tail losses and short flights between two
+simulated stacks, with and without the feature."""
+
+from __future__ import annotations
+
+from framework.simulation import Simulation
+from layers.middleware.fault import FaultInjector
+from layers.tcp.policy import TcpOptions
+from plugins.rack_tlp import Rack
+from tests.layers.tcp.helpers import data, make_stack, tcp_layer
+
+SERVER = bytes([10, 0, 0, 2])
+
+
+class TestRackState:
+    def test_segment_sent_before_a_delivered_one_is_lost_after_rtt_plus_reo_wnd(self) -> None:
+        """RFC 8985 §6.2: A sent before B; when B is delivered, A is lost once RACK.rtt + reo_wnd has passed
+        since A was sent, and the reorder timer names that moment before then."""
+        rack = Rack(0.25)
+        rack.on_sent(0, 1000, 0.000, False)  # A
+        rack.on_sent(1000, 2000, 0.010, False)  # B
+        rack.on_ack(0, [(1000, 2000)], 0.110, min_rtt=0.1)  # B SACKed: RACK.rtt = 0.1
+        lost, again = rack.detect_loss(0.110, min_rtt=0.1, srtt=0.1)
+        assert lost == [] and again is not None and abs(again - 0.125) < 1e-9  # 0 + 0.1 + 0.025
+        lost, again = rack.detect_loss(0.125, min_rtt=0.1, srtt=0.1)
+        assert [(s.start, s.end) for s in lost] == [(0, 1000)] and again is None
+
+    def test_segments_sent_after_the_delivered_one_are_not_judged(self) -> None:
+        """RFC 8985 §6.2 step 5: only segments sent before the most recently delivered one can be lost."""
+        rack = Rack(0.25)
+        rack.on_sent(0, 1000, 0.0, False)
+        rack.on_sent(1000, 2000, 0.01, False)
+        rack.on_ack(1000, [], 0.1, min_rtt=0.1)  # A delivered cumulatively
+        lost, again = rack.detect_loss(10.0, min_rtt=0.1, srtt=0.1)
+        assert lost == [] and again is None
+
+    def test_fast_ack_of_a_retransmission_is_not_an_rtt_sample(self) -> None:
+        """RFC 8985 §6.2 step 2: a retransmitted segment acknowledged faster than min_RTT does not update RACK."""
+        rack = Rack(0.25)
+        rack.on_sent(0, 1000, 0.0, False)
+        rack.on_sent(0, 1000, 1.0, True)  # retransmitted at 1.0
+        rack.on_ack(1000, [], 1.01, min_rtt=0.1)  # 10 ms later: the original's ACK
+        assert rack.xmit_ts == -1.0
+
+
+def _transfer(
+    features: dict[str, object],
+    size: int,
+    *,
+    drop_nth: int | None = None,
+    drop_len: int | None = None,
+    until: float = 120.0,
+) -> tuple[bool, float, object]:
+    """Send *size* bytes 10.0.0.1 -> 10.0.0.2 over a 20 ms path, dropping the *drop_nth* data segment
+    (or the first datagram of *drop_len* bytes)."""
+    sim = Simulation()
+    a = make_stack("10.0.0.1/24", fault={"seed": 1})
+    b = make_stack("10.0.0.2/24")
+    sim.wire(a, b, delay=0.01)
+    ta, tb = tcp_layer(a), tcp_layer(b)
+    listener = tb.listen(80, options=TcpOptions(features=features, recv_buffer=1 << 20, initial_window="rfc5681"))
+    conn = ta.connect(
+        SERVER, 80, now=0.0, options=TcpOptions(features=features, recv_buffer=1 << 20, initial_window="rfc5681")
+    )
+    sim.run(condition=lambda: bool(listener.accept_queue), until=5.0)
+    server = listener.accept()
+    assert server is not None
+    fault = a.layer("fault")
+    assert isinstance(fault, FaultInjector)
+    if drop_nth is not None:
+        fault.add_rule("drop", direction="out", nth=drop_nth, match=lambda d: len(d) > 100)
+    if drop_len is not None:
+        fault.add_rule("drop", direction="out", match=lambda d: len(d) == drop_len)
+        # ... and the full segment just before it, so no SACK can reveal the tail loss.
+        fault.add_rule("drop", direction="out", nth=size // 1448, match=lambda d: len(d) == 1500)
+    payload = data(size)
+    conn.send(payload, sim.now)
+    ta.touch(conn)
+    start = sim.now
+    got = bytearray()
+
+    def step() -> bool:
+        chunk = server.read()
+        if chunk:
+            got.extend(chunk)
+            tb.touch(server)
+        return len(got) == size
+
+    sim.run(condition=step, until=until)
+    return bytes(got) == payload, sim.now - start, conn
+
+
+FEATURES = {"sack": {}, "timestamps": {}}
+
+
+class TestTailLossProbe:
+    def test_lost_last_segment_is_repaired_by_a_probe_not_the_rto(self) -> None:
+        """RFC 8985 §7: when the last two segments of a flight are lost (no SACK can reveal it), a tail loss
+        probe ~2*SRTT later brings the ACK that repairs them, well before the retransmission timeout."""
+        size = 20 * 1448 + 100  # the tail: one 100-byte segment (20 + 32 header bytes with timestamps)
+        ok1, with_tlp, conn = _transfer({**FEATURES, "rack_tlp": {}}, size, drop_len=152)
+        ok2, without, _ = _transfer(FEATURES, size, drop_len=152)
+        assert ok1 and ok2
+        assert conn.rack.probes >= 1  # type: ignore[attr-defined]
+        assert with_tlp < without  # the RTO (at least 200 ms + backoff) is slower than 2*SRTT (~40 ms)
+
+
+class TestRack:
+    def test_loss_with_too_few_duplicate_acks_is_found_by_time(self) -> None:
+        """RFC 8985 §6: a loss followed by only two segments (two duplicate ACKs, below DupThresh) is detected
+        by time (RACK) instead of waiting for the RTO."""
+        size = 4 * 1460
+        ok1, with_rack, conn = _transfer({**FEATURES, "rack_tlp": {"tlp": False}}, size, drop_nth=2)
+        ok2, without, _ = _transfer(FEATURES, size, drop_nth=2)
+        assert ok1 and ok2
+        assert conn.rack.lost_marked >= 1  # type: ignore[attr-defined]
+        assert with_rack < without
+
+    def test_no_sack_means_no_rack(self) -> None:
+        """RFC 8985 §3: RACK-TLP needs SACK; without it the feature installs nothing."""
+        _, _, conn = _transfer({"rack_tlp": {}}, 1000)
+        assert conn.rack is None  # type: ignore[attr-defined]
