@@ -218,6 +218,9 @@ class TcpConnection:
                 bytes_out=self.bytes_sent,
                 retransmits=self.retransmits,
                 srtt=self.rtt.srtt,
+                cwnd=self.cc.cwnd,
+                congestion=self.congestion_name,
+                features=sorted(self.features),
             )
 
     def _clear_timers(self) -> None:
