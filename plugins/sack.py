@@ -79,6 +79,11 @@ class Sack(Extension):
         if end <= buf.nxt or any(s <= start and end <= e for s, e in buf.ooo_blocks()):
             if self.report_dsack:  # RFC 2883 §4: a duplicate: report it first
                 self.dsack = (seg.seq, (seg.seq + n) & MASK)
+        elif start < buf.nxt:
+            # Partly old: RFC 2883 §4.1.1 reports the duplicate part, the rest is new data.
+            if self.report_dsack:
+                self.dsack = (seg.seq, (seg.seq + buf.nxt - start) & MASK)
+            self.last = (buf.nxt, end)
         else:
             self.last = (start, end)
         return True
