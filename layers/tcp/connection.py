@@ -743,6 +743,7 @@ class TcpConnection:
         # the pipe estimate does the accounting.
         self.in_recovery = True
         self.sack_recovery = True
+        self._rescue_done = False
         self.recover = seq_add(self.snd_max, -1)
         self.cc.on_loss(seq_diff(self.snd_max, self.snd_una), now)
         self.cc.cwnd = max(self.cc.ssthresh, self.snd_mss)
@@ -1135,6 +1136,7 @@ class TcpConnection:
     # ------------------------------------------------------------------ data path
 
     _fast_rexmit = False
+    _rescue_done = False
     _synack_lost = False
     _ka_out: TcpRepr | None = None
     keepalive_probes_sent = 0
@@ -1269,7 +1271,7 @@ class TcpConnection:
         window_closed = seq_diff(seq_add(una, self.snd_wnd), self.snd_nxt) <= 0
         for lost_only in (True, False):
             if not lost_only and unsent > 0 and not window_closed:
-                break  # rule (2) applies: new data goes before unproven holes
+                return pipe  # rule (2) applies: new data goes before unproven holes
             while self.cc.cwnd - pipe >= mss:
                 hole = sb.next_hole(max_pos, lost_only=lost_only)
                 if hole is None:
@@ -1283,6 +1285,19 @@ class TcpConnection:
                 out.append(self._data_segment(seq, self.sndbuf.peek(off, size), now, retransmit=True))
                 sb.mark_retransmitted(start, start + size)
                 pipe += size
+        # Rule (4), the rescue retransmission: once per recovery, when nothing else may go, the
+        # segment holding the highest unSACKed byte, so a lost tail is not left to the RTO.
+        if not self._rescue_done and self.cc.cwnd - pipe >= mss and self.snd_max != una:
+            top = sb.una + seq_diff(self.snd_max, una)
+            if sb.highest_sacked < top:
+                self._rescue_done = True
+                before = len(out)
+                self._tlp_retransmit_last(out, now, una, base, buffered)
+                if len(out) > before:
+                    seg = out[-1]
+                    pos = sb.una + seq_diff(seg.seq, una)
+                    sb.mark_retransmitted(pos, pos + len(seg.payload))
+                    pipe += len(seg.payload)
         return pipe
 
     def _data_segment(self, seq: int, data: bytes, now: float, *, retransmit: bool) -> TcpRepr:

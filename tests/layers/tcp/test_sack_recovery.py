@@ -160,3 +160,30 @@ class TestRenegingAndLimitedTransmit:
         sent = run_until(conn, 5.0)
         assert any(seg.seq == l1 and seg.payload for _, seg in sent), [str(s) for _, s in sent]
         assert not any(seg.flags & SYN for _, seg in sent)
+
+
+class TestRescueRetransmission:
+    def test_tail_above_the_highest_sack_is_rescued_once_per_recovery(self) -> None:
+        """RFC 6675 §4 NextSeg rule (4): when no hole and no new data may go, the segment with the highest
+        unSACKed byte is retransmitted once per recovery, instead of waiting for the RTO."""
+        from dataclasses import replace
+
+        from layers.tcp.scoreboard import Scoreboard
+        from tests.layers.tcp.helpers import LOCAL_SEQ, REMOTE_SEQ, SEND, established, recv, send
+
+        conn = established(send_buffer=10_000, peer_mss=100, peer_window=10_000)
+        conn.scoreboard = Scoreboard(conn.snd_mss)
+        conn.cc.cwnd = 1000
+        conn.send(bytes(1000), 0.0)
+        assert len(recv(conn, t=0.0)) == 10
+        l1, r1 = LOCAL_SEQ + 1, REMOTE_SEQ + 1
+        out = []
+        for right in (l1 + 500, l1 + 600, l1 + 700):  # segments 2-7 SACKed, 8-10 not; three duplicate ACKs
+            send(conn, t=0.1, seg=replace(SEND, seq=r1, ack=l1, window=10_000, sack=[(l1 + 100, right)]))
+            out += recv(conn, t=0.1)
+        assert conn.sack_recovery
+        resent = [(s.seq - l1, len(s.payload)) for s in out if s.payload]
+        assert (0, 100) in resent  # the lost hole below the SACKed data
+        assert (900, 100) in resent  # the rescue: the last segment, above the highest SACK
+        send(conn, t=0.2, seg=replace(SEND, seq=r1, ack=l1, window=10_000, sack=[(l1 + 100, l1 + 800)]))
+        assert all(s.seq - l1 != 900 for s in recv(conn, t=0.2) if s.payload)  # only once
