@@ -52,7 +52,20 @@ class _Sent:
 class Rack:
     """Per-connection RACK state (positions as in the SACK scoreboard)."""
 
-    __slots__ = ("by_start", "end", "fraction", "lost_marked", "order", "probes", "rtt", "xmit_ts")
+    __slots__ = (
+        "by_start",
+        "dsack_seen",
+        "end",
+        "fraction",
+        "lost_marked",
+        "order",
+        "probes",
+        "recoveries_since_dsack",
+        "reo_wnd_mult",
+        "reordering_seen",
+        "rtt",
+        "xmit_ts",
+    )
 
     def __init__(self, fraction: float) -> None:
         self.by_start: dict[int, _Sent] = {}
@@ -63,6 +76,10 @@ class Rack:
         self.fraction = fraction
         self.lost_marked = 0
         self.probes = 0
+        self.reordering_seen = False  # RFC 8985 §6.2 step 3
+        self.reo_wnd_mult = 1  # RFC 8985 §6.2 step 4: grows with D-SACKs
+        self.dsack_seen = False
+        self.recoveries_since_dsack = 0
 
     def on_sent(self, start: int, end: int, now: float, rexmit: bool) -> None:
         seg = self.by_start.get(start)
@@ -76,8 +93,26 @@ class Rack:
         self.by_start[start] = seg
         self.order.append(seg)
 
+    def on_dsack(self) -> None:
+        """RFC 8985 §6.2 step 4: a D-SACK means a spurious retransmission: widen reo_wnd
+        (once per round of recoveries)."""
+        if not self.dsack_seen:
+            self.reo_wnd_mult += 1
+            self.dsack_seen = True
+        self.recoveries_since_dsack = 0
+
+    def on_recovery(self) -> None:
+        """RFC 8985 §6.2 step 4: after 16 recoveries without a D-SACK, reset the multiplier."""
+        self.dsack_seen = False
+        self.recoveries_since_dsack += 1
+        if self.recoveries_since_dsack >= 16:
+            self.reo_wnd_mult = 1
+            self.recoveries_since_dsack = 0
+
     def _deliver(self, seg: _Sent, now: float, min_rtt: float | None) -> None:
         seg.delivered = True
+        if seg.end < self.end:
+            self.reordering_seen = True  # RFC 8985 §6.2 step 3: delivered below RACK.end_seq
         rtt = now - seg.xmit_ts
         if seg.rexmit and min_rtt is not None and rtt < min_rtt:
             return  # §6.2 step 2: probably the ACK of an earlier transmission
@@ -104,11 +139,19 @@ class Rack:
                     self._deliver(found, now, min_rtt)
                 pos = found.end
 
-    def detect_loss(self, now: float, min_rtt: float | None, srtt: float | None) -> tuple[list[_Sent], float | None]:
+    def reo_wnd(self, min_rtt: float | None, srtt: float | None, *, in_recovery: bool = False) -> float:
+        """RFC 8985 §6.2 step 4: zero while no reordering was seen and recovery is under way;
+        else reo_wnd_mult * fraction * min_RTT, at most SRTT."""
+        if not self.reordering_seen and in_recovery:
+            return 0.0
+        wnd = self.reo_wnd_mult * (min_rtt or 0.0) * self.fraction
+        return min(wnd, srtt) if srtt is not None else wnd
+
+    def detect_loss(
+        self, now: float, min_rtt: float | None, srtt: float | None, *, in_recovery: bool = False
+    ) -> tuple[list[_Sent], float | None]:
         """RFC 8985 §6.2 steps 4-5: the segments now deemed lost, and when to look again."""
-        reo_wnd = (min_rtt or 0.0) * self.fraction
-        if srtt is not None:
-            reo_wnd = min(reo_wnd, srtt)
+        reo_wnd = self.reo_wnd(min_rtt, srtt, in_recovery=in_recovery)
         lost: list[_Sent] = []
         wait: float | None = None
         for seg in self.order:

@@ -607,7 +607,9 @@ class TcpConnection:
                 self._sack_loss_check(now)
             elif not len(seg.payload) and not seg.flags & (SYN | FIN):
                 self._maybe_dupack(window, now)
-        if self.rack is not None and sb is not None and (acked > 0 or newly_sacked):
+        if self.rack is not None and sb is not None and (acked > 0 or newly_sacked or seg.sack):
+            if seg.sack and seq_le(seg.sack[0][1], ack):
+                self.rack.on_dsack()  # RFC 2883 D-SACK: a spurious retransmission (RFC 8985 §6.2)
             self.rack.on_ack(sb.una, blocks if seg.sack else [], now, self.rtt.min_rtt)
             self._rack_detect(now)
         # RFC 9293 §3.10.7.4 (S6): update the send window only from a newer segment.
@@ -744,6 +746,8 @@ class TcpConnection:
         self.in_recovery = True
         self.sack_recovery = True
         self._rescue_done = False
+        if self.rack is not None:
+            self.rack.on_recovery()
         self.recover = seq_add(self.snd_max, -1)
         self.cc.on_loss(seq_diff(self.snd_max, self.snd_una), now)
         self.cc.cwnd = max(self.cc.ssthresh, self.snd_mss)
@@ -758,7 +762,7 @@ class TcpConnection:
         rack, sb = self.rack, self.scoreboard
         if rack is None or sb is None:
             return
-        lost, again = rack.detect_loss(now, self.rtt.min_rtt, self.rtt.srtt)
+        lost, again = rack.detect_loss(now, self.rtt.min_rtt, self.rtt.srtt, in_recovery=self.in_recovery)
         self._rack_at = again
         if not lost:
             return

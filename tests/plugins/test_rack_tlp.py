@@ -120,3 +120,30 @@ class TestRack:
         """RFC 8985 §3: RACK-TLP needs SACK; without it the feature installs nothing."""
         _, _, conn = _transfer({"rack_tlp": {}}, 1000)
         assert conn.rack is None  # type: ignore[attr-defined]
+
+
+class TestReorderingWindow:
+    def test_reo_wnd_is_zero_in_recovery_until_reordering_is_seen(self) -> None:
+        """RFC 8985 §6.2 steps 3-4: without observed reordering, reo_wnd is 0 during recovery; once a segment is
+        delivered below RACK.end_seq it is min_RTT/4 again."""
+        rack = Rack(0.25)
+        assert rack.reo_wnd(0.1, 0.1, in_recovery=True) == 0.0
+        assert rack.reo_wnd(0.1, 0.1) == 0.025
+        rack.on_sent(0, 1000, 0.0, False)
+        rack.on_sent(1000, 2000, 0.0, False)
+        rack.on_ack(0, [(1000, 2000)], 0.1, min_rtt=0.1)
+        rack.on_ack(2000, [], 0.11, min_rtt=0.1)  # the lower segment arrives after the higher one
+        assert rack.reordering_seen
+        assert rack.reo_wnd(0.1, 0.1, in_recovery=True) == 0.025
+
+    def test_dsack_widens_reo_wnd_and_16_recoveries_reset_it(self) -> None:
+        """RFC 8985 §6.2 step 4: a D-SACK (spurious retransmission) widens the window, at most SRTT; after 16
+        recoveries without one it is back to min_RTT/4."""
+        rack = Rack(0.25)
+        rack.on_dsack()
+        rack.on_dsack()  # once per round of recoveries
+        assert rack.reo_wnd(0.1, 1.0) == 0.05
+        assert rack.reo_wnd(0.1, 0.03) == 0.03  # capped at SRTT
+        for _ in range(16):
+            rack.on_recovery()
+        assert rack.reo_wnd(0.1, 1.0) == 0.025
