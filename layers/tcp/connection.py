@@ -991,6 +991,7 @@ class TcpConnection:
             return
         self.rtt.back_off()
         self._rto_count += 1
+        self._log.debug("tcp.rto", una=self.snd_una, rto=self.rtt.current(), count=self._rto_count)
         self._rtt_seq = None  # Karn
         if syn_phase:
             self._syn_retransmitted = True
@@ -1178,6 +1179,7 @@ class TcpConnection:
             self._tlp_due = False
             if self.rack is not None:
                 self.rack.probes += 1
+            self._log.debug("tcp.tlp", una=una, nxt=self.snd_nxt, srtt=self.rtt.srtt)
             unsent_now = buffered - seq_diff(self.snd_nxt, base)
             if unsent_now > 0 and seq_diff(seq_add(una, self.snd_wnd), self.snd_nxt) > 0:
                 tlp_extra = mss
