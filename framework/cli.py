@@ -67,6 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="run a service: echo, discard, daytime, chargen or http (repeatable; default ports 7, 9, 13, 19, 80)",
     )
     up.add_argument(
+        "--control",
+        metavar="PATH",
+        help="control socket for 'tcpstack ss' and 'tcpstack stats' (default /run/tcpstack/DEVICE.sock)",
+    )
+    up.add_argument(
         "--no-checksum-verify",
         action="store_true",
         help="do not verify IPv4/ICMP/TCP checksums on receipt (for links that guarantee them)",
@@ -96,6 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
     connect.add_argument("--no-checksum-verify", action="store_true", help="do not verify checksums on receipt")
     _add_feature_options(connect)
     _add_logging_options(connect)
+
+    for name, text in (
+        ("ss", "list the connections of a running 'tcpstack up' (like ss -ti)"),
+        ("stats", "print the drop and event counters of a running 'tcpstack up'"),
+    ):
+        p = sub.add_parser(name, help=text, description=text + ", through its control socket.")
+        p.add_argument("--tun", metavar="NAME", default="tun0", help="the stack's device (default tun0)")
+        p.add_argument("--control", metavar="PATH", help="control socket path (default /run/tcpstack/NAME.sock)")
+        p.add_argument("--json", action="store_true", help="print the raw JSON reply")
 
     cfg = sub.add_parser(
         "config",
@@ -256,7 +270,10 @@ def _open(args: argparse.Namespace) -> tuple[Any, Any, Any] | int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from framework.api.streams import StackApi
+    from framework.control import ControlServer, default_path
     from framework.io.driver import AsyncioDriver
     from framework.services import SERVICES, parse_serve
 
@@ -278,6 +295,14 @@ def cmd_up(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
         driver = AsyncioDriver(stack, link, loop)
         driver.start()
+        control: ControlServer | None = ControlServer(
+            stack, Path(args.control) if args.control else default_path(link.name)
+        )
+        try:
+            await control.start()  # type: ignore[union-attr]
+        except OSError as exc:
+            logger.warning("control.unavailable", error=str(exc))
+            control = None
         servers = []
         if serves:
             api = StackApi(stack, driver)
@@ -303,6 +328,8 @@ def cmd_up(args: argparse.Namespace) -> int:
                 # Reset what is still open so peers learn at once, then let handlers finish.
                 api.abort_all()
                 await asyncio.sleep(0.05)
+            if control is not None:
+                await control.stop()
             driver.stop()
             logger.info("stack.down", frames_in=stack.frames_in, **stack.stats.as_dict())
 
@@ -436,6 +463,13 @@ def _main(argv: Sequence[str] | None) -> int:
         return cmd_up(args)
     if args.command == "connect":
         return cmd_connect(args)
+    if args.command in ("ss", "stats"):
+        from pathlib import Path
+
+        from framework.control import default_path, run_client
+
+        path = Path(args.control) if args.control else default_path(args.tun)
+        return run_client(args.command, path, args.json)
     if args.command == "config":
         from framework import configcmd
 
