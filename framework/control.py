@@ -75,7 +75,17 @@ class ControlServer:
     async def start(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists():
-            self.path.unlink()  # a leftover of a stack that did not stop cleanly
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                probe.connect(str(self.path))
+            except OSError:
+                self.path.unlink()  # a leftover of a stack that did not stop cleanly
+            else:
+                # Another running stack (in another namespace, on a device of the same name)
+                # owns it: never take it over.
+                raise OSError(f"{self.path} belongs to another running stack; use --control PATH")
+            finally:
+                probe.close()
         self._server = await asyncio.start_unix_server(self._handle, path=str(self.path))
         os.chmod(self.path, 0o600)
 
