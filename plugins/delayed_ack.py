@@ -12,10 +12,11 @@ Enable per connection with ``features={"delayed_ack": {"timeout": 0.04}}``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from framework.plugins import hookimpl
 from framework.registry import Registry
-from layers.tcp.policy import AckPolicy, TcpSetup
+from layers.tcp.policy import AckPolicy, TcpSetup, decision_log
 
 NAME = "delayed_ack"
 MAX_OPTION_BYTES = 40  # RFC 9293 §3.1: a TCP header carries at most 40 bytes of options
@@ -37,9 +38,10 @@ class DelayedAckSettings:
 class DelayedAck(AckPolicy):
     """Delay ACKs for in-order data up to a deadline or a byte count."""
 
-    __slots__ = ("_unacked", "decisions", "threshold", "timeout")
+    __slots__ = ("_unacked", "decisions", "log", "threshold", "timeout")
 
-    def __init__(self, settings: DelayedAckSettings, mss: int) -> None:
+    def __init__(self, settings: DelayedAckSettings, mss: int, log: Any = None) -> None:
+        self.log = log if log is not None else decision_log("?", NAME)
         self.timeout = settings.timeout
         # RFC 5681 §2 and RFC 6691 §2: a full-sized segment from the peer holds our MSS less the
         # options it carries on every segment (12 bytes of timestamps), so a segment counts as
@@ -53,9 +55,14 @@ class DelayedAck(AckPolicy):
         self._unacked += seg_len
         # RFC 9293 §3.8.6.3 (SHLD-19): an ACK for at least every second full-sized segment.
         if self._unacked >= self.threshold:
+            self.log.debug(
+                "tcp.decision", decision="ACK now", reason="two full-sized segments", rfc="RFC 9293 §3.8.6.3", t=now
+            )
             return None
         self.decisions += 1
-        return now + self.timeout  # MUST-40: the delay is below 0.5 s
+        deadline = now + self.timeout  # MUST-40: the delay is below 0.5 s
+        self.log.debug("tcp.decision", decision="ACK delayed", rfc="RFC 1122 §4.2.3.2", deadline=deadline, t=now)
+        return deadline
 
     def on_ack_sent(self) -> None:
         self._unacked = 0
@@ -72,4 +79,4 @@ def tcp_connection_setup(setup: TcpSetup) -> None:
     if settings is None:  # not enabled on this connection
         return
     setup.claim("ack_policy", by=NAME)
-    setup.ack_policy = DelayedAck(settings, setup.info.mss)
+    setup.ack_policy = DelayedAck(settings, setup.info.mss, decision_log(setup.info.label, NAME))

@@ -15,10 +15,11 @@ segment can go or the sender SWS override timer (``sws_override``, 0.2 s) fires,
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from framework.plugins import hookimpl
 from framework.registry import Registry
-from layers.tcp.policy import SendPolicy, TcpSetup
+from layers.tcp.policy import SendPolicy, TcpSetup, decision_log
 
 NAME = "nagle"
 
@@ -32,15 +33,25 @@ class NagleSettings:
 class Nagle(SendPolicy):
     """RFC 896: at most one short segment in flight."""
 
-    __slots__ = ("cork", "held")
+    __slots__ = ("cork", "held", "log")
 
-    def __init__(self, settings: NagleSettings) -> None:
+    def __init__(self, settings: NagleSettings, log: Any = None) -> None:
         self.cork = settings.cork
         self.held = 0
+        self.log = log if log is not None else decision_log("?", NAME)
 
     def may_send_small(self, size: int, in_flight: int, now: float) -> bool:
         if self.cork or in_flight > 0:
             self.held += 1
+            self.log.debug(
+                "tcp.decision",
+                decision="segment held",
+                rfc="RFC 896; RFC 9293 §3.7.4",
+                size=size,
+                in_flight=in_flight,
+                cork=self.cork,
+                t=now,
+            )
             return False
         return True
 
@@ -56,4 +67,4 @@ def tcp_connection_setup(setup: TcpSetup) -> None:
     if settings is None:  # off on this connection: what TCP_NODELAY does elsewhere (MUST-17)
         return
     setup.claim("send_policy", by=NAME)
-    setup.send_policy = Nagle(settings)
+    setup.send_policy = Nagle(settings, decision_log(setup.info.label, NAME))

@@ -6,6 +6,7 @@ Hypothesis uses the ``ci`` profile (many more examples) when ``CI`` is set in th
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,17 @@ import pytest
 import structlog
 from hypothesis import HealthCheck, settings
 from structlog.testing import LogCapture
+
+
+def _quiet_logging() -> None:
+    """Tests log at info level: unconfigured structlog would print every debug event (every
+    dropped packet and policy decision) to stdout. Tests that look at logs use ``log_output``."""
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO), cache_logger_on_first_use=False
+    )
+
+
+_quiet_logging()
 
 settings.register_profile("dev", max_examples=300, deadline=None)
 settings.register_profile(
@@ -49,8 +61,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def log_output() -> Iterator[LogCapture]:
     """Capture structlog events as dicts (``log_output.entries``); never caches loggers."""
     capture = LogCapture()
-    structlog.configure(processors=[capture], cache_logger_on_first_use=False)
+    structlog.configure(
+        processors=[capture],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
+        cache_logger_on_first_use=False,
+    )
     try:
         yield capture
     finally:
         structlog.reset_defaults()
+        _quiet_logging()

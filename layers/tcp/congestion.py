@@ -8,6 +8,8 @@ three duplicates or by the retransmission timer); this class decides what that d
 
 from __future__ import annotations
 
+from typing import Any
+
 
 def initial_window(mss: int, rule: str = "rfc5681") -> int:
     """The initial congestion window in bytes.
@@ -20,15 +22,24 @@ def initial_window(mss: int, rule: str = "rfc5681") -> int:
     return min(4 * mss, max(2 * mss, 4380))
 
 
+class _NoLog:
+    def debug(self, *args: Any, **kw: Any) -> None:
+        return None
+
+
+_NO_LOG = _NoLog()
+
+
 class CongestionControl:
     """RFC 5681 slow start, congestion avoidance, fast retransmit and fast recovery."""
 
     name = "reno"
 
-    __slots__ = ("_ca_acked", "cwnd", "iw_rule", "mss", "ssthresh")
+    __slots__ = ("_ca_acked", "cwnd", "iw_rule", "log", "mss", "ssthresh")
 
     def __init__(self, mss: int) -> None:
         self.mss = mss
+        self.log: Any = _NO_LOG
         self.iw_rule = "rfc5681"
         self.cwnd = initial_window(mss)
         self.ssthresh = 1 << 30  # RFC 5681 §3.1: "arbitrarily high"
@@ -62,6 +73,19 @@ class CongestionControl:
         """Three duplicate ACKs: RFC 5681 §3.2 step 2 (eq. 4) and step 3."""
         self.ssthresh = max(in_flight // 2, 2 * self.mss)
         self.cwnd = self.ssthresh + 3 * self.mss
+        self.decided("loss", "RFC 5681 §3.2", now)
+
+    def decided(self, reason: str, rfc: str, now: float) -> None:
+        """Log a window reduction as a decision event (debug level)."""
+        self.log.debug(
+            "tcp.decision",
+            decision="cwnd reduced",
+            reason=reason,
+            rfc=rfc,
+            cwnd=self.cwnd,
+            ssthresh=self.ssthresh,
+            t=now,
+        )
 
     def on_ecn(self, in_flight: int, now: float) -> None:
         """An ECN echo (RFC 3168 §6.1.2): reduce as for a loss, without retransmitting and
@@ -69,6 +93,7 @@ class CongestionControl:
         self.ssthresh = max(in_flight // 2, 2 * self.mss)
         self.cwnd = max(self.ssthresh, self.mss)
         self._ca_acked = 0
+        self.decided("ECN echo", "RFC 3168 §6.1.2", now)
 
     def on_dup_ack_in_recovery(self) -> None:
         """RFC 5681 §3.2 step 4: inflate by one SMSS per further duplicate."""
@@ -91,6 +116,7 @@ class CongestionControl:
         self.ssthresh = max(in_flight // 2, 2 * self.mss)
         self.cwnd = self.mss
         self._ca_acked = 0
+        self.decided("retransmission timeout", "RFC 5681 §3.1", now)
 
     def on_idle_restart(self) -> None:
         """RFC 5681 §4.1: after an idle period longer than the RTO, restart from IW."""

@@ -32,7 +32,7 @@ from layers.ipv4.wire import Ipv4Repr
 from layers.tcp.congestion import CongestionControl
 from layers.tcp.connection import TcpConnection
 from layers.tcp.features import DEFAULT_CONGESTION_CONTROL, defaults, merge, resolve
-from layers.tcp.policy import ConnInfo, TcpOptions, TcpSetup
+from layers.tcp.policy import ConnInfo, TcpOptions, TcpSetup, decision_log
 from layers.tcp.seq import MASK, seq_add, seq_gt
 from layers.tcp.state import TcpState
 from layers.tcp.wire import ACK, FIN, PROTO_TCP, RST, SYN, TcpRepr, pseudo_base
@@ -443,6 +443,7 @@ class TcpLayer(BaseHandler):
         if setup.congestion is None:
             setup.congestion = CongestionControl(info.mss)
             setup.congestion_name = "reno"
+        setup.congestion.log = decision_log(info.label, setup.congestion_name)
         if self.host is not None:
             self.host.pm.hook.tcp_connection_setup(setup=setup)
         return setup

@@ -109,6 +109,7 @@ class Cubic(CongestionControl):
         self._reduce()
         self.ssthresh = max(int(self.cwnd * BETA), 2 * self.mss)
         self.cwnd = self.ssthresh + 3 * self.mss  # RFC 5681 §3.2 step 3 inflation
+        self.decided("loss", "RFC 9438 §4.6", now)
 
     def on_timeout(self, in_flight: int, now: float) -> None:
         """RFC 9438 §4.8: reduce as on loss, then restart from one segment in slow start."""
@@ -116,12 +117,14 @@ class Cubic(CongestionControl):
         self.ssthresh = max(int(self.cwnd * BETA), 2 * self.mss)
         self.cwnd = self.mss
         self.after_timeout = True
+        self.decided("retransmission timeout", "RFC 9438 §4.8", now)
 
     def on_ecn(self, in_flight: int, now: float) -> None:
         """RFC 9438 §4.6: an ECN echo is a congestion event like a loss (beta_cubic, a new epoch)."""
         self._reduce()
         self.ssthresh = max(int(self.cwnd * BETA), 2 * self.mss)
         self.cwnd = self.ssthresh
+        self.decided("ECN echo", "RFC 9438 §4.6; RFC 3168 §6.1.2", now)
 
     def on_recovery_end(self, in_flight: int) -> None:
         """Full ACK: deflate as RFC 6582 §3.2 step 3 says, then start a new epoch."""
