@@ -26,9 +26,11 @@ from layers.tcp.policy import TcpSetup
 from layers.tcp.state import TcpState
 from layers.tcp.wire import ACK, SYN, TcpRepr
 from tests.layers.tcp.helpers import (
+    L1,
     LOCAL_MSS,
     LOCAL_SEQ,
     PEER_WINDOW,
+    R1,
     REMOTE_SEQ,
     SEND,
     App,
@@ -41,8 +43,6 @@ from tests.layers.tcp.helpers import (
 
 S = TcpState
 MASK = 0xFFFFFFFF
-L1 = LOCAL_SEQ + 1  # our first data byte
-R1 = REMOTE_SEQ + 1  # the peer's first data byte
 
 #: Built-in plugins only (no entry points), shared by the sans-IO tests.
 HOST = PluginHost(entry_points=False)

@@ -14,10 +14,11 @@ from layers.tcp.events import ConnectionClosed, DataReceived, EofReceived, SendS
 from layers.tcp.state import TcpState
 from layers.tcp.wire import ACK, FIN, PSH, RST, SYN
 from tests.layers.tcp.helpers import (
+    L1,
     LOCAL_PORT,
     LOCAL_SEQ,
+    R1,
     RECV,
-    REMOTE_SEQ,
     SEND,
     LayerHarness,
     close_wait,
@@ -36,8 +37,6 @@ from tests.layers.tcp.helpers import (
 )
 
 S = TcpState
-L1 = LOCAL_SEQ + 1
-R1 = REMOTE_SEQ + 1
 DATA = replace(SEND, seq=R1, ack=L1)
 OUR_FIN = replace(RECV, seq=L1, ack=R1, flags=FIN | ACK)
 

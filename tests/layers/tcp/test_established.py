@@ -12,9 +12,9 @@ from layers.tcp.events import ConnectionClosed, ConnectionFailed, DataReceived, 
 from layers.tcp.state import TcpState
 from layers.tcp.wire import ACK, PSH, RST
 from tests.layers.tcp.helpers import (
-    LOCAL_SEQ,
+    L1,
+    R1,
     RECV,
-    REMOTE_SEQ,
     SEND,
     data,
     established,
@@ -25,8 +25,6 @@ from tests.layers.tcp.helpers import (
 )
 
 S = TcpState
-L1 = LOCAL_SEQ + 1  # SND.UNA = SND.NXT after the handshake
-R1 = REMOTE_SEQ + 1  # RCV.NXT after the handshake
 DATA = replace(SEND, seq=R1, ack=L1)
 ACK_ONLY = replace(RECV, seq=L1, ack=R1)
 

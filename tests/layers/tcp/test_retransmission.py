@@ -13,7 +13,8 @@ from layers.tcp.events import ConnectionClosed, ConnectionFailed
 from layers.tcp.state import TcpState
 from layers.tcp.wire import ACK, FIN, RST, SYN
 from tests.layers.tcp.helpers import (
-    LOCAL_SEQ,
+    L1,
+    R1,
     RECV,
     REMOTE_SEQ,
     SEND,
@@ -28,8 +29,6 @@ from tests.layers.tcp.helpers import (
 )
 
 S = TcpState
-L1 = LOCAL_SEQ + 1
-R1 = REMOTE_SEQ + 1
 PEER_ACK = replace(SEND, seq=R1, ack=L1)
 
 

@@ -13,7 +13,8 @@ from layers.tcp.events import ConnectionClosed, ConnectionFailed
 from layers.tcp.state import TcpState
 from layers.tcp.wire import ACK, PSH, RST, SYN
 from tests.layers.tcp.helpers import (
-    LOCAL_SEQ,
+    L1,
+    R1,
     RECV,
     REMOTE_SEQ,
     SEND,
@@ -34,8 +35,6 @@ from tests.layers.tcp.helpers import (
 )
 
 S = TcpState
-L1 = LOCAL_SEQ + 1
-R1 = REMOTE_SEQ + 1
 RESET = ConnectionFailed("reset", "connection reset by peer")
 
 # State constructor -> events a RST at RCV.NXT produces (checklist §5.1, first row).

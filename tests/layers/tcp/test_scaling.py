@@ -13,11 +13,9 @@ from typing import Any
 import pytest
 
 from layers.tcp.connection import TcpConnection
-from tests.layers.tcp.helpers import LOCAL_PORT, LOCAL_SEQ, REMOTE_SEQ, SEND, LayerHarness
+from tests.layers.tcp.helpers import L1, LOCAL_PORT, LOCAL_SEQ, R1, SEND, LayerHarness
 
 N = 2000
-L1 = LOCAL_SEQ + 1
-R1 = REMOTE_SEQ + 1
 COUNTED = ("get_timer", "handle_timer", "segments_to_send", "segment_received")
 
 

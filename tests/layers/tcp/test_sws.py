@@ -8,9 +8,9 @@ from dataclasses import replace
 from layers.tcp.connection import TcpConnection
 from layers.tcp.wire import ACK, PSH
 from tests.layers.tcp.helpers import (
-    LOCAL_SEQ,
+    L1,
+    R1,
     RECV,
-    REMOTE_SEQ,
     SEND,
     data,
     established,
@@ -19,8 +19,6 @@ from tests.layers.tcp.helpers import (
     send,
 )
 
-L1 = LOCAL_SEQ + 1
-R1 = REMOTE_SEQ + 1
 PEER = replace(SEND, seq=R1, ack=L1)
 
 

@@ -12,9 +12,9 @@ from layers.tcp.events import DataReceived
 from layers.tcp.seq import seq_add, seq_ge
 from layers.tcp.state import TcpState
 from tests.layers.tcp.helpers import (
-    LOCAL_SEQ,
+    L1,
+    R1,
     RECV,
-    REMOTE_SEQ,
     SEND,
     data,
     established,
@@ -26,8 +26,6 @@ from tests.layers.tcp.helpers import (
 )
 
 S = TcpState
-L1 = LOCAL_SEQ + 1
-R1 = REMOTE_SEQ + 1
 PEER = replace(SEND, seq=R1, ack=L1)
 
 

@@ -9,9 +9,9 @@ from layers.tcp.connection import TcpConnection
 from layers.tcp.state import TcpState
 from layers.tcp.wire import ACK, PSH
 from tests.layers.tcp.helpers import (
-    LOCAL_SEQ,
+    L1,
+    R1,
     RECV,
-    REMOTE_SEQ,
     SEND,
     data,
     established,
@@ -22,8 +22,6 @@ from tests.layers.tcp.helpers import (
 )
 
 S = TcpState
-L1 = LOCAL_SEQ + 1
-R1 = REMOTE_SEQ + 1
 PEER = replace(SEND, seq=R1, ack=L1)
 PROBE = replace(RECV, seq=L1, ack=R1, payload=b"a")
 
