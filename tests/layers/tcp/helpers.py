@@ -161,40 +161,36 @@ def fin_wait_1(*, half: bool = False, **kw: Any) -> TcpConnection:
     return conn
 
 
+def _peer_sends(conn: TcpConnection, seg: Any, state: TcpState) -> TcpConnection:
+    """Deliver the peer's *seg* at t=0, check the state it leads to, drain our reply."""
+    send(conn, t=0.0, seg=seg)
+    assert conn.state is state
+    drain(conn, 0.0)
+    return conn
+
+
 def fin_wait_2(**kw: Any) -> TcpConnection:
     """FIN-WAIT-1 + the peer's ACK of our FIN."""
     conn = fin_wait_1(**kw)
-    send(conn, t=0.0, seg=replace(SEND, seq=conn.rcv_nxt, ack=conn.snd_max))
-    assert conn.state is S.FIN_WAIT_2
-    drain(conn, 0.0)
-    return conn
+    return _peer_sends(conn, replace(SEND, seq=conn.rcv_nxt, ack=conn.snd_max), S.FIN_WAIT_2)
 
 
 def closing(**kw: Any) -> TcpConnection:
     """FIN-WAIT-1 + the peer's FIN that does not acknowledge ours (simultaneous close)."""
     conn = fin_wait_1(**kw)
-    send(conn, t=0.0, seg=replace(SEND, seq=conn.rcv_nxt, ack=conn.snd_una, flags=FIN | ACK))
-    assert conn.state is S.CLOSING
-    drain(conn, 0.0)
-    return conn
+    return _peer_sends(conn, replace(SEND, seq=conn.rcv_nxt, ack=conn.snd_una, flags=FIN | ACK), S.CLOSING)
 
 
 def time_wait(**kw: Any) -> TcpConnection:
     """FIN-WAIT-2 + the peer's FIN: TIME-WAIT (RCV.NXT = REMOTE_SEQ + 2)."""
     conn = fin_wait_2(**kw)
-    send(conn, t=0.0, seg=replace(SEND, seq=conn.rcv_nxt, ack=conn.snd_max, flags=FIN | ACK))
-    assert conn.state is S.TIME_WAIT
-    drain(conn, 0.0)
-    return conn
+    return _peer_sends(conn, replace(SEND, seq=conn.rcv_nxt, ack=conn.snd_max, flags=FIN | ACK), S.TIME_WAIT)
 
 
 def close_wait(**kw: Any) -> TcpConnection:
     """ESTABLISHED + the peer's FIN: CLOSE-WAIT (RCV.NXT = REMOTE_SEQ + 2)."""
     conn = established(**kw)
-    send(conn, t=0.0, seg=replace(SEND, seq=conn.rcv_nxt, ack=conn.snd_max, flags=FIN | ACK))
-    assert conn.state is S.CLOSE_WAIT
-    drain(conn, 0.0)
-    return conn
+    return _peer_sends(conn, replace(SEND, seq=conn.rcv_nxt, ack=conn.snd_max, flags=FIN | ACK), S.CLOSE_WAIT)
 
 
 def last_ack(**kw: Any) -> TcpConnection:
