@@ -111,6 +111,22 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--control", metavar="PATH", help="control socket path (default /run/tcpstack/NAME.sock)")
         p.add_argument("--json", action="store_true", help="print the raw JSON reply")
 
+    fetch = sub.add_parser(
+        "fetch",
+        help="make a running 'tcpstack up' fetch an http:// URL as a TCP client",
+        description=(
+            "Ask a running 'tcpstack up' (through its control socket) to open a TCP connection "
+            "itself, send an HTTP/1.1 GET for URL and read the reply; print the status, size, "
+            "SHA-256 and time. The host must be an IPv4 address the stack can reach."
+        ),
+    )
+    fetch.add_argument("url", metavar="URL", help="http://IP[:PORT]/PATH")
+    fetch.add_argument("-o", "--output", metavar="FILE", help="the stack writes the body to FILE")
+    fetch.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS", help="give up after (default 60)")
+    fetch.add_argument("--tun", metavar="NAME", default="tun0", help="the stack's device (default tun0)")
+    fetch.add_argument("--control", metavar="PATH", help="control socket path (default /run/tcpstack/NAME.sock)")
+    fetch.add_argument("--json", action="store_true", help="print the raw JSON reply")
+
     cfg = sub.add_parser(
         "config",
         help="write an example configuration, or check one and show the stack it describes",
@@ -295,8 +311,12 @@ def cmd_up(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
         driver = AsyncioDriver(stack, link, loop)
         driver.start()
+        try:
+            api: StackApi | None = StackApi(stack, driver)
+        except ValueError:  # a configuration without a tcp layer: ss and stats still work
+            api = None
         control: ControlServer | None = ControlServer(
-            stack, Path(args.control) if args.control else default_path(link.name)
+            stack, Path(args.control) if args.control else default_path(link.name), api
         )
         try:
             await control.start()  # type: ignore[union-attr]
@@ -305,7 +325,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             control = None
         servers = []
         if serves:
-            api = StackApi(stack, driver)
+            if api is None:
+                raise StackError("--serve needs a tcp layer in the configuration")
             for name, port in serves:
                 servers.append(await api.start_server(SERVICES[name], port))
         ipv4 = config.layer("ipv4")
@@ -324,7 +345,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         finally:
             for server in servers:
                 server.close()
-            if servers:
+            if servers and api is not None:
                 # Reset what is still open so peers learn at once, then let handlers finish.
                 api.abort_all()
                 await asyncio.sleep(0.05)
@@ -463,13 +484,18 @@ def _main(argv: Sequence[str] | None) -> int:
         return cmd_up(args)
     if args.command == "connect":
         return cmd_connect(args)
-    if args.command in ("ss", "stats"):
+    if args.command in ("ss", "stats", "fetch"):
         from pathlib import Path
 
         from framework.control import default_path, run_client
 
         path = Path(args.control) if args.control else default_path(args.tun)
-        return run_client(args.command, path, args.json)
+        if args.command != "fetch":
+            return run_client(args.command, path, args.json)
+        if not 0 < args.timeout <= 3600:
+            return _fail("--timeout must be in (0, 3600] seconds", EXIT_USAGE)
+        output = str(Path(args.output).resolve()) if args.output else None
+        return run_client("fetch", path, args.json, timeout=args.timeout, url=args.url, output=output)
     if args.command == "config":
         from framework import configcmd
 

@@ -1,22 +1,35 @@
 """The control socket of a running ``tcpstack up``, and the ``ss`` / ``stats`` clients.
 
 ``tcpstack up --control PATH`` listens on a Unix stream socket (default
-``/run/tcpstack/<device>.sock``). A client sends one JSON line, ``{"cmd": "ss"}`` or
-``{"cmd": "stats"}``, and reads one JSON line back. The socket lives on the local filesystem
-only; nothing is exposed on the network.
+``/run/tcpstack/<device>.sock``, mode 0600). A client sends one JSON line and reads one JSON
+line back:
+
+- ``{"cmd": "ss"}``: the connections (``tcpstack ss``);
+- ``{"cmd": "stats"}``: the drop and event counters (``tcpstack stats``);
+- ``{"cmd": "fetch", "url": "http://IP[:PORT]/PATH", "output": FILE|null, "timeout": S}``: the
+  stack itself opens a TCP connection as a client, sends an HTTP/1.1 GET and reads the reply
+  (``tcpstack fetch``); the reply has the status, body size, SHA-256 and time.
+
+The socket lives on the local filesystem only; nothing is exposed on the network.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import ipaddress
 import json
 import os
 import socket
 import sys
+import urllib.parse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from framework.stack import Stack
+
+if TYPE_CHECKING:
+    from framework.api.streams import StackApi
 
 DEFAULT_DIR = Path("/run/tcpstack")
 
@@ -64,12 +77,79 @@ def connections(stack: Stack) -> list[dict[str, Any]]:
     return rows
 
 
-class ControlServer:
-    """Answers ``ss`` and ``stats`` requests about one stack, on the stack's own event loop."""
+def parse_http_url(url: str) -> tuple[str, int, str]:
+    """``http://IP[:PORT][/PATH]`` -> (IP, port, path); ValueError with the reason otherwise."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme != "http":
+        raise ValueError(f"only http:// URLs can be fetched, not {url!r}")
+    host = parts.hostname or ""
+    try:
+        ipaddress.IPv4Address(host)
+    except ValueError:
+        raise ValueError(f"the host must be an IPv4 address (the stack has no resolver), not {host!r}") from None
+    try:
+        port = parts.port or 80
+    except ValueError as exc:
+        raise ValueError(f"bad port in {url!r}: {exc}") from None
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
+    return host, port, path
 
-    def __init__(self, stack: Stack, path: Path) -> None:
+
+async def fetch(api: StackApi, url: str, *, output: str | None = None, timeout: float = 60.0) -> dict[str, Any]:
+    """GET *url* with the stack as the TCP client; write the body to *output* if given."""
+    host, port, path = parse_http_url(url)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    reader, writer = await api.open_connection(host, port, timeout=timeout)
+    local = writer.get_extra_info("sockname")
+    digest = hashlib.sha256()
+    size = 0
+    sink = open(output, "wb") if output else None  # closed in finally
+    try:
+        request = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: tcpstack\r\nConnection: close\r\n\r\n"
+        writer.write(request.encode("latin-1"))
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
+        status_line, *header_lines = head.decode("latin-1").split("\r\n")
+        fields = status_line.split(" ", 2)
+        if len(fields) < 2 or not fields[1].isdigit():
+            raise ValueError(f"not an HTTP response: {status_line!r}")
+        headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in header_lines if h)}
+        length = int(headers["content-length"]) if headers.get("content-length", "").isdigit() else None
+        deadline = start + timeout
+        while length is None or size < length:
+            chunk = await asyncio.wait_for(reader.read(1 << 16), max(0.0, deadline - loop.time()))
+            if not chunk:
+                break
+            digest.update(chunk)
+            size += len(chunk)
+            if sink is not None:
+                sink.write(chunk)
+        if length is not None and size != length:
+            raise ConnectionError(f"the body ended after {size} of {length} bytes")
+    finally:
+        if sink is not None:
+            sink.close()
+        writer.close()
+    return {
+        "url": url,
+        "local": f"{local[0]}:{local[1]}",
+        "status": int(fields[1]),
+        "reason": fields[2] if len(fields) > 2 else "",
+        "bytes": size,
+        "sha256": digest.hexdigest(),
+        "seconds": round(loop.time() - start, 6),
+    }
+
+
+class ControlServer:
+    """Answers control requests about one stack, on the stack's own event loop."""
+
+    def __init__(self, stack: Stack, path: Path, api: StackApi | None = None) -> None:
         self.stack = stack
         self.path = path
+        self.api = api
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
@@ -98,14 +178,29 @@ class ControlServer:
                 reply: dict[str, Any] = {"connections": connections(self.stack)}
             elif cmd == "stats":
                 reply = {"frames_in": self.stack.frames_in, **self.stack.stats.as_dict()}
+            elif cmd == "fetch":
+                reply = await self._fetch(request)
             else:
-                reply = {"error": f"unknown command {cmd!r} (known: ss, stats)"}
+                reply = {"error": f"unknown command {cmd!r} (known: ss, stats, fetch)"}
             writer.write(json.dumps(reply).encode() + b"\n")
             await writer.drain()
         except (ValueError, TimeoutError, ConnectionError):
             pass
         finally:
             writer.close()
+
+    async def _fetch(self, request: dict[str, Any]) -> dict[str, Any]:
+        if self.api is None:
+            return {"error": "this stack has no tcp layer"}
+        url, output, timeout = request.get("url"), request.get("output"), request.get("timeout", 60.0)
+        if not isinstance(url, str) or not (output is None or isinstance(output, str)):
+            return {"error": "fetch needs a string 'url' and an optional string 'output'"}
+        if not isinstance(timeout, (int, float)) or not 0 < timeout <= 3600:
+            return {"error": "fetch 'timeout' must be a number of seconds in (0, 3600]"}
+        try:
+            return await fetch(self.api, url, output=output, timeout=float(timeout))
+        except (OSError, ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+            return {"error": f"fetch {url}: {type(exc).__name__}: {exc}".rstrip(": ")}
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -117,12 +212,12 @@ class ControlServer:
             pass
 
 
-def request(path: Path, cmd: str, timeout: float = 5.0) -> dict[str, Any]:
-    """Ask a running stack; raises OSError if nothing listens at *path*."""
+def request(path: Path, cmd: str, *, wait: float = 5.0, **params: Any) -> dict[str, Any]:
+    """Ask a running stack (waiting up to *wait* seconds); OSError if nothing listens at *path*."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(timeout)
+        s.settimeout(wait)
         s.connect(str(path))
-        s.sendall(json.dumps({"cmd": cmd}).encode() + b"\n")
+        s.sendall(json.dumps({"cmd": cmd, **params}).encode() + b"\n")
         data = b""
         while not data.endswith(b"\n"):
             chunk = s.recv(65536)
@@ -160,14 +255,30 @@ def format_stats(reply: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run_client(cmd: str, path: Path, as_json: bool) -> int:
+def format_fetch(reply: dict[str, Any]) -> str:
+    return (
+        f"{reply['status']} {reply['reason']}  {reply['bytes']} bytes in {reply['seconds']:.3f} s"
+        f"  sha256 {reply['sha256']}  (from {reply['local']})"
+    )
+
+
+def run_client(cmd: str, path: Path, as_json: bool, **params: Any) -> int:
     try:
-        reply = request(path, cmd)
+        # A fetch may take its whole timeout inside the stack; wait a little longer for the reply.
+        reply = request(path, cmd, wait=float(params.get("timeout", 0.0)) + 5.0, **params)
+    except TimeoutError:
+        print(f"tcpstack: error: the stack at {path} did not answer in time", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"tcpstack: error: no stack answers at {path}: {exc.strerror or exc}", file=sys.stderr)
         return 1
+    if "error" in reply:
+        print(f"tcpstack: error: {reply['error']}", file=sys.stderr)
+        return 1
     if as_json:
         print(json.dumps(reply, indent=2))
+    elif cmd == "fetch":
+        print(format_fetch(reply))
     elif cmd == "ss":
         print(format_ss(reply.get("connections", [])))
     else:

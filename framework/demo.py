@@ -1,16 +1,21 @@
 """``tcpstack demo``: the main job on the built-in default configuration.
 
-It creates its own network namespace with a TUN device, starts ``tcpstack up`` inside it, drives
-it with the kernel's own programs, prints what happened, and removes everything it created
-(also on Ctrl-C or failure). The stack is reached only inside that namespace.
+It creates its own network namespace with a TUN device, starts ``tcpstack up`` inside it (the
+default plugin set, the echo and http services, a pcap, a private control socket), drives it
+with the kernel's own programs, prints what happened, and removes everything it created (also
+on Ctrl-C or failure). The stack is reached only inside that namespace.
 
-It exercises ICMP (echo, and a 4000-byte echo the kernel fragments) and TCP: a curl download
-and upload through the http service with SHA-256 checks, and nc through the echo service.
+Steps: ICMP echo (and a 4000-byte echo the kernel fragments); a large curl download and upload
+through the http service with SHA-256 checks, each with a progress bar and its throughput; nc
+through the echo service; and the stack as a *client*: it fetches a file from a kernel HTTP
+server (``python3 -m http.server``) in the namespace, asked through its control socket
+(``tcpstack fetch``). The closing table comes from the stack's own ``tcp.closed`` log lines.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -18,10 +23,22 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any
 
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+from rich.table import Table
+
+from framework.control import request
 from framework.netns import KERNEL_ADDR, STACK_ADDR, Netns
+
+HTTP_PORT = 8080  # the kernel's HTTP server, for the stack-as-client step
+CHUNK = 1 << 16
 
 
 @dataclass(slots=True)
@@ -29,6 +46,25 @@ class Step:
     name: str
     ok: bool
     detail: str
+
+
+@contextmanager
+def _progress(console: Console, label: str, total: int) -> Iterator[Callable[[int], None]]:
+    """A progress bar with bytes and throughput; yields ``advance(nbytes)``."""
+    columns = (
+        TextColumn(f"  {label:<26}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def _mbps(nbytes: int, seconds: float) -> str:
+    return f"{nbytes / max(seconds, 1e-9) / 1e6:.1f} MB/s"
 
 
 def _ping(ns: Netns, *args: str) -> Step:
@@ -40,49 +76,60 @@ def _ping(ns: Netns, *args: str) -> Step:
     return Step(f"ping {' '.join(args)}", r.returncode == 0 and sent == got > 0, detail)
 
 
-def _curl_download(ns: Netns, size: int) -> Step:
+def _curl_download(ns: Netns, size: int, console: Console) -> Step:
     from framework.services import pattern_bytes
 
-    r = subprocess.run(
-        ["ip", "netns", "exec", ns.name, "curl", "-sS", "--max-time", "60", f"http://{STACK_ADDR}/bytes/{size}"],
-        capture_output=True,
-        timeout=90,
-    )
-    want = hashlib.sha256(pattern_bytes(size)).hexdigest()
-    got = hashlib.sha256(r.stdout).hexdigest()
-    ok = r.returncode == 0 and got == want
-    detail = (
-        f"{len(r.stdout)} bytes, sha256 {'matches' if ok else 'DIFFERS'}" if r.returncode == 0 else r.stderr.decode()
-    )
-    return Step(f"curl GET /bytes/{size}", ok, detail.strip())
+    name = f"curl GET /bytes/{size}"
+    cmd = ["ip", "netns", "exec", ns.name, "curl", "-sS", "--max-time", "120", f"http://{STACK_ADDR}/bytes/{size}"]
+    digest, got = hashlib.sha256(), 0
+    start = time.monotonic()
+    # Unbuffered: each read returns what the pipe holds (one system call), so the bar moves.
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        with _progress(console, "download (stack -> kernel)", size) as advance:
+            while chunk := proc.stdout.read(CHUNK):
+                digest.update(chunk)
+                got += len(chunk)
+                advance(len(chunk))
+        err = proc.stderr.read().decode(errors="replace").strip()
+        proc.wait(timeout=30)
+    seconds = time.monotonic() - start
+    ok = proc.returncode == 0 and got == size and digest.hexdigest() == hashlib.sha256(pattern_bytes(size)).hexdigest()
+    if proc.returncode != 0:
+        return Step(name, False, err or f"curl exited {proc.returncode}")
+    detail = f"{got} bytes in {seconds:.2f} s ({_mbps(got, seconds)}), sha256 {'matches' if ok else 'DIFFERS'}"
+    return Step(name, ok, detail)
 
 
-def _curl_upload(ns: Netns, size: int, workdir: Path) -> Step:
-    body = os.urandom(size)
-    path = workdir / "upload.bin"
-    path.write_bytes(body)
-    r = subprocess.run(
-        [
-            "ip",
-            "netns",
-            "exec",
-            ns.name,
-            "curl",
-            "-sS",
-            "--max-time",
-            "60",
-            "--data-binary",
-            f"@{path}",
-            f"http://{STACK_ADDR}/upload",
-        ],
-        capture_output=True,
-        timeout=90,
-    )
-    ok = r.returncode == 0 and r.stdout.decode().strip() == hashlib.sha256(body).hexdigest()
-    detail = (
-        f"{size} bytes, server's sha256 {'matches' if ok else 'DIFFERS'}" if r.returncode == 0 else r.stderr.decode()
-    )
-    return Step(f"curl POST {size} bytes", ok, detail.strip())
+def _curl_upload(ns: Netns, size: int, console: Console) -> Step:
+    """curl streams its standard input as a chunked POST (``-T -``); the service answers with
+    the SHA-256 of what it received. The bar counts what curl has taken from us."""
+    name = f"curl POST {size} bytes"
+    cmd = ["ip", "netns", "exec", ns.name, "curl", "-sS", "--max-time", "120", "-X", "POST", "-T", "-"]
+    cmd.append(f"http://{STACK_ADDR}/upload")
+    digest = hashlib.sha256()
+    start = time.monotonic()
+    with subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        assert proc.stdin is not None
+        try:
+            with _progress(console, "upload (kernel -> stack)", size) as advance:
+                sent = 0
+                while sent < size:
+                    chunk = os.urandom(min(CHUNK, size - sent))
+                    digest.update(chunk)
+                    proc.stdin.write(chunk)
+                    sent += len(chunk)
+                    advance(len(chunk))
+        except BrokenPipeError:
+            pass  # curl failed early; its exit status and message say why
+        out, err = proc.communicate(timeout=120)  # closes curl's standard input: the end of the body
+    seconds = time.monotonic() - start
+    if proc.returncode != 0:
+        return Step(name, False, err.decode(errors="replace").strip() or f"curl exited {proc.returncode}")
+    ok = out.decode().strip() == digest.hexdigest()
+    verdict = "matches" if ok else "DIFFERS"
+    detail = f"{size} bytes in {seconds:.2f} s ({_mbps(size, seconds)}), server's sha256 {verdict}"
+    return Step(name, ok, detail)
 
 
 def _nc_echo(ns: Netns) -> Step:
@@ -97,16 +144,134 @@ def _nc_echo(ns: Netns) -> Step:
     return Step("nc to echo (port 7)", ok, "echoed back" if ok else (r.stderr.decode().strip() or repr(r.stdout)))
 
 
-def run_demo(*, keep: bool = False, pcap: str | None = None, out: object = sys.stdout) -> int:
-    """Run the demo; return a process exit status (0 when every step passed)."""
+def _wait_listening(ns: Netns, port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = ns.exec(["ss", "-Hltn", f"sport = :{port}"], check=False)
+        if r.stdout.strip():
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"the kernel's HTTP server did not listen on port {port} within {timeout:.0f} s")
 
-    def say(line: str) -> None:
-        print(line, file=out, flush=True)  # type: ignore[call-overload]
+
+def _stack_fetch(ns: Netns, control: Path, workdir: Path, size: int) -> Step:
+    """The stack as a TCP client: it GETs a file from the kernel's ``python3 -m http.server``."""
+    www = workdir / "www"
+    www.mkdir()
+    body = os.urandom(size)
+    (www / "page.bin").write_bytes(body)
+    ns.spawn(
+        [sys.executable, "-m", "http.server", str(HTTP_PORT), "--bind", KERNEL_ADDR, "--directory", str(www)],
+        stdout=workdir / "httpd.out",
+        stderr=workdir / "httpd.err",
+    )
+    _wait_listening(ns, HTTP_PORT)
+    url = f"http://{KERNEL_ADDR}:{HTTP_PORT}/page.bin"
+    name = f"stack fetches {url}"
+    reply = request(control, "fetch", wait=65.0, url=url, output=str(workdir / "fetched.bin"), timeout=60.0)
+    if "error" in reply:
+        return Step(name, False, str(reply["error"]))
+    ok = reply["status"] == 200 and reply["sha256"] == hashlib.sha256(body).hexdigest()
+    detail = (
+        f"{reply['status']}, {reply['bytes']} bytes in {reply['seconds']:.2f} s "
+        f"({_mbps(reply['bytes'], reply['seconds'])}) from {reply['local']}, sha256 {'matches' if ok else 'DIFFERS'}"
+    )
+    return Step(name, ok, detail)
+
+
+def closed_connections(log: Path) -> list[dict[str, Any]]:
+    """The ``tcp.closed`` events of a JSON-lines stack log."""
+    rows = []
+    for line in log.read_text(errors="replace").splitlines():
+        if '"tcp.closed"' not in line:
+            continue
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict) and event.get("event") == "tcp.closed":
+            rows.append(event)
+    return rows
+
+
+def _role(conn: str) -> str:
+    """``10.0.0.2:80>10.0.0.1:41234`` -> who talked to whom, seen from the stack."""
+    local, _, remote = conn.partition(">")
+    lport = local.rpartition(":")[2]
+    services = {"80": "http", "7": "echo", "9": "discard", "13": "daytime", "19": "chargen"}
+    if lport in services:
+        return f"{services[lport]} :{lport} <- {remote}"
+    return f"client :{lport} -> {remote}"
+
+
+def _features(row: dict[str, Any]) -> str:
+    return " ".join([str(row.get("congestion", "?")), *row.get("features", [])])
+
+
+def summary_table(rows: list[dict[str, Any]]) -> Table:
+    """One row per connection, from its ``tcp.closed`` line (features in the caption when
+    every connection had the same)."""
+    shared = {_features(r) for r in rows}
+    same = len(shared) == 1
+    caption = f"every connection: {shared.pop()}" if same else None
+    table = Table(
+        title="connections (from the stack's tcp.closed log lines)",
+        title_justify="left",
+        caption=caption,
+        caption_justify="left",
+    )
+    columns = ["connection", *([] if same else ["features"])]
+    columns += ["bytes in", "bytes out", "duration", "retrans", "srtt", "cwnd", "end"]
+    for col in columns:
+        table.add_column(col, justify="left" if col in ("connection", "features", "end") else "right")
+    for r in rows:
+        srtt = r.get("srtt")
+        cells = [_role(str(r.get("conn", "?"))), *([] if same else [_features(r)])]
+        cells += [
+            f"{r.get('bytes_in', 0):,}",
+            f"{r.get('bytes_out', 0):,}",
+            f"{r.get('duration', 0.0):.3f} s",
+            str(r.get("retransmits", 0)),
+            f"{srtt * 1000:.2f} ms" if isinstance(srtt, (int, float)) else "-",
+            f"{r.get('cwnd', 0):,}",
+            str(r.get("reason", "?")),
+        ]
+        table.add_row(*cells)
+    return table
+
+
+def _wait_closed(log: Path, count: int, timeout: float = 5.0) -> None:
+    """Give the last FIN/ACK exchanges a moment so every connection has its line."""
+    deadline = time.monotonic() + timeout
+    while len(closed_connections(log)) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def _check_tools() -> list[str]:
+    return [tool for tool in ("ip", "ping", "curl", "nc", "ss") if shutil.which(tool) is None]
+
+
+def run_demo(
+    *,
+    keep: bool = False,
+    pcap: str | None = None,
+    out: IO[str] | None = None,
+    download: int = 20_000_000,
+    upload: int = 10_000_000,
+    fetch: int = 5_000_000,
+) -> int:
+    """Run the demo; return a process exit status (0 when every step passed)."""
+    stream = out or sys.stdout
+    # Not a terminal (CI, a pipe): no live bars, only their final state, and a wide enough table.
+    console = Console(file=stream, highlight=False, width=None if stream.isatty() else 120)
+
+    def say(*items: Any, markup: bool = False) -> None:
+        console.print(*items, markup=markup, soft_wrap=True)
 
     if os.geteuid() != 0:
         print("tcpstack: error: the demo needs root (it creates a network namespace and a TUN device)", file=sys.stderr)
         return 1
-    missing = [tool for tool in ("ip", "ping", "curl", "nc") if shutil.which(tool) is None]
+    missing = _check_tools()
     if missing:
         print(
             f"tcpstack: error: the demo needs {', '.join(missing)} (Debian: iproute2, iputils-ping, curl, "
@@ -115,35 +280,53 @@ def run_demo(*, keep: bool = False, pcap: str | None = None, out: object = sys.s
         )
         return 1
     workdir = Path(tempfile.mkdtemp(prefix="tcpstack-demo-"))
-    pcap_path = Path(pcap) if pcap else workdir / "demo.pcap"
+    pcap_path = Path(pcap).resolve() if pcap else workdir / "demo.pcap"
+    control = workdir / "control.sock"
+    log = workdir / "stack.err"
     ns = Netns(prefix="tcpstack-demo")
-    proc: subprocess.Popen[bytes] | None = None
     steps: list[Step] = []
     try:
         say(f"namespace {ns.name}: kernel at {KERNEL_ADDR} on {ns.device}, tcpstack at {STACK_ADDR}")
-        proc = ns.tcpstack("--pcap", str(pcap_path), "--serve", "echo", "--serve", "http", tmp=workdir)
+        proc = ns.tcpstack(
+            *("--pcap", str(pcap_path), "--control", str(control), "--log-format", "json"),
+            *("--serve", "echo", "--serve", "http"),
+            tmp=workdir,
+        )
+        say(f"stack up (default plugins), pcap {pcap_path}, control socket {control}")
         steps.append(_ping(ns, "-c", "3", "-i", "0.2"))
         steps.append(_ping(ns, "-c", "2", "-i", "0.2", "-s", "4000"))
-        steps.append(_curl_download(ns, 10_000_000))
-        steps.append(_curl_upload(ns, 5_000_000, workdir))
+        steps.append(_curl_download(ns, download, console))
+        steps.append(_curl_upload(ns, upload, console))
         steps.append(_nc_echo(ns))
+        steps.append(_stack_fetch(ns, control, workdir, fetch))
         width = max(len(s.name) for s in steps)
         for s in steps:
-            say(f"  {'PASS' if s.ok else 'FAIL'}  {s.name:<{width}}  {s.detail}")
-        say(f"pcap: {pcap_path}   stack log: {workdir / 'stack.err'}")
+            mark = "[green]PASS[/green]" if s.ok else "[bold red]FAIL[/bold red]"
+            say(f"  {mark}  {s.name:<{width}}  {s.detail}", markup=True)
+        tcp_steps = 4  # download, upload, echo, fetch: one connection each
+        _wait_closed(log, tcp_steps)
+        if not keep:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=15)
+        console.print(summary_table(closed_connections(log)))
+        say(f"pcap: {pcap_path}   stack log (JSON lines): {log}")
         if keep:
             say(
-                "--keep: the namespace stays up. Try:\n"
+                "--keep: the namespace and the stack stay up. Try:\n"
                 f"  sudo ip netns exec {ns.name} ping {STACK_ADDR}\n"
                 f"  sudo ip netns exec {ns.name} curl http://{STACK_ADDR}/bytes/100 | od -A d -t x1 | head\n"
                 f"  echo hi | sudo ip netns exec {ns.name} nc -N {STACK_ADDR} 7\n"
+                f"  sudo tcpstack ss --control {control}        # live connections\n"
+                f"  sudo tcpstack fetch --control {control} http://{KERNEL_ADDR}:{HTTP_PORT}/page.bin\n"
                 f"  sudo ip netns exec {ns.name} tcpdump -ni {ns.device}\n"
-                f"Remove it with: sudo ip netns del {ns.name}   (the stack stops with it)"
+                "Remove it (stack and kernel HTTP server included) with:\n"
+                f"  sudo ip netns pids {ns.name} | xargs -r sudo kill; sudo ip netns del {ns.name}",
+                markup=False,
             )
             return 0 if all(s.ok for s in steps) else 1
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=15)
-        return 0 if all(s.ok for s in steps) and proc.returncode == 0 else 1
+        ok = all(s.ok for s in steps) and proc.returncode == 0
+        say("[green]demo passed[/green]" if ok else "[bold red]demo FAILED[/bold red]", markup=True)
+        return 0 if ok else 1
     except KeyboardInterrupt:
         say("interrupted; cleaning up")
         return 130

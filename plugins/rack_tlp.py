@@ -24,7 +24,7 @@ from typing import Any
 
 from framework.plugins import hookimpl
 from framework.registry import Registry
-from layers.tcp.policy import Extension, TcpSetup
+from layers.tcp.policy import Extension, TcpSetup, decision_log
 
 NAME = "rack_tlp"
 WC_DEL_ACK = 0.2  # RFC 8985 §7.2: WCDelAckT, the worst-case delayed-ACK time
@@ -57,6 +57,7 @@ class Rack:
         "dsack_seen",
         "end",
         "fraction",
+        "log",
         "lost_marked",
         "order",
         "probes",
@@ -67,7 +68,8 @@ class Rack:
         "xmit_ts",
     )
 
-    def __init__(self, fraction: float) -> None:
+    def __init__(self, fraction: float, log: Any = None) -> None:
+        self.log = log if log is not None else decision_log("?", NAME)
         self.by_start: dict[int, _Sent] = {}
         self.order: deque[_Sent] = deque()  # in first-transmission order
         self.xmit_ts = -1.0  # RACK.xmit_ts
@@ -99,6 +101,7 @@ class Rack:
         if not self.dsack_seen:
             self.reo_wnd_mult += 1
             self.dsack_seen = True
+            self.log.debug("tcp.decision", decision="reo_wnd widened", mult=self.reo_wnd_mult, rfc="RFC 8985 §6.2")
         self.recoveries_since_dsack = 0
 
     def on_recovery(self) -> None:
@@ -174,16 +177,19 @@ class RackTlp(Extension):
 
     name = NAME
     order = 95  # after sack (90), whose negotiation creates the scoreboard
-    __slots__ = ("settings",)
+    __slots__ = ("log", "settings")
 
-    def __init__(self, settings: RackTlpSettings) -> None:
+    def __init__(self, settings: RackTlpSettings, log: Any = None) -> None:
         self.settings = settings
+        self.log = log if log is not None else decision_log("?", NAME)
 
     def on_peer_syn(self, conn: Any, syn: Any, now: float) -> None:
-        if conn.scoreboard is not None:  # RFC 8985 §3: RACK-TLP needs SACK
-            conn.rack = Rack(self.settings.reo_wnd_fraction)
-            conn.tlp_enabled = self.settings.tlp
-            self.active = True
+        if conn.scoreboard is None:  # RFC 8985 §3: RACK-TLP needs SACK
+            self.log.debug("tcp.decision", decision="RACK-TLP off", reason="no SACK", rfc="RFC 8985 §3", t=now)
+            return
+        conn.rack = Rack(self.settings.reo_wnd_fraction, self.log)
+        conn.tlp_enabled = self.settings.tlp
+        self.active = True
 
 
 @hookimpl
@@ -197,4 +203,4 @@ def tcp_connection_setup(setup: TcpSetup) -> None:
     if settings is None:
         return
     setup.claim(NAME, by=NAME)
-    setup.extensions.append(RackTlp(settings))
+    setup.extensions.append(RackTlp(settings, decision_log(setup.info.label, NAME)))

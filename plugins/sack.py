@@ -25,7 +25,7 @@ from typing import Any
 
 from framework.plugins import hookimpl
 from framework.registry import Registry
-from layers.tcp.policy import Extension, TcpSetup
+from layers.tcp.policy import Extension, TcpSetup, decision_log
 from layers.tcp.scoreboard import Scoreboard
 from layers.tcp.seq import MASK, seq_diff
 
@@ -44,9 +44,10 @@ class Sack(Extension):
 
     name = NAME
     order = 90
-    __slots__ = ("blocks_sent", "dsack", "last", "peer_offered", "recent", "report_dsack")
+    __slots__ = ("blocks_sent", "dsack", "last", "log", "peer_offered", "recent", "report_dsack")
 
-    def __init__(self, *, dsack: bool) -> None:
+    def __init__(self, *, dsack: bool, log: Any = None) -> None:
+        self.log = log if log is not None else decision_log("?", NAME)
         self.peer_offered = False
         self.report_dsack = dsack
         self.last: tuple[int, int] | None = None  # stream offsets of the latest new data
@@ -59,13 +60,16 @@ class Sack(Extension):
             seg.sack_perm = True
 
     def on_peer_syn(self, conn: Any, syn: Any, now: float) -> None:
-        if syn.sack_perm:
-            self.peer_offered = True
-            passive = conn.state.value == "SYN-RECEIVED"
-            if passive or conn.state.value == "SYN-SENT":
-                self.active = True
-                # The sender side: RFC 6675 loss recovery from the peer's SACK blocks.
-                conn.scoreboard = Scoreboard(conn.snd_mss)
+        if not syn.sack_perm:
+            self.log.debug("tcp.decision", decision="no SACK", reason="not offered", rfc="RFC 2018 §2", t=now)
+            return
+        self.peer_offered = True
+        passive = conn.state.value == "SYN-RECEIVED"
+        if passive or conn.state.value == "SYN-SENT":
+            self.active = True
+            # The sender side: RFC 6675 loss recovery from the peer's SACK blocks.
+            conn.scoreboard = Scoreboard(conn.snd_mss)
+            self.log.debug("tcp.decision", decision="SACK on", dsack=self.report_dsack, rfc="RFC 2018 §2", t=now)
 
     def check(self, conn: Any, seg: Any, now: float) -> bool:
         """Note where each data segment falls, before it is stored (and before old
@@ -79,10 +83,14 @@ class Sack(Extension):
         if end <= buf.nxt or any(s <= start and end <= e for s, e in buf.ooo_blocks()):
             if self.report_dsack:  # RFC 2883 §4: a duplicate: report it first
                 self.dsack = (seg.seq, (seg.seq + n) & MASK)
+                self.log.debug("tcp.decision", decision="D-SACK", seq=seg.seq, len=n, rfc="RFC 2883 §4", t=now)
         elif start < buf.nxt:
             # Partly old: RFC 2883 §4.1.1 reports the duplicate part, the rest is new data.
             if self.report_dsack:
                 self.dsack = (seg.seq, (seg.seq + buf.nxt - start) & MASK)
+                self.log.debug(
+                    "tcp.decision", decision="D-SACK", seq=seg.seq, len=buf.nxt - start, rfc="RFC 2883 §4.1.1", t=now
+                )
             self.last = (buf.nxt, end)
         else:
             self.last = (start, end)
@@ -135,4 +143,4 @@ def tcp_connection_setup(setup: TcpSetup) -> None:
     if settings is None:
         return
     setup.claim(NAME, by=NAME)
-    setup.extensions.append(Sack(dsack=settings.dsack))
+    setup.extensions.append(Sack(dsack=settings.dsack, log=decision_log(setup.info.label, NAME)))

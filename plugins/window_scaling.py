@@ -19,7 +19,7 @@ from typing import Any
 
 from framework.plugins import hookimpl
 from framework.registry import Registry
-from layers.tcp.policy import Extension, TcpSetup
+from layers.tcp.policy import Extension, TcpSetup, decision_log
 
 NAME = "window_scaling"
 MAX_SHIFT = 14  # RFC 7323 §2.3
@@ -44,9 +44,10 @@ class WindowScaling(Extension):
 
     name = NAME
     order = 10
-    __slots__ = ("offered", "peer_shift", "shift")
+    __slots__ = ("log", "offered", "peer_shift", "shift")
 
-    def __init__(self, shift: int) -> None:
+    def __init__(self, shift: int, log: Any = None) -> None:
+        self.log = log if log is not None else decision_log("?", NAME)
         self.shift = shift
         self.peer_shift: int | None = None
         self.offered = False
@@ -58,13 +59,23 @@ class WindowScaling(Extension):
 
     def on_peer_syn(self, conn: Any, syn: Any, now: float) -> None:
         if syn.wscale is None:
-            return  # the peer did not offer: neither side scales (§2.2)
+            # The peer did not offer: neither side scales (§2.2).
+            self.log.debug("tcp.decision", decision="no scaling", reason="not offered", rfc="RFC 7323 §2.2", t=now)
+            return
         self.peer_shift = min(syn.wscale, MAX_SHIFT)  # §2.3: treat a shift above 14 as 14
         passive = conn.state.value == "SYN-RECEIVED"
         if passive or self.offered:
             self.active = True
             conn.snd_wscale = self.peer_shift
             conn.rcv_wscale = self.shift
+            self.log.debug(
+                "tcp.decision",
+                decision="windows scaled",
+                snd_shift=self.peer_shift,
+                rcv_shift=self.shift,
+                rfc="RFC 7323 §2.2-§2.3",
+                t=now,
+            )
 
 
 @hookimpl
@@ -79,4 +90,4 @@ def tcp_connection_setup(setup: TcpSetup) -> None:
         return
     setup.claim(NAME, by=NAME)
     shift = settings.shift if settings.shift is not None else shift_for(setup.options.recv_buffer)
-    setup.extensions.append(WindowScaling(shift))
+    setup.extensions.append(WindowScaling(shift, decision_log(setup.info.label, NAME)))

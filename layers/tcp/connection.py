@@ -47,7 +47,7 @@ from layers.tcp.events import (
     SoftError,
     TcpEvent,
 )
-from layers.tcp.policy import TcpSetup, overrides
+from layers.tcp.policy import TcpSetup, decision_log, overrides
 from layers.tcp.rtt import RttEstimator
 from layers.tcp.scoreboard import Scoreboard
 from layers.tcp.seq import MASK, seq_add, seq_diff, seq_ge, seq_gt, seq_le, seq_lt
@@ -200,6 +200,7 @@ class TcpConnection:
         if new is S.TIME_WAIT:
             # For the user the connection is over; the TCB only guards the 4-tuple now.
             self.events.append(ConnectionClosed())
+            self._log_summary(now, "TIME-WAIT")
         if new is S.CLOSED and old is not S.CLOSED:
             self.closed_at = now
             self._clear_timers()
@@ -210,18 +211,24 @@ class TcpConnection:
                 self.events = deque(e for e in self.events if not isinstance(e, SendSpaceAvailable))
             if old is not S.TIME_WAIT:
                 self.events.append(ConnectionClosed())
-            self._log.info(
-                "tcp.closed",
-                reason=self.failure or "normal",
-                duration=round(now - self.created_at, 6),
-                bytes_in=self.bytes_received,
-                bytes_out=self.bytes_sent,
-                retransmits=self.retransmits,
-                srtt=self.rtt.srtt,
-                cwnd=self.cc.cwnd,
-                congestion=self.congestion_name,
-                features=sorted(self.features),
-            )
+                self._log_summary(now, "CLOSED")
+
+    def _log_summary(self, now: float, state: str) -> None:
+        """The one info line per connection, when it ends for the user: at CLOSED, or on
+        entering TIME-WAIT (the 2 MSL that follow only guard the 4-tuple, RFC 9293 §3.6)."""
+        self._log.info(
+            "tcp.closed",
+            reason=self.failure or "normal",
+            state=state,
+            duration=round(now - self.created_at, 6),
+            bytes_in=self.bytes_received,
+            bytes_out=self.bytes_sent,
+            retransmits=self.retransmits,
+            srtt=self.rtt.srtt,
+            cwnd=self.cc.cwnd,
+            congestion=self.congestion_name,
+            features=sorted(self.features),
+        )
 
     def _clear_timers(self) -> None:
         self._rto_at = self._persist_at = self._ack_at = self._sws_at = self._close_at = None
@@ -768,7 +775,9 @@ class TcpConnection:
             return
         for seg in lost:
             sb.mark_lost(seg.start, seg.end)
-        self._log.debug("tcp.rack_lost", segments=len(lost), una=self.snd_una)
+        rack.log.debug(
+            "tcp.decision", decision="marked lost", segments=len(lost), una=self.snd_una, rfc="RFC 8985 §6.2", t=now
+        )
         if not self.in_recovery and seq_gt(self.snd_una, self.recover):
             self._enter_sack_recovery(now)
 
@@ -957,7 +966,9 @@ class TcpConnection:
         if self.snd_una != self.snd_max or len(self.sndbuf):
             self._ka_at = now + ka.idle  # MUST-26: only when idle; retransmission covers the rest
             return
+        log = decision_log(self.label, "keepalive")  # rare: once per idle period
         if self._ka_probes >= ka.count:
+            log.debug("tcp.decision", decision="peer dead", probes=self._ka_probes, rfc="RFC 1122 §4.2.3.6", t=now)
             self.failure = "timeout"
             self.events.append(ConnectionFailed("timeout", "keep-alive: the peer stopped answering"))
             self._set_state(Trigger.TIMEOUT, now)
@@ -969,6 +980,7 @@ class TcpConnection:
         self._ka_out = seg
         self._ka_at = now + ka.interval
         self.keepalive_probes_sent += 1
+        log.debug("tcp.decision", decision="probe sent", probe=self._ka_probes, rfc="RFC 1122 §4.2.3.6", t=now)
 
     def _on_rto(self, now: float) -> None:
         """RFC 6298 (5.4)-(5.6), RFC 5681 §3.1: retransmit the earliest unacked segment."""
@@ -1179,7 +1191,9 @@ class TcpConnection:
             self._tlp_due = False
             if self.rack is not None:
                 self.rack.probes += 1
-            self._log.debug("tcp.tlp", una=una, nxt=self.snd_nxt, srtt=self.rtt.srtt)
+                self.rack.log.debug(
+                    "tcp.decision", decision="tail loss probe", una=una, nxt=self.snd_nxt, rfc="RFC 8985 §7.3", t=now
+                )
             unsent_now = buffered - seq_diff(self.snd_nxt, base)
             if unsent_now > 0 and seq_diff(seq_add(una, self.snd_wnd), self.snd_nxt) > 0:
                 tlp_extra = mss

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -60,3 +62,44 @@ def test_ss_without_a_stack_is_one_clear_line(tmp_path: Path) -> None:
     assert r.returncode == 1
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("tcpstack: error: no stack answers at")
+
+
+def test_fetch_makes_the_stack_a_client_of_the_kernel(netns: Netns, tmp_path: Path) -> None:
+    """`tcpstack fetch` makes the running stack open a TCP connection to a kernel HTTP server:
+    the body it writes matches the file byte for byte; errors are one clear line."""
+    control = tmp_path / "ctl.sock"
+    www = tmp_path / "www"
+    www.mkdir()
+    body = os.urandom(3_000_000)
+    (www / "f.bin").write_bytes(body)
+    proc = netns.tcpstack("--control", str(control), "--log-format", "json", tmp=tmp_path)
+    httpd = [sys.executable, "-m", "http.server", "8080", "--bind", KERNEL_ADDR, "--directory", str(www)]
+    netns.spawn(httpd, stdout=tmp_path / "httpd.out", stderr=tmp_path / "httpd.err")
+    try:
+        for _ in range(200):
+            if netns.exec(["ss", "-Hltn", "sport = :8080"], check=False).stdout.strip():
+                break
+            subprocess.run(["sleep", "0.05"])
+        out = tmp_path / "got.bin"
+        r = _cli("fetch", "--control", str(control), "-o", str(out), "--json", f"http://{KERNEL_ADDR}:8080/f.bin")
+        assert r.returncode == 0, r.stderr
+        reply = json.loads(r.stdout)
+        assert reply["status"] == 200 and reply["bytes"] == len(body)
+        assert reply["sha256"] == hashlib.sha256(body).hexdigest() and out.read_bytes() == body
+        assert reply["local"].startswith(f"{STACK_ADDR}:")
+        text = _cli("fetch", "--control", str(control), f"http://{KERNEL_ADDR}:8080/nothing-here")
+        assert text.returncode == 0 and text.stdout.startswith("404 "), text.stdout + text.stderr
+        refused = _cli("fetch", "--control", str(control), "--timeout", "5", f"http://{KERNEL_ADDR}:8081/")
+        assert refused.returncode == 1 and refused.stderr.startswith("tcpstack: error: fetch http://"), refused.stderr
+        assert "ConnectionRefusedError" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+        bad = _cli("fetch", "--control", str(control), "https://example.org/")
+        assert bad.returncode == 1 and "only http:// URLs" in bad.stderr
+        named = _cli("fetch", "--control", str(control), "http://localhost/")
+        assert named.returncode == 1 and "must be an IPv4 address" in named.stderr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    # The stack's own log tells the client side of the story.
+    closed = [json.loads(line) for line in (tmp_path / "stack.err").read_text().splitlines() if "tcp.closed" in line]
+    client = [e for e in closed if e["conn"].endswith(f">{KERNEL_ADDR}:8080")]
+    assert len(client) == 2 and client[0]["bytes_in"] > len(body) and client[0]["reason"] == "normal"

@@ -14,7 +14,8 @@ def _demo_namespaces() -> list[str]:
 
 
 def test_demo_passes_every_step_and_cleans_up(netns_capability: None) -> None:
-    """README's first command: ping, fragmented ping, curl both ways with SHA-256 and nc echo all pass."""
+    """README's first command: ping, fragmented ping, curl both ways with SHA-256 and progress bars, nc
+    echo and the stack fetching from a kernel HTTP server all pass; the summary has a row per connection."""
     before = set(_demo_namespaces())
     r = subprocess.run(
         [sys.executable, "-m", "framework.cli", "demo"],
@@ -25,8 +26,18 @@ def test_demo_passes_every_step_and_cleans_up(netns_capability: None) -> None:
     )
     assert r.returncode == 0, r.stdout + r.stderr
     lines = [line for line in r.stdout.splitlines() if line.strip().startswith(("PASS", "FAIL"))]
-    assert len(lines) == 5 and all(line.strip().startswith("PASS") for line in lines), r.stdout
-    assert "sha256 matches" in r.stdout and "echoed back" in r.stdout
+    assert len(lines) == 6 and all(line.strip().startswith("PASS") for line in lines), r.stdout
+    assert r.stdout.count("sha256 matches") == 3 and "echoed back" in r.stdout
+    assert "download (stack -> kernel)" in r.stdout and "upload (kernel -> stack)" in r.stdout
+    assert "stack fetches http://10.0.0.1:8080/" in r.stdout
+    # The summary table: one row per TCP connection, the default plugin set named once.
+    rows = [line for line in r.stdout.splitlines() if line.startswith("│")]
+    assert [row.split()[1] for row in rows] == ["http", "http", "echo", "client"], r.stdout
+    assert all("normal" in row for row in rows)
+    download = rows[0].split("│")
+    assert int(download[3].strip().replace(",", "")) > 20_000_000  # bytes out: body + response head
+    assert "every connection: cubic delayed_ack nagle sack timestamps window_scaling" in r.stdout
+    assert "pcap: " in r.stdout and "demo passed" in r.stdout
     assert "Traceback" not in r.stderr
     assert set(_demo_namespaces()) == before  # the demo removed its namespace
 

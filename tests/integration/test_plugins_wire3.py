@@ -73,7 +73,7 @@ class Run:
     retransmissions: int  # data segments sent again (capture above the fault layer)
     silences: list[float]  # before those preceded by >= 150 ms without data from us (RTO-like)
     dropped: int  # datagrams the fault layer discarded
-    rack_lost: int  # tcp.rack_lost debug events
+    rack_lost: int  # tcp.decision "marked lost" events of rack_tlp
     summary: dict[str, Any]  # the tcp.closed event
 
 
@@ -101,7 +101,7 @@ def download(netns: Netns, tmp: Path, size: int, drop: float, seed: int, *args: 
         retransmissions=total,
         silences=quiet,
         dropped=events[-1]["drops"].get("fault.injected", 0),
-        rack_lost=sum(e.get("event") == "tcp.rack_lost" for e in events),
+        rack_lost=sum(e.get("event") == "tcp.decision" and e.get("decision") == "marked lost" for e in events),
         summary={k: summary.get(k) for k in ("retransmits", "congestion", "features", "duration")},
     )
 
@@ -116,7 +116,8 @@ RACK_SEED = 8
 def test_rack_tlp_recovers_outbound_loss_no_worse_than_sack_alone(netns: Netns, tmp_path: Path) -> None:
     """RFC 8985 §6-§7: with 4% of our outbound datagrams dropped (seed 8), a 3 MB curl download arrives
     intact with and without ``--feature rack_tlp`` (SACK on in both); with it RACK marks most losses by
-    time (``tcp.rack_lost``) and we wait out no materially more RTO-like silences than without."""
+    time (``tcp.decision`` "marked lost" by rack_tlp) and we wait out no materially more RTO-like silences than
+    without."""
     on = download(netns, tmp_path / "on", RACK_SIZE, RACK_LOSS, RACK_SEED, "--feature", "rack_tlp")
     off = download(netns, tmp_path / "off", RACK_SIZE, RACK_LOSS, RACK_SEED)
     print(f"\nrack_tlp on:  {on}\nrack_tlp off: {off}")

@@ -40,3 +40,64 @@ def test_congestion_reduction_is_logged(log_output) -> None:
     [e] = _decisions(log_output)
     assert e["decision"] == "cwnd reduced" and e["cwnd"] == 1000 and e["ssthresh"] == 4000
     assert e["reason"] == "retransmission timeout" and e["conn"] == "c3"
+
+
+def _by(log_output: object, plugin: str) -> list[dict[str, object]]:
+    return [e for e in _decisions(log_output) if e["plugin"] == plugin]
+
+
+def test_window_scaling_logs_the_negotiated_shifts(log_output) -> None:
+    """RFC 7323 §2.2-§2.3: the handshake's outcome is logged: both shifts, or no scaling when not offered."""
+    from tests.plugins.helpers import established_with
+
+    conn, _ = established_with({"window_scaling": {"shift": 3}}, peer_wscale=7)
+    [e] = _by(log_output, "window_scaling")
+    assert e["decision"] == "windows scaled" and e["snd_shift"] == 7 and e["rcv_shift"] == 3
+    assert e["conn"] == conn.label and e["rfc"] == "RFC 7323 §2.2-§2.3"
+    established_with({"window_scaling": {}}, peer_wscale=None)
+    assert _by(log_output, "window_scaling")[-1]["decision"] == "no scaling"
+
+
+def test_sack_logs_negotiation_and_dsack(log_output) -> None:
+    """RFC 2018 §2 (SACK on) and RFC 2883 §4 (a duplicate segment reported as D-SACK) are logged."""
+    from tests.layers.tcp.helpers import LayerHarness
+    from tests.plugins.test_sack_blocks import _data, _open
+
+    h = LayerHarness(features={"sack": {}})
+    conn, ours, theirs = _open(h)
+    _data(h, ours, theirs, 0)
+    _data(h, ours, theirs, 0)  # the same segment again
+    on, dsack = _by(log_output, "sack")
+    assert on["decision"] == "SACK on" and on["conn"] == conn.label  # type: ignore[attr-defined]
+    assert dsack["decision"] == "D-SACK" and dsack["seq"] == theirs and dsack["len"] == 1000
+    assert dsack["rfc"] == "RFC 2883 §4"
+
+
+def test_rack_tlp_logs_losses_probes_and_missing_sack(log_output) -> None:
+    """RFC 8985 §6.2 (segments marked lost by time), §7.3 (tail loss probe) and §3 (off without SACK)."""
+    from tests.plugins.test_rack_tlp import FEATURES, _transfer
+
+    ok, _, conn = _transfer({**FEATURES, "rack_tlp": {}}, 20 * 1448 + 100, drop_len=152)
+    assert ok
+    decisions = {e["decision"] for e in _by(log_output, "rack_tlp") if e["conn"] == conn.label}  # type: ignore[attr-defined]
+    assert "tail loss probe" in decisions
+    ok, _, conn = _transfer({**FEATURES, "rack_tlp": {"tlp": False}}, 4 * 1460, drop_nth=2)
+    marked = [e for e in _by(log_output, "rack_tlp") if e["decision"] == "marked lost"]
+    assert ok and marked and all(e["rfc"] == "RFC 8985 §6.2" for e in marked)
+    _transfer({"rack_tlp": {}}, 1000)
+    assert _by(log_output, "rack_tlp")[-1]["decision"] == "RACK-TLP off"
+
+
+def test_keepalive_logs_probes_and_the_dead_peer(log_output) -> None:
+    """RFC 1122 §4.2.3.6: every probe and the give-up after `count` unanswered probes are logged."""
+    from layers.middleware.fault import FaultInjector
+    from tests.plugins.test_keepalive import _pair
+
+    sim, _, _, _, b = _pair({"keepalive": {"idle": 10.0, "interval": 2.0, "count": 2}})
+    fault = b.layer("fault")
+    assert isinstance(fault, FaultInjector)
+    fault.add_rule("drop", direction="in", count=10**6)  # the peer is gone
+    sim.run(until=30.0)
+    got = [(e["decision"], e.get("probe"), round(float(e["t"]), 1)) for e in _by(log_output, "keepalive")]
+    # idle counts from the handshake's last segment (t = 0.002 on this 1 ms wire)
+    assert got == [("probe sent", 1, 10.0), ("probe sent", 2, 12.0), ("peer dead", None, 14.0)], got
