@@ -19,7 +19,7 @@ import structlog
 
 from framework.config import build_stack, config_from_dict, default_config_dict, read_toml
 from framework.errors import ConfigError, LinkError, StackError
-from framework.logging import LEVELS, configure_logging
+from framework.logging import LEVELS, configure_logging, link_pcap
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -282,6 +282,10 @@ def _open(args: argparse.Namespace) -> tuple[Any, Any, Any] | int:
     except ConfigError as exc:
         link.close()
         return _fail("; ".join(exc.problems), EXIT_USAGE)
+    from layers.middleware.pcap import PcapWriter
+
+    # Log events name the capture's frame (pcap_frame) so the log and the pcap can be matched.
+    link_pcap(next((h for h in stack.pipeline.handlers if isinstance(h, PcapWriter)), None))
     return config, link, stack
 
 

@@ -66,6 +66,9 @@ class PcapWriter(BaseHandler):
         self.name = name
         self.snaplen = snaplen
         self.time_offset = 0.0
+        self.frames = 0
+        """Records written; the last one's number in Wireshark (log events carry it as
+        ``pcap_frame``, see :func:`framework.logging.link_pcap`)."""
         self._sink: BinaryIO | None = sink
         self._owns_sink = owns_sink
         sink.write(_GLOBAL_HEADER.pack(PCAP_MAGIC, 2, 4, 0, 0, snaplen, LINKTYPE_RAW))
@@ -103,6 +106,7 @@ class PcapWriter(BaseHandler):
             ctx.stats.count("pcap.write_errors")
             logger.error("pcap.write_failed", layer=self.name, error=str(exc))
             return
+        self.frames += 1
         ctx.stats.count("pcap.frames")
 
     def sync(self) -> None:

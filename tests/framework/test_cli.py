@@ -442,3 +442,26 @@ class TestConfigCommand:
         err = capsys.readouterr().err.splitlines()
         assert "tcpstack: error: layers[0].mtuu: unknown key (did you mean 'mtu'?)" in err
         assert any(line.startswith("tcpstack: error: layers[1].features.bogus: unknown feature") for line in err)
+
+
+def test_events_name_the_last_pcap_frame_while_linked() -> None:
+    """With a capture linked, every emitted event carries pcap_frame (the last frame's 1-based number)."""
+    from types import SimpleNamespace
+
+    from framework.logging import link_pcap
+
+    stream = io.StringIO()
+    configure_logging(fmt="json", level="debug", stream=stream)
+    counter = SimpleNamespace(frames=0)
+    log = structlog.get_logger("tests.cli")
+    link_pcap(counter)
+    try:
+        counter.frames = 7
+        log.debug("tcp.decision", decision="ACK delayed")
+        counter.frames = 8
+        log.info("tcp.closed")
+    finally:
+        link_pcap(None)
+    log.info("stack.down")
+    records = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [r.get("pcap_frame") for r in records] == [7, 8, None]

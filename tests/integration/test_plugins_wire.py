@@ -262,3 +262,28 @@ def test_nagle_coalesces_small_writes_of_the_echo(netns: Netns, tmp_path: Path) 
     print(f"\necho data segments: {with_nagle} with Nagle, {without} without")
     assert without >= 100, without
     assert with_nagle <= without / 3, (with_nagle, without)
+
+
+# ====================================================================== the log names the pcap frame
+
+
+def test_decisions_name_the_pcap_frame_they_were_made_on(netns: Netns, tmp_path: Path) -> None:
+    """Issue 5: at debug level each ``tcp.decision`` carries ``pcap_frame``, the capture's frame number
+    (Wireshark's frame.number) of the segment being handled: every "ACK delayed" decision of delayed_ack
+    points at a data segment from the kernel on that very connection."""
+    args = ["--config", str(write_config(tmp_path)), "--pcap", str(tmp_path / "stack.pcap"), "--serve", "discard:9"]
+    proc = netns.tcpstack("--log-format", "json", "--log-level", "debug", *args, tmp=tmp_path)
+    kernel(netns, UPLOAD, STACK=STACK_ADDR, COUNT=40, PACE=0.001)
+    events = stop_stack(proc, tmp_path)
+    frames = list(rdpcap(str(tmp_path / "stack.pcap")))
+    delayed = [e for e in events if e.get("event") == "tcp.decision" and e.get("decision") == "ACK delayed"]
+    assert len(delayed) >= 10, len(delayed)
+    for e in delayed:
+        n = e["pcap_frame"]
+        assert 1 <= n <= len(frames), (n, len(frames))
+        pkt = frames[n - 1]
+        remote_port = int(e["conn"].rpartition(":")[2])  # "10.0.0.2:9>10.0.0.1:PORT"
+        assert pkt[IP].src == KERNEL_ADDR and pkt[TCP].sport == remote_port and pkt[TCP].dport == 9, e
+        assert payload_len(pkt) == 1448, (e, pkt.summary())
+    # Every event of a run with a capture names a frame, the lifecycle ones too.
+    assert all("pcap_frame" in e for e in events if e.get("event") in ("tcp.closed", "stack.down"))
