@@ -47,3 +47,37 @@ def test_demo_help(flag: str) -> None:
     """`tcpstack demo --help` explains --keep and --pcap."""
     r = subprocess.run([sys.executable, "-m", "framework.cli", "demo", flag], capture_output=True, text=True)
     assert r.returncode == 0 and "--keep" in r.stdout and "--pcap" in r.stdout
+
+
+def test_demo_keep_leaves_a_reachable_stack(netns_capability: None) -> None:
+    """`tcpstack demo --keep`: the namespace, the stack and its control socket stay up after the run, and
+    the printed commands reach them; the test removes them itself."""
+    import re
+
+    before = set(_demo_namespaces())
+    r = subprocess.run(
+        [sys.executable, "-m", "framework.cli", "demo", "--keep"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        stdin=subprocess.DEVNULL,
+    )
+    [name] = set(_demo_namespaces()) - before or {None}
+    try:
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert name is not None and f"ip netns del {name}" in r.stdout
+        m = re.search(r"tcpstack ss --control (\S+)", r.stdout)
+        assert m is not None, r.stdout
+        ss = subprocess.run(
+            [sys.executable, "-m", "framework.cli", "ss", "--control", m.group(1)], capture_output=True, text=True
+        )
+        assert ss.returncode == 0 and "LISTEN" in ss.stdout and "*:80" in ss.stdout, ss.stdout + ss.stderr
+        ping = subprocess.run(
+            ["ip", "netns", "exec", name, "ping", "-c", "1", "-W", "2", "10.0.0.2"], capture_output=True
+        )
+    finally:
+        if name is not None:
+            pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True).stdout.split()
+            subprocess.run(["kill", "-9", *pids], capture_output=True)
+            subprocess.run(["ip", "netns", "del", name], capture_output=True)
+    assert set(_demo_namespaces()) == before
