@@ -72,9 +72,8 @@ def test_demo_keep_leaves_a_reachable_stack(netns_capability: None) -> None:
             [sys.executable, "-m", "framework.cli", "ss", "--control", m.group(1)], capture_output=True, text=True
         )
         assert ss.returncode == 0 and "LISTEN" in ss.stdout and "*:80" in ss.stdout, ss.stdout + ss.stderr
-        ping = subprocess.run(
-            ["ip", "netns", "exec", name, "ping", "-c", "1", "-W", "2", "10.0.0.2"], capture_output=True
-        )
+        ping = ["ip", "netns", "exec", name, "ping", "-c", "1", "-W", "2", "10.0.0.2"]
+        assert subprocess.run(ping, capture_output=True).returncode == 0
     finally:
         if name is not None:
             pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True).stdout.split()
