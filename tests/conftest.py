@@ -16,6 +16,8 @@ import structlog
 from hypothesis import HealthCheck, settings
 from structlog.testing import LogCapture
 
+from framework.testing import capture_logs
+
 
 def _quiet_logging() -> None:
     """Tests log at info level: unconfigured structlog would print every debug event (every
@@ -59,15 +61,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture
 def log_output() -> Iterator[LogCapture]:
-    """Capture structlog events as dicts (``log_output.entries``); never caches loggers."""
-    capture = LogCapture()
-    structlog.configure(
-        processors=[capture],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
-        cache_logger_on_first_use=False,
-    )
-    try:
+    """Capture structlog events as dicts (``log_output.entries``); never caches loggers. The
+    quiet configuration above comes back afterwards (``framework.testing.capture_logs``, also
+    offered to every suite as the ``tcpstack_logs`` fixture)."""
+    with capture_logs() as capture:
         yield capture
-    finally:
-        structlog.reset_defaults()
-        _quiet_logging()
