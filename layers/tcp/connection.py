@@ -136,6 +136,12 @@ class TcpConnection:
         self._rtt_time = 0.0
         self.dup_acks = 0
         self._lt_credits = 0
+        # Congestion window validation (RFC 9438 §5.8, RFC 7661 §4.2, as Linux does): cwnd grows
+        # only while it limits the sender: in slow start while the largest flight of the last
+        # window reached half of cwnd, in congestion avoidance while cwnd held data back.
+        self._cwnd_limited = False
+        self._max_flight = 0
+        self._cwnd_usage_seq = self.iss
         self.in_recovery = False
         self.recover = self.iss  # RFC 6582 "recover"
         self._rto_count = 0  # consecutive retransmission timeouts without progress
@@ -671,7 +677,8 @@ class TcpConnection:
                 self._retransmit_head(now)  # RFC 6582 §3.2 step 5: the next hole
             # (in SACK recovery the pipe and NextSeg() decide what goes next, RFC 6675 §5)
         else:
-            self.cc.on_ack(acked, in_flight_before, now, self.rtt.srtt)
+            if self._cwnd_in_use():
+                self.cc.on_ack(acked, in_flight_before, now, self.rtt.srtt)
             if seq_gt(ack, self.recover):
                 # Keep "recover" just behind SND.UNA so half-space comparisons stay valid
                 # over any amount of data (RFC 6582 §3.2 step 2 compares against it).
@@ -1201,6 +1208,7 @@ class TcpConnection:
                 self._tlp_retransmit_last(out, now, una, base, buffered)
         credits = self._lt_credits
         limited = min(credits, 2) * mss if credits and not self.in_recovery and self._rexmit_until is None else 0
+        cwnd_blocked = False
 
         while True:
             nxt = self.snd_nxt
@@ -1216,6 +1224,8 @@ class TcpConnection:
             if room <= 0:
                 if self.snd_wnd == 0 or wnd_room <= 0:
                     self._zero_window(out, now, off, in_flight)
+                else:
+                    cwnd_blocked = True  # data waits for cwnd, not for the peer's window
                 break
             size = min(mss, unsent, room)
             retransmit = self._rexmit_until is not None and seq_lt(nxt, self._rexmit_until)
@@ -1248,6 +1258,8 @@ class TcpConnection:
                     if self._sws_at is None and in_flight == 0:
                         # Nothing in flight will wake us: the override timer will (W3).
                         self._sws_at = now + self.options.sws_override
+                    # Less than a segment of cwnd left while more data waits: cwnd limits us.
+                    cwnd_blocked = room == size < min(mss, unsent) and room < wnd_room
                     break
             self._sws_override = False
             self._sws_at = None
@@ -1264,6 +1276,28 @@ class TcpConnection:
             if pipe >= 0:
                 pipe += size
             tlp_extra = 0  # the probe was this one segment
+        self._cwnd_validate(cwnd_blocked, pipe if pipe >= 0 else seq_diff(self.snd_max, una))
+
+    def _cwnd_validate(self, blocked: bool, flight: int) -> None:
+        """Remember, per window of data, whether cwnd limited the sender and the largest
+        flight (RFC 7661 §4.2; Linux's tcp_cwnd_validate)."""
+        if (
+            blocked
+            or not seq_lt(self.snd_una, self._cwnd_usage_seq)
+            or (not self._cwnd_limited and flight > self._max_flight)
+        ):
+            self._cwnd_limited = blocked
+            self._max_flight = flight
+            self._cwnd_usage_seq = self.snd_nxt
+
+    def _cwnd_in_use(self) -> bool:
+        """May this ACK grow cwnd? Not while the application or the peer's window, rather than
+        cwnd, limits the flight (RFC 9438 §5.8; RFC 5681 §3.1 grows cwnd to use the path, an
+        unused cwnd says nothing about it)."""
+        cc = self.cc
+        if cc.cwnd < cc.ssthresh:
+            return cc.cwnd < 2 * self._max_flight  # slow start: the flight reached half of cwnd
+        return self._cwnd_limited
 
     def _tlp_retransmit_last(self, out: list[TcpRepr], now: float, una: int, base: int, buffered: int) -> None:
         """RFC 8985 §7.3: send the highest-sequence data segment again as the probe."""
