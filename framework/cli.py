@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--address", metavar="IP/PREFIX", help="the stack's own IPv4 address, e.g. 10.0.0.2/24")
     up.add_argument("--config", metavar="FILE", help="TOML configuration file (see docs/configuration.md)")
     up.add_argument("--pcap", metavar="FILE", help="write every frame in and out to this pcap file")
+    up.add_argument(
+        "--snaplen", type=int, metavar="BYTES", help="store at most BYTES of each frame in the pcap (like tcpdump -s)"
+    )
     up.add_argument("--create", action="store_true", help="create the TUN device if it does not exist")
     up.add_argument("--mtu", type=int, metavar="BYTES", help="link MTU (default: from the configuration, 1500)")
     up.add_argument(
@@ -95,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     connect.add_argument("--address", metavar="IP/PREFIX", help="the stack's own IPv4 address, e.g. 10.0.0.2/24")
     connect.add_argument("--config", metavar="FILE", help="TOML configuration file")
     connect.add_argument("--pcap", metavar="FILE", help="write every frame in and out to this pcap file")
+    connect.add_argument(
+        "--snaplen", type=int, metavar="BYTES", help="store at most BYTES of each frame in the pcap (like tcpdump -s)"
+    )
     connect.add_argument("--create", action="store_true", help="create the TUN device if it does not exist")
     connect.add_argument("--mtu", type=int, metavar="BYTES", help="link MTU")
     connect.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS", help="connect timeout (default 30)")
@@ -260,6 +266,11 @@ def _up_config(args: argparse.Namespace) -> dict[str, Any]:
             layers.insert(1, {"type": "pcap", "path": args.pcap})
         else:
             pcap["path"] = args.pcap
+    if getattr(args, "snaplen", None) is not None:
+        pcap = next((x for x in layers if isinstance(x, dict) and x.get("type") == "pcap"), None)
+        if pcap is None:
+            raise ConfigError(["--snaplen: no capture to apply it to (add --pcap FILE)"])
+        pcap["snaplen"] = args.snaplen  # validated with the layer's settings (68..262144)
     return data
 
 

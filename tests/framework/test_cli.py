@@ -465,3 +465,14 @@ def test_events_name_the_last_pcap_frame_while_linked() -> None:
     log.info("stack.down")
     records = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert [r.get("pcap_frame") for r in records] == [7, 8, None]
+
+
+def test_snaplen_sets_the_capture_and_is_validated(capsys: pytest.CaptureFixture[str]) -> None:
+    """--snaplen sets the pcap layer's snaplen; without a capture, or out of range, it is a usage error."""
+    data = _up_config(build_parser().parse_args(["up", "--pcap", "x.pcap", "--snaplen", "128"]))
+    assert {"type": "pcap", "path": "x.pcap", "snaplen": 128} in data["layers"]
+    with pytest.raises(ConfigError, match="--snaplen: no capture"):
+        _up_config(build_parser().parse_args(["up", "--snaplen", "128"]))
+    assert main(["up", "--tun", MISSING_DEVICE, "--pcap", "x.pcap", "--snaplen", "10"]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "snaplen" in err and "68" in err, err

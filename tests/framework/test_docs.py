@@ -48,3 +48,24 @@ def test_quickstart_uses_real_commands_and_options() -> None:
     help_text = {c: parser._subparsers._group_actions[0].choices[c].format_help() for c in commands}  # type: ignore[union-attr]
     for option in set(re.findall(r"(--[a-z][a-z-]+)", text)):
         assert any(option in h for h in help_text.values()), option
+
+
+def test_every_cli_option_is_in_the_cli_reference() -> None:
+    """docs/cli.md names every long option of every tcpstack command."""
+    import argparse
+    from pathlib import Path
+
+    from framework.cli import build_parser
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "cli.md").read_text()
+    missing = []
+    stack = [("tcpstack", build_parser())]
+    while stack:
+        name, parser = stack.pop()
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                stack.extend((f"{name} {sub}", p) for sub, p in action.choices.items())
+            for option in action.option_strings:
+                if option.startswith("--") and option != "--help" and f"`{option}" not in text:
+                    missing.append(f"{name} {option}")
+    assert not missing, missing

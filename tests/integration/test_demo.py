@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -13,7 +15,12 @@ def _demo_namespaces() -> list[str]:
     return [line.split()[0] for line in out.splitlines() if line.startswith("tcpstack-demo-")]
 
 
-def test_demo_passes_every_step_and_cleans_up(netns_capability: None) -> None:
+def _env(tmp_path: Path) -> dict[str, str]:
+    """The demo's working folder (pcap, log) under the test's tmp_path, which pytest prunes."""
+    return {**os.environ, "TMPDIR": str(tmp_path)}
+
+
+def test_demo_passes_every_step_and_cleans_up(netns_capability: None, tmp_path: Path) -> None:
     """README's first command: ping, fragmented ping, curl both ways with SHA-256 and progress bars, nc
     echo and the stack fetching from a kernel HTTP server all pass; the summary has a row per connection."""
     before = set(_demo_namespaces())
@@ -23,6 +30,7 @@ def test_demo_passes_every_step_and_cleans_up(netns_capability: None) -> None:
         text=True,
         timeout=240,
         stdin=subprocess.DEVNULL,
+        env=_env(tmp_path),
     )
     assert r.returncode == 0, r.stdout + r.stderr
     lines = [line for line in r.stdout.splitlines() if line.strip().startswith(("PASS", "FAIL"))]
@@ -49,7 +57,7 @@ def test_demo_help(flag: str) -> None:
     assert r.returncode == 0 and "--keep" in r.stdout and "--pcap" in r.stdout
 
 
-def test_demo_keep_leaves_a_reachable_stack(netns_capability: None) -> None:
+def test_demo_keep_leaves_a_reachable_stack(netns_capability: None, tmp_path: Path) -> None:
     """`tcpstack demo --keep`: the namespace, the stack and its control socket stay up after the run, and
     the printed commands reach them; the test removes them itself."""
     import re
@@ -61,6 +69,7 @@ def test_demo_keep_leaves_a_reachable_stack(netns_capability: None) -> None:
         text=True,
         timeout=240,
         stdin=subprocess.DEVNULL,
+        env=_env(tmp_path),
     )
     [name] = set(_demo_namespaces()) - before or {None}
     try:
@@ -80,3 +89,26 @@ def test_demo_keep_leaves_a_reachable_stack(netns_capability: None) -> None:
             subprocess.run(["kill", "-9", *pids], capture_output=True)
             subprocess.run(["ip", "netns", "del", name], capture_output=True)
     assert set(_demo_namespaces()) == before
+
+
+def test_demo_leaves_only_a_headers_pcap_and_the_log(netns_capability: None, tmp_path: Path) -> None:
+    """After a run the working folder holds the capture (128 bytes a frame: headers, not the 35 MB of
+    data) and the stack's log; the served and fetched files are gone."""
+    from scapy.utils import RawPcapReader
+
+    r = subprocess.run(
+        [sys.executable, "-m", "framework.cli", "demo"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        stdin=subprocess.DEVNULL,
+        env=_env(tmp_path),
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    [workdir] = tmp_path.glob("tcpstack-demo-*")
+    assert not (workdir / "www").exists() and not (workdir / "fetched.bin").exists()
+    reader = RawPcapReader(str(workdir / "demo.pcap"))
+    sizes = [(len(data), meta.wirelen) for data, meta in reader]
+    reader.close()
+    assert len(sizes) > 10_000 and all(stored <= 128 for stored, _ in sizes)
+    assert sum(wire for _, wire in sizes) > 35_000_000  # the original lengths are recorded
