@@ -176,6 +176,10 @@ def config_from_dict(
             check = getattr(obj, "check_registry", None)
             if callable(check):
                 check(registry, path, problems)
+            # ... and may try the plugins' hooks on them (e.g. two features claiming one slot).
+            trial = getattr(obj, "check_host", None)
+            if callable(trial) and not problems:
+                trial(host, path, problems)
             layers.append(LayerConfig(type_name, type_name, obj))
     names = [layer.name for layer in layers]
     for n in sorted({n for n in names if names.count(n) > 1}):

@@ -77,8 +77,10 @@ def describe(config: StackConfig) -> list[str]:
     if host is not None:
         lines.append(f"plugins: {', '.join(host.plugin_names())}")
         registry = host.registry
-        lines.append(f"features available: {', '.join(sorted(registry.features))}")
-        lines.append(f"congestion control available: {', '.join(sorted(registry.congestion))}")
+        feats = sorted(registry.features.values(), key=lambda f: f.name)
+        lines.append(f"features available: {', '.join(f'{f.name} ({f.plugin})' for f in feats)}")
+        algs = sorted(registry.congestion.values(), key=lambda a: a.name)
+        lines.append(f"congestion control available: {', '.join(f'{a.name} ({a.plugin})' for a in algs)}")
     tcp = config.layer("tcp")
     if tcp is not None:
         s = tcp.settings

@@ -43,6 +43,26 @@ def config_reference() -> str:
         out += [f"### `[plugins.{name}]`", ""]
         out += _table(host.registry.settings[name])
         out.append("")
+    from layers.tcp.features import DEFAULT_CONGESTION_CONTROL, DEFAULT_FEATURES
+
+    for name in sorted(host.registry.features):
+        feature = host.registry.features[name]
+        default = "on by default" if name in DEFAULT_FEATURES else "off by default"
+        out += [
+            f"### Feature `{name}`",
+            "",
+            f"{feature.doc} (registered by `{feature.plugin}`; {default}). In the `tcp` layer's `features` table"
+            f" (`features = {{ {name} = {{ ... }} }}`, `true` for the defaults, `false` for off), per listener"
+            f" or connection with `features=`, or `--feature {name}:KEY=VALUE`.",
+            "",
+        ]
+        out += _table(feature.settings) if settings_doc(feature.settings) else ["No settings."]
+        out.append("")
+    algorithms = host.registry.congestion
+    out += ["### Congestion-control algorithms", "", "| name | registered by | description |", "|---|---|---|"]
+    for name in sorted(algorithms):
+        mark = " (the default)" if name == DEFAULT_CONGESTION_CONTROL else ""
+        out.append(f"| `{name}`{mark} | `{algorithms[name].plugin}` | {algorithms[name].doc} |")
     return "\n".join(out).rstrip() + "\n"
 
 

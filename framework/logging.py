@@ -44,8 +44,13 @@ def add_pcap_frame(logger: Any, method: str, event: dict[str, Any]) -> dict[str,
     return event
 
 
-def configure_logging(*, fmt: str = "console", level: str = "info", stream: TextIO | None = None) -> None:
+def configure_logging(
+    *, fmt: str = "console", level: str = "info", stream: TextIO | None = None, cache: bool = True
+) -> None:
     """Configure structlog for an application: ``fmt`` is ``"console"`` or ``"json"``.
+
+    With *cache* (the default, for speed), each logger freezes this configuration the first
+    time it is used; a test suite that configures logging many times passes ``cache=False``.
 
     :raises ValueError: for an unknown format or level.
     """
@@ -65,7 +70,7 @@ def configure_logging(*, fmt: str = "console", level: str = "info", stream: Text
     else:
         renderer = [structlog.dev.ConsoleRenderer(colors=False)]
     structlog.configure(
-        cache_logger_on_first_use=True,
+        cache_logger_on_first_use=cache,
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
         processors=shared + renderer,
         logger_factory=structlog.PrintLoggerFactory(file=stream or sys.stderr),

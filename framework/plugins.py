@@ -9,6 +9,7 @@ Set ``TCPSTACK_TRACE_PLUGINS=1`` to log every hook call (pluggy's hook-call moni
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import os
 from collections.abc import Iterable
@@ -89,11 +90,12 @@ class PluginHost:
             known |= _entry_point_names()
         unknown = [n for n in disabled if n not in known]
         if unknown:
-            raise ConfigError([f"plugins.disable: no plugin named {n!r}" for n in unknown])
+            raise ConfigError([f"plugins.disable: no plugin named {n!r}{_disable_hint(n, known)}" for n in unknown])
         self.pm.check_pending()  # a hookimpl without a spec is an error, not a silent no-op
         if os.environ.get("TCPSTACK_TRACE_PLUGINS"):
             self.pm.add_hookcall_monitoring(_before_hook, _after_hook)
         self.registry = self._build_registry()
+        self.registry.disabled = disabled
 
     def _build_registry(self) -> Registry:
         registry = Registry()
@@ -157,3 +159,15 @@ def _before_hook(hook_name: str, hook_impls: Any, kwargs: Any) -> None:
 
 def _after_hook(outcome: Any, hook_name: str, hook_impls: Any, kwargs: Any) -> None:
     logger.debug("plugin.hook_done", hook=hook_name)
+
+
+def _disable_hint(name: str, known: set[str]) -> str:
+    """Why a name in ``[plugins] disable`` matched nothing, and what was probably meant."""
+    for module in BUILTIN_PLUGINS:
+        if module.rsplit(".", 1)[-1] == name:
+            return (
+                f" (built-in plugins are named by module: {module!r}; to turn the feature off for "
+                f"connections instead, set features = {{ {name} = false }} in the tcp layer)"
+            )
+    close = difflib.get_close_matches(name, sorted(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""

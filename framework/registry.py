@@ -56,6 +56,8 @@ class Registry:
         self.settings: dict[str, type] = {}
         self.features: dict[str, Feature] = {}
         self.congestion: dict[str, CongestionAlgorithm] = {}
+        self.disabled: list[str] = []
+        """Plugins ``[plugins] disable`` blocked (named in errors about what they would provide)."""
         self._current_plugin = "?"
 
     def add_layer(self, type_name: str, factory: LayerFactory, settings: type, *, doc: str = "") -> None:

@@ -59,6 +59,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.add_marker(getattr(pytest.mark, mark))
 
 
+@pytest.fixture(autouse=True)
+def _logging_isolation(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Tests that run ``main()`` configure logging like the CLI does, but without freezing loggers
+    (``cache_logger_on_first_use``) into a configuration whose stream the test closes; each test
+    ends with the configuration it started with."""
+    import functools
+
+    import framework.cli
+    import framework.logging
+
+    monkeypatch.setattr(
+        framework.cli, "configure_logging", functools.partial(framework.logging.configure_logging, cache=False)
+    )
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
+
+
 @pytest.fixture
 def log_output() -> Iterator[LogCapture]:
     """Capture structlog events as dicts (``log_output.entries``); never caches loggers. The

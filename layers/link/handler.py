@@ -28,7 +28,7 @@ def _check_ifname(value: str) -> str | None:
 class TunSettings:
     device: str = field(default="tun0", metadata={"check": _check_ifname})
     """Name of the TUN device. An existing (e.g. persistent, ``ip tuntap add``) device is
-    attached to; a missing one is created, which needs CAP_NET_ADMIN."""
+    attached to; a missing one is an error unless ``create`` is true."""
 
     mtu: int = field(default=1500, metadata={"min": 576, "max": 65535})
     """Largest IP datagram the link carries (RFC 1122 §3.3.3). Set on the device when it is

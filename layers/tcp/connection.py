@@ -81,7 +81,8 @@ class TcpConnection:
         self.passive = passive  # MUST-11: remember how SYN-RECEIVED was reached
         self.state = S.CLOSED
         self.created_at = now
-        self._log: Any = logger.bind(conn=setup.info.label)
+        # A fresh lazy logger per connection (see layers.tcp.policy.decision_log).
+        self._log: Any = structlog.get_logger("tcpstack.tcp").bind(conn=setup.info.label)
 
         # Send sequence variables (RFC 9293 §3.3.1)
         self.iss = iss & MASK

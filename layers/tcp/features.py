@@ -15,6 +15,7 @@ A value is a settings table (``{"timeout": 0.01}``), ``True``/``{}`` for the def
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from typing import Any
 
@@ -47,7 +48,11 @@ def resolve(registry: Registry, table: Mapping[str, Any] | None, path: str, prob
         feature = registry.features.get(name)
         if feature is None:
             known = ", ".join(sorted(registry.features)) or "none"
-            problems.append(f"{where}: unknown feature {name!r} (known: {known})")
+            close = difflib.get_close_matches(str(name), list(registry.features), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            if registry.disabled:
+                hint += f"plugins disabled by [plugins] disable: {', '.join(registry.disabled)}; "
+            problems.append(f"{where}: unknown feature {name!r} ({hint}known: {known})")
             continue
         if value is None or value is False:
             out[name] = None

@@ -22,7 +22,7 @@ from typing import Any, Literal, cast
 import structlog
 
 from framework.context import Context
-from framework.errors import ConfigError, InvalidStateError, WireError
+from framework.errors import ConfigError, InvalidStateError, PluginError, WireError
 from framework.handler import BaseHandler, PacketHandler
 from framework.packet import Packet
 from framework.plugins import PluginHost, hookimpl
@@ -104,6 +104,14 @@ class TcpSettings:
             problems.append(
                 f"{path}.congestion_control: unknown algorithm {self.congestion_control!r} (known: {known})"
             )
+
+    def check_host(self, host: PluginHost, path: str, problems: list[str]) -> None:
+        """Set up a trial connection with the default features, so that plugins that cannot
+        work together (two claiming one policy slot) are a configuration error, not a failure
+        of every connection later."""
+        error = trial_setup(host, self.resolved_features, self.congestion_control, self.default_options())
+        if error is not None:
+            problems.append(f"{path}.features: {error}")
 
     def default_options(self) -> TcpOptions:
         return TcpOptions(
@@ -245,9 +253,14 @@ class TcpLayer(BaseHandler):
             return
         local = (self.address, seg.dst_port)
         remote = (ip.src, seg.src_port)
-        conn = self._new_connection(
-            local, remote, listener.options, passive=True, now=ctx.now, overrides=listener.features
-        )
+        try:
+            conn = self._new_connection(
+                local, remote, listener.options, passive=True, now=ctx.now, overrides=listener.features
+            )
+        except PluginError as exc:  # checked when the listener opened; a plugin changed its mind
+            ctx.drop("tcp", "setup_failed")
+            self._log.error("tcp.setup_failed", port=seg.dst_port, error=str(exc))
+            return
         conn.listener_ref = listener
         listener.embryonic.add(conn)
         conn.open_passive(seg, ctx.now)
@@ -423,6 +436,12 @@ class TcpLayer(BaseHandler):
                 problems.append(f"congestion_control: unknown algorithm {name!r} (known: {known})")
         elif options.features or options.congestion_control:
             problems.append("features: this stack has no plugin host")
+        if not problems and self.host is not None:
+            features = merge(self.settings.resolved_features, resolved)
+            name = options.congestion_control or self.settings.congestion_control
+            error = trial_setup(self.host, features, name, options)
+            if error is not None:
+                problems.append(f"features: {error}")
         if problems:
             raise ValueError("; ".join(problems))
         return resolved
@@ -568,6 +587,24 @@ class TcpLayer(BaseHandler):
         listener: Listener | None = getattr(conn, "listener_ref", None)
         if listener is not None:
             listener.embryonic.discard(conn)
+
+
+def trial_setup(
+    host: PluginHost, features: dict[str, Any], congestion_control: str | None, options: TcpOptions
+) -> str | None:
+    """Run the ``tcp_connection_setup`` hook once on a trial connection with *features*; the
+    error a plugin raises (e.g. two features claiming one policy slot), or ``None``."""
+    info = ConnInfo(local=(bytes(4), 0), remote=(bytes(4), 0), mss=536)
+    setup = TcpSetup(info=info, options=options, features=features, congestion_name=congestion_control or "reno")
+    alg = host.registry.congestion.get(congestion_control or "")
+    setup.congestion = alg.factory(info.mss, None) if alg is not None else CongestionControl(info.mss)
+    try:
+        host.pm.hook.tcp_connection_setup(setup=setup)
+    except PluginError as exc:
+        return str(exc).replace(" on 0.0.0.0:0>0.0.0.0:0", "")
+    except Exception as exc:  # a plugin's bug: report it now, not on every SYN
+        return f"a plugin failed in tcp_connection_setup: {type(exc).__name__}: {exc}"
+    return None
 
 
 def _check_remote(addr: bytes, port: int) -> None:

@@ -17,13 +17,15 @@ import structlog
 
 from framework.errors import PluginError
 
-_decisions = structlog.get_logger("tcpstack.decision")
-
 
 def decision_log(label: str, plugin: str) -> Any:
     """A logger for a policy's decisions on one connection: debug-level ``tcp.decision``
-    events that name the connection and the plugin (filtered debug calls cost ~0.1 µs)."""
-    return _decisions.bind(conn=label, plugin=plugin)
+    events that name the connection and the plugin (filtered debug calls cost ~0.1 µs).
+
+    A fresh lazy logger per call (once per connection): binding a module-level one under
+    ``cache_logger_on_first_use`` would freeze the configuration of whoever bound it first
+    (a trial setup while the configuration is checked, for example) for every later logger."""
+    return structlog.get_logger("tcpstack.decision").bind(conn=label, plugin=plugin)
 
 
 @dataclass(slots=True)

@@ -27,3 +27,24 @@ def test_the_example_package_is_found_through_the_entry_point_group() -> None:
     assert "quickack" in host.plugin_names()
     assert host.registry.features["quickack"].plugin == "quickack"
     assert "quickack" not in PluginHost(entry_points=False).registry.features
+
+
+def test_config_check_refuses_the_example_next_to_delayed_ack(tmp_path, capsys) -> None:
+    """quickack and the default delayed_ack both claim the ACK policy: `config check` says so (exit 2) instead
+    of passing a configuration on which every connection would fail; with delayed_ack off it is valid."""
+    from framework.cli import main
+
+    if "quickack" not in PluginHost().registry.features:
+        pytest.skip(f"{DIST} is not installed")  # the test above fails in CI in that case
+    clash = tmp_path / "clash.toml"
+    clash.write_text(
+        '[[layers]]\ntype = "tun"\n[[layers]]\ntype = "ipv4"\n[[layers]]\ntype = "tcp"\n'
+        "features = { quickack = { quick = 3 } }\n"
+    )
+    assert main(["config", "check", str(clash)]) == 2
+    err = capsys.readouterr().err
+    assert "layers[2].features:" in err and "both want to set ack_policy" in err, err
+    ok = tmp_path / "ok.toml"
+    ok.write_text(clash.read_text().replace("quick = 3 }", "quick = 3 }, delayed_ack = false"))
+    assert main(["config", "check", str(ok)]) == 0
+    assert "feature quickack: quick=3" in capsys.readouterr().out

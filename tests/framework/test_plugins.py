@@ -121,12 +121,15 @@ def test_disabling_a_builtin_removes_its_layer_type() -> None:
 
 
 def test_disabling_unknown_name_is_config_error() -> None:
-    """Disabling a name that matches no plugin is a ConfigError naming it."""
+    """Disabling a name that matches no plugin is a ConfigError naming it, with what was probably meant:
+    a close name, or for a built-in's short name its module name and the feature switch."""
     with pytest.raises(ConfigError) as info:
-        PluginHost(entry_points=False, disabled=["layers.middleware.fault", "plugins.nagel", "nope"])
+        PluginHost(entry_points=False, disabled=["layers.middleware.fault", "plugins.nagel", "nope", "nagle"])
     assert info.value.problems == [
-        "plugins.disable: no plugin named 'plugins.nagel'",
+        "plugins.disable: no plugin named 'plugins.nagel' (did you mean 'plugins.nagle'?)",
         "plugins.disable: no plugin named 'nope'",
+        "plugins.disable: no plugin named 'nagle' (built-in plugins are named by module: 'plugins.nagle'; to turn"
+        " the feature off for connections instead, set features = { nagle = false } in the tcp layer)",
     ]
 
 

@@ -12,7 +12,7 @@ from dataclasses import replace
 
 import pytest
 
-from framework.errors import PluginError
+from framework.errors import ConfigError
 from framework.plugins import PluginHost, hookimpl
 from framework.settings import validate_settings
 from layers.tcp.policy import AckPolicy, TcpOptions, TcpSetup
@@ -221,7 +221,8 @@ class TestWiring:
 
     def test_two_plugins_claiming_ack_policy_is_a_plugin_error(self) -> None:
         """docs/hooks.md (``TcpSetup.claim``): two plugins setting ack_policy on one connection is a PluginError
-        naming both, not last-wins; with delayed ACK off the other plugin owns the slot alone."""
+        naming both, not last-wins, found when the configuration or the call names them (not on every SYN);
+        with delayed ACK off the other plugin owns the slot alone."""
 
         class QuickAck:
             @hookimpl
@@ -230,9 +231,14 @@ class TestWiring:
                 setup.ack_policy = AckPolicy()
 
         host = PluginHost(entry_points=False, extra=[QuickAck()])
-        tcp = tcp_layer(stack_from_host(host, features={"delayed_ack": {}}))
-        with pytest.raises(PluginError, match=r"'(delayed_ack|quickack)' and '(quickack|delayed_ack)' both want"):
-            tcp.connect(PEER, 80, now=0.0)
+        both = r"'(delayed_ack|quickack)' and '(quickack|delayed_ack)' both want to set ack_policy"
+        # As the stack's default: the configuration is refused (a trial setup), not every connection later.
+        with pytest.raises(ConfigError, match=r"layers\[2\]\.features: " + both):
+            stack_from_host(host, features={"delayed_ack": {}})
+        # For one connection: the call is refused before anything is built.
+        tcp = tcp_layer(stack_from_host(host))
+        with pytest.raises(ValueError, match=both):
+            tcp.connect(PEER, 80, now=0.0, options=TcpOptions(features={"delayed_ack": {}}))
         assert tcp.connections == {}  # nothing half-built is left behind
-        conn = tcp.connect(PEER, 80, now=0.0, options=TcpOptions(features={"delayed_ack": None}))
+        conn = tcp.connect(PEER, 80, now=0.0)
         assert type(conn.ack_policy) is AckPolicy and conn.setup.claims == {"ack_policy": "quickack"}

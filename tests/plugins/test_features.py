@@ -261,10 +261,41 @@ class TestDisabledPlugin:
         for value in ({}, False):
             with pytest.raises(ConfigError) as info:
                 config_from_dict(self.disabled(features={"nagle": value}), entry_points=False)
-            assert info.value.problems == [f"layers[2].features.nagle: unknown feature 'nagle' (known: {known})"]
+            assert info.value.problems == [
+                f"layers[2].features.nagle: unknown feature 'nagle' (plugins disabled by [plugins] disable: "
+                f"plugins.nagle; known: {known})"
+            ]
 
     def test_naming_it_for_a_connection_is_a_value_error(self) -> None:
         """docs/plugins.md: an API call naming the disabled plugin's feature is a ValueError."""
         tcp = tcp_layer(build_stack(config_from_dict(self.disabled(), entry_points=False)))
         with pytest.raises(ValueError, match=r"features\.nagle: unknown feature 'nagle'"):
             connect(tcp, nagle={})
+
+
+class TestSetupFailureAtRuntime:
+    def test_a_plugin_failing_on_a_real_syn_costs_that_syn_only(self, log_output) -> None:
+        """A plugin that passes the trial setup but raises PluginError for a real connection: the SYN is a
+        counted drop (``setup_failed``) with an error line naming the reason; no reply, no internal error."""
+        from dataclasses import replace
+
+        from framework.errors import PluginError
+        from framework.plugins import PluginHost, hookimpl
+        from layers.tcp.wire import SYN
+        from tests.layers.tcp.helpers import SEND, decode, frame
+        from tests.plugins.helpers import stack_from_host, tcp_layer
+
+        class Fussy:
+            @hookimpl
+            def tcp_connection_setup(self, setup) -> None:
+                if setup.info.local[1]:  # not the trial (port 0): only real connections
+                    raise PluginError("fussy refuses this connection")
+
+        stack = stack_from_host(PluginHost(entry_points=False, extra=[Fussy()]))
+        tcp_layer(stack).listen(80)
+        stack.receive_frame(frame(replace(SEND, dst_port=80, seq=1000, ack=0, flags=SYN)), now=0.0)
+        assert [decode(f) for f in stack.frames_to_send(now=0.0)] == []
+        assert stack.stats.drops[("tcp", "setup_failed")] == 1
+        assert stack.stats.drops[("stack", "internal_error")] == 0
+        [line] = [e for e in log_output.entries if e["event"] == "tcp.setup_failed"]
+        assert line["error"] == "fussy refuses this connection" and line["log_level"] == "error"
