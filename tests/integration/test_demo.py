@@ -112,3 +112,34 @@ def test_demo_leaves_only_a_headers_pcap_and_the_log(netns_capability: None, tmp
     reader.close()
     assert len(sizes) > 10_000 and all(stored <= 128 for stored, _ in sizes)
     assert sum(wire for _, wire in sizes) > 35_000_000  # the original lengths are recorded
+
+
+def test_demo_ctrl_c_cleans_up(netns_capability: None, tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT) in the middle of the demo: exit status 130 and the namespace with the stack in it is
+    removed."""
+    import signal
+    import time
+
+    before = set(_demo_namespaces())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "framework.cli", "demo"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=_env(tmp_path),
+    )
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline(), proc.stdout.readline()]  # the namespace, then "stack up ..."
+        assert lines[1].startswith("stack up"), lines
+        assert set(_demo_namespaces()) - before  # it is there now
+        time.sleep(0.2)  # in the middle of the pings
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, (out, err)
+    assert "interrupted; cleaning up" in out and "Traceback" not in err
+    assert set(_demo_namespaces()) == before
