@@ -436,7 +436,9 @@ class TcpLayer(BaseHandler):
                 problems.append(f"congestion_control: unknown algorithm {name!r} (known: {known})")
         elif options.features or options.congestion_control:
             problems.append("features: this stack has no plugin host")
-        if not problems and self.host is not None:
+        if not problems and self.host is not None and (options.features or options.congestion_control):
+            # Only a call that changes the stack's defaults needs a trial: those were tried when
+            # the configuration was checked.
             features = merge(self.settings.resolved_features, resolved)
             name = options.congestion_control or self.settings.congestion_control
             error = trial_setup(self.host, features, name, options)
