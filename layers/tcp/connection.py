@@ -54,8 +54,6 @@ from layers.tcp.seq import MASK, seq_add, seq_diff, seq_ge, seq_gt, seq_le, seq_
 from layers.tcp.state import TcpState, Trigger, next_state
 from layers.tcp.wire import ACK, FIN, PSH, RST, SYN, TcpRepr
 
-logger = structlog.get_logger("tcpstack.tcp")
-
 S = TcpState
 DEFAULT_MSS = 536  # RFC 9293 §3.7.1, MUST-15: assume 536 when the peer sent no MSS option
 MAX_WINDOW = 0xFFFF
