@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="make a running 'tcpstack up' fetch an http:// URL as a TCP client",
         description=(
             "Ask a running 'tcpstack up' (through its control socket) to open a TCP connection "
-            "itself, send an HTTP/1.1 GET for URL and read the reply; print the status, size, "
+            "itself, send an HTTP/1.0 GET for URL and read the reply; print the status, size, "
             "SHA-256 and time. The host must be an IPv4 address the stack can reach."
         ),
     )

@@ -7,7 +7,7 @@ line back:
 - ``{"cmd": "ss"}``: the connections (``tcpstack ss``);
 - ``{"cmd": "stats"}``: the drop and event counters (``tcpstack stats``);
 - ``{"cmd": "fetch", "url": "http://IP[:PORT]/PATH", "output": FILE|null, "timeout": S}``: the
-  stack itself opens a TCP connection as a client, sends an HTTP/1.1 GET and reads the reply
+  stack itself opens a TCP connection as a client, sends an HTTP/1.0 GET and reads the reply
   (``tcpstack fetch``); the reply has the status, body size, SHA-256 and time.
 
 The socket lives on the local filesystem only; nothing is exposed on the network.
@@ -108,7 +108,9 @@ async def fetch(api: StackApi, url: str, *, output: str | None = None, timeout: 
     size = 0
     sink = open(output, "wb") if output else None  # closed in finally
     try:
-        request = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: tcpstack\r\nConnection: close\r\n\r\n"
+        # HTTP/1.0: the reply's body is the bytes up to Content-Length or the server's FIN, never
+        # chunked (RFC 9112 §6.1 allows chunked only towards HTTP/1.1 clients).
+        request = f"GET {path} HTTP/1.0\r\nHost: {host}:{port}\r\nUser-Agent: tcpstack\r\n\r\n"
         writer.write(request.encode("latin-1"))
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
         status_line, *header_lines = head.decode("latin-1").split("\r\n")
