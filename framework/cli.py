@@ -61,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--snaplen", type=int, metavar="BYTES", help="store at most BYTES of each frame in the pcap (like tcpdump -s)"
     )
     up.add_argument("--create", action="store_true", help="create the TUN device if it does not exist")
+    up.add_argument(
+        "--offload",
+        action="store_true",
+        help="TUN checksum + segmentation offload (IFF_VNET_HDR): much faster; partial checksums are not verified",
+    )
     up.add_argument("--mtu", type=int, metavar="BYTES", help="link MTU (default: from the configuration, 1500)")
     up.add_argument(
         "--serve",
@@ -102,6 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--snaplen", type=int, metavar="BYTES", help="store at most BYTES of each frame in the pcap (like tcpdump -s)"
     )
     connect.add_argument("--create", action="store_true", help="create the TUN device if it does not exist")
+    connect.add_argument(
+        "--offload",
+        action="store_true",
+        help="TUN checksum + segmentation offload (IFF_VNET_HDR): much faster; partial checksums are not verified",
+    )
     connect.add_argument("--mtu", type=int, metavar="BYTES", help="link MTU")
     connect.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS", help="connect timeout (default 30)")
     connect.add_argument("--no-checksum-verify", action="store_true", help="do not verify checksums on receipt")
@@ -229,6 +239,8 @@ def _up_config(args: argparse.Namespace) -> dict[str, Any]:
         tun["device"] = args.tun
     if args.create:
         tun["create"] = True
+    if getattr(args, "offload", False):
+        tun["offload"] = True
     if args.mtu is not None:
         tun["mtu"] = args.mtu
     if args.address is not None:
@@ -281,7 +293,13 @@ def _open(args: argparse.Namespace) -> tuple[Any, Any, Any] | int:
     try:
         config = config_from_dict(_up_config(args))
         tun_cfg = config.layers[0].settings
-        link = TunLink(tun_cfg.device, mtu=tun_cfg.mtu, create=tun_cfg.create, kernel_address=tun_cfg.kernel_address)
+        link = TunLink(
+            tun_cfg.device,
+            mtu=tun_cfg.mtu,
+            create=tun_cfg.create,
+            kernel_address=tun_cfg.kernel_address,
+            offload=tun_cfg.offload,
+        )
     except ConfigError as exc:
         for problem in exc.problems[:-1]:
             print(f"tcpstack: error: {problem}", file=sys.stderr)

@@ -43,9 +43,13 @@ class Packet:
     :ivar icmp_error: set when the packet is an ICMP error delivered to the transport that the
         quoted header names; ``net`` and ``payload`` are then the *quoted* header and bytes.
     :ivar frame_no: inbound frame counter value (matches the pcap frame order of inbound frames).
+    :ivar csum_ok: inbound, the link vouches for the transport checksum: a frame the local
+        kernel handed over with a partial checksum (TUN offload, ``VIRTIO_NET_HDR_F_NEEDS_CSUM``)
+        never crossed a wire, and its checksum field holds only the pseudo-header sum, so the
+        transport must not verify it.
     """
 
-    __slots__ = ("frame_no", "headers", "icmp_error", "net", "payload")
+    __slots__ = ("csum_ok", "frame_no", "headers", "icmp_error", "net", "payload")
 
     def __init__(self, payload: BytesLike, net: Any = None) -> None:
         self.payload: BytesLike = payload
@@ -53,6 +57,7 @@ class Packet:
         self.net: Any = net
         self.icmp_error: IcmpError | None = None
         self.frame_no = 0
+        self.csum_ok = False
 
     @classmethod
     def inbound(cls, frame: BytesLike, frame_no: int = 0) -> Packet:

@@ -192,7 +192,7 @@ class Ipv4Layer(BaseHandler):
             payload = raw[hdr.header_len :]
         proto = hdr.protocol
         if proto == PROTO_ICMP:
-            return self._receive_icmp(hdr, payload, raw, ctx)
+            return self._receive_icmp(hdr, payload, raw, ctx, pkt.csum_ok)
         if proto in self.protocols:
             pkt.net = hdr
             pkt.payload = payload
@@ -202,9 +202,12 @@ class Ipv4Layer(BaseHandler):
         self._send_error(icmp.DEST_UNREACHABLE, icmp.UNREACH_PROTOCOL, hdr, raw, ctx)
         return None
 
-    def _receive_icmp(self, hdr: Ipv4Repr, payload: memoryview, raw: memoryview, ctx: Context) -> Packet | None:
+    def _receive_icmp(
+        self, hdr: Ipv4Repr, payload: memoryview, raw: memoryview, ctx: Context, csum_ok: bool = False
+    ) -> Packet | None:
         try:
-            msg = icmp.IcmpRepr.parse(payload, verify_checksum=self.verify)
+            # RFC 1122 §3.2.2: verify, unless the link vouches for the checksum (TUN offload).
+            msg = icmp.IcmpRepr.parse(payload, verify_checksum=self.verify and not csum_ok)
         except WireError as exc:
             ctx.drop("icmp", exc.reason)
             return None

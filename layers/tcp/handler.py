@@ -200,7 +200,8 @@ class TcpLayer(BaseHandler):
             return None
         if not isinstance(ip, Ipv4Repr) or ip.protocol != PROTO_TCP:
             return pkt  # not ours: pass it on
-        pseudo = pseudo_base(ip.src, ip.dst) if self.settings.verify_checksum else None
+        # MUST-3: verify, unless the link vouches for it (TUN offload: a local kernel's partial sum).
+        pseudo = pseudo_base(ip.src, ip.dst) if self.settings.verify_checksum and not pkt.csum_ok else None
         try:
             seg = TcpRepr.parse(cast(memoryview, pkt.payload), pseudo)
         except WireError as exc:

@@ -202,7 +202,7 @@ class FakeTun:
 
     instances: list[FakeTun] = []
 
-    def __init__(self, device: str, *, mtu: int, create: bool, kernel_address: str | None) -> None:
+    def __init__(self, device: str, *, mtu: int, create: bool, kernel_address: str | None, offload: bool) -> None:
         self.name, self.mtu, self.closed = device, mtu, False
         FakeTun.instances.append(self)
 
@@ -476,3 +476,10 @@ def test_snaplen_sets_the_capture_and_is_validated(capsys: pytest.CaptureFixture
     assert main(["up", "--tun", MISSING_DEVICE, "--pcap", "x.pcap", "--snaplen", "10"]) == EXIT_USAGE
     err = capsys.readouterr().err
     assert "snaplen" in err and "68" in err, err
+
+
+def test_offload_flag_sets_the_tun_layer() -> None:
+    """--offload turns on the tun layer's offload (the I/O edge then opens the device with IFF_VNET_HDR)."""
+    data = _up_config(build_parser().parse_args(["up", "--offload"]))
+    assert data["layers"][0]["offload"] is True
+    assert "offload" not in _up_config(build_parser().parse_args(["up"]))["layers"][0]
