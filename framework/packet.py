@@ -47,9 +47,13 @@ class Packet:
         kernel handed over with a partial checksum (TUN offload, ``VIRTIO_NET_HDR_F_NEEDS_CSUM``)
         never crossed a wire, and its checksum field holds only the pseudo-header sum, so the
         transport must not verify it.
+    :ivar csum_partial: outbound, the transport put only the pseudo-header sum in its checksum
+        field; the link asks the kernel to complete it (TUN offload).
+    :ivar gso_size: outbound, a TCP super-segment the kernel cuts into segments of this many
+        payload bytes (TUN segmentation offload); 0 for an ordinary datagram.
     """
 
-    __slots__ = ("csum_ok", "frame_no", "headers", "icmp_error", "net", "payload")
+    __slots__ = ("csum_ok", "csum_partial", "frame_no", "gso_size", "headers", "icmp_error", "net", "payload")
 
     def __init__(self, payload: BytesLike, net: Any = None) -> None:
         self.payload: BytesLike = payload
@@ -58,6 +62,8 @@ class Packet:
         self.icmp_error: IcmpError | None = None
         self.frame_no = 0
         self.csum_ok = False
+        self.csum_partial = False
+        self.gso_size = 0
 
     @classmethod
     def inbound(cls, frame: BytesLike, frame_no: int = 0) -> Packet:

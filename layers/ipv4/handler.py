@@ -294,7 +294,9 @@ class Ipv4Layer(BaseHandler):
         # datagrams that may be fragmented; one counter for all destinations satisfies that.
         self._ident = (self._ident + 1) & 0xFFFF
         hdr.ident = self._ident
-        if HEADER_LEN + payload_len <= self.mtu:
+        if HEADER_LEN + payload_len <= self.mtu or (pkt.gso_size and HEADER_LEN + payload_len <= 0xFFFF):
+            # (A TCP super-segment for a link with segmentation offload: the kernel cuts it to
+            # the MTU, each piece a whole datagram with DF, so it is never fragmented.)
             hdr.payload_len = payload_len
             pkt.push(hdr)
             return pkt

@@ -10,7 +10,8 @@ segmentation offload (design notes, Part D): every frame then starts with a 10-b
 ``virtio_net_hdr``. This handler, still sans-IO, strips it from arriving frames (a frame whose
 checksum the kernel left partial, ``NEEDS_CSUM``, is marked so that TCP does not verify it; the
 kernel may hand over TCP super-segments of up to 64 KB) and puts one in front of every frame it
-sends (all zero: a plain datagram with its checksums complete).
+sends: for TCP, "complete the checksum" and, for a super-segment, "cut it into segments of
+gso_size bytes" (TSO); all zero for anything else, whose checksums are complete.
 """
 
 from __future__ import annotations
@@ -86,6 +87,34 @@ class _PlainVnetHeader:
 
 _PLAIN_VNET = _PlainVnetHeader()
 
+#: The largest IPv4 datagram, so the largest super-segment the kernel takes (``tso_max_size``).
+MAX_GSO_DATAGRAM = 65535
+
+
+class _OffloadVnetHeader:
+    """A ``virtio_net_hdr`` asking the kernel to complete a partial TCP checksum and, with a
+    ``gso_size``, to cut the super-segment behind it into segments (TSO). Header lengths are
+    read from the IPv4 and TCP headers that follow, which are final when this one is emitted."""
+
+    __slots__ = ("gso_size",)
+
+    def __init__(self, gso_size: int) -> None:
+        self.gso_size = gso_size
+
+    def buffer_len(self) -> int:
+        return VNET_HDR_LEN
+
+    def emit(self, buf: bytearray, offset: int, payload_len: int) -> None:
+        ip = offset + VNET_HDR_LEN
+        ihl = (buf[ip] & 0x0F) * 4
+        tcp = ip + ihl
+        doff = (buf[tcp + 12] >> 4) * 4
+        # A super-segment carrying CWR (RFC 3168 §6.1.2) is marked so the kernel puts CWR on
+        # its first segment only.
+        gso_type = (GSO_TCPV4 | (GSO_ECN if buf[tcp + 13] & 0x80 else 0)) if self.gso_size else GSO_NONE
+        # csum_start: the TCP header; csum_offset: its checksum field (RFC 9293 §3.1).
+        VNET_HDR.pack_into(buf, offset, VNET_F_NEEDS_CSUM, gso_type, ihl + doff, self.gso_size, ihl, 16)
+
 
 class RawIpLink(BaseHandler):
     """Bottom of the pipeline for links that carry bare IP datagrams (TUN, memory), with or
@@ -123,12 +152,23 @@ class RawIpLink(BaseHandler):
             ctx.stats.events["link.gso_frames_in"] += 1
         return pkt
 
+    @property
+    def tso_max(self) -> int:
+        """The largest datagram this link takes as a TCP super-segment (0: no offload)."""
+        return MAX_GSO_DATAGRAM if self.vnet else 0
+
     def send(self, pkt: Packet, ctx: Context) -> Packet | None:
-        if len(pkt) > self.mtu:  # never hand the link more than it carries (RFC 1122 §3.3.3)
+        size = len(pkt)
+        # Never hand the link more than it carries (RFC 1122 §3.3.3); a super-segment is cut
+        # to the MTU by the kernel.
+        if size > self.mtu and not (pkt.gso_size and self.vnet and size <= MAX_GSO_DATAGRAM):
             ctx.drop("link", "too_big")
             return None
         if self.vnet:
-            pkt.push(_PLAIN_VNET)
+            if pkt.csum_partial:
+                pkt.push(_OffloadVnetHeader(pkt.gso_size))
+            else:
+                pkt.push(_PLAIN_VNET)
         return pkt
 
 

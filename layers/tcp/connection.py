@@ -141,6 +141,9 @@ class TcpConnection:
         self._cwnd_limited = False
         self._max_flight = 0
         self._cwnd_usage_seq = self.iss
+        # TUN segmentation offload: the largest datagram the link takes as one super-segment
+        # (0: none); set by the TCP layer.
+        self.tso_max = 0
         self.in_recovery = False
         self.recover = self.iss  # RFC 6582 "recover"
         self._rto_count = 0  # consecutive retransmission timeouts without progress
@@ -1208,6 +1211,9 @@ class TcpConnection:
         credits = self._lt_credits
         limited = min(credits, 2) * mss if credits and not self.in_recovery and self._rexmit_until is None else 0
         cwnd_blocked = False
+        # With segmentation offload, one segment may carry up to tso_max less the headers (in
+        # whole MSS units); the kernel cuts it into MSS-sized segments with copies of our header.
+        cap = max(mss, (self.tso_max - 100) // mss * mss) if self.tso_max else mss
 
         while True:
             nxt = self.snd_nxt
@@ -1226,7 +1232,13 @@ class TcpConnection:
                 else:
                     cwnd_blocked = True  # data waits for cwnd, not for the peer's window
                 break
-            size = min(mss, unsent, room)
+            size = min(cap, unsent, room)
+            if size > mss and size % mss:
+                # A super-segment's short tail is a segment of its own on the wire: send it only
+                # when a lone short segment could go (SWS avoidance and Nagle, RFC 1122 §4.2.3.4).
+                tail = size % mss
+                if not (size == unsent and self.send_policy.may_send_small(tail, in_flight + size - tail, now)):
+                    size -= tail
             retransmit = self._rexmit_until is not None and seq_lt(nxt, self._rexmit_until)
             sb = self.scoreboard
             if retransmit and sb is not None and sb.sacked:
@@ -1264,6 +1276,8 @@ class TcpConnection:
             self._sws_at = None
             data = self.sndbuf.peek(off, size)
             seg = self._data_segment(nxt, data, now, retransmit=retransmit)
+            if size > mss:
+                seg.gso_size = mss  # a super-segment (TSO)
             if size == unsent:
                 seg.flags |= PSH  # MUST-60/61: push the last segment of the queued data
             out.append(seg)
@@ -1362,7 +1376,8 @@ class TcpConnection:
 
     def _note_sent(self, seq: int, length: int, now: float, retransmit: bool) -> None:
         if retransmit:
-            self.retransmits += 1
+            # Segments, also when a super-segment (TSO) carries several.
+            self.retransmits += -(-length // self.snd_mss) if length > self.snd_mss else 1
             self.retransmitted_bytes += length
             self._rtt_seq = None  # Karn: no sample across a retransmission
         elif self._rtt_seq is None and not self.ts_rtt:

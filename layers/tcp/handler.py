@@ -155,6 +155,7 @@ class TcpLayer(BaseHandler):
         self.name = name
         self.settings = settings
         self.address = b"\0\0\0\0"
+        self.tso_max = 0
         self.mtu = 1500
         self.connections: dict[Key, TcpConnection] = {}
         self.listeners: dict[int, Listener] = {}
@@ -182,6 +183,8 @@ class TcpLayer(BaseHandler):
         self.address = cast(bytes, ip.address)  # type: ignore[attr-defined]
         self.mtu = int(getattr(ip, "mtu", 1500))
         self._ip = ip
+        # TUN offload: the link completes checksums and cuts super-segments (design notes, Part D).
+        self.tso_max = max((int(getattr(h, "tso_max", 0) or 0) for h in below), default=0)
         # MUST-46 also covers the directed broadcast of our own subnet (RFC 1122 §3.2.1.3).
         prefixlen = getattr(ip, "prefixlen", 32)
         self._broadcast = getattr(ip, "broadcast", None) if prefixlen < 31 else None
@@ -326,6 +329,9 @@ class TcpLayer(BaseHandler):
     def _transmit(self, src: bytes, dst: bytes, seg: TcpRepr, ctx: Context) -> None:
         seg.pseudo = pseudo_base(src, dst)
         pkt = Packet(b"", Ipv4Repr(src, dst, PROTO_TCP, tos=seg.ip_ecn, dont_frag=True))
+        if self.tso_max:
+            seg.csum_partial = pkt.csum_partial = True  # the kernel completes it (MUST-2 still met)
+            pkt.gso_size = seg.gso_size
         pkt.push(seg)
         ctx.transmit(self, pkt)
 
@@ -492,6 +498,7 @@ class TcpLayer(BaseHandler):
             local_mss=min(options.mss or self.local_mss, self.local_mss),
         )
         conn.listener_ref = None
+        conn.tso_max = self.tso_max
         self.connections[(remote[0], remote[1], local[1])] = conn
         if self.on_new_connection is not None:
             self.on_new_connection(conn)

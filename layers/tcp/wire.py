@@ -12,7 +12,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
-from framework.checksum import BytesLike, internet_checksum
+from framework.checksum import BytesLike, fold, internet_checksum
 from framework.errors import WireError
 
 # RFC 9293 §3.1: source port, destination port, sequence number, acknowledgment number,
@@ -78,6 +78,12 @@ class TcpRepr:
     rexmit: bool = field(default=False, repr=False, compare=False)
     """Outbound: a retransmission or a window/keep-alive probe, which ECN must not mark as
     ECN-capable (RFC 3168 §6.1.5-6.1.6)."""
+    csum_partial: bool = field(default=False, repr=False, compare=False)
+    """Outbound, TUN offload: put only the pseudo-header sum in the checksum field; the kernel
+    completes the checksum (``VIRTIO_NET_HDR_F_NEEDS_CSUM``)."""
+    gso_size: int = field(default=0, repr=False, compare=False)
+    """Outbound, TUN offload: a super-segment the kernel cuts into segments of this many
+    payload bytes, each with a copy of this header (TCP segmentation offload)."""
 
     @property
     def seg_len(self) -> int:
@@ -152,7 +158,12 @@ class TcpRepr:
             _emit_options(self, buf, offset + HEADER_LEN, olen)
         end = offset + hlen + len(self.payload)
         buf[offset + hlen : end] = self.payload
-        csum = internet_checksum(memoryview(buf)[offset:end], self.pseudo + (end - offset))
+        if self.csum_partial:
+            # The pseudo-header's ones'-complement sum (addresses, protocol, this length), not
+            # inverted: the kernel adds the segment and inverts (Linux CHECKSUM_PARTIAL).
+            csum = 0xFFFF ^ fold(self.pseudo + (end - offset))
+        else:
+            csum = internet_checksum(memoryview(buf)[offset:end], self.pseudo + (end - offset))
         buf[offset + 16] = csum >> 8
         buf[offset + 17] = csum & 0xFF
 

@@ -99,3 +99,76 @@ def test_bad_vnet_frames_are_counted_drops() -> None:
     assert stack.stats.drops[("link", "short_vnet_header")] == 1
     assert stack.stats.drops[("link", "unsupported_gso")] == 1
     assert sent(stack) == []
+
+
+def _established(stack: Stack) -> tuple[object, int]:
+    """A connection accepted on port 80 from PEER:40000 (window 1 MiB, scaled), after the handshake."""
+    tcp = stack.layer("tcp")
+    accepted: list[object] = []
+    tcp.listen(80, on_accept=accepted.append)  # type: ignore[attr-defined]
+    syn = IP(src=PEER, dst=OWN) / TCP(sport=40000, dport=80, flags="S", seq=1000, window=65535, options=[("MSS", 1460)])
+    stack.receive_frame(vnet() + raw(syn), now=0.0)
+    [frame] = sent(stack)
+    iss = IP(frame[10:])[TCP].seq
+    ack = IP(src=PEER, dst=OWN) / TCP(sport=40000, dport=80, flags="A", seq=1001, ack=iss + 1, window=65535)
+    stack.receive_frame(vnet() + raw(ack), now=0.0)
+    sent(stack)
+    stack.dispatch_events()
+    [conn] = accepted
+    return conn, iss
+
+
+def _ones_sum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data), 2))
+    while total > 0xFFFF:
+        total = (total & 0xFFFF) + (total >> 16)
+    return total
+
+
+def test_data_leaves_as_super_segments_with_partial_checksums() -> None:
+    """With offload, queued data leaves as TCP super-segments: a GSO_TCPV4 header with gso_size = MSS, the
+    header lengths, csum_start/offset at the TCP checksum, and in that field only the pseudo-header sum, so the
+    kernel's completion (sum the segment, invert) gives the right checksum; sizes are whole MSS units."""
+    stack = offload_stack()
+    conn, _ = _established(stack)
+    conn.cc.cwnd = 1 << 20  # type: ignore[attr-defined]  # let the window, not slow start, decide
+    data = bytes(range(256)) * 200  # 51,200 bytes
+    conn.send(data, 0.0)  # type: ignore[attr-defined]
+    stack.layer("tcp").touch(conn)  # type: ignore[attr-defined]
+    frames = sent(stack)
+    mss = conn.snd_mss  # type: ignore[attr-defined]
+    supers = [f for f in frames if VNET.unpack_from(f)[1] == GSO_TCPV4]
+    assert supers, [VNET.unpack_from(f) for f in frames]
+    sizes = []
+    for f in supers:
+        flags, _, hdr_len, gso_size, start, offset = VNET.unpack_from(f)
+        ip = IP(f[10:])
+        seg = bytes(f[10 + 20 :])
+        assert (flags, gso_size, start, offset) == (NEEDS_CSUM, mss, 20, 16)
+        assert hdr_len == 20 + ip[TCP].dataofs * 4 and len(f) - 10 > 1500
+        payload = len(seg) - ip[TCP].dataofs * 4
+        sizes.append(payload)
+        pseudo = raw(IP(src=OWN, dst=PEER))[12:20] + bytes([0, 6]) + len(seg).to_bytes(2, "big")
+        assert ip[TCP].chksum == _ones_sum(pseudo)  # only the pseudo-header sum
+        # The kernel sums from csum_start (the field holding the pseudo sum) and writes the complement:
+        completed = 0xFFFF ^ _ones_sum(seg)
+        whole = seg[:16] + completed.to_bytes(2, "big") + seg[18:]
+        assert _ones_sum(pseudo + whole) == 0xFFFF  # a segment that verifies (RFC 9293 §3.1)
+    assert all(n % mss == 0 or n == sizes[-1] for n in sizes)
+    assert sum(len(IP(f[10:])[TCP].payload) for f in frames) == len(data)
+
+
+def test_a_short_tail_is_not_glued_to_a_super_segment_while_data_is_in_flight() -> None:
+    """SWS avoidance / Nagle (RFC 1122 §4.2.3.4): with 3.5 segments of room and more data queued, the
+    super-segment carries 3 full segments; the half segment waits."""
+    stack = offload_stack()
+    conn, _ = _established(stack)
+    mss = conn.snd_mss  # type: ignore[attr-defined]
+    conn.cc.cwnd = 3 * mss + mss // 2  # type: ignore[attr-defined]
+    conn.send(bytes(10 * mss), 0.0)  # type: ignore[attr-defined]
+    stack.layer("tcp").touch(conn)  # type: ignore[attr-defined]
+    [frame] = sent(stack)
+    assert VNET.unpack_from(frame)[1] == GSO_TCPV4
+    assert len(IP(frame[10:])[TCP].payload) == 3 * mss
