@@ -376,14 +376,15 @@ def cmd_up(args: argparse.Namespace) -> int:
         try:
             await stop.wait()
         finally:
+            if control is not None:
+                await control.stop()  # cancels a running fetch
             for server in servers:
                 server.close()
-            if servers and api is not None:
-                # Reset what is still open so peers learn at once, then let handlers finish.
+            if api is not None and api.tcp.connections:
+                # Reset what is still open (served or fetched) so peers learn at once, then let
+                # handlers finish.
                 api.abort_all()
                 await asyncio.sleep(0.05)
-            if control is not None:
-                await control.stop()
             driver.stop()
             logger.info("stack.down", frames_in=stack.frames_in, **stack.stats.as_dict())
 

@@ -16,6 +16,7 @@ The socket lives on the local filesystem only; nothing is exposed on the network
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import ipaddress
 import json
@@ -78,7 +79,8 @@ def connections(stack: Stack) -> list[dict[str, Any]]:
 
 
 def parse_http_url(url: str) -> tuple[str, int, str]:
-    """``http://IP[:PORT][/PATH]`` -> (IP, port, path); ValueError with the reason otherwise."""
+    """``http://IP[:PORT][/PATH]`` -> (IP, port, path); ValueError with the reason otherwise.
+    The path is percent-encoded where it must be (RFC 3986 §2.1), so it fits a request line."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme != "http":
         raise ValueError(f"only http:// URLs can be fetched, not {url!r}")
@@ -88,52 +90,62 @@ def parse_http_url(url: str) -> tuple[str, int, str]:
     except ValueError:
         raise ValueError(f"the host must be an IPv4 address (the stack has no resolver), not {host!r}") from None
     try:
-        port = parts.port or 80
+        port = parts.port if parts.port is not None else 80
     except ValueError as exc:
         raise ValueError(f"bad port in {url!r}: {exc}") from None
-    path = parts.path or "/"
+    if not 0 < port < 65536:
+        raise ValueError(f"bad port in {url!r}: must be 1-65535")
+    path = urllib.parse.quote(parts.path or "/", safe="/%:@!$&'()*+,;=-._~")
     if parts.query:
-        path += "?" + parts.query
+        path += "?" + urllib.parse.quote(parts.query, safe="/%:@!$&'()*+,;=?-._~")
     return host, port, path
 
 
 async def fetch(api: StackApi, url: str, *, output: str | None = None, timeout: float = 60.0) -> dict[str, Any]:
-    """GET *url* with the stack as the TCP client; write the body to *output* if given."""
+    """GET *url* with the stack as the TCP client; write the body to *output* if given.
+    *timeout* bounds the whole fetch (connect, request, headers and body)."""
     host, port, path = parse_http_url(url)
     loop = asyncio.get_running_loop()
     start = loop.time()
-    reader, writer = await api.open_connection(host, port, timeout=timeout)
-    local = writer.get_extra_info("sockname")
     digest = hashlib.sha256()
     size = 0
-    sink = open(output, "wb") if output else None  # closed in finally
-    try:
-        # HTTP/1.0: the reply's body is the bytes up to Content-Length or the server's FIN, never
-        # chunked (RFC 9112 §6.1 allows chunked only towards HTTP/1.1 clients).
-        request = f"GET {path} HTTP/1.0\r\nHost: {host}:{port}\r\nUser-Agent: tcpstack\r\n\r\n"
-        writer.write(request.encode("latin-1"))
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
-        status_line, *header_lines = head.decode("latin-1").split("\r\n")
-        fields = status_line.split(" ", 2)
-        if len(fields) < 2 or not fields[1].isdigit():
-            raise ValueError(f"not an HTTP response: {status_line!r}")
-        headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in header_lines if h)}
-        length = int(headers["content-length"]) if headers.get("content-length", "").isdigit() else None
-        deadline = start + timeout
-        while length is None or size < length:
-            chunk = await asyncio.wait_for(reader.read(1 << 16), max(0.0, deadline - loop.time()))
-            if not chunk:
-                break
-            digest.update(chunk)
-            size += len(chunk)
-            if sink is not None:
-                sink.write(chunk)
-        if length is not None and size != length:
-            raise ConnectionError(f"the body ended after {size} of {length} bytes")
-    finally:
-        if sink is not None:
-            sink.close()
-        writer.close()
+    with contextlib.ExitStack() as cleanup:
+        sink = cleanup.enter_context(open(output, "wb")) if output else None  # before connecting
+        async with asyncio.timeout_at(start + timeout):
+            reader, writer = await api.open_connection(host, port)
+            done = False
+
+            def finish() -> None:
+                # A clean close after a complete reply; a reset (abort) on any failure.
+                if done:
+                    writer.close()
+                else:
+                    writer.transport.abort()
+
+            cleanup.callback(finish)
+            local = writer.get_extra_info("sockname")
+            # HTTP/1.0: the reply's body is the bytes up to Content-Length or the server's FIN,
+            # never chunked (RFC 9112 §6.1 allows chunked only towards HTTP/1.1 clients).
+            request = f"GET {path} HTTP/1.0\r\nHost: {host}:{port}\r\nUser-Agent: tcpstack\r\n\r\n"
+            writer.write(request.encode("latin-1"))
+            head = await reader.readuntil(b"\r\n\r\n")
+            status_line, *header_lines = head.decode("latin-1").split("\r\n")
+            fields = status_line.split(" ", 2)
+            if len(fields) < 2 or not fields[1].isdigit():
+                raise ValueError(f"not an HTTP response: {status_line!r}")
+            headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in header_lines if h)}
+            length = int(headers["content-length"]) if headers.get("content-length", "").isdigit() else None
+            while length is None or size < length:
+                chunk = await reader.read(1 << 16 if length is None else min(1 << 16, length - size))
+                if not chunk:
+                    break
+                digest.update(chunk)
+                size += len(chunk)
+                if sink is not None:
+                    sink.write(chunk)
+            if length is not None and size != length:
+                raise ConnectionError(f"the body ended after {size} of {length} bytes")
+            done = True
     return {
         "url": url,
         "local": f"{local[0]}:{local[1]}",
@@ -152,6 +164,7 @@ class ControlServer:
         self.stack = stack
         self.path = path
         self.api = api
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
@@ -172,6 +185,9 @@ class ControlServer:
         os.chmod(self.path, 0o600)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)  # cancelled when the stack stops (a fetch may be running)
         try:
             line = await asyncio.wait_for(reader.readline(), 5)
             request = json.loads(line or b"{}")
@@ -189,6 +205,8 @@ class ControlServer:
         except (ValueError, TimeoutError, ConnectionError):
             pass
         finally:
+            if task is not None:
+                self._tasks.discard(task)
             writer.close()
 
     async def _fetch(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -201,10 +219,14 @@ class ControlServer:
             return {"error": "fetch 'timeout' must be a number of seconds in (0, 3600]"}
         try:
             return await fetch(self.api, url, output=output, timeout=float(timeout))
-        except (OSError, ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+        except TimeoutError:
+            return {"error": f"fetch {url}: no complete reply within {timeout} s"}
+        except Exception as exc:  # refused, reset, not HTTP, too many connections, a bad path ...
             return {"error": f"fetch {url}: {type(exc).__name__}: {exc}".rstrip(": ")}
 
     async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()  # Python 3.12+ wait_closed() would wait for them
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -226,7 +248,12 @@ def request(path: Path, cmd: str, *, wait: float = 5.0, **params: Any) -> dict[s
             if not chunk:
                 break
             data += chunk
-    reply: dict[str, Any] = json.loads(data)
+    try:
+        reply = json.loads(data)
+    except ValueError:
+        raise OSError("the stack closed the control connection without a reply") from None
+    if not isinstance(reply, dict):
+        raise OSError(f"unexpected reply from the stack: {reply!r}")
     return reply
 
 
