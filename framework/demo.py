@@ -282,13 +282,16 @@ def run_demo(
             file=sys.stderr,
         )
         return 1
-    workdir = Path(tempfile.mkdtemp(prefix="tcpstack-demo-"))
-    pcap_path = Path(pcap).resolve() if pcap else workdir / "demo.pcap"
-    control = workdir / "control.sock"
-    log = workdir / "stack.err"
-    ns = Netns(prefix="tcpstack-demo")
+    workdir: Path | None = None
+    ns: Netns | None = None
+    kept = False  # --keep leaves the namespace only after a run that reached its summary
     steps: list[Step] = []
     try:
+        workdir = Path(tempfile.mkdtemp(prefix="tcpstack-demo-"))
+        pcap_path = Path(pcap).resolve() if pcap else workdir / "demo.pcap"
+        control = workdir / "control.sock"
+        log = workdir / "stack.err"
+        ns = Netns(prefix="tcpstack-demo")
         say(f"namespace {ns.name}: kernel at {KERNEL_ADDR} on {ns.device}, tcpstack at {STACK_ADDR}")
         proc = ns.tcpstack(
             # Headers only (128 bytes a frame): the capture shows the TCP behaviour, not 35 MB of data.
@@ -315,6 +318,7 @@ def run_demo(
         console.print(summary_table(closed_connections(log)))
         say(f"pcap: {pcap_path}   stack log (JSON lines): {log}")
         if keep:
+            kept = True
             say(
                 "--keep: the namespace and the stack stay up. Try:\n"
                 f"  sudo ip netns exec {ns.name} ping {STACK_ADDR}\n"
@@ -338,6 +342,15 @@ def run_demo(
         print(f"tcpstack: error: demo failed: {exc}", file=sys.stderr)
         return 1
     finally:
-        if not keep:
-            ns.close()
-            shutil.rmtree(workdir / "www", ignore_errors=True)  # the served file; pcap and log stay
+        if not kept:
+            # A second Ctrl-C must not abandon the namespace halfway through its removal.
+            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            try:
+                if ns is not None:
+                    ns.close()
+                if workdir is not None:
+                    shutil.rmtree(workdir / "www", ignore_errors=True)  # the served file; pcap and log stay
+                    if ns is None:
+                        shutil.rmtree(workdir, ignore_errors=True)  # nothing was captured
+            finally:
+                signal.signal(signal.SIGINT, previous)

@@ -78,5 +78,8 @@ def tcp_connection_setup(setup: TcpSetup) -> None:
         one slot (a second claimant raises :class:`~framework.errors.PluginError`).
 
     Called once for every active open and for every SYN a listener accepts. Never per
-    segment: the objects installed here are what the segment path calls.
+    segment: the objects installed here are what the segment path calls. Also called on a
+    *trial* setup (``setup.trial`` true, port 0 on both ends) when a configuration is checked
+    and when an API call names features or an algorithm, so that clashing plugins
+    (``PluginError``) are reported before any connection exists; keep no state for a trial.
     """

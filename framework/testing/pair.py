@@ -10,6 +10,7 @@ from dataclasses import replace
 from typing import Any, cast
 
 from framework.config import build_stack, config_from_dict
+from framework.errors import WireError
 from framework.plugins import PluginHost
 from framework.simulation import Simulation, _Direction
 from framework.stack import Stack
@@ -76,11 +77,14 @@ def tcp_layer(stack: Stack) -> TcpLayer:
 
 
 class TapSimulation(Simulation):
-    """A :class:`Simulation` that records every frame put on a wire: ``(time, sender, segment)``."""
+    """A :class:`Simulation` that records every frame put on a wire: ``(time, sender, segment)``
+    in ``tap`` for TCP, the raw frame in ``other`` for anything else (ICMP, corrupted frames)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.tap: list[tuple[float, Stack, TcpRepr]] = []
+        self.other: list[tuple[float, Stack, bytes]] = []
+        """Frames that are not valid TCP/IPv4 (ICMP, or corrupted by a fault layer), raw."""
         self._peer_of: dict[int, Stack] = {}
 
     def wire(self, a: Stack, b: Stack, **kw: Any) -> None:
@@ -90,7 +94,10 @@ class TapSimulation(Simulation):
 
     def _send(self, d: _Direction, frame: bytes) -> None:
         sender = self._peer_of[id(d.dst)]
-        self.tap.append((self.now, sender, decode(frame)[1]))
+        try:
+            self.tap.append((self.now, sender, decode(frame)[1]))
+        except (WireError, AssertionError):
+            self.other.append((self.now, sender, bytes(frame)))
         super()._send(d, frame)
 
     def segments(self, sender: Stack) -> list[tuple[float, TcpRepr]]:

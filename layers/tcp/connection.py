@@ -1301,16 +1301,17 @@ class TcpConnection:
         ):
             self._cwnd_limited = blocked
             self._max_flight = flight
-            self._cwnd_usage_seq = self.snd_nxt
+            self._cwnd_usage_seq = self.snd_max  # the end of what is out (go-back-N rewinds SND.NXT)
 
     def _cwnd_in_use(self) -> bool:
         """May this ACK grow cwnd? Not while the application or the peer's window, rather than
         cwnd, limits the flight (RFC 9438 §5.8; RFC 5681 §3.1 grows cwnd to use the path, an
         unused cwnd says nothing about it)."""
         cc = self.cc
-        if cc.cwnd < cc.ssthresh:
-            return cc.cwnd < 2 * self._max_flight  # slow start: the flight reached half of cwnd
-        return self._cwnd_limited
+        if self._cwnd_limited:
+            return True
+        # Slow start: also while the largest recent flight reached half of cwnd (Linux's rule).
+        return cc.cwnd < cc.ssthresh and cc.cwnd < 2 * self._max_flight
 
     def _tlp_retransmit_last(self, out: list[TcpRepr], now: float, una: int, base: int, buffered: int) -> None:
         """RFC 8985 §7.3: send the highest-sequence data segment again as the probe."""

@@ -156,6 +156,7 @@ class TcpLayer(BaseHandler):
         self.settings = settings
         self.address = b"\0\0\0\0"
         self.tso_max = 0
+        self._setup_failed_logged = float("-inf")
         self.mtu = 1500
         self.connections: dict[Key, TcpConnection] = {}
         self.listeners: dict[int, Listener] = {}
@@ -261,9 +262,11 @@ class TcpLayer(BaseHandler):
             conn = self._new_connection(
                 local, remote, listener.options, passive=True, now=ctx.now, overrides=listener.features
             )
-        except PluginError as exc:  # checked when the listener opened; a plugin changed its mind
+        except Exception as exc:  # a plugin failed for this connection (clashes were checked earlier)
             ctx.drop("tcp", "setup_failed")
-            self._log.error("tcp.setup_failed", port=seg.dst_port, error=str(exc))
+            if ctx.now - self._setup_failed_logged >= 1.0:  # at most one line a second under a SYN flood
+                self._setup_failed_logged = ctx.now
+                self._log.error("tcp.setup_failed", port=seg.dst_port, error=f"{type(exc).__name__}: {exc}")
             return
         conn.listener_ref = listener
         listener.embryonic.add(conn)
@@ -606,14 +609,17 @@ def trial_setup(
     error a plugin raises (e.g. two features claiming one policy slot), or ``None``."""
     info = ConnInfo(local=(bytes(4), 0), remote=(bytes(4), 0), mss=536)
     setup = TcpSetup(info=info, options=options, features=features, congestion_name=congestion_control or "reno")
+    setup.trial = True
     alg = host.registry.congestion.get(congestion_control or "")
     setup.congestion = alg.factory(info.mss, None) if alg is not None else CongestionControl(info.mss)
     try:
         host.pm.hook.tcp_connection_setup(setup=setup)
     except PluginError as exc:
         return str(exc).replace(" on 0.0.0.0:0>0.0.0.0:0", "")
-    except Exception as exc:  # a plugin's bug: report it now, not on every SYN
-        return f"a plugin failed in tcp_connection_setup: {type(exc).__name__}: {exc}"
+    except Exception:
+        # Not a verdict: a plugin may need state it only gets later (stack_configured reads its
+        # [plugins.X] settings), so only the clashes PluginError reports count here.
+        return None
     return None
 
 

@@ -193,6 +193,10 @@ class TcpSetup:
     keepalive: Any = None
     """An object with ``idle``, ``interval``, ``count`` and ``garbage_octet`` (keep-alive)."""
     claims: dict[str, str] = field(default_factory=dict)
+    trial: bool = False
+    """A trial setup (no connection will follow): the configuration or an API call is being
+    checked for plugins that clash. Plugins should install as usual and keep no state of their
+    own for it."""
 
     def claim(self, slot: str, *, by: str) -> None:
         """Reserve a policy slot for plugin *by*; a second claimant is a :class:`PluginError`."""

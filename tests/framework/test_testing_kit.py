@@ -226,3 +226,12 @@ def test_capture_logs_restores_the_previous_configuration() -> None:
         structlog.get_logger("kit").debug("filtered")
         structlog.get_logger("kit").info("kept")
     assert [e["event"] for e in quiet.entries] == ["kept"]
+
+
+def test_pair_survives_a_corrupting_wire(tcpstack_pair) -> None:
+    """A fault layer corrupting outgoing frames: the tap records them raw instead of failing the test."""
+    pair = tcpstack_pair(fault={"seed": 2, "corrupt": 0.3, "direction": "out"})
+    conn = pair.open(timeout=60.0)
+    conn.send(b"x" * 20_000)
+    assert pair.run_for(120.0, condition=lambda: len(conn.server.received) == 20_000)
+    assert pair.sim.other  # some frames were corrupted (and retransmitted)

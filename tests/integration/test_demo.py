@@ -114,15 +114,16 @@ def test_demo_leaves_only_a_headers_pcap_and_the_log(netns_capability: None, tmp
     assert sum(wire for _, wire in sizes) > 35_000_000  # the original lengths are recorded
 
 
-def test_demo_ctrl_c_cleans_up(netns_capability: None, tmp_path: Path) -> None:
+@pytest.mark.parametrize("keep", [[], ["--keep"]], ids=["plain", "keep"])
+def test_demo_ctrl_c_cleans_up(netns_capability: None, tmp_path: Path, keep: list[str]) -> None:
     """Ctrl-C (SIGINT) in the middle of the demo: exit status 130 and the namespace with the stack in it is
-    removed."""
+    removed, also with --keep (which keeps only a run that reached its summary)."""
     import signal
     import time
 
     before = set(_demo_namespaces())
     proc = subprocess.Popen(
-        [sys.executable, "-m", "framework.cli", "demo"],
+        [sys.executable, "-m", "framework.cli", "demo", *keep],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,

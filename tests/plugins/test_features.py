@@ -298,4 +298,56 @@ class TestSetupFailureAtRuntime:
         assert stack.stats.drops[("tcp", "setup_failed")] == 1
         assert stack.stats.drops[("stack", "internal_error")] == 0
         [line] = [e for e in log_output.entries if e["event"] == "tcp.setup_failed"]
-        assert line["error"] == "fussy refuses this connection" and line["log_level"] == "error"
+        assert line["error"] == "PluginError: fussy refuses this connection" and line["log_level"] == "error"
+
+    def test_trial_setup_spares_plugins_that_need_later_state(self, log_output) -> None:
+        """hookspecs: a plugin may read its [plugins.X] settings in stack_configured, after the configuration is
+        checked; its trial setup failing then is no verdict (only clashes are). Real connections work, and a
+        failure on a real SYN of another kind than PluginError is a setup_failed drop too."""
+        import dataclasses
+        from dataclasses import replace
+
+        from framework.plugins import PluginHost, hookimpl
+        from layers.tcp.policy import AckPolicy
+        from layers.tcp.wire import SYN
+        from tests.layers.tcp.helpers import SEND, decode, frame
+        from tests.plugins.helpers import stack_from_host, tcp_layer
+
+        @dataclasses.dataclass
+        class LateSettings:
+            pass
+
+        class Late:
+            settings = None
+            trials = 0
+
+            @hookimpl
+            def stack_register(self, registry) -> None:
+                registry.add_feature("late", LateSettings, doc="late")
+
+            @hookimpl
+            def stack_configured(self, stack) -> None:
+                Late.settings = object()
+
+            @hookimpl
+            def tcp_connection_setup(self, setup) -> None:
+                if "late" not in setup.features:
+                    return
+                Late.trials += setup.trial
+                if Late.settings is None or setup.info.remote[1] == 4242:
+                    raise AttributeError("no settings yet")
+                setup.claim("ack_policy", by="late")
+                setup.ack_policy = AckPolicy()
+
+        stack = stack_from_host(PluginHost(entry_points=False, extra=[Late()]), features={"late": {}})
+        assert Late.trials == 1  # the trial ran (and failed) while the configuration was checked
+        tcp = tcp_layer(stack)
+        tcp.listen(80)
+        stack.receive_frame(frame(replace(SEND, dst_port=80, seq=1000, ack=0, flags=SYN)), now=0.0)
+        assert [decode(f)[1].flags for f in stack.frames_to_send(now=0.0)] == [SYN | 0x10]  # a SYN-ACK
+        stack.receive_frame(frame(replace(SEND, src_port=4242, dst_port=80, seq=1000, ack=0, flags=SYN)), now=0.0)
+        assert stack.frames_to_send(now=0.0) == []
+        assert stack.stats.drops[("tcp", "setup_failed")] == 1
+        assert [e["error"] for e in log_output.entries if e["event"] == "tcp.setup_failed"] == [
+            "AttributeError: no settings yet"
+        ]

@@ -127,3 +127,13 @@ def test_decisions_are_logged(tcpstack_logs: LogCapture, tcpstack_conn: Connecti
     tcpstack_conn.send(conn, tcpstack_conn.segment(conn, b"b"))
     decisions = [(e["plugin"], e["decision"]) for e in tcpstack_logs.entries if e["event"] == "tcp.decision"]
     assert decisions == [("quickack", "ACK now"), ("quickack", "ACK delayed")]
+
+
+def test_on_a_default_stack_it_replaces_delayed_ack(tcpstack_pair: Callable[..., StackPair]) -> None:
+    """The README's API call: on a stack with the default set, turn delayed_ack off where quickack goes on;
+    naming both is a clear error before any connection exists."""
+    pair = tcpstack_pair(default_features=True)
+    conn = pair.open(features={"quickack": {"quick": 4}, "delayed_ack": False})
+    assert isinstance(conn.client_conn.ack_policy, QuickAck)
+    with pytest.raises(ValueError, match="both want to set ack_policy"):
+        pair.open(features={"quickack": {}})

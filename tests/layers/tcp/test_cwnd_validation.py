@@ -45,3 +45,15 @@ def test_receive_window_limited_sender_stops_growing_near_twice_the_flight() -> 
     assert pair.run_for(60.0, condition=lambda: len(conn.server.received) == 2_000_000)
     client = conn.client_conn
     assert client.cc.cwnd <= 2 * 16384 + 2 * client.snd_mss, client.cc.cwnd
+
+
+def test_a_blocked_sender_in_slow_start_grows_even_with_a_small_flight() -> None:
+    """Linux's tcp_is_cwnd_limited: cwnd held data back (one segment after a timeout, say) counts first, so
+    the next ACK grows cwnd even though the largest flight is below half of it."""
+    pair = StackPair(delay=0.01)
+    conn = pair.open(congestion_control="reno").client_conn
+    conn._cwnd_limited, conn._max_flight = True, 100
+    conn.cc.cwnd, conn.cc.ssthresh = conn.snd_mss, 1 << 30
+    assert conn._cwnd_in_use()
+    conn._cwnd_limited = False
+    assert not conn._cwnd_in_use()

@@ -11,7 +11,7 @@ Out-of-order data is acknowledged at once by the connection itself whatever the 
 (RFC 5681 §4.2).
 
 Off unless a connection, a listener or the stack's ``features`` table names it:
-``open_connection(host, port, features={"quickack": {"quick": 4}})``. It installs an ACK
+``open_connection(host, port, features={"quickack": {"quick": 4}, "delayed_ack": False})``. It installs an ACK
 policy, so it cannot be combined with ``delayed_ack`` on the same connection (both claim the
 ``ack_policy`` slot; tcpstack reports the clash instead of picking one).
 """
