@@ -167,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--keep", action="store_true", help="leave the namespace and stack running afterwards")
     demo.add_argument("--pcap", metavar="FILE", help="where to write the capture (default: a temporary directory)")
+    demo.add_argument(
+        "--offload", action="store_true", help="run the stack with TUN checksum and segmentation offload (faster)"
+    )
     return parser
 
 
@@ -539,7 +542,7 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.command == "demo":
         from framework.demo import run_demo
 
-        return run_demo(keep=args.keep, pcap=args.pcap)
+        return run_demo(keep=args.keep, pcap=args.pcap, offload=args.offload)
     parser.error(f"unknown command {args.command!r}")
     return EXIT_USAGE  # pragma: no cover
 

@@ -144,3 +144,18 @@ def test_demo_ctrl_c_cleans_up(netns_capability: None, tmp_path: Path, keep: lis
     assert proc.returncode == 130, (out, err)
     assert "interrupted; cleaning up" in out and "Traceback" not in err
     assert set(_demo_namespaces()) == before
+
+
+def test_demo_with_offload_passes(netns_capability: None, tmp_path: Path) -> None:
+    """`tcpstack demo --offload`: the same steps pass with TUN checksum and segmentation offload."""
+    r = subprocess.run(
+        [sys.executable, "-m", "framework.cli", "demo", "--offload"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        stdin=subprocess.DEVNULL,
+        env=_env(tmp_path),
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "TUN offload on" in r.stdout and r.stdout.count("sha256 matches") == 3
+    assert sum(line.strip().startswith("PASS") for line in r.stdout.splitlines()) == 6
