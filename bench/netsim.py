@@ -22,6 +22,10 @@ is identical and no real clock is read:
   the receiver has read every byte and the FIN. Goodput is transfer bytes / virtual seconds
   from the SYN to that moment (1 MB = 10**6 bytes; the handshake's RTT is included).
 
+Tables: the plugin sets against random loss with a 100-frame queue; congestion losses only with
+a 20-frame queue; and slow-start overshoot with a deep 300-frame queue (where HyStart++ can see
+the queue's delay before it overflows).
+
 Reported per cell: goodput, the sender's retransmitted segments and bytes (its connection's
 ``retransmits`` / ``retransmitted_bytes``), datagrams the fault layer dropped, and frames the
 wire's queue dropped (both directions).
@@ -72,6 +76,7 @@ BANDWIDTH = 10_000_000  # bytes per second, each way (80 Mbit/s)
 DELAY = 0.010  # one-way propagation delay (s)
 QUEUE = 100  # frames waiting for the transmitter, per direction (tail drop)
 SMALL_QUEUE = 20  # the congestion-only table
+DEEP_QUEUE = 300  # the slow-start table: a buffer deep enough for RTT growth to show (45 ms)
 TRANSFER = 2_000_000  # bytes from sender to receiver
 LOSSES: tuple[float, ...] = (0.0, 0.005, 0.01, 0.02, 0.05)
 FAULT_SEED = 1
@@ -108,6 +113,8 @@ PLUGIN_SETS: tuple[PluginSet, ...] = (
     PluginSet("reno+sack", "reno", ("sack",)),
     PluginSet("cubic+sack", "cubic", ("sack",)),
     PluginSet("cubic+sack+rack_tlp", "cubic", ("sack", "rack_tlp")),
+    PluginSet("cubic+sack+hystart", "cubic", ("sack", "hystart")),
+    PluginSet("reno+sack+hystart", "reno", ("sack", "hystart")),
 )
 
 
@@ -396,7 +403,11 @@ Key = tuple[str, float, int]  # (plugin set, loss, queue)
 def jobs() -> list[Key]:
     """Every cell of the snapshot, in the order of the details table."""
     sets = available_sets()
-    return [(ps.name, loss, QUEUE) for ps in sets for loss in LOSSES] + [(ps.name, 0.0, SMALL_QUEUE) for ps in sets]
+    return (
+        [(ps.name, loss, QUEUE) for ps in sets for loss in LOSSES]
+        + [(ps.name, 0.0, SMALL_QUEUE) for ps in sets]
+        + [(ps.name, 0.0, DEEP_QUEUE) for ps in sets]
+    )
 
 
 def run_all(size: int = TRANSFER, progress: Callable[[CellResult], None] | None = None) -> dict[Key, CellResult]:
@@ -422,6 +433,12 @@ def render(results: dict[Key, CellResult], size: int = TRANSFER) -> str:
     out += _table(
         ["plugin set", "goodput MB/s / retx", "retx bytes", "queue drops"],
         [[r.plugin_set, cell_text(r), str(r.retransmitted_bytes), str(r.queue_drops)] for r in small],
+    )
+    out += ["", f"## Slow-start overshoot: loss 0%, a deep queue of {DEEP_QUEUE} frames", ""]
+    deep = [results[(name, 0.0, DEEP_QUEUE)] for name in sets]
+    out += _table(
+        ["plugin set", "goodput MB/s / retx", "retx bytes", "queue drops"],
+        [[r.plugin_set, cell_text(r), str(r.retransmitted_bytes), str(r.queue_drops)] for r in deep],
     )
     out += ["", "## Details", ""]
     out += _table(DETAIL_HEADER, [detail_cells(results[key]) for key in jobs()])

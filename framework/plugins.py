@@ -46,6 +46,7 @@ BUILTIN_PLUGINS: Final[tuple[str, ...]] = (
     "plugins.sack",
     "plugins.ecn",
     "plugins.rack_tlp",
+    "plugins.hystart",
 )
 
 logger = structlog.get_logger("tcpstack.plugins")

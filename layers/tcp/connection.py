@@ -128,6 +128,7 @@ class TcpConnection:
         self.ts_rtt = False  # an extension (timestamps) takes RTT samples instead of Karn timing
         # Keep-alive (RFC 1122 §4.2.3.6), when a plugin installed a policy: idle/interval/count.
         self.keepalive: Any = setup.keepalive
+        self.slow_start: Any = setup.slow_start  # HyStart++ (RFC 9406) when a plugin installed it
         self._ka_at: float | None = None
         self._ka_probes = 0
         self.last_ack_sent = 0  # RFC 7323 §4.3: Last.ACK.sent
@@ -680,7 +681,13 @@ class TcpConnection:
             # (in SACK recovery the pipe and NextSeg() decide what goes next, RFC 6675 §5)
         else:
             if self._cwnd_in_use():
-                self.cc.on_ack(acked, in_flight_before, now, self.rtt.srtt)
+                credit = acked
+                cc = self.cc
+                if self.slow_start is not None and cc.cwnd < cc.ssthresh:
+                    # RFC 9406 §4.2: HyStart++ decides how much slow start may grow, and when to stop.
+                    credit = self.slow_start.credit(cc, self.rtt, acked, ack, self.snd_max, now)
+                if credit:
+                    cc.on_ack(credit, in_flight_before, now, self.rtt.srtt)
             if seq_gt(ack, self.recover):
                 # Keep "recover" just behind SND.UNA so half-space comparisons stay valid
                 # over any amount of data (RFC 6582 §3.2 step 2 compares against it).
