@@ -12,10 +12,23 @@ import socket
 import subprocess
 from pathlib import Path
 
+import pytest
 from scapy.utils import RawPcapReader
 
 from framework.services import pattern_bytes
 from tests.integration.netns import STACK_ADDR, Netns
+from tests.integration.tcputil import (
+    closed_events,
+    connect_cmd,
+    kpeer,
+    kserver_result,
+    ns_run,
+    start_kserver,
+    start_stack,
+    stream_sha256,
+    write_stream,
+)
+from tests.integration.tcputil import stop_stack as tcputil_stop
 
 SIZE = 20_000_000
 
@@ -84,3 +97,45 @@ def test_lost_super_segments_are_recovered(netns: Netns, tmp_path: Path) -> None
     [closed] = [e for e in events if e.get("event") == "tcp.closed"]
     assert closed["retransmits"] > 0 and closed["reason"] == "normal"
     assert events[-1]["drops"].get("fault.injected", 0) > 0
+
+
+OFFLOAD_SIZES = [0, 1, 1460, 1461, 10_000_000]
+OFFLOAD_IDS = ["0B", "1B", "1460B", "1461B", "10MB"]
+
+
+@pytest.mark.parametrize("size", OFFLOAD_SIZES, ids=OFFLOAD_IDS)
+def test_offload_echo_round_trip(netns: Netns, tmp_path: Path, size: int) -> None:
+    """The echo round trip of test_tcp_server.py, with --offload: edge sizes and 10 MB come back intact; the
+    connection ends normally with the byte counts right."""
+    proc = start_stack(netns, tmp_path, "--offload", "--serve", "echo")
+    r = kpeer(netns, "client", "--port", "7", "--send", str(size), "--seed", "17")
+    assert "error" not in r and r["recv_error"] is None and "send_error" not in r, r
+    assert r["sent"] == size and r["recv"] == size
+    assert r["recv_sha"] == r["sent_sha"] == stream_sha256(size, 17)
+    events = tcputil_stop(proc, tmp_path, closed=1)
+    (closed,) = closed_events(events)
+    assert (closed["reason"], closed["bytes_in"], closed["bytes_out"]) == ("normal", size, size)
+
+
+@pytest.mark.parametrize("size", [0, 1461, 10_000_000], ids=["0B", "1461B", "10MB"])
+def test_offload_connect_upload_and_download(netns: Netns, tmp_path: Path, size: int) -> None:
+    """`tcpstack connect --offload` as a client of kernel servers: an upload (stdin, then FIN) and a download
+    arrive with the right SHA-256."""
+    server = start_kserver(netns, tmp_path, "--port", "5001", "--mode", "sha")
+    data = write_stream(tmp_path / "in", size, 41)
+    try:
+        r = ns_run(netns, connect_cmd(5001, "--offload", "--log-format", "json"), stdin=data, timeout=150)
+    finally:
+        data.unlink()
+    assert r.returncode == 0, r.stderr
+    expected = stream_sha256(size, 41)
+    assert r.stdout == f"{size} {expected}\n".encode()
+    k = kserver_result(server, tmp_path)
+    assert (k["recv"], k["recv_sha"], k["eof"]) == (size, expected, True)
+    server = start_kserver(
+        netns, tmp_path, "--port", "5002", "--mode", "send", "--send", str(size), "--seed", "42", label="ksend"
+    )
+    r = ns_run(netns, connect_cmd(5002, "--offload", "--log-format", "json"), stdin=None, timeout=150)
+    assert r.returncode == 0, r.stderr
+    assert hashlib.sha256(r.stdout).hexdigest() == stream_sha256(size, 42)
+    kserver_result(server, tmp_path, label="ksend")
