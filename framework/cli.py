@@ -126,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--tun", metavar="NAME", default="tun0", help="the stack's device (default tun0)")
         p.add_argument("--control", metavar="PATH", help="control socket path (default /run/tcpstack/NAME.sock)")
         p.add_argument("--json", action="store_true", help="print the raw JSON reply")
+        p.add_argument(
+            "--watch", type=float, metavar="SECONDS", help="ask again every SECONDS until Ctrl-C (a live view)"
+        )
+        p.add_argument("--count", type=int, metavar="N", help="with --watch: stop after N views")
 
     fetch = sub.add_parser(
         "fetch",
@@ -528,7 +532,13 @@ def _main(argv: Sequence[str] | None) -> int:
 
         path = Path(args.control) if args.control else default_path(args.tun)
         if args.command != "fetch":
-            return run_client(args.command, path, args.json)
+            if args.watch is None:
+                return run_client(args.command, path, args.json)
+            if args.watch <= 0 or (args.count is not None and args.count < 1):
+                return _fail("--watch needs a positive number of seconds and --count a positive count", EXIT_USAGE)
+            from framework.control import watch
+
+            return watch(args.command, path, args.json, interval=args.watch, count=args.count)
         if not 0 < args.timeout <= 3600:
             return _fail("--timeout must be in (0, 3600] seconds", EXIT_USAGE)
         output = str(Path(args.output).resolve()) if args.output else None

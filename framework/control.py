@@ -257,6 +257,55 @@ def request(path: Path, cmd: str, *, wait: float = 5.0, **params: Any) -> dict[s
     return reply
 
 
+def watch(cmd: str, path: Path, as_json: bool, *, interval: float, count: int | None = None) -> int:
+    """``tcpstack ss --watch``: ask again every *interval* seconds (at most *count* times) until
+    Ctrl-C. On a terminal the view is redrawn in place; otherwise each view follows the last,
+    under a time stamp."""
+    import time
+
+    from rich.console import Console
+    from rich.live import Live
+    from rich.text import Text
+
+    console = Console(highlight=False)
+
+    def view() -> str | None:
+        try:
+            reply = request(path, cmd)
+        except OSError as exc:
+            print(f"tcpstack: error: no stack answers at {path}: {exc.strerror or exc}", file=sys.stderr)
+            return None
+        if as_json:
+            return json.dumps(reply, indent=2)
+        return format_ss(reply.get("connections", [])) if cmd == "ss" else format_stats(reply)
+
+    shown = 0
+    try:
+        if console.is_terminal:
+            with Live(Text(""), console=console, auto_refresh=False) as live:
+                while count is None or shown < count:
+                    text = view()
+                    if text is None:
+                        return 1
+                    live.update(Text(f"{time.strftime('%H:%M:%S')}  every {interval:g} s, Ctrl-C to stop\n{text}"))
+                    live.refresh()
+                    shown += 1
+                    if count is None or shown < count:
+                        time.sleep(interval)
+        else:
+            while count is None or shown < count:
+                text = view()
+                if text is None:
+                    return 1
+                print(f"--- {time.strftime('%H:%M:%S')}\n{text}", flush=True)
+                shown += 1
+                if count is None or shown < count:
+                    time.sleep(interval)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def format_ss(rows: list[dict[str, Any]]) -> str:
     """A table like ``ss -ti``: one line per connection, then its TCP facts indented."""
     lines = [f"{'State':<13}{'Local':<22}{'Peer':<22}"]
