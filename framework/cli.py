@@ -376,6 +376,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             created=link.created,
             address=ipv4.settings.address if ipv4 else None,
             mtu=link.mtu,
+            offload=getattr(link, "offload", False),
             layers=[layer.type for layer in config.layers],
             services=[f"{name}:{port}" for name, port in serves],
             plugins=stack.host.plugin_names() if stack.host else [],

@@ -64,6 +64,8 @@ def test_offload_moves_super_segments_intact_both_ways(netns: Netns, tmp_path: P
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
     events = [json.loads(line) for line in (tmp_path / "stack.err").read_text().splitlines()]
+    up = next(e for e in events if e.get("event") == "stack.up")
+    assert up["offload"] is True
     down = events[-1]
     assert down["event"] == "stack.down"
     assert down["events"].get("link.gso_frames_in", 0) > 0, down  # the kernel did use segmentation offload
