@@ -15,6 +15,18 @@ def _demo_namespaces() -> list[str]:
     return [line.split()[0] for line in out.splitlines() if line.startswith("tcpstack-demo-")]
 
 
+def _demo(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run `tcpstack demo ARGS` to the end (its working folder under *tmp_path*)."""
+    return subprocess.run(
+        [sys.executable, "-m", "framework.cli", "demo", *args],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        stdin=subprocess.DEVNULL,
+        env=_env(tmp_path),
+    )
+
+
 def _env(tmp_path: Path) -> dict[str, str]:
     """The demo's working folder (pcap, log) under the test's tmp_path, which pytest prunes."""
     return {**os.environ, "TMPDIR": str(tmp_path)}
@@ -24,14 +36,7 @@ def test_demo_passes_every_step_and_cleans_up(netns_capability: None, tmp_path: 
     """README's first command: ping, fragmented ping, curl both ways with SHA-256 and progress bars, nc
     echo and the stack fetching from a kernel HTTP server all pass; the summary has a row per connection."""
     before = set(_demo_namespaces())
-    r = subprocess.run(
-        [sys.executable, "-m", "framework.cli", "demo"],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        stdin=subprocess.DEVNULL,
-        env=_env(tmp_path),
-    )
+    r = _demo(tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     lines = [line for line in r.stdout.splitlines() if line.strip().startswith(("PASS", "FAIL"))]
     assert len(lines) == 6 and all(line.strip().startswith("PASS") for line in lines), r.stdout
@@ -63,14 +68,7 @@ def test_demo_keep_leaves_a_reachable_stack(netns_capability: None, tmp_path: Pa
     import re
 
     before = set(_demo_namespaces())
-    r = subprocess.run(
-        [sys.executable, "-m", "framework.cli", "demo", "--keep"],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        stdin=subprocess.DEVNULL,
-        env=_env(tmp_path),
-    )
+    r = _demo(tmp_path, "--keep")
     [name] = set(_demo_namespaces()) - before or {None}
     try:
         assert r.returncode == 0, r.stdout + r.stderr
@@ -96,14 +94,7 @@ def test_demo_leaves_only_a_headers_pcap_and_the_log(netns_capability: None, tmp
     data) and the stack's log; the served and fetched files are gone."""
     from scapy.utils import RawPcapReader
 
-    r = subprocess.run(
-        [sys.executable, "-m", "framework.cli", "demo"],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        stdin=subprocess.DEVNULL,
-        env=_env(tmp_path),
-    )
+    r = _demo(tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     [workdir] = tmp_path.glob("tcpstack-demo-*")
     assert not (workdir / "www").exists() and not (workdir / "fetched.bin").exists()
@@ -148,14 +139,7 @@ def test_demo_ctrl_c_cleans_up(netns_capability: None, tmp_path: Path, keep: lis
 
 def test_demo_with_offload_passes(netns_capability: None, tmp_path: Path) -> None:
     """`tcpstack demo --offload`: the same steps pass with TUN checksum and segmentation offload."""
-    r = subprocess.run(
-        [sys.executable, "-m", "framework.cli", "demo", "--offload"],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        stdin=subprocess.DEVNULL,
-        env=_env(tmp_path),
-    )
+    r = _demo(tmp_path, "--offload")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "TUN offload on" in r.stdout and r.stdout.count("sha256 matches") == 3
     assert sum(line.strip().startswith("PASS") for line in r.stdout.splitlines()) == 6

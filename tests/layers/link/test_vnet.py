@@ -68,18 +68,7 @@ def test_a_super_segment_is_taken_whole() -> None:
     """A GSO_TCPV4 super-segment of 20,000 bytes (the kernel's TSO, gso_size 1460) is one frame for us: all its
     bytes arrive in order and are acknowledged."""
     stack = offload_stack()
-    tcp = stack.layer("tcp")
-    accepted: list[object] = []
-    tcp.listen(80, on_accept=accepted.append)  # type: ignore[attr-defined]
-    syn = IP(src=PEER, dst=OWN) / TCP(sport=40000, dport=80, flags="S", seq=1000)
-    stack.receive_frame(vnet() + raw(syn), now=0.0)
-    [frame] = sent(stack)
-    iss = IP(frame[10:])[TCP].seq
-    ack = IP(src=PEER, dst=OWN) / TCP(sport=40000, dport=80, flags="A", seq=1001, ack=iss + 1, window=65535)
-    stack.receive_frame(vnet() + raw(ack), now=0.0)
-    sent(stack)
-    stack.dispatch_events()
-    [conn] = accepted
+    conn, iss = _established(stack)
     data = bytes(range(256)) * 78 + bytes(32)  # 20,000 bytes
     big = IP(src=PEER, dst=OWN) / TCP(sport=40000, dport=80, flags="PA", seq=1001, ack=iss + 1, window=65535)
     frame = raw(big / Raw(data))
