@@ -534,9 +534,11 @@ def _main(argv: Sequence[str] | None) -> int:
         path = Path(args.control) if args.control else default_path(args.tun)
         if args.command != "fetch":
             if args.watch is None:
+                if args.count is not None:
+                    return _fail("--count goes with --watch", EXIT_USAGE)
                 return run_client(args.command, path, args.json)
-            if args.watch <= 0 or (args.count is not None and args.count < 1):
-                return _fail("--watch needs a positive number of seconds and --count a positive count", EXIT_USAGE)
+            if not 0 < args.watch <= 3600 or (args.count is not None and args.count < 1):  # (NaN fails too)
+                return _fail("--watch needs 0 < SECONDS <= 3600, and --count a positive count", EXIT_USAGE)
             from framework.control import watch
 
             return watch(args.command, path, args.json, interval=args.watch, count=args.count)

@@ -32,7 +32,7 @@ from layers.tcp.policy import TcpSetup, decision_log
 from layers.tcp.seq import seq_ge
 
 NAME = "hystart"
-INITIAL_SSTHRESH = 1 << 30  # RFC 5681 §3.1: "arbitrarily high" (layers/tcp/congestion.py)
+INITIAL_SSTHRESH = 1 << 30  # RFC 5681 §3.1: "arbitrarily high" (the built-in algorithms' value)
 
 
 @dataclass(slots=True)
@@ -70,6 +70,7 @@ class HyStartPlusPlus:
         "cur_round_min",
         "done",
         "in_css",
+        "initial_ssthresh",
         "last_round_min",
         "log",
         "samples",
@@ -78,8 +79,9 @@ class HyStartPlusPlus:
         "window_end",
     )
 
-    def __init__(self, settings: HyStartSettings, log: Any = None) -> None:
+    def __init__(self, settings: HyStartSettings, log: Any = None, initial_ssthresh: int = INITIAL_SSTHRESH) -> None:
         self.settings = settings
+        self.initial_ssthresh = initial_ssthresh  # the algorithm's: a lower ssthresh means a later slow start
         self.log = log if log is not None else decision_log("?", NAME)
         self.last_round_min = math.inf  # lastRoundMinRTT
         self.cur_round_min = math.inf  # currentRoundMinRTT
@@ -97,7 +99,7 @@ class HyStartPlusPlus:
         ``cc.ssthresh``."""
         if self.done:
             return acked
-        if cc.ssthresh < INITIAL_SSTHRESH:
+        if cc.ssthresh < self.initial_ssthresh:
             self.done = True  # RFC 9406 §4.2: only the initial slow start uses HyStart++
             return acked
         s = self.settings
@@ -140,13 +142,23 @@ class HyStartPlusPlus:
                         t=now,
                     )
             return acked
-        if enough and self.cur_round_min < self.css_baseline:
+        if enough and self.css_rounds_done and self.cur_round_min < self.css_baseline:
+            # (Only in a round after the one that entered CSS: its minimum may still fall.)
             # The RTT fell below the baseline: the exit was spurious. Resume slow start.
             self.in_css = False
             self.css_baseline = math.inf
             self.log.debug("tcp.decision", decision="resume slow start", reason="RTT fell", rfc="RFC 9406 §4.2", t=now)
             return acked
-        return acked // s.css_growth_divisor  # CSS: a quarter of slow start's growth
+        # CSS: a quarter of what slow start would grow by, min(N, L*SMSS) with our L = 2 (RFC 3465).
+        return min(acked, 2 * int(getattr(cc, "mss", acked))) // s.css_growth_divisor
+
+    def on_idle_restart(self, cc: Any, cwnd_before: int) -> None:
+        """RFC 5681 §4.1 cut cwnd back after an idle period: CSS would otherwise end at the small
+        window. Keep what CSS learnt instead: ssthresh = the window before the restart."""
+        if self.in_css and not self.done:
+            cc.ssthresh = cwnd_before
+            self.done = True
+            self.log.debug("tcp.decision", decision="congestion avoidance", reason="idle restart", rfc="RFC 9406 §4.2")
 
 
 @hookimpl
@@ -160,4 +172,5 @@ def tcp_connection_setup(setup: TcpSetup) -> None:
     if settings is None:
         return
     setup.claim("slow_start", by=NAME)
-    setup.slow_start = HyStartPlusPlus(settings, decision_log(setup.info.label, NAME))
+    initial = int(getattr(setup.congestion, "ssthresh", INITIAL_SSTHRESH))
+    setup.slow_start = HyStartPlusPlus(settings, decision_log(setup.info.label, NAME), initial)

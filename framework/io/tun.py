@@ -99,12 +99,14 @@ class TunLink:
         self._fd: int = self._dev.fileno()
         self.offload = offload
         self._read_size = VNET_HDR_LEN + MAX_GSO_FRAME if offload else mtu
-        if offload:
-            try:
-                # TSO without CSUM is EINVAL; both together make the kernel hand over partial
-                # checksums and super-segments, and accept them from us.
-                fcntl.ioctl(self._fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4)
-            except OSError as exc:
+        try:
+            # TSO without CSUM is EINVAL; both together make the kernel hand over partial
+            # checksums and super-segments, and accept them from us. Without offload, say so too:
+            # the setting belongs to the device and outlives the process that set it, so a
+            # persistent device would otherwise keep a previous run's offload.
+            fcntl.ioctl(self._fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 if offload else 0)
+        except OSError as exc:
+            if offload:
                 self._dev.close()
                 raise LinkError(f"TUN device {device!r}: cannot turn on offload (TUNSETOFFLOAD): {exc}") from None
         os.set_blocking(self._fd, False)
@@ -137,6 +139,11 @@ class TunLink:
             return False
 
     def close(self) -> None:
+        if self.offload:
+            try:
+                fcntl.ioctl(self._fd, TUNSETOFFLOAD, 0)  # leave a persistent device as we found it
+            except OSError:
+                pass
         self._dev.close()
 
 

@@ -199,10 +199,20 @@ class FaultInjector(BaseHandler):
         if corrupt:
             if data is None:
                 data = _datagram(pkt, inbound)
+            if not inbound and pkt.csum_partial:
+                # TUN offload: the kernel would complete the checksum over the flipped bit and
+                # deliver it. Complete it here first; a super-segment cannot be, so it is lost.
+                if pkt.gso_size:
+                    ctx.stats.count("fault.corrupted")
+                    self._drop(ctx)
+                    return None
+                data = _complete_tcp_checksum(data)
             if data:
                 data = self._flip_bit(data)
                 ctx.stats.count("fault.corrupted")
-            pkt = _fresh(data, pkt, inbound)
+            fresh = _fresh(data, pkt, inbound)
+            fresh.csum_ok = fresh.csum_partial = False  # a corrupted frame's checksum is checked in full
+            pkt = fresh
         elif delay or reorder:
             if inbound:  # the link's buffer may be reused once this call returns
                 pkt = _fresh(data if data is not None else bytes(pkt.payload), pkt, inbound)
@@ -320,9 +330,25 @@ def _datagram(pkt: Packet, inbound: bool) -> bytes:
 
 
 def _fresh(data: bytes, pkt: Packet, inbound: bool) -> Packet:
-    if inbound:
-        return Packet.inbound(data, pkt.frame_no)
-    return Packet(data, pkt.net)
+    """A new packet for *data*, keeping the TUN offload marks of *pkt* (partial checksums,
+    super-segments) so the link still describes it right."""
+    new = Packet.inbound(data, pkt.frame_no) if inbound else Packet(data, pkt.net)
+    new.csum_ok, new.csum_partial, new.gso_size = pkt.csum_ok, pkt.csum_partial, pkt.gso_size
+    return new
+
+
+def _complete_tcp_checksum(data: bytes) -> bytes:
+    """An IPv4/TCP datagram whose TCP checksum field holds the pseudo-header sum (TUN offload)
+    with the full checksum in its place (RFC 9293 §3.1); other datagrams unchanged."""
+    if len(data) < 40 or data[0] >> 4 != 4 or data[9] != 6:
+        return data
+    ihl = (data[0] & 0x0F) * 4
+    buf = bytearray(data)
+    # The field already holds the pseudo-header's sum, so summing the segment as it is adds it.
+    csum = internet_checksum(memoryview(buf)[ihl:])
+    buf[ihl + 16] = csum >> 8
+    buf[ihl + 17] = csum & 0xFF
+    return bytes(buf)
 
 
 def _fault(name: str, settings: FaultSettings) -> FaultInjector:

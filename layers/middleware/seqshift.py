@@ -15,7 +15,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import cast
 
-from framework.checksum import internet_checksum
+from framework.checksum import fold, internet_checksum
 from framework.context import Context
 from framework.handler import BaseHandler
 from framework.packet import Packet
@@ -42,19 +42,23 @@ class SeqShift(BaseHandler):
         if self.offset:
             out = _rewrite(bytes(cast(memoryview, pkt.payload)), self.offset, inbound=True)
             if out is not None:
+                # The rewrite computes the full checksum, so the frame is valid whatever the link said.
                 new = Packet.inbound(out, pkt.frame_no)
+                new.csum_ok = pkt.csum_ok
                 return new
         return pkt
 
     def send(self, pkt: Packet, ctx: Context) -> Packet | None:
         if self.offset:
-            out = _rewrite(pkt.to_bytes(), self.offset, inbound=False)
+            out = _rewrite(pkt.to_bytes(), self.offset, inbound=False, partial=pkt.csum_partial)
             if out is not None:
-                return Packet(out, pkt.net)
+                new = Packet(out, pkt.net)
+                new.csum_partial, new.gso_size = pkt.csum_partial, pkt.gso_size  # TUN offload marks
+                return new
         return pkt
 
 
-def _rewrite(data: bytes, offset: int, *, inbound: bool) -> bytes | None:
+def _rewrite(data: bytes, offset: int, *, inbound: bool, partial: bool = False) -> bytes | None:
     """Shift one IPv4/TCP datagram; ``None`` if it is not an unfragmented TCP datagram."""
     if len(data) < 40 or data[0] >> 4 != 4 or data[9] != 6 or (data[6] & 0x3F) or data[7]:
         return None
@@ -89,7 +93,11 @@ def _rewrite(data: bytes, offset: int, *, inbound: bool) -> bytes | None:
         i += length
     buf[t + 16 : t + 18] = b"\0\0"
     pseudo = int.from_bytes(buf[12:20], "big") + 6 + (total - t)
-    csum = internet_checksum(memoryview(buf)[t:total], pseudo)
+    if partial:
+        # TUN offload: keep only the pseudo-header sum; the kernel completes the checksum.
+        csum = 0xFFFF ^ fold(pseudo)
+    else:
+        csum = internet_checksum(memoryview(buf)[t:total], pseudo)
     buf[t + 16] = csum >> 8
     buf[t + 17] = csum & 0xFF
     return bytes(buf)

@@ -145,6 +145,7 @@ class TcpConnection:
         # TUN segmentation offload: the largest datagram the link takes as one super-segment
         # (0: none); set by the TCP layer.
         self.tso_max = 0
+        self.option_bytes = 0  # set when the peer's SYN is taken
         self.in_recovery = False
         self.recover = self.iss  # RFC 6582 "recover"
         self._rto_count = 0  # consecutive retransmission timeouts without progress
@@ -284,6 +285,8 @@ class TcpConnection:
             self._check_ext = [e for e in active if overrides(e, "check")]
             self._accept_ext = [e for e in active if overrides(e, "accepted")]
             self._out_ext = [e for e in active if overrides(e, "decorate")]
+        # Option bytes every segment carries (timestamps), which PMTU discovery must leave room for.
+        self.option_bytes = max(0, min(peer_mss, self.local_mss) - self.snd_mss)
 
     # ================================================================== user calls
 
@@ -681,13 +684,21 @@ class TcpConnection:
             # (in SACK recovery the pipe and NextSeg() decide what goes next, RFC 6675 §5)
         else:
             if self._cwnd_in_use():
-                credit = acked
                 cc = self.cc
-                if self.slow_start is not None and cc.cwnd < cc.ssthresh:
-                    # RFC 9406 §4.2: HyStart++ decides how much slow start may grow, and when to stop.
-                    credit = self.slow_start.credit(cc, self.rtt, acked, ack, self.snd_max, now)
-                if credit:
-                    cc.on_ack(credit, in_flight_before, now, self.rtt.srtt)
+                # With segmentation offload the kernel ACKs a whole super-segment at once: count it
+                # as the ACK every two segments the wire would have carried (RFC 3465's L = 2), so
+                # slow start still doubles per round (one stretch ACK would grow cwnd by 2 SMSS).
+                step = 2 * self.snd_mss if self.tso_max else acked
+                left = acked
+                while left > 0:
+                    part = min(left, step)
+                    left -= part
+                    credit = part
+                    if self.slow_start is not None and cc.cwnd < cc.ssthresh:
+                        # RFC 9406 §4.2: HyStart++ decides how much slow start may grow, and when it ends.
+                        credit = self.slow_start.credit(cc, self.rtt, part, ack, self.snd_max, now)
+                    if credit:
+                        cc.on_ack(credit, in_flight_before, now, self.rtt.srtt)
             if seq_gt(ack, self.recover):
                 # Keep "recover" just behind SND.UNA so half-space comparisons stay valid
                 # over any amount of data (RFC 6582 §3.2 step 2 compares against it).
@@ -899,13 +910,16 @@ class TcpConnection:
             self._set_state(Trigger.TIMEOUT, now)
             return
         if err.type == 3 and err.code == 4 and err.next_hop_mtu >= 68:
-            # RFC 1191 §6.3: lower the send MSS to fit the path, and resend at that size.
-            new_mss = max(err.next_hop_mtu - 40, 48)
+            # RFC 1191 §6.3: lower the send MSS to fit the path (less the options every segment
+            # carries, RFC 9293 MUST-16), and resend at that size, as a retransmission.
+            new_mss = max(err.next_hop_mtu - 40 - self.option_bytes, 48)
             if new_mss < self.snd_mss:
                 self.snd_mss = new_mss
                 self.info.mss = new_mss
                 self.cc.set_mss(new_mss)
                 self.snd_nxt = self.snd_una
+                if seq_lt(self.snd_una, self.snd_max):
+                    self._rexmit_until = self.snd_max
             return
         # MUST-56: soft errors are reported, never fatal.
         self.soft_error = err
@@ -1194,7 +1208,10 @@ class TcpConnection:
 
         # RFC 5681 §4.1 (CC7): restart from IW after an idle period longer than the RTO.
         if buffered and una == self.snd_max and now - self._last_send > self.rtt.current():
+            before = self.cc.cwnd
             self.cc.on_idle_restart()
+            if self.slow_start is not None:
+                self.slow_start.on_idle_restart(self.cc, before)
 
         pipe = self._sack_retransmit(out, now, una, base, buffered) if self.sack_recovery else -1
         # RFC 3042 (limited transmit): on each of the first two duplicate ACKs one new segment
@@ -1220,7 +1237,8 @@ class TcpConnection:
         cwnd_blocked = False
         # With segmentation offload, one segment may carry up to tso_max less the headers (in
         # whole MSS units); the kernel cuts it into MSS-sized segments with copies of our header.
-        cap = max(mss, (self.tso_max - 100) // mss * mss) if self.tso_max else mss
+        # (Not for a tiny MSS: one write would become thousands of segments on the wire.)
+        cap = max(mss, (self.tso_max - 100) // mss * mss) if self.tso_max and mss >= DEFAULT_MSS else mss
 
         while True:
             nxt = self.snd_nxt
@@ -1240,13 +1258,20 @@ class TcpConnection:
                     cwnd_blocked = True  # data waits for cwnd, not for the peer's window
                 break
             size = min(cap, unsent, room)
+            until = self._rexmit_until
+            retransmit = until is not None and seq_lt(nxt, until)
+            if until is not None and retransmit and size > mss:
+                # A go-back-N resend stops where the data sent before ends: what follows is new data
+                # (RTT samples, ECN, RACK and the retransmission counts tell the two apart).
+                size = min(size, seq_diff(until, nxt))
             if size > mss and size % mss:
                 # A super-segment's short tail is a segment of its own on the wire: send it only
                 # when a lone short segment could go (SWS avoidance and Nagle, RFC 1122 §4.2.3.4).
                 tail = size % mss
-                if not (size == unsent and self.send_policy.may_send_small(tail, in_flight + size - tail, now)):
+                if retransmit or not (
+                    size == unsent and self.send_policy.may_send_small(tail, in_flight + size - tail, now)
+                ):
                     size -= tail
-            retransmit = self._rexmit_until is not None and seq_lt(nxt, self._rexmit_until)
             sb = self.scoreboard
             if retransmit and sb is not None and sb.sacked:
                 # Go-back-N after a timeout: skip data the receiver SACKed (RFC 6675 §5.1),

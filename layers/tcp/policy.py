@@ -194,7 +194,8 @@ class TcpSetup:
     """An object with ``idle``, ``interval``, ``count`` and ``garbage_octet`` (keep-alive)."""
     slow_start: Any = None
     """An object with ``credit(cc, rtt, acked, una, snd_nxt, now) -> int``, asked in slow start
-    how many newly acknowledged bytes the algorithm may grow cwnd by (HyStart++, RFC 9406)."""
+    how many newly acknowledged bytes the algorithm may grow cwnd by, and
+    ``on_idle_restart(cc, cwnd_before)`` (HyStart++, RFC 9406)."""
     claims: dict[str, str] = field(default_factory=dict)
     trial: bool = False
     """A trial setup (no connection will follow): the configuration or an API call is being

@@ -13,8 +13,8 @@ for the cubic function, whose constants are defined in segments (RFC 9438 §4.1)
 - §4.7: fast convergence: ``W_max = cwnd * (1 + beta) / 2`` when the window shrank since the
   previous congestion event.
 - §4.8: after a timeout, start a new epoch from slow start.
-- Slow start below ssthresh is RFC 5681's (with byte counting), as §4.10 allows (HyStart++ is
-  optional and not implemented).
+- Slow start below ssthresh is RFC 5681's (with byte counting), as §4.10 allows; HyStart++
+  (RFC 9406) is the separate ``hystart`` feature, which works with any algorithm.
 """
 
 from __future__ import annotations

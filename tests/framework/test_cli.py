@@ -483,3 +483,11 @@ def test_offload_flag_sets_the_tun_layer() -> None:
     data = _up_config(build_parser().parse_args(["up", "--offload"]))
     assert data["layers"][0]["offload"] is True
     assert "offload" not in _up_config(build_parser().parse_args(["up"]))["layers"][0]
+
+
+@pytest.mark.parametrize("args", [["--watch", "nan"], ["--watch", "inf"], ["--watch", "0"], ["--count", "3"]])
+def test_bad_watch_options_are_usage_errors(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """`tcpstack ss --watch nan|inf|0` and `--count` without `--watch`: one error line, exit 2, no traceback."""
+    assert main(["ss", "--control", "/nonexistent.sock", *args]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.startswith("tcpstack: error:") and "Traceback" not in err

@@ -141,3 +141,46 @@ def test_offload_connect_upload_and_download(netns: Netns, tmp_path: Path, size:
     assert r.returncode == 0, r.stderr
     assert hashlib.sha256(r.stdout).hexdigest() == stream_sha256(size, 42)
     kserver_result(server, tmp_path, label="ksend")
+
+
+def test_offload_is_switched_off_again_on_a_persistent_device(netns: Netns, tmp_path: Path) -> None:
+    """The offload setting belongs to the (persistent) device: after an --offload run, a plain run on the
+    same device must not inherit it (else every kernel frame would carry a partial checksum and fail)."""
+    first = netns.tcpstack("--offload", "--serve", "http", "--log-format", "json", tmp=tmp_path, label="first")
+    _curl(netns, f"http://{STACK_ADDR}/bytes/100000")
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(timeout=20) == 0
+    second = netns.tcpstack("--serve", "http", "--log-format", "json", tmp=tmp_path, label="second")
+    try:
+        got = _curl(netns, f"http://{STACK_ADDR}/bytes/2000000")
+    finally:
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(timeout=20) == 0
+    assert hashlib.sha256(got).digest() == hashlib.sha256(pattern_bytes(2_000_000)).digest()
+    down = json.loads((tmp_path / "second.err").read_text().splitlines()[-1])
+    assert not [k for k in down["drops"] if "checksum" in k], down["drops"]
+
+
+def test_offload_through_duplicating_and_delaying_fault_layers(netns: Netns, tmp_path: Path) -> None:
+    """Fault middleware that copies or holds packets keeps their offload marks: with 10% duplicated and 5%
+    delayed frames both ways, a 5 MB download and upload arrive intact, with no checksum or too-big drop."""
+    config = tmp_path / "stack.toml"
+    config.write_text(
+        '[[layers]]\ntype = "tun"\ndevice = "tun0"\noffload = true\n\n'
+        '[[layers]]\ntype = "fault"\nseed = 5\nduplicate = 0.1\ndelay = 0.05\ndelay_time = 0.002\n\n'
+        f'[[layers]]\ntype = "ipv4"\naddress = "{STACK_ADDR}/24"\n\n[[layers]]\ntype = "tcp"\n'
+    )
+    proc = netns.tcpstack("--config", str(config), "--serve", "http", "--log-format", "json", tmp=tmp_path)
+    try:
+        got = _curl(netns, f"http://{STACK_ADDR}/bytes/5000000")
+        body = os.urandom(5_000_000)
+        (tmp_path / "up.bin").write_bytes(body)
+        digest = _curl(netns, "--data-binary", f"@{tmp_path / 'up.bin'}", f"http://{STACK_ADDR}/upload")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    assert hashlib.sha256(got).digest() == hashlib.sha256(pattern_bytes(5_000_000)).digest()
+    assert digest.decode().strip() == hashlib.sha256(body).hexdigest()
+    down = json.loads((tmp_path / "stack.err").read_text().splitlines()[-1])
+    assert down["events"].get("fault.duplicated", 0) > 0 and down["events"].get("fault.delayed", 0) > 0
+    assert not [k for k in down["drops"] if "checksum" in k or "too_big" in k], down["drops"]

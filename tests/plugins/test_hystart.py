@@ -127,3 +127,40 @@ def test_on_a_deep_buffer_it_leaves_slow_start_before_the_first_loss(algorithm: 
     base = {"timestamps": {}, "sack": {}, "window_scaling": {}}
     assert first_event({**base, "hystart": {}}) == "slow start exit"
     assert first_event(base) == "cwnd reduced"
+
+
+def test_css_credits_a_quarter_of_what_slow_start_would_grow() -> None:
+    """RFC 9406 §4.2: in CSS, cwnd grows by min(N, L*SMSS) / CSS_GROWTH_DIVISOR: a big ACK is capped first."""
+    d = Driver()
+    d.cc.mss = MSS  # type: ignore[attr-defined]
+    d.round([0.020] * 10)
+    d.round([0.030] * 10)
+    assert d.hs.in_css
+    assert d.hs.credit(d.cc, d.rtt, 8 * MSS, d.una, d.nxt, 1.0) == 2 * MSS // 4
+
+
+def test_a_falling_minimum_in_the_round_that_entered_css_does_not_flap() -> None:
+    """The round that entered CSS may still see its minimum fall a little: no resume until a later round."""
+    d = Driver()
+    d.round([0.010] * 10)
+    d.round([0.020] * 8 + [0.019, 0.0185])  # enters CSS at the 8th sample, then the minimum falls
+    assert d.hs.in_css
+
+
+def test_an_idle_restart_in_css_keeps_what_css_learnt() -> None:
+    """RFC 5681 §4.1 cuts cwnd after idleness: CSS ends with ssthresh = the window before the restart."""
+    d = Driver()
+    d.round([0.020] * 10)
+    d.round([0.030] * 10)
+    before = d.cc.cwnd
+    d.cc.cwnd = 10 * MSS
+    d.hs.on_idle_restart(d.cc, before)
+    assert d.hs.done and d.cc.ssthresh == before
+
+
+def test_an_algorithm_with_its_own_initial_ssthresh_still_gets_hystart() -> None:
+    d = Driver()
+    d.hs.initial_ssthresh = d.cc.ssthresh = 1000 * MSS
+    d.round([0.020] * 10)
+    d.round([0.030] * 10)
+    assert d.hs.in_css and not d.hs.done

@@ -161,3 +161,60 @@ def test_a_short_tail_is_not_glued_to_a_super_segment_while_data_is_in_flight() 
     [frame] = sent(stack)
     assert VNET.unpack_from(frame)[1] == GSO_TCPV4
     assert len(IP(frame[10:])[TCP].payload) == 3 * mss
+
+
+def test_one_stretch_ack_of_a_super_segment_grows_slow_start_as_per_segment_acks_would() -> None:
+    """The kernel ACKs a whole super-segment at once; slow start credits it as one ACK per two segments
+    (RFC 3465, L = 2), so cwnd doubles per round instead of growing by 2 SMSS per stretch ACK."""
+    stack = offload_stack()
+    conn, iss = _established(stack)
+    mss = conn.snd_mss  # type: ignore[attr-defined]
+    cwnd = conn.cc.cwnd  # type: ignore[attr-defined]
+    conn.send(bytes(cwnd), 0.0)  # type: ignore[attr-defined]
+    stack.layer("tcp").touch(conn)  # type: ignore[attr-defined]
+    sent(stack)
+    ack = IP(src=PEER, dst=OWN) / TCP(sport=40000, dport=80, flags="A", seq=1001, ack=iss + 1 + cwnd, window=65535)
+    stack.receive_frame(vnet() + raw(ack), now=0.01)
+    assert conn.cc.cwnd == 2 * cwnd  # type: ignore[attr-defined]
+    assert cwnd > 2 * mss
+
+
+def test_a_resend_super_segment_stops_where_new_data_begins() -> None:
+    """After a timeout, go-back-N resends what was sent before as retransmissions; a super-segment never
+    runs on into new data (which must be counted, timed and ECN-marked as new)."""
+    stack = offload_stack()
+    conn, _ = _established(stack)
+    mss = conn.snd_mss  # type: ignore[attr-defined]
+    conn.send(bytes(4 * mss), 0.0)  # type: ignore[attr-defined]
+    stack.layer("tcp").touch(conn)  # type: ignore[attr-defined]
+    sent(stack)
+    conn.send(bytes(20 * mss), 0.0)  # type: ignore[attr-defined]  # queued, not yet sent
+    stack.handle_timer(now=5.0)  # the RTO
+    conn.cc.cwnd = 30 * mss  # type: ignore[attr-defined]  # as if it had regrown
+    stack.layer("tcp").touch(conn)  # type: ignore[attr-defined]
+    frames = [IP(f[10:]) for f in stack.frames_to_send(now=5.0)]
+    first = frames[0]
+    assert len(first[TCP].payload) <= 4 * mss
+    assert conn.retransmitted_bytes <= 4 * mss  # type: ignore[attr-defined]
+
+
+def test_no_super_segments_for_a_tiny_mss() -> None:
+    """A peer MSS of 100: every segment leaves as itself (a super-segment would become hundreds of tiny
+    segments at line rate)."""
+    stack = offload_stack()
+    tcp = stack.layer("tcp")
+    accepted: list[object] = []
+    tcp.listen(80, on_accept=accepted.append)  # type: ignore[attr-defined]
+    syn = IP(src=PEER, dst=OWN) / TCP(sport=40001, dport=80, flags="S", seq=1000, window=65535, options=[("MSS", 100)])
+    stack.receive_frame(vnet() + raw(syn), now=0.0)
+    iss = IP(sent(stack)[0][10:])[TCP].seq
+    ack = IP(src=PEER, dst=OWN) / TCP(sport=40001, dport=80, flags="A", seq=1001, ack=iss + 1, window=65535)
+    stack.receive_frame(vnet() + raw(ack), now=0.0)
+    sent(stack)
+    stack.dispatch_events()
+    [conn] = accepted
+    conn.cc.cwnd = 1 << 20  # type: ignore[attr-defined]
+    conn.send(bytes(5000), 0.0)  # type: ignore[attr-defined]
+    tcp.touch(conn)  # type: ignore[attr-defined]
+    frames = sent(stack)
+    assert frames and all(VNET.unpack_from(f)[1] == 0 and len(f) - 10 <= 140 for f in frames)

@@ -327,3 +327,54 @@ def test_registered_factory_builds_an_injector() -> None:
     handler = registry.layers["fault"].factory("fault", FaultSettings(seed=9, drop=0.5))
     assert isinstance(handler, FaultInjector)
     assert handler.settings.seed == 9
+
+
+# ---------------------------------------------------------------------- TUN offload marks
+
+
+def _partial_tcp() -> tuple[bytes, bytes]:
+    """An IPv4/TCP datagram with its checksum field holding only the pseudo-header sum (TUN offload), and the
+    same datagram with the full checksum."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.packet import Raw, raw
+
+    full = raw(IP(src="10.0.0.2", dst="10.0.0.1") / TCP(sport=80, dport=4000, flags="PA") / Raw(b"x" * 100))
+    from framework.checksum import fold
+
+    pseudo = int.from_bytes(full[12:20], "big") + 6 + (len(full) - 20)
+    partial = bytearray(full)
+    partial[36:38] = (0xFFFF ^ fold(pseudo)).to_bytes(2, "big")
+    return bytes(partial), full
+
+
+def test_offload_marks_survive_duplicates() -> None:
+    """A duplicated outbound packet keeps csum_partial and gso_size, so the link still asks the kernel to
+    finish its checksum (and cut it)."""
+    inj = FaultInjector("fault", FaultSettings(duplicate=1.0, direction="out"))
+    pkt = Packet(_partial_tcp()[0])
+    pkt.csum_partial, pkt.gso_size = True, 1448
+    sent: list[Packet] = []
+
+    class Ctx:
+        now = 0.0
+
+        class stats:
+            @staticmethod
+            def count(name: str) -> None:
+                pass
+
+        @staticmethod
+        def transmit(origin: object, p: Packet) -> None:
+            sent.append(p)
+
+    out = inj.send(pkt, Ctx())  # type: ignore[arg-type]
+    assert out is not None and (out.csum_partial, out.gso_size) == (True, 1448)
+    assert [(p.csum_partial, p.gso_size) for p in sent] == [(True, 1448)]
+
+
+def test_corrupting_a_partial_checksum_packet_completes_the_checksum_first() -> None:
+    """The kernel would checksum a flipped bit behind a partial checksum and deliver it; the fault layer
+    completes the checksum before flipping, so the receiver sees a bad checksum, as on a wire."""
+    partial, full = _partial_tcp()
+    assert fault._complete_tcp_checksum(partial) == full
+    assert fault._complete_tcp_checksum(b"not ip") == b"not ip"

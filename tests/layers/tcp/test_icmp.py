@@ -111,3 +111,21 @@ class TestPathMtu:
         again = h.inject_frame(icmp_error(frames[0][:28], 3, 4, rest), t=0.3)
         assert conn.snd_mss == 960
         assert again and max(len(seg.payload) for seg in again) == 960  # resent at the new size
+
+    def test_fragmentation_needed_leaves_room_for_the_timestamps(self) -> None:
+        """RFC 1191 §6.3 with RFC 7323 timestamps on every segment (MUST-16): MTU 1000 means 1000 - 40 - 12 =
+        948 payload bytes, so the datagrams fit; the resend counts as a retransmission."""
+        h = LayerHarness(features={"timestamps": {"drop_without_option": False}})
+        h.tcp.listen(80)
+        ts_opt = bytes([1, 1, 8, 10]) + (5).to_bytes(4, "big") + bytes(4)
+        conn, _ = h.handshake(80, window=65535, options=bytes([2, 4, 5, 0xB4]) + ts_opt)
+        assert conn.snd_mss == 1448
+        conn.send(bytes(3000), 0.2)
+        h.tcp.touch(conn)
+        frames = h.stack.frames_to_send(now=0.2)
+        rest = (0).to_bytes(2, "big") + (1000).to_bytes(2, "big")
+        again = h.inject_frame(icmp_error(frames[0][:28], 3, 4, rest), t=0.3)
+        assert conn.snd_mss == 948
+        # 20 (IPv4) + 20 (TCP) + 12 (timestamps) + 948 = 1000: the datagrams fit the path.
+        assert again and max(len(seg.payload) for seg in again) == 948 and all(seg.ts for seg in again)
+        assert conn.retransmits >= 1
