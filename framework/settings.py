@@ -107,8 +107,9 @@ def validate_settings(cls: type[T], data: Any, path: str, problems: list[str]) -
         where = _key_path(path, str(key))
         f = fields.get(key)
         if f is None or not f.init:
-            close = difflib.get_close_matches(str(key), list(fields), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else f" (known keys: {', '.join(sorted(fields))})"
+            settable = [name for name, fld in fields.items() if fld.init]  # not internal fields
+            close = difflib.get_close_matches(str(key), settable, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else f" (known keys: {', '.join(sorted(settable))})"
             problems.append(f"{where}: unknown key{hint}")
             continue
         tp = hints[key]

@@ -111,7 +111,7 @@ def make_setup(
         if alg is None:
             problems.append(f"congestion_control: unknown algorithm {congestion_control!r}")
         else:
-            setup.congestion = alg.factory(info.mss, None)
+            setup.congestion = alg.factory(info.mss, alg.settings() if alg.settings is not None else None)
             setup.congestion.log = decision_log(info.label, congestion_control)
             setup.congestion_name = congestion_control
     if problems:

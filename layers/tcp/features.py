@@ -47,12 +47,7 @@ def resolve(registry: Registry, table: Mapping[str, Any] | None, path: str, prob
         where = f"{path}.{name}"
         feature = registry.features.get(name)
         if feature is None:
-            known = ", ".join(sorted(registry.features)) or "none"
-            close = difflib.get_close_matches(str(name), list(registry.features), n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            if registry.disabled:
-                hint += f"plugins disabled by [plugins] disable: {', '.join(registry.disabled)}; "
-            problems.append(f"{where}: unknown feature {name!r} ({hint}known: {known})")
+            problems.append(f"{where}: unknown feature {name!r} ({_hint(registry, str(name), registry.features)})")
             continue
         if value is None or value is False:
             out[name] = None
@@ -62,6 +57,50 @@ def resolve(registry: Registry, table: Mapping[str, Any] | None, path: str, prob
         obj = validate_settings(feature.settings, value, where, problems)
         if obj is not None:
             out[name] = obj
+    return out
+
+
+def _hint(registry: Registry, name: str, known: Mapping[str, Any]) -> str:
+    """What was probably meant, disabled plugins, and the known names."""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    if registry.disabled:
+        hint += f"plugins disabled by [plugins] disable: {', '.join(registry.disabled)}; "
+    return f"{hint}known: {', '.join(sorted(known)) or 'none'}"
+
+
+def check_algorithm(registry: Registry, name: object, path: str, problems: list[str]) -> None:
+    """A congestion-control algorithm name must be one a plugin registered."""
+    if not isinstance(name, str):
+        problems.append(f"{path}: expected the name of an algorithm, got {name!r}")
+    elif registry.congestion and name not in registry.congestion:
+        problems.append(f"{path}: unknown algorithm {name!r} ({_hint(registry, name, registry.congestion)})")
+
+
+def resolve_algorithm_settings(
+    registry: Registry, table: Mapping[str, Any] | None, path: str, problems: list[str]
+) -> dict[str, Any]:
+    """Validate ``congestion = { NAME = { KEY = VALUE } }``: settings per algorithm; every
+    algorithm that takes settings gets its defaults unless the table names it."""
+    out: dict[str, Any] = {
+        name: alg.settings() for name, alg in registry.congestion.items() if alg.settings is not None
+    }
+    if not table:
+        return out
+    if not isinstance(table, Mapping):
+        problems.append(f"{path}: expected a table of algorithms, got {table!r}")
+        return out
+    for name, value in table.items():
+        where = f"{path}.{name}"
+        alg = registry.congestion.get(str(name))
+        if alg is None:
+            problems.append(f"{where}: unknown algorithm {name!r} ({_hint(registry, str(name), registry.congestion)})")
+        elif alg.settings is None:
+            problems.append(f"{where}: the algorithm {name!r} takes no settings")
+        else:
+            obj = validate_settings(alg.settings, value, where, problems)
+            if obj is not None:
+                out[str(name)] = obj
     return out
 
 

@@ -31,7 +31,14 @@ from framework.stack import Stack
 from layers.ipv4.wire import Ipv4Repr
 from layers.tcp.congestion import CongestionControl
 from layers.tcp.connection import TcpConnection
-from layers.tcp.features import DEFAULT_CONGESTION_CONTROL, defaults, merge, resolve
+from layers.tcp.features import (
+    DEFAULT_CONGESTION_CONTROL,
+    check_algorithm,
+    defaults,
+    merge,
+    resolve,
+    resolve_algorithm_settings,
+)
 from layers.tcp.policy import ConnInfo, TcpOptions, TcpSetup, decision_log
 from layers.tcp.seq import MASK, seq_add, seq_gt
 from layers.tcp.state import TcpState
@@ -93,23 +100,29 @@ class TcpSettings:
     """Per-connection features on by default, merged over the built-in default set:
     ``{nagle = false, delayed_ack = {timeout = 0.02}}`` (docs/plugins.md)."""
 
+    congestion: dict[str, Any] = field(default_factory=dict)
+    """Settings of congestion-control algorithms that take some, by name:
+    ``{aimd = {increase = 2896}}``; an algorithm not named here gets its defaults. They apply
+    to every connection that uses the algorithm."""
+
     resolved_features: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
+    resolved_congestion: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
 
     def check_registry(self, registry: Registry, path: str, problems: list[str]) -> None:
-        """Validate ``features`` and ``congestion_control`` against what plugins registered."""
+        """Validate ``features``, ``congestion_control`` and ``congestion`` against what plugins
+        registered."""
         base = defaults(registry, problems) if self.default_features else {}
         self.resolved_features = merge(base, resolve(registry, self.features, f"{path}.features", problems))
-        if registry.congestion and self.congestion_control not in registry.congestion:
-            known = ", ".join(sorted(registry.congestion))
-            problems.append(
-                f"{path}.congestion_control: unknown algorithm {self.congestion_control!r} (known: {known})"
-            )
+        check_algorithm(registry, self.congestion_control, f"{path}.congestion_control", problems)
+        self.resolved_congestion = resolve_algorithm_settings(registry, self.congestion, f"{path}.congestion", problems)
 
     def check_host(self, host: PluginHost, path: str, problems: list[str]) -> None:
         """Set up a trial connection with the default features, so that plugins that cannot
         work together (two claiming one policy slot) are a configuration error, not a failure
         of every connection later."""
-        error = trial_setup(host, self.resolved_features, self.congestion_control, self.default_options())
+        error = trial_setup(
+            host, self.resolved_features, self.congestion_control, self.default_options(), self.resolved_congestion
+        )
         if error is not None:
             problems.append(f"{path}.features: {error}")
 
@@ -431,6 +444,13 @@ class TcpLayer(BaseHandler):
             problems: list[str] = []
             self.settings.resolved_features = defaults(host.registry, problems)
 
+    def _algorithm_settings(self) -> dict[str, Any]:
+        """Each algorithm's settings object (the ``congestion`` table over its defaults)."""
+        s = self.settings
+        if not s.resolved_congestion and self.registry is not None:
+            s.resolved_congestion = resolve_algorithm_settings(self.registry, s.congestion, "congestion", [])
+        return s.resolved_congestion
+
     def resolve_features(self, options: TcpOptions) -> dict[str, Any]:
         """Validate *options*' feature overrides and algorithm name.
 
@@ -440,10 +460,8 @@ class TcpLayer(BaseHandler):
         resolved: dict[str, Any] = {}
         if self.registry is not None:
             resolved = resolve(self.registry, options.features, "features", problems)
-            name = options.congestion_control
-            if name is not None and name not in self.registry.congestion:
-                known = ", ".join(sorted(self.registry.congestion))
-                problems.append(f"congestion_control: unknown algorithm {name!r} (known: {known})")
+            if options.congestion_control is not None:
+                check_algorithm(self.registry, options.congestion_control, "congestion_control", problems)
         elif options.features or options.congestion_control:
             problems.append("features: this stack has no plugin host")
         if not problems and self.host is not None and (options.features or options.congestion_control):
@@ -451,7 +469,7 @@ class TcpLayer(BaseHandler):
             # the configuration was checked.
             features = merge(self.settings.resolved_features, resolved)
             name = options.congestion_control or self.settings.congestion_control
-            error = trial_setup(self.host, features, name, options)
+            error = trial_setup(self.host, features, name, options, self._algorithm_settings())
             if error is not None:
                 problems.append(f"features: {error}")
         if problems:
@@ -468,7 +486,7 @@ class TcpLayer(BaseHandler):
         if registry is not None:
             alg = registry.congestion.get(name)
             if alg is not None:
-                setup.congestion = alg.factory(info.mss, None)
+                setup.congestion = alg.factory(info.mss, self._algorithm_settings().get(name))
             elif registry.congestion:
                 setup.congestion_name = "reno"
         if setup.congestion is None:
@@ -603,7 +621,11 @@ class TcpLayer(BaseHandler):
 
 
 def trial_setup(
-    host: PluginHost, features: dict[str, Any], congestion_control: str | None, options: TcpOptions
+    host: PluginHost,
+    features: dict[str, Any],
+    congestion_control: str | None,
+    options: TcpOptions,
+    algorithm_settings: dict[str, Any] | None = None,
 ) -> str | None:
     """Run the ``tcp_connection_setup`` hook once on a trial connection with *features*; the
     error a plugin raises (e.g. two features claiming one policy slot), or ``None``."""
@@ -611,11 +633,13 @@ def trial_setup(
     setup = TcpSetup(info=info, options=options, features=features, congestion_name=congestion_control or "reno")
     setup.trial = True
     alg = host.registry.congestion.get(congestion_control or "")
-    setup.congestion = alg.factory(info.mss, None) if alg is not None else CongestionControl(info.mss)
+    settings = (algorithm_settings or {}).get(congestion_control or "")
+    setup.congestion = alg.factory(info.mss, settings) if alg is not None else CongestionControl(info.mss)
     try:
         host.pm.hook.tcp_connection_setup(setup=setup)
     except PluginError as exc:
-        return str(exc).replace(" on 0.0.0.0:0>0.0.0.0:0", "")
+        message = str(exc).replace(" on 0.0.0.0:0>0.0.0.0:0", "")
+        return f"{message} (turn one of them off where the other is on, e.g. features = {{ NAME = false }})"
     except Exception:
         # Not a verdict: a plugin may need state it only gets later (stack_configured reads its
         # [plugins.X] settings), so only the clashes PluginError reports count here.

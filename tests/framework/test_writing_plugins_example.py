@@ -58,3 +58,26 @@ def test_guide_feature_plugin_delays_acks_on_one_connection(monkeypatch: pytest.
     plain = tcp.connect(bytes([10, 0, 0, 1]), 81, now=0.0)  # type: ignore[attr-defined]
     assert type(slow.ack_policy).__name__ == "SlowAck" and slow.ack_policy.on_data(100, 1.0) == 1.05
     assert type(plain.ack_policy).__name__ == "AckPolicy"
+
+
+def test_the_algorithm_example_of_plugins_md_runs_with_its_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/plugins.md: the `slow` algorithm example registers, takes its settings from the tcp layer's
+    `congestion` table and keeps the base class's slow start."""
+    from framework.testing import stack_config, tcp_layer
+
+    text = (DOC.parent / "plugins.md").read_text()
+    code = re.search(
+        r"```python\n(from dataclasses import dataclass, field\n\nfrom framework.plugins.*?)```", text, re.S
+    )
+    assert code is not None, "the algorithm example is missing from docs/plugins.md"
+    mod = types.ModuleType("slowplug")
+    monkeypatch.setitem(sys.modules, "slowplug", mod)
+    exec(compile(code.group(1), "docs/plugins.md", "exec"), mod.__dict__)
+    host = PluginHost(entry_points=False, extra=[mod])
+    cfg = stack_config(congestion_control="slow", congestion={"slow": {"divisor": 8}})
+    conn = tcp_layer(build_stack(config_from_dict(cfg, host=host))).connect(bytes([10, 0, 0, 2]), 80, now=0.0)
+    cc = conn.cc
+    assert type(cc).__name__ == "Slow" and cc.divisor == 8  # type: ignore[attr-defined]
+    before = cc.cwnd
+    cc.on_ack(1000, 0, 0.0)  # below ssthresh: the base class's slow start
+    assert cc.cwnd == before + 1000

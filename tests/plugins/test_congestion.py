@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -253,11 +254,15 @@ class TestSelection:
         assert info.value.problems == ["layers[2].congestion_control: unknown algorithm 'vegas' (known: cubic, reno)"]
 
     def test_disabled_algorithm_plugin_is_unknown(self) -> None:
-        """docs/plugins.md: disabling ``plugins.congestion.cubic`` removes the name; the default then fails clearly."""
+        """docs/plugins.md: disabling ``plugins.congestion.cubic`` removes the name; the default then fails clearly,
+        saying a plugin was disabled."""
         data_ = {**stack_config(), "plugins": {"disable": ["plugins.congestion.cubic"]}}
         with pytest.raises(ConfigError) as info:
             config_from_dict(data_, entry_points=False)
-        assert info.value.problems == ["layers[2].congestion_control: unknown algorithm 'cubic' (known: reno)"]
+        assert info.value.problems == [
+            "layers[2].congestion_control: unknown algorithm 'cubic' (plugins disabled by [plugins] disable: "
+            "plugins.congestion.cubic; known: reno)"
+        ]
         data_["layers"][2]["congestion_control"] = "reno"
         assert config_from_dict(data_, entry_points=False).layer("tcp") is not None
 
@@ -381,3 +386,55 @@ class TestPluginAlgorithm:
         assert peak[id(fixed.conn)] == 2 * 1460
         assert peak[id(default.conn)] > 20 * 1460
         assert fixed.conn.cc.cwnd == 2 * 1460
+
+
+@dataclass(slots=True)
+class FixedSettings:
+    segments: int = field(default=2, metadata={"min": 1, "max": 100})
+    """cwnd in segments."""
+
+
+class SettingsPlugin:
+    """Registers ``fixedn``, whose window comes from its settings."""
+
+    @hookimpl
+    def stack_register(self, registry: Registry) -> None:
+        registry.add_congestion_control(
+            "fixedn", lambda mss, settings: Tuned(mss, settings.segments), settings=FixedSettings, doc="tuned"
+        )
+
+
+class Tuned(CongestionControl):
+    """Reno that remembers the setting it was built with."""
+
+    def __init__(self, mss: int, segments: int) -> None:
+        super().__init__(mss)
+        self.segments = segments
+
+
+class TestAlgorithmSettings:
+    def test_settings_come_from_the_tcp_layers_congestion_table(self) -> None:
+        """``congestion = { fixedn = { segments = 7 } }``: the factory gets the validated settings; without the
+        table, the defaults."""
+        host = PluginHost(entry_points=False, extra=[SettingsPlugin()])
+        tuned = tcp_layer(stack_from_host(host, congestion_control="fixedn", congestion={"fixedn": {"segments": 7}}))
+        assert tuned.connect(PEER, 80, now=0.0).cc.segments == 7  # type: ignore[attr-defined]
+        plain = tcp_layer(stack_from_host(host, congestion_control="fixedn"))
+        assert plain.connect(PEER, 80, now=0.0).cc.segments == 2  # type: ignore[attr-defined]
+
+    def test_bad_algorithm_settings_and_names_are_config_errors(self) -> None:
+        host = PluginHost(entry_points=False, extra=[SettingsPlugin()])
+        with pytest.raises(ConfigError) as info:
+            config_from_dict(
+                stack_config(congestion_control="cubc", congestion={"fixedn": {"segments": 0}, "reno": {"x": 1}}),
+                host=host,
+            )
+        problems = info.value.problems
+        assert any("congestion_control: unknown algorithm 'cubc' (did you mean 'cubic'?" in p for p in problems)
+        assert any("congestion.fixedn.segments" in p for p in problems)
+        assert any("congestion.reno: the algorithm 'reno' takes no settings" in p for p in problems)
+
+    def test_a_non_string_algorithm_is_a_value_error(self) -> None:
+        tcp = tcp_layer(stack_from_host(PluginHost(entry_points=False)))
+        with pytest.raises(ValueError, match="expected the name of an algorithm"):
+            tcp.connect(PEER, 80, now=0.0, options=TcpOptions(congestion_control={"reno": {}}))  # type: ignore[arg-type]
