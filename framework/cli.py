@@ -189,7 +189,11 @@ def _add_feature_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--no-feature", action="append", default=[], metavar="NAME", help="turn a default feature off (e.g. nagle)"
     )
-    p.add_argument("--congestion-control", metavar="NAME", help="congestion-control algorithm (reno, cubic, ...)")
+    p.add_argument(
+        "--congestion-control",
+        metavar="NAME[:KEY=VALUE,...]",
+        help="congestion-control algorithm (reno, cubic, ...), with its settings if it takes some",
+    )
 
 
 def _parse_value(text: str) -> object:
@@ -204,19 +208,19 @@ def _parse_value(text: str) -> object:
     return text
 
 
-def parse_feature(spec: str) -> tuple[str, dict[str, object]]:
+def parse_feature(spec: str, option: str = "--feature") -> tuple[str, dict[str, object]]:
     """``"keepalive:idle=60,count=3"`` to ``("keepalive", {"idle": 60, "count": 3})``.
 
     :raises ValueError: for a malformed specification.
     """
     name, _, rest = spec.partition(":")
     if not name:
-        raise ValueError(f"--feature {spec!r}: missing feature name")
+        raise ValueError(f"{option} {spec!r}: missing name")
     settings: dict[str, object] = {}
     for item in filter(None, rest.split(",")):
         key, eq, value = item.partition("=")
         if not eq or not key:
-            raise ValueError(f"--feature {spec!r}: expected KEY=VALUE, got {item!r}")
+            raise ValueError(f"{option} {spec!r}: expected KEY=VALUE, got {item!r}")
         settings[key.strip()] = _parse_value(value.strip())
     return name, settings
 
@@ -274,7 +278,16 @@ def _up_config(args: argparse.Namespace) -> dict[str, Any]:
         for name in no_features:
             table[name] = False
         if algorithm:
-            tcp["congestion_control"] = algorithm
+            try:
+                name, settings = parse_feature(algorithm, option="--congestion-control")
+            except ValueError as exc:
+                raise ConfigError([str(exc)]) from None
+            tcp["congestion_control"] = name
+            if settings:
+                algorithms = tcp.setdefault("congestion", {})
+                if not isinstance(algorithms, dict):
+                    raise ConfigError(["layers: the tcp layer's congestion must be a table"])
+                algorithms[name] = settings
     if getattr(args, "no_checksum_verify", False):
         for x in layers:
             if isinstance(x, dict) and x.get("type") in ("ipv4", "tcp"):

@@ -491,3 +491,14 @@ def test_bad_watch_options_are_usage_errors(args: list[str], capsys: pytest.Capt
     assert main(["ss", "--control", "/nonexistent.sock", *args]) == EXIT_USAGE
     err = capsys.readouterr().err
     assert err.startswith("tcpstack: error:") and "Traceback" not in err
+
+
+def test_congestion_control_option_takes_settings() -> None:
+    """--congestion-control NAME:KEY=VALUE selects the algorithm and fills the tcp layer's congestion table."""
+    data = _up_config(build_parser().parse_args(["up", "--congestion-control", "slow:divisor=8"]))
+    tcp = next(x for x in data["layers"] if x["type"] == "tcp")
+    assert tcp["congestion_control"] == "slow" and tcp["congestion"] == {"slow": {"divisor": 8}}
+    plain = _up_config(build_parser().parse_args(["up", "--congestion-control", "reno"]))
+    assert "congestion" not in next(x for x in plain["layers"] if x["type"] == "tcp")
+    with pytest.raises(ConfigError, match="--congestion-control 'reno:oops': expected KEY=VALUE"):
+        _up_config(build_parser().parse_args(["up", "--congestion-control", "reno:oops"]))
