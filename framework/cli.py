@@ -241,7 +241,7 @@ def _up_config(args: argparse.Namespace) -> dict[str, Any]:
     layers = data.get("layers")
     if not isinstance(layers, list):
         return data  # validation reports it
-    tun = next((x for x in layers if isinstance(x, dict) and x.get("type") == "tun"), None)
+    tun = _layer(layers, "tun")
     if tun is None:
         raise ConfigError(["layers: 'tcpstack up' needs a layer of type 'tun' at the bottom"])
     if layers[0] is not tun:
@@ -255,7 +255,7 @@ def _up_config(args: argparse.Namespace) -> dict[str, Any]:
     if args.mtu is not None:
         tun["mtu"] = args.mtu
     if args.address is not None:
-        ip = next((x for x in layers if isinstance(x, dict) and x.get("type") == "ipv4"), None)
+        ip = _layer(layers, "ipv4")
         if ip is None:
             raise ConfigError(["layers: --address needs a layer of type 'ipv4'"])
         ip["address"] = args.address
@@ -263,7 +263,7 @@ def _up_config(args: argparse.Namespace) -> dict[str, Any]:
     no_features = getattr(args, "no_feature", []) or []
     algorithm = getattr(args, "congestion_control", None)
     if features or no_features or algorithm:
-        tcp = next((x for x in layers if isinstance(x, dict) and x.get("type") == "tcp"), None)
+        tcp = _layer(layers, "tcp")
         if tcp is None:
             raise ConfigError(["layers: --feature, --no-feature and --congestion-control need a 'tcp' layer"])
         table = tcp.setdefault("features", {})
@@ -292,18 +292,23 @@ def _up_config(args: argparse.Namespace) -> dict[str, Any]:
         for x in layers:
             if isinstance(x, dict) and x.get("type") in ("ipv4", "tcp"):
                 x["verify_checksum"] = False
+    pcap = _layer(layers, "pcap")
     if args.pcap is not None:
-        pcap = next((x for x in layers if isinstance(x, dict) and x.get("type") == "pcap"), None)
         if pcap is None:
-            layers.insert(1, {"type": "pcap", "path": args.pcap})
+            pcap = {"type": "pcap", "path": args.pcap}
+            layers.insert(1, pcap)
         else:
             pcap["path"] = args.pcap
     if getattr(args, "snaplen", None) is not None:
-        pcap = next((x for x in layers if isinstance(x, dict) and x.get("type") == "pcap"), None)
         if pcap is None:
             raise ConfigError(["--snaplen: no capture to apply it to (add --pcap FILE)"])
         pcap["snaplen"] = args.snaplen  # validated with the layer's settings (68..262144)
     return data
+
+
+def _layer(layers: list[Any], type_name: str) -> dict[str, Any] | None:
+    """The first layer table of *type_name* in a configuration's ``layers`` (None if absent)."""
+    return next((x for x in layers if isinstance(x, dict) and x.get("type") == type_name), None)
 
 
 def _open(args: argparse.Namespace) -> tuple[Any, Any, Any] | int:

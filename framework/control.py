@@ -281,23 +281,22 @@ def watch(cmd: str, path: Path, as_json: bool, *, interval: float, count: int | 
 
     shown = 0
     try:
-        if console.is_terminal:
-            with Live(Text(""), console=console, auto_refresh=False) as live:
-                while count is None or shown < count:
-                    text = view()
-                    if text is None:
-                        return 1
-                    live.update(Text(f"{time.strftime('%H:%M:%S')}  every {interval:g} s, Ctrl-C to stop\n{text}"))
-                    live.refresh()
-                    shown += 1
-                    if count is None or shown < count:
-                        time.sleep(interval)
-        else:
+        with contextlib.ExitStack() as stack:
+            live = (
+                stack.enter_context(Live(Text(""), console=console, auto_refresh=False))
+                if console.is_terminal
+                else None
+            )
             while count is None or shown < count:
                 text = view()
                 if text is None:
                     return 1
-                print(f"--- {time.strftime('%H:%M:%S')}\n{text}", flush=True)
+                stamp = time.strftime("%H:%M:%S")
+                if live is not None:  # a terminal: redraw in place
+                    live.update(Text(f"{stamp}  every {interval:g} s, Ctrl-C to stop\n{text}"))
+                    live.refresh()
+                else:
+                    print(f"--- {stamp}\n{text}", flush=True)
                 shown += 1
                 if count is None or shown < count:
                     time.sleep(interval)

@@ -38,16 +38,10 @@ DEFAULT_CONGESTION_CONTROL = "cubic"
 def resolve(registry: Registry, table: Mapping[str, Any] | None, path: str, problems: list[str]) -> dict[str, Any]:
     """Validate a features table; return ``{name: settings object, or None for off}``."""
     out: dict[str, Any] = {}
-    if not table:
-        return out
-    if not isinstance(table, Mapping):
-        problems.append(f"{path}: expected a table of features, got {table!r}")
-        return out
-    for name, value in table.items():
-        where = f"{path}.{name}"
+    for name, where, value in _entries(table, path, "features", problems):
         feature = registry.features.get(name)
         if feature is None:
-            problems.append(f"{where}: unknown feature {name!r} ({_hint(registry, str(name), registry.features)})")
+            problems.append(f"{where}: unknown feature {name!r} ({_hint(registry, name, registry.features)})")
             continue
         if value is None or value is False:
             out[name] = None
@@ -58,6 +52,16 @@ def resolve(registry: Registry, table: Mapping[str, Any] | None, path: str, prob
         if obj is not None:
             out[name] = obj
     return out
+
+
+def _entries(table: object, path: str, what: str, problems: list[str]) -> list[tuple[str, str, Any]]:
+    """``(name, key path, value)`` of a table of named settings; a problem if it is no table."""
+    if not table:
+        return []
+    if not isinstance(table, Mapping):
+        problems.append(f"{path}: expected a table of {what}, got {table!r}")
+        return []
+    return [(str(name), f"{path}.{name}", value) for name, value in table.items()]
 
 
 def _hint(registry: Registry, name: str, known: Mapping[str, Any]) -> str:
@@ -85,22 +89,16 @@ def resolve_algorithm_settings(
     out: dict[str, Any] = {
         name: alg.settings() for name, alg in registry.congestion.items() if alg.settings is not None
     }
-    if not table:
-        return out
-    if not isinstance(table, Mapping):
-        problems.append(f"{path}: expected a table of algorithms, got {table!r}")
-        return out
-    for name, value in table.items():
-        where = f"{path}.{name}"
-        alg = registry.congestion.get(str(name))
+    for name, where, value in _entries(table, path, "algorithms", problems):
+        alg = registry.congestion.get(name)
         if alg is None:
-            problems.append(f"{where}: unknown algorithm {name!r} ({_hint(registry, str(name), registry.congestion)})")
+            problems.append(f"{where}: unknown algorithm {name!r} ({_hint(registry, name, registry.congestion)})")
         elif alg.settings is None:
             problems.append(f"{where}: the algorithm {name!r} takes no settings")
         else:
             obj = validate_settings(alg.settings, value, where, problems)
             if obj is not None:
-                out[str(name)] = obj
+                out[name] = obj
     return out
 
 

@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from scapy.utils import RawPcapReader
@@ -33,15 +34,37 @@ from tests.integration.tcputil import stop_stack as tcputil_stop
 SIZE = 20_000_000
 
 
-def _curl(netns: Netns, *args: str, data: bytes | None = None) -> bytes:
+def _curl(netns: Netns, *args: str) -> bytes:
     r = subprocess.run(
         ["ip", "netns", "exec", netns.name, "curl", "-sS", "--max-time", "60", *args],
-        input=data,
         capture_output=True,
         timeout=90,
     )
     assert r.returncode == 0, r.stderr
     return r.stdout
+
+
+def _download_ok(netns: Netns, size: int) -> None:
+    """GET /bytes/SIZE from our http service; the body is the service's pattern."""
+    got = _curl(netns, f"http://{STACK_ADDR}/bytes/{size}")
+    assert hashlib.sha256(got).digest() == hashlib.sha256(pattern_bytes(size)).digest()
+
+
+def _stop(proc: subprocess.Popen[bytes], tmp: Path, label: str = "stack") -> list[dict[str, Any]]:
+    """SIGTERM the stack, require exit status 0, return its JSON log's events."""
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 0
+    return [json.loads(line) for line in (tmp / f"{label}.err").read_text().splitlines()]
+
+
+def _config(tmp: Path, fault: str, tcp: str = "") -> Path:
+    """A configuration: tun with offload, a fault layer with the *fault* lines, ipv4, tcp (+ *tcp* lines)."""
+    path = tmp / "stack.toml"
+    path.write_text(
+        f'[[layers]]\ntype = "tun"\ndevice = "tun0"\noffload = true\n\n[[layers]]\ntype = "fault"\n{fault}\n'
+        f'[[layers]]\ntype = "ipv4"\naddress = "{STACK_ADDR}/24"\n\n[[layers]]\ntype = "tcp"\n{tcp}'
+    )
+    return path
 
 
 def test_offload_moves_super_segments_intact_both_ways(netns: Netns, tmp_path: Path) -> None:
@@ -58,12 +81,9 @@ def test_offload_moves_super_segments_intact_both_ways(netns: Netns, tmp_path: P
         path.write_bytes(body)
         digest = _curl(netns, "--data-binary", f"@{path}", f"http://{STACK_ADDR}/upload").decode().strip()
         assert digest == hashlib.sha256(body).hexdigest()
-        got = _curl(netns, f"http://{STACK_ADDR}/bytes/{SIZE}")
-        assert hashlib.sha256(got).digest() == hashlib.sha256(pattern_bytes(SIZE)).digest()
+        _download_ok(netns, SIZE)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=20) == 0
-    events = [json.loads(line) for line in (tmp_path / "stack.err").read_text().splitlines()]
+        events = _stop(proc, tmp_path)
     up = next(e for e in events if e.get("event") == "stack.up")
     assert up["offload"] is True
     down = events[-1]
@@ -81,21 +101,12 @@ def test_offload_moves_super_segments_intact_both_ways(netns: Netns, tmp_path: P
 def test_lost_super_segments_are_recovered(netns: Netns, tmp_path: Path) -> None:
     """5% of our outbound datagrams dropped by the fault layer (above the link, so a drop loses a whole
     super-segment: a burst of up to 44 segments): a 5 MB download still arrives intact (SACK + RACK-TLP)."""
-    config = tmp_path / "stack.toml"
-    config.write_text(
-        '[[layers]]\ntype = "tun"\ndevice = "tun0"\noffload = true\n\n'
-        '[[layers]]\ntype = "fault"\nseed = 3\ndrop = 0.05\ndirection = "out"\n\n'
-        f'[[layers]]\ntype = "ipv4"\naddress = "{STACK_ADDR}/24"\n\n'
-        '[[layers]]\ntype = "tcp"\nfeatures = { rack_tlp = true }\n'
-    )
-    proc = netns.tcpstack("--config", str(config), "--serve", "http", "--log-format", "json", tmp=tmp_path)
+    config = _config(tmp_path, 'seed = 3\ndrop = 0.05\ndirection = "out"\n', "features = { rack_tlp = true }\n")
+    proc = start_stack(netns, tmp_path, "--config", str(config), "--serve", "http")
     try:
-        got = _curl(netns, f"http://{STACK_ADDR}/bytes/5000000")
+        _download_ok(netns, 5_000_000)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=20) == 0
-    assert hashlib.sha256(got).digest() == hashlib.sha256(pattern_bytes(5_000_000)).digest()
-    events = [json.loads(line) for line in (tmp_path / "stack.err").read_text().splitlines()]
+        events = _stop(proc, tmp_path)
     [closed] = [e for e in events if e.get("event") == "tcp.closed"]
     assert closed["retransmits"] > 0 and closed["reason"] == "normal"
     assert events[-1]["drops"].get("fault.injected", 0) > 0
@@ -146,41 +157,29 @@ def test_offload_connect_upload_and_download(netns: Netns, tmp_path: Path, size:
 def test_offload_is_switched_off_again_on_a_persistent_device(netns: Netns, tmp_path: Path) -> None:
     """The offload setting belongs to the (persistent) device: after an --offload run, a plain run on the
     same device must not inherit it (else every kernel frame would carry a partial checksum and fail)."""
-    first = netns.tcpstack("--offload", "--serve", "http", "--log-format", "json", tmp=tmp_path, label="first")
+    first = start_stack(netns, tmp_path, "--offload", "--serve", "http", label="first")
     _curl(netns, f"http://{STACK_ADDR}/bytes/100000")
-    first.send_signal(signal.SIGTERM)
-    assert first.wait(timeout=20) == 0
-    second = netns.tcpstack("--serve", "http", "--log-format", "json", tmp=tmp_path, label="second")
+    _stop(first, tmp_path, "first")
+    second = start_stack(netns, tmp_path, "--serve", "http", label="second")
     try:
-        got = _curl(netns, f"http://{STACK_ADDR}/bytes/2000000")
+        _download_ok(netns, 2_000_000)
     finally:
-        second.send_signal(signal.SIGTERM)
-        assert second.wait(timeout=20) == 0
-    assert hashlib.sha256(got).digest() == hashlib.sha256(pattern_bytes(2_000_000)).digest()
-    down = json.loads((tmp_path / "second.err").read_text().splitlines()[-1])
+        down = _stop(second, tmp_path, "second")[-1]
     assert not [k for k in down["drops"] if "checksum" in k], down["drops"]
 
 
 def test_offload_through_duplicating_and_delaying_fault_layers(netns: Netns, tmp_path: Path) -> None:
     """Fault middleware that copies or holds packets keeps their offload marks: with 10% duplicated and 5%
     delayed frames both ways, a 5 MB download and upload arrive intact, with no checksum or too-big drop."""
-    config = tmp_path / "stack.toml"
-    config.write_text(
-        '[[layers]]\ntype = "tun"\ndevice = "tun0"\noffload = true\n\n'
-        '[[layers]]\ntype = "fault"\nseed = 5\nduplicate = 0.1\ndelay = 0.05\ndelay_time = 0.002\n\n'
-        f'[[layers]]\ntype = "ipv4"\naddress = "{STACK_ADDR}/24"\n\n[[layers]]\ntype = "tcp"\n'
-    )
-    proc = netns.tcpstack("--config", str(config), "--serve", "http", "--log-format", "json", tmp=tmp_path)
+    config = _config(tmp_path, "seed = 5\nduplicate = 0.1\ndelay = 0.05\ndelay_time = 0.002\n")
+    proc = start_stack(netns, tmp_path, "--config", str(config), "--serve", "http")
     try:
-        got = _curl(netns, f"http://{STACK_ADDR}/bytes/5000000")
+        _download_ok(netns, 5_000_000)
         body = os.urandom(5_000_000)
         (tmp_path / "up.bin").write_bytes(body)
         digest = _curl(netns, "--data-binary", f"@{tmp_path / 'up.bin'}", f"http://{STACK_ADDR}/upload")
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=20) == 0
-    assert hashlib.sha256(got).digest() == hashlib.sha256(pattern_bytes(5_000_000)).digest()
+        down = _stop(proc, tmp_path)[-1]
     assert digest.decode().strip() == hashlib.sha256(body).hexdigest()
-    down = json.loads((tmp_path / "stack.err").read_text().splitlines()[-1])
     assert down["events"].get("fault.duplicated", 0) > 0 and down["events"].get("fault.delayed", 0) > 0
     assert not [k for k in down["drops"] if "checksum" in k or "too_big" in k], down["drops"]

@@ -14,6 +14,7 @@ from scapy.packet import Raw, raw
 from framework.config import build_stack, config_from_dict
 from framework.plugins import PluginHost
 from framework.stack import Stack
+from tests.layers.ipv4.helpers import rfc1071
 
 OWN, PEER = "10.0.0.2", "10.0.0.1"
 VNET = struct.Struct("<BBHHHH")
@@ -108,12 +109,8 @@ def _established(stack: Stack) -> tuple[object, int]:
 
 
 def _ones_sum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data), 2))
-    while total > 0xFFFF:
-        total = (total & 0xFFFF) + (total >> 16)
-    return total
+    """The folded ones'-complement sum (not inverted): RFC 1071's reference checksum, complemented."""
+    return 0xFFFF ^ rfc1071(data)
 
 
 def test_data_leaves_as_super_segments_with_partial_checksums() -> None:

@@ -12,21 +12,11 @@ from scapy.layers.inet import IP, TCP
 
 from framework.errors import WireError
 from layers.tcp.wire import ACK, CWR, ECE, FIN, PSH, RST, SYN, URG, TcpRepr, flags_str, pseudo_base
+from tests.layers.ipv4.helpers import rfc1071
 from tests.layers.tcp.helpers import LOCAL_ADDR, LOCAL_IP, REMOTE_ADDR, REMOTE_IP
 
 PSEUDO_OUT = pseudo_base(LOCAL_ADDR, REMOTE_ADDR)  # our segments: 10.0.0.1 -> 10.0.0.2
 PSEUDO_IN = pseudo_base(REMOTE_ADDR, LOCAL_ADDR)
-
-
-def rfc1071(data: bytes) -> int:
-    """Reference Internet checksum: a plain loop over 16-bit words with end-around carry (RFC 1071 §4.1)."""
-    if len(data) % 2:
-        data += b"\0"
-    total = 0
-    for i in range(0, len(data), 2):
-        total += (data[i] << 8) | data[i + 1]
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
 
 
 def pseudo_header(src: bytes, dst: bytes, length: int) -> bytes:
