@@ -34,6 +34,8 @@ class Feature:
     settings: type[Any]
     doc: str
     plugin: str
+    syncookie: Any = None
+    """The feature's part of a SYN cookie (an object the transport layer defines), or ``None``."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -73,18 +75,21 @@ class Registry:
             )
         self.layers[type_name] = LayerType(type_name, factory, settings, doc, self._current_plugin)
 
-    def add_feature(self, name: str, settings: type[Any], *, doc: str = "") -> None:
+    def add_feature(self, name: str, settings: type[Any], *, doc: str = "", syncookie: Any = None) -> None:
         """Make feature *name* switchable per connection (``features = {name = {...}}`` in the
         tcp layer, ``features={name: {...}}`` in the API, ``--feature name`` on the CLI).
 
         :param settings: a dataclass of the feature's settings (all fields with defaults).
+        :param syncookie: how the feature's negotiated state survives in a SYN cookie (for TCP a
+            ``layers.tcp.syncookies.SynCookieCodec``); ``None``: a connection opened from a
+            cookie runs without the feature's option.
         :raises PluginError: if another plugin already registered *name*.
         """
         if name in self.features:
             raise PluginError(
                 f"feature {name!r} registered twice ({self.features[name].plugin} and {self._current_plugin})"
             )
-        self.features[name] = Feature(name, settings, doc, self._current_plugin)
+        self.features[name] = Feature(name, settings, doc, self._current_plugin, syncookie)
 
     def add_congestion_control(
         self, name: str, factory: Callable[..., Any], *, settings: type[Any] | None = None, doc: str = ""

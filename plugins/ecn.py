@@ -22,9 +22,10 @@ from typing import Any
 
 from framework.plugins import hookimpl
 from framework.registry import Registry
-from layers.tcp.policy import Extension, TcpSetup
+from layers.tcp.policy import Extension, TcpOptions, TcpSetup
 from layers.tcp.seq import seq_add, seq_gt
-from layers.tcp.wire import CWR, ECE, SYN
+from layers.tcp.syncookies import SynCookieCodec
+from layers.tcp.wire import CWR, ECE, SYN, TcpRepr
 
 NAME = "ecn"
 ECT0 = 0b10  # RFC 3168 §5
@@ -94,9 +95,29 @@ class Ecn(Extension):
                 self.cwr_pending = False
 
 
+class EcnCookie(SynCookieCodec):
+    """ECN negotiation in a SYN cookie (one bit, as Linux's ``ecn_ok``)."""
+
+    bits = 1
+    order = 30
+
+    def encode(self, syn: TcpRepr, synack: TcpRepr, settings: Any, options: TcpOptions) -> int:
+        if syn.flags & (ECE | CWR) != ECE | CWR:
+            return 0
+        synack.flags |= ECE  # RFC 3168 §6.1.1: an ECN-setup SYN-ACK answers an ECN-setup SYN
+        return 1
+
+    def decode(self, value: int, syn: TcpRepr, settings: Any) -> bool:
+        if value:
+            syn.flags |= ECE | CWR
+        return True
+
+
 @hookimpl
 def stack_register(registry: Registry) -> None:
-    registry.add_feature(NAME, EcnSettings, doc="Explicit Congestion Notification (RFC 3168 §6.1)")
+    registry.add_feature(
+        NAME, EcnSettings, doc="Explicit Congestion Notification (RFC 3168 §6.1)", syncookie=EcnCookie()
+    )
 
 
 @hookimpl

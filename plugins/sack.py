@@ -25,9 +25,11 @@ from typing import Any
 
 from framework.plugins import hookimpl
 from framework.registry import Registry
-from layers.tcp.policy import Extension, TcpSetup, decision_log
+from layers.tcp.policy import Extension, TcpOptions, TcpSetup, decision_log
 from layers.tcp.scoreboard import Scoreboard
 from layers.tcp.seq import MASK, seq_diff
+from layers.tcp.syncookies import SynCookieCodec
+from layers.tcp.wire import TcpRepr
 
 NAME = "sack"
 MAX_OPTION_SPACE = 40  # RFC 9293 §3.1: Data Offset allows 40 bytes of options
@@ -132,9 +134,26 @@ class Sack(Extension):
         self.blocks_sent += len(seg.sack)
 
 
+class SackCookie(SynCookieCodec):
+    """SACK-permitted in a SYN cookie (one bit)."""
+
+    bits = 1
+    order = 20
+
+    def encode(self, syn: TcpRepr, synack: TcpRepr, settings: Any, options: TcpOptions) -> int:
+        synack.sack_perm = syn.sack_perm  # RFC 2018 §2: only in reply to a SYN that had it
+        return 1 if syn.sack_perm else 0
+
+    def decode(self, value: int, syn: TcpRepr, settings: Any) -> bool:
+        syn.sack_perm = bool(value)
+        return True
+
+
 @hookimpl
 def stack_register(registry: Registry) -> None:
-    registry.add_feature(NAME, SackSettings, doc="selective acknowledgments (RFC 2018, RFC 2883, RFC 6675)")
+    registry.add_feature(
+        NAME, SackSettings, doc="selective acknowledgments (RFC 2018, RFC 2883, RFC 6675)", syncookie=SackCookie()
+    )
 
 
 @hookimpl

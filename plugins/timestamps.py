@@ -28,6 +28,8 @@ from framework.plugins import hookimpl
 from framework.registry import Registry
 from layers.tcp.policy import Extension, TcpSetup
 from layers.tcp.seq import MASK, seq_gt, seq_le
+from layers.tcp.syncookies import OPTION_BITS, SynCookieCodec
+from layers.tcp.wire import TcpRepr
 
 NAME = "timestamps"
 OPTION_BYTES = 12  # NOP NOP + kind 8, length 10 (or SACK-permitted + kind 8 on a SYN)
@@ -74,9 +76,7 @@ class Timestamps(Extension):
 
     def syn_options(self, conn: Any, seg: Any, now: float) -> None:
         if self.offset is None:
-            # §7.1: a per-connection offset, derived from the keyed, unpredictable ISS, so the
-            # clock reveals no uptime and runs are reproducible when the ISN secret is fixed.
-            self.offset = (conn.iss * 2654435761) & MASK
+            self.offset = offset_for(conn.iss)
         if conn.state.value == "SYN-SENT":
             seg.ts = (self.tsval(now), 0)
         elif self.peer_offered:
@@ -87,6 +87,8 @@ class Timestamps(Extension):
             return  # §3.2: never send the option unless both SYNs carried it
         self.peer_offered = True
         self.active = True
+        if self.offset is None:  # a connection from a SYN cookie sent no SYN-ACK of its own
+            self.offset = offset_for(conn.iss)
         self.ts_recent = syn.ts[0]
         self.ts_recent_at = now
         conn.ts_rtt = True
@@ -135,9 +137,43 @@ class Timestamps(Extension):
         seg.ts = (self.tsval(now), self.ts_recent)
 
 
+def offset_for(iss: int) -> int:
+    """§7.1: the per-connection clock offset, derived from the keyed, unpredictable ISS, so the
+    clock reveals no uptime and runs are reproducible when the ISN secret is fixed."""
+    return (iss * 2654435761) & MASK
+
+
+class TimestampsCookie(SynCookieCodec):
+    """Carries a SYN cookie's option bits in the low bits of the SYN-ACK's TSval, as Linux does
+    (RFC 4987 §3.6; ``cookie_init_timestamp``): the peer echoes them in the ACK's TSecr."""
+
+    carrier = True
+
+    def offered(self, syn: TcpRepr) -> bool:
+        return syn.ts is not None  # RFC 7323 §3.2: only in reply to a SYN that had the option
+
+    def carry(self, syn: TcpRepr, synack: TcpRepr, bits: int, iss: int, now: float) -> None:
+        assert syn.ts is not None
+        clock = (int(now * 1000) + offset_for(iss)) & MASK
+        mask = (1 << OPTION_BITS) - 1
+        value = (clock & ~mask & MASK) | bits
+        if (value - clock) & MASK < _HALF and value != clock:
+            value = (value - (1 << OPTION_BITS)) & MASK  # never ahead of the clock (§5.4)
+        synack.ts = (value, syn.ts[0])
+
+    def recover(self, ack: TcpRepr) -> int | None:
+        return None if ack.ts is None else ack.ts[1] & ((1 << OPTION_BITS) - 1)
+
+    def restore(self, ack: TcpRepr, syn: TcpRepr) -> None:
+        if ack.ts is not None:
+            syn.ts = (ack.ts[0], 0)  # TS.Recent starts from the ACK's TSval (§4.3)
+
+
 @hookimpl
 def stack_register(registry: Registry) -> None:
-    registry.add_feature(NAME, TimestampsSettings, doc="timestamps, RTTM and PAWS (RFC 7323 §3-5)")
+    registry.add_feature(
+        NAME, TimestampsSettings, doc="timestamps, RTTM and PAWS (RFC 7323 §3-5)", syncookie=TimestampsCookie()
+    )
 
 
 @hookimpl

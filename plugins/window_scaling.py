@@ -19,7 +19,9 @@ from typing import Any
 
 from framework.plugins import hookimpl
 from framework.registry import Registry
-from layers.tcp.policy import Extension, TcpSetup, decision_log
+from layers.tcp.policy import Extension, TcpOptions, TcpSetup, decision_log
+from layers.tcp.syncookies import SynCookieCodec
+from layers.tcp.wire import TcpRepr
 
 NAME = "window_scaling"
 MAX_SHIFT = 14  # RFC 7323 §2.3
@@ -78,9 +80,33 @@ class WindowScaling(Extension):
             )
 
 
+class WindowScalingCookie(SynCookieCodec):
+    """The peer's shift in a SYN cookie (4 bits; 15: the peer did not offer scaling), as
+    Linux's ``cookie_timestamp_decode`` keeps it."""
+
+    bits = 4
+    order = 10
+
+    def encode(self, syn: TcpRepr, synack: TcpRepr, settings: Any, options: TcpOptions) -> int:
+        if syn.wscale is None:
+            return 0xF
+        synack.wscale = settings.shift if settings.shift is not None else shift_for(options.recv_buffer)
+        return min(syn.wscale, MAX_SHIFT)  # §2.3: a shift above 14 is taken as 14
+
+    def decode(self, value: int, syn: TcpRepr, settings: Any) -> bool:
+        if value == 0xF:
+            return True
+        if value > MAX_SHIFT:
+            return False  # never encoded: the cookie is forged
+        syn.wscale = value
+        return True
+
+
 @hookimpl
 def stack_register(registry: Registry) -> None:
-    registry.add_feature(NAME, WindowScalingSettings, doc="window scale option (RFC 7323 §2)")
+    registry.add_feature(
+        NAME, WindowScalingSettings, doc="window scale option (RFC 7323 §2)", syncookie=WindowScalingCookie()
+    )
 
 
 @hookimpl

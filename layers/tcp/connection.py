@@ -191,6 +191,7 @@ class TcpConnection:
         self.segs_out = 0
         self.retransmits = 0
         self.retransmitted_bytes = 0
+        self.rst_ignored = 0  # RSTs ignored in TIME-WAIT (RFC 1337)
         self.closed_at: float | None = None
 
     # ================================================================== identity
@@ -253,16 +254,19 @@ class TcpConnection:
         self.snd_max = self.snd_nxt
         self._send_syn = True
 
-    def open_passive(self, syn: TcpRepr, now: float) -> None:
+    def open_passive(self, syn: TcpRepr, now: float, *, synack_sent: bool = False) -> None:
         """A SYN arrived at a listener (RFC 9293 §3.10.7.2): enter SYN-RECEIVED and answer
         ``<SEQ=ISS><ACK=RCV.NXT><CTL=SYN,ACK>``. Data on the SYN is not accepted (it is not
-        acknowledged, so the peer sends it again after the handshake: E10)."""
+        acknowledged, so the peer sends it again after the handshake, RFC 9293 §3.10.7.2).
+
+        With *synack_sent* the SYN-ACK already went out as a SYN cookie (RFC 4987 §3.6) and
+        *syn* is rebuilt from it: the connection only waits for the ACK it is given next."""
         self.state = S.LISTEN
         self._set_state(Trigger.RECV_SYN, now)
         self._take_syn(syn, now)
         self.snd_nxt = seq_add(self.iss, 1)
         self.snd_max = self.snd_nxt
-        self._send_syn = True
+        self._send_syn = not synack_sent
 
     def _take_syn(self, syn: TcpRepr, now: float) -> None:
         """Record what the peer's SYN says (RFC 9293 §3.10.7.2-3)."""
@@ -572,7 +576,13 @@ class TcpConnection:
         elif st in (S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2, S.CLOSE_WAIT):
             self.failure = "reset"
             self.events.append(ConnectionFailed("reset", "connection reset by peer"))
-        else:  # CLOSING, LAST-ACK, TIME-WAIT: delete the TCB (RFC 1337 not applied; documented)
+        elif st is S.TIME_WAIT and self.options.rfc1337:
+            # RFC 1337 §3 (fix F1): ignore a RST in TIME-WAIT, so the 2*MSL guard of the
+            # 4-tuple is not cut short ("TIME-WAIT assassination").
+            self.rst_ignored += 1
+            self._log.debug("tcp.decision", decision="RST ignored", state="TIME-WAIT", rfc="RFC 1337 §3", t=now)
+            return
+        else:  # CLOSING, LAST-ACK, TIME-WAIT: delete the TCB (RFC 9293 §3.10.7.4)
             self.failure = self.failure or "reset"
         self.sndbuf.clear()
         self.rcvbuf.clear()

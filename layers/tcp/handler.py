@@ -42,6 +42,16 @@ from layers.tcp.features import (
 from layers.tcp.policy import ConnInfo, TcpOptions, TcpSetup, decision_log
 from layers.tcp.seq import MASK, seq_add, seq_gt
 from layers.tcp.state import TcpState
+from layers.tcp.syncookies import (
+    MSS_TABLE,
+    OPTION_BITS,
+    VALID_FOR,
+    ListenerCodecs,
+    SynCookieCodec,
+    SynCookies,
+    mss_index,
+    plan,
+)
 from layers.tcp.wire import ACK, FIN, PROTO_TCP, RST, SYN, TcpRepr, pseudo_base
 
 logger = structlog.get_logger("tcpstack.tcp")
@@ -105,6 +115,21 @@ class TcpSettings:
     ``{aimd = {increase = 2896}}``; an algorithm not named here gets its defaults. They apply
     to every connection that uses the algorithm."""
 
+    syncookies: Literal["auto", "always", "never"] = "auto"
+    """SYN cookies (RFC 4987 §3.6) on every listener unless overridden: ``auto`` while a
+    listener's SYN queue is full, ``always``, or ``never`` (SYNs beyond the queue are dropped)."""
+
+    syn_backlog: int = field(default=256, metadata={"min": 1, "max": 1 << 20})
+    """Half-open connections (SYN-RECEIVED) a listener keeps at once: its SYN queue. The accept
+    queue (completed, not yet accepted) is bounded separately by the backlog of ``listen``."""
+
+    syncookie_secret: str | None = None
+    """Hex key of the SYN cookies; default: random per stack (stacks that must accept each
+    other's cookies share one)."""
+
+    rfc1337: bool = True
+    """Ignore a RST in TIME-WAIT (RFC 1337 §3); ``false``: a RST ends it (RFC 9293 §3.10.7.4)."""
+
     resolved_features: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
     resolved_congestion: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
 
@@ -133,27 +158,47 @@ class TcpSettings:
             min_rto=self.min_rto,
             msl=self.msl,
             initial_window=self.initial_window,
+            syncookies=self.syncookies,
+            rfc1337=self.rfc1337,
         )
 
 
 class Listener:
-    """A passive OPEN on one port with a bounded backlog (E15, RFC 4987)."""
+    """A passive OPEN on one port, with a SYN queue (half-open connections) and an accept queue
+    (completed handshakes not yet accepted), each bounded (RFC 4987 §3.2-3.6)."""
 
     def __init__(
-        self, port: int, backlog: int, options: TcpOptions, on_accept: Callable[[TcpConnection], None] | None
+        self,
+        port: int,
+        backlog: int,
+        options: TcpOptions,
+        on_accept: Callable[[TcpConnection], None] | None,
+        syn_backlog: int = 256,
     ) -> None:
         self.port = port
         self.backlog = backlog
+        self.syn_backlog = syn_backlog
         self.options = options
         self.on_accept = on_accept
         self.accept_queue: deque[TcpConnection] = deque()
         self.embryonic: set[TcpConnection] = set()
         self.closed = False
         self.features: dict[str, Any] = {}  # resolved per-listener feature overrides
+        self.cookie_sent_at = float("-inf")  # when this listener last answered with a SYN cookie
+        self.codecs: ListenerCodecs | None = None  # its features' cookie codecs (computed once)
+
+    @property
+    def syn_queue_full(self) -> bool:
+        return len(self.embryonic) >= self.syn_backlog
+
+    @property
+    def accept_queue_full(self) -> bool:
+        """Only connections nobody takes at once wait here (``on_accept`` takes them)."""
+        return self.on_accept is None and len(self.accept_queue) >= self.backlog
 
     @property
     def full(self) -> bool:
-        return len(self.accept_queue) + len(self.embryonic) >= self.backlog
+        return self.syn_queue_full or self.accept_queue_full
 
     def accept(self) -> TcpConnection | None:
         return self.accept_queue.popleft() if self.accept_queue else None
@@ -180,6 +225,8 @@ class TcpLayer(BaseHandler):
         self._eventful: dict[TcpConnection, None] = {}
         secret = settings.isn_secret
         self._isn_key = bytes.fromhex(secret) if secret else os.urandom(16)
+        cookie_secret = settings.syncookie_secret
+        self._cookies = SynCookies(bytes.fromhex(cookie_secret) if cookie_secret else os.urandom(16))
         self._ports = random.Random(settings.port_seed if settings.port_seed is not None else os.urandom(8))
         self._pseudo_in = 0
         self._log: Any = logger
@@ -229,12 +276,22 @@ class TcpLayer(BaseHandler):
         key = (ip.src, seg.src_port, seg.dst_port)
         conn = self.connections.get(key)
         if conn is not None:
-            if conn.state is S.TIME_WAIT and seg.flags & SYN and not seg.flags & (ACK | RST):
+            st = conn.state
+            if st is S.ESTABLISHED:
+                pass
+            elif st is S.TIME_WAIT and seg.flags & SYN and not seg.flags & (ACK | RST):
                 # MAY-2 / SHLD-4: a new SYN may reopen a TIME-WAIT 4-tuple if its sequence
                 # number is above everything of the old incarnation.
                 if seq_gt(seg.seq, conn.rcv_nxt) and seg.dst_port in self.listeners:
                     self._remove(conn)
                     self._listen_segment(self.listeners[seg.dst_port], ip, seg, ctx)
+                    return None
+            elif st is S.SYN_RECEIVED and seg.flags & ACK and not seg.flags & RST:
+                listener = conn.listener_ref
+                if listener is not None and listener.accept_queue_full:
+                    # RFC 4987 §3.2: no room to queue the completed connection: drop the ACK
+                    # (as Linux does); the SYN-ACK is retransmitted and the peer tries again.
+                    ctx.drop("tcp", "accept_queue_full")
                     return None
             conn.segment_received(seg, now)
             self._touch(conn)
@@ -247,12 +304,17 @@ class TcpLayer(BaseHandler):
         return None
 
     def _listen_segment(self, listener: Listener, ip: Ipv4Repr, seg: TcpRepr, ctx: Context) -> None:
-        """RFC 9293 §3.10.7.2, LISTEN."""
+        """RFC 9293 §3.10.7.2, LISTEN, with SYN cookies (RFC 4987 §3.6)."""
         flags = seg.flags
         if flags & RST:
             ctx.drop("tcp", "rst_to_listener")  # first: an incoming RST is ignored
             return
         if flags & ACK:
+            # A cookie is checked only on a listener that sent cookies lately (as Linux does), so
+            # an ACK flood costs no hash otherwise.
+            if not flags & SYN and ctx.now - listener.cookie_sent_at < VALID_FOR:
+                if self._cookie_ack(listener, ip, seg, ctx):
+                    return
             # second: any acknowledgment is bad in LISTEN: <SEQ=SEG.ACK><CTL=RST>
             self._send_rst(ip, seg, ctx)
             return
@@ -262,29 +324,125 @@ class TcpLayer(BaseHandler):
         if flags & FIN:
             ctx.drop("tcp", "syn_fin")
             return
-        if listener.full:
-            # E15: a full backlog drops the SYN (the client retransmits); it never resets.
-            ctx.drop("tcp", "backlog_full")
+        if listener.accept_queue_full:
+            # RFC 4987 §3.2: the application is not keeping up; a cookie would only complete a
+            # handshake nobody accepts. Drop (never reset): the client retransmits.
+            ctx.drop("tcp", "accept_queue_full")
             return
-        if len(self.connections) >= self.settings.max_connections:
+        mode = listener.options.syncookies
+        too_many = len(self.connections) >= self.settings.max_connections
+        if mode == "always" or (mode == "auto" and (listener.syn_queue_full or too_many)):
+            self._send_cookie(listener, ip, seg, ctx)
+            return
+        if listener.syn_queue_full:
+            ctx.drop("tcp", "backlog_full")  # a full SYN queue drops the SYN; it never resets
+            return
+        if too_many:
             ctx.drop("tcp", "too_many_connections")
             return
+        conn = self._passive_connection(listener, ip, seg, ctx, None)
+        if conn is not None:
+            conn.open_passive(seg, ctx.now)
+
+    def _passive_connection(
+        self, listener: Listener, ip: Ipv4Repr, seg: TcpRepr, ctx: Context, iss: int | None
+    ) -> TcpConnection | None:
+        """A new connection in the listener's SYN queue (``None`` if a plugin failed)."""
         local = (self.address, seg.dst_port)
         remote = (ip.src, seg.src_port)
         try:
             conn = self._new_connection(
-                local, remote, listener.options, passive=True, now=ctx.now, overrides=listener.features
+                local, remote, listener.options, passive=True, now=ctx.now, overrides=listener.features, iss=iss
             )
         except Exception as exc:  # a plugin failed for this connection (clashes were checked earlier)
             ctx.drop("tcp", "setup_failed")
             if ctx.now - self._setup_failed_logged >= 1.0:  # at most one line a second under a SYN flood
                 self._setup_failed_logged = ctx.now
                 self._log.error("tcp.setup_failed", port=seg.dst_port, error=f"{type(exc).__name__}: {exc}")
-            return
+            return None
         conn.listener_ref = listener
         listener.embryonic.add(conn)
-        conn.open_passive(seg, ctx.now)
         self._touch(conn)
+        return conn
+
+    # ------------------------------------------------------------------ SYN cookies
+
+    def _codecs(self, listener: Listener) -> ListenerCodecs:
+        """The cookie codecs of the features on *listener* (worked out once per listener)."""
+        if listener.codecs is None:
+            features = merge(self.settings.resolved_features, listener.features)
+            found: list[tuple[str, SynCookieCodec, Any]] = []
+            if self.registry is not None:
+                for name, settings in features.items():
+                    feature = self.registry.features.get(name)
+                    if feature is not None and isinstance(feature.syncookie, SynCookieCodec):
+                        found.append((name, feature.syncookie, settings))
+            listener.codecs = plan(found)
+            if listener.codecs.skipped:
+                self._log.warning(
+                    "tcp.syncookie_no_room", port=listener.port, features=listener.codecs.skipped, bits=OPTION_BITS
+                )
+        return listener.codecs
+
+    @staticmethod
+    def _material(ip: Ipv4Repr, seg: TcpRepr) -> bytes:
+        return ip.dst + seg.dst_port.to_bytes(2, "big") + ip.src + seg.src_port.to_bytes(2, "big")
+
+    def _send_cookie(self, listener: Listener, ip: Ipv4Repr, seg: TcpRepr, ctx: Context) -> None:
+        """RFC 4987 §3.6: answer a SYN with a SYN-ACK whose ISN encodes what the SYN said; keep
+        nothing. The SYN-ACK is what the connection would have sent (RFC 9293 §3.10.7.2)."""
+        now = ctx.now
+        if now - listener.cookie_sent_at >= VALID_FOR:
+            self._log.warning("tcp.syn_flood", port=listener.port, action="sending SYN cookies", rfc="RFC 4987 §3.6")
+        listener.cookie_sent_at = now
+        opts = listener.options
+        iss = self._cookies.make(self._material(ip, seg), seg.seq, mss_index(seg.mss), now)
+        # RFC 7323 §2.2: the window field of a SYN-ACK is never scaled.
+        synack = TcpRepr(seg.dst_port, seg.src_port, iss, seq_add(seg.seq, 1), SYN | ACK, min(opts.recv_buffer, 0xFFFF))
+        synack.mss = min(opts.mss or self.local_mss, self.local_mss)  # MUST-14
+        codecs = self._codecs(listener)
+        if codecs.carrier is not None and codecs.carrier[0].offered(seg):
+            bits = 0
+            for codec, settings, shift in codecs.options:
+                bits |= (codec.encode(seg, synack, settings, opts) & ((1 << codec.bits) - 1)) << shift
+            codecs.carrier[0].carry(seg, synack, bits, iss, now)
+        ctx.stats.count("tcp.syncookies_sent")
+        self._transmit(ip.dst, ip.src, synack, ctx)
+
+    def _cookie_ack(self, listener: Listener, ip: Ipv4Repr, seg: TcpRepr, ctx: Context) -> bool:
+        """An ACK that may complete a cookie handshake (RFC 4987 §3.6). ``False``: not a valid
+        cookie (counted; the caller answers it as any stray ACK)."""
+        now = ctx.now
+        peer_isn = (seg.seq - 1) & MASK
+        iss = (seg.ack - 1) & MASK
+        index = self._cookies.check(self._material(ip, seg), peer_isn, iss, now)
+        syn = TcpRepr(seg.src_port, seg.dst_port, peer_isn, 0, SYN, 0, mss=MSS_TABLE[index or 0])
+        codecs = self._codecs(listener)
+        if index is not None and codecs.carrier is not None:
+            carrier = codecs.carrier[0]
+            bits = carrier.recover(seg)
+            if bits is not None:  # the SYN-ACK carried option bits: restore the options
+                carrier.restore(seg, syn)
+                for codec, settings, shift in codecs.options:
+                    if not codec.decode((bits >> shift) & ((1 << codec.bits) - 1), syn, settings):
+                        index = None
+                        break
+        if index is None:
+            ctx.stats.count("tcp.syncookies_rejected")
+            return False
+        if listener.accept_queue_full or len(self.connections) >= self.settings.max_connections:
+            ctx.drop("tcp", "accept_queue_full" if listener.accept_queue_full else "too_many_connections")
+            return True  # as Linux: the ACK is dropped, the peer's retransmission may succeed later
+        conn = self._passive_connection(listener, ip, seg, ctx, iss)
+        if conn is None:
+            return True
+        ctx.stats.count("tcp.syncookies_accepted")
+        conn.open_passive(syn, now, synack_sent=True)
+        if seg.ts is not None:
+            # The echoed TSval carries cookie bits, not a send time: no RTT sample from it.
+            seg.ts = (seg.ts[0], 0)
+        conn.segment_received(seg, now)
+        return True
 
     def _no_tcb(self, ip: Ipv4Repr, seg: TcpRepr, ctx: Context) -> None:
         """RFC 9293 §3.10.7.1: CLOSED (no TCB): answer anything but a RST with a RST."""
@@ -508,12 +666,13 @@ class TcpLayer(BaseHandler):
         passive: bool,
         now: float,
         overrides: dict[str, Any] | None = None,
+        iss: int | None = None,
     ) -> TcpConnection:
         info = ConnInfo(local=local, remote=remote, mss=min(options.mss or self.local_mss, self.local_mss))
         setup = self._setup(info, options, overrides or {})
         conn = TcpConnection(
             setup,
-            iss=self.isn(local, remote, now),
+            iss=self.isn(local, remote, now) if iss is None else iss,
             now=now,
             passive=passive,
             local_mss=min(options.mss or self.local_mss, self.local_mss),
@@ -567,6 +726,7 @@ class TcpLayer(BaseHandler):
         backlog: int = 128,
         options: TcpOptions | None = None,
         on_accept: Callable[[TcpConnection], None] | None = None,
+        syn_backlog: int | None = None,
     ) -> Listener:
         """Passive OPEN on *port* (RFC 9293 §3.10.1).
 
@@ -576,10 +736,12 @@ class TcpLayer(BaseHandler):
             raise ValueError(f"port must be 1-65535, got {port}")
         if backlog < 1:
             raise ValueError(f"backlog must be at least 1, got {backlog}")
+        if syn_backlog is not None and syn_backlog < 1:
+            raise ValueError(f"syn_backlog must be at least 1, got {syn_backlog}")
         if port in self.listeners:
             raise InvalidStateError(f"port {port} is already listening")
         opts = options or self.settings.default_options()
-        listener = Listener(port, backlog, opts, on_accept)
+        listener = Listener(port, backlog, opts, on_accept, syn_backlog or self.settings.syn_backlog)
         listener.features = self.resolve_features(opts)
         self.listeners[port] = listener
         return listener

@@ -86,6 +86,15 @@ class TcpOptions:
     """Initial congestion window: RFC 5681 §3.1 (2-4 segments) or RFC 6928 (10 segments,
     Experimental, what Linux and most modern stacks use)."""
 
+    syncookies: Literal["auto", "always", "never"] = "auto"
+    """SYN cookies on a listener (RFC 4987 §3.6): ``auto`` answers with a cookie, keeping no
+    state, only while the listener's SYN queue is full; ``always`` for every SYN; ``never``
+    drops SYNs once the SYN queue is full."""
+
+    rfc1337: bool = True
+    """Ignore a RST in TIME-WAIT (RFC 1337 §3, "TIME-WAIT assassination"), so the 2*MSL guard
+    is never cut short; ``false`` restores RFC 9293 §3.10.7.4 (a RST ends TIME-WAIT)."""
+
 
 @dataclass(slots=True)
 class ConnInfo:

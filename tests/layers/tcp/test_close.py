@@ -239,10 +239,21 @@ class TestTimeWait:
         assert recv(conn, t=1.0) == [replace(RECV, seq=L1 + 1, ack=R1 + 1, window=63)]
         assert conn.state is S.TIME_WAIT
 
-    def test_rst_in_time_wait_closes(self) -> None:
-        """RFC 9293 §3.10.7.4 "Second" (C8): our documented choice is RFC 9293's: a RST at RCV.NXT in TIME-WAIT
-        deletes the TCB (RFC 1337's "ignore" is not applied; Linux's default tcp_rfc1337=0 does the same)."""
+    def test_rst_in_time_wait_is_ignored_by_default(self) -> None:
+        """RFC 1337 §3 (fix F1, C8): a RST in TIME-WAIT is ignored, so the 2*MSL guard of the 4-tuple is not cut
+        short (TIME-WAIT assassination); the connection leaves TIME-WAIT only when 2*MSL ends."""
         conn = time_wait()
+        deadline = conn.get_timer()
+        send(conn, t=1.0, seg=replace(SEND, seq=R1 + 1, ack=0, flags=RST))
+        assert conn.state is S.TIME_WAIT and conn.rst_ignored == 1
+        recv_nothing(conn, t=1.0)  # never answer a RST
+        assert conn.get_timer() == deadline
+        assert events(conn) == []
+
+    def test_rst_in_time_wait_closes_without_rfc1337(self) -> None:
+        """RFC 9293 §3.10.7.4 "Second": with ``rfc1337 = false`` a RST at RCV.NXT in TIME-WAIT deletes the TCB
+        (Linux's default tcp_rfc1337=0 does the same)."""
+        conn = time_wait(rfc1337=False)
         send(conn, t=1.0, seg=replace(SEND, seq=R1 + 1, ack=0, flags=RST))
         assert conn.state is S.CLOSED
         recv_nothing(conn, t=1.0)

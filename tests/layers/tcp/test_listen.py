@@ -148,34 +148,43 @@ class TestSynToListener:
 
 
 class TestBacklog:
-    def test_full_backlog_drops_syns_and_the_retransmitted_syn_is_accepted_later(self) -> None:
-        """RFC 4987 / checklist E15: a full backlog drops the SYN without RST; once accept() frees room, the
-        retransmission succeeds."""
-        h = LayerHarness(initial_sequence=ISS)
-        listener = h.tcp.listen(LOCAL_PORT, backlog=1)
+    def test_full_syn_queue_drops_syns_and_the_retransmitted_syn_is_accepted_later(self) -> None:
+        """RFC 4987 §3.2: with SYN cookies off, a full SYN queue drops the SYN without RST; once the half-open
+        connection completes, the retransmission succeeds."""
+        h = LayerHarness(initial_sequence=ISS, syncookies="never", syn_backlog=1)
+        listener = h.tcp.listen(LOCAL_PORT)
         [synack] = h.inject(replace(SYN_SEG, src_port=40001), t=0.0)
         assert synack.flags == SYN | ACK
         # Client 2's SYN while client 1 is half-open: dropped silently.
         assert h.inject(replace(SYN_SEG, src_port=40002), t=0.0) == []
         assert h.drops("backlog_full") == 1
-        # Client 1 completes: still full (the accept queue counts) until the app accepts.
+        # Client 1 completes and leaves the SYN queue (it waits in the accept queue).
         h.inject(replace(SEND, src_port=40001, seq=REMOTE_SEQ + 1, ack=ISS + 1), t=0.1)
-        assert h.inject(replace(SYN_SEG, src_port=40002), t=1.0) == []  # client 2's first retransmission
-        assert h.drops("backlog_full") == 2
-        first = listener.accept()
-        assert first is not None and first.remote[1] == 40001
-        # Client 2's second retransmission (RFC 6298 backoff: 1 s, then 2 s later) is answered.
-        [synack2] = h.inject(replace(SYN_SEG, src_port=40002), t=3.0)
+        # Client 2's first retransmission (RFC 6298: 1 s) is answered.
+        [synack2] = h.inject(replace(SYN_SEG, src_port=40002), t=1.0)
         assert synack2.flags == SYN | ACK and synack2.ack == REMOTE_SEQ + 1
-        h.inject(replace(SEND, src_port=40002, seq=REMOTE_SEQ + 1, ack=ISS + 1), t=3.1)
-        second = listener.accept()
-        assert second is not None and second.remote[1] == 40002
+        h.inject(replace(SEND, src_port=40002, seq=REMOTE_SEQ + 1, ack=ISS + 1), t=1.1)
+        assert [c.remote[1] for c in iter(listener.accept, None)] == [40001, 40002]
 
-    def test_rst_from_the_peer_frees_the_backlog_slot(self) -> None:
-        """RFC 9293 §3.10.7.4 (E6): a RST in SYN-RECEIVED after a passive open removes the embryonic TCB and its
-        slot."""
+    def test_full_accept_queue_drops_syns_until_the_application_accepts(self) -> None:
+        """RFC 4987 §3.2: completed connections nobody accepted fill the accept queue (the backlog); further
+        SYNs are dropped without RST, also with SYN cookies on, until accept() makes room."""
         h = LayerHarness(initial_sequence=ISS)
         listener = h.tcp.listen(LOCAL_PORT, backlog=1)
+        h.inject(replace(SYN_SEG, src_port=40001), t=0.0)
+        h.inject(replace(SEND, src_port=40001, seq=REMOTE_SEQ + 1, ack=ISS + 1), t=0.1)
+        assert h.inject(replace(SYN_SEG, src_port=40002), t=1.0) == []
+        assert h.drops("accept_queue_full") == 1
+        first = listener.accept()
+        assert first is not None and first.remote[1] == 40001
+        [synack2] = h.inject(replace(SYN_SEG, src_port=40002), t=3.0)
+        assert synack2.flags == SYN | ACK
+
+    def test_rst_from_the_peer_frees_the_syn_queue_slot(self) -> None:
+        """RFC 9293 §3.10.7.4: a RST in SYN-RECEIVED after a passive open removes the embryonic TCB and its
+        slot in the SYN queue."""
+        h = LayerHarness(initial_sequence=ISS, syncookies="never", syn_backlog=1)
+        listener = h.tcp.listen(LOCAL_PORT)
         h.inject(SYN_SEG, t=0.0)
         assert h.inject(replace(SEND, seq=REMOTE_SEQ + 1, ack=0, flags=RST), t=0.1) == []
         assert not listener.embryonic and listener.accept() is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 
 import pytest
 
@@ -45,9 +46,9 @@ SYNCHRONIZED: list[tuple[Callable[[], TcpConnection], list[object]]] = [
     (close_wait, [RESET, ConnectionClosed()]),
     (closing, [ConnectionClosed()]),  # CLOSING / LAST-ACK: delete the TCB; the user already closed
     (last_ack, [ConnectionClosed()]),
-    (time_wait, []),  # ConnectionClosed was given on entering TIME-WAIT
+    (partial(time_wait, rfc1337=False), []),  # ConnectionClosed was given on entering TIME-WAIT
 ]
-IDS = [f.__name__ for f, _ in SYNCHRONIZED]
+IDS = [getattr(f, "__name__", "time_wait") for f, _ in SYNCHRONIZED]
 
 
 def rst(conn: TcpConnection, offset: int = 0, *, flags: int = RST, payload: bytes = b"") -> object:
