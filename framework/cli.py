@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 
 import structlog
 
-from framework.config import build_stack, config_from_dict, default_config_dict, read_toml
+from framework.config import build_stack, default_config_dict, read_toml
 from framework.errors import ConfigError, LinkError, StackError
 from framework.logging import LEVELS, configure_logging, link_pcap
 
@@ -241,19 +241,18 @@ def _up_config(args: argparse.Namespace) -> dict[str, Any]:
     layers = data.get("layers")
     if not isinstance(layers, list):
         return data  # validation reports it
+    # Where the layers are is checked afterwards, by the validation `config check` runs too
+    # (configcmd.validate_for_up): here only the options are applied.
     tun = _layer(layers, "tun")
-    if tun is None:
-        raise ConfigError(["layers: 'tcpstack up' needs a layer of type 'tun' at the bottom"])
-    if layers[0] is not tun:
-        raise ConfigError(["layers[0]: the 'tun' layer must be the bottom layer"])
-    if args.tun is not None:
-        tun["device"] = args.tun
-    if args.create:
-        tun["create"] = True
-    if getattr(args, "offload", False):
-        tun["offload"] = True
-    if args.mtu is not None:
-        tun["mtu"] = args.mtu
+    if tun is not None:
+        if args.tun is not None:
+            tun["device"] = args.tun
+        if args.create:
+            tun["create"] = True
+        if getattr(args, "offload", False):
+            tun["offload"] = True
+        if args.mtu is not None:
+            tun["mtu"] = args.mtu
     if args.address is not None:
         ip = _layer(layers, "ipv4")
         if ip is None:
@@ -296,7 +295,7 @@ def _up_config(args: argparse.Namespace) -> dict[str, Any]:
     if args.pcap is not None:
         if pcap is None:
             pcap = {"type": "pcap", "path": args.pcap}
-            layers.insert(1, pcap)
+            layers.insert(1, pcap)  # just above the link: it records whole datagrams
         else:
             pcap["path"] = args.pcap
     if getattr(args, "snaplen", None) is not None:
@@ -313,10 +312,11 @@ def _layer(layers: list[Any], type_name: str) -> dict[str, Any] | None:
 
 def _open(args: argparse.Namespace) -> tuple[Any, Any, Any] | int:
     """Validate the configuration, open the TUN link and build the stack (or an exit code)."""
+    from framework.configcmd import validate_for_up
     from framework.io.tun import TunLink
 
     try:
-        config = config_from_dict(_up_config(args))
+        config = validate_for_up(_up_config(args))  # what `config check` runs; opens nothing
         tun_cfg = config.layers[0].settings
         link = TunLink(
             tun_cfg.device,

@@ -183,5 +183,14 @@ def _memory(name: str, settings: MemorySettings) -> RawIpLink:
 
 @hookimpl
 def stack_register(registry: Registry) -> None:
-    registry.add_layer("tun", _tun, TunSettings, doc="Linux TUN device carrying bare IP datagrams")
-    registry.add_layer("memory", _memory, MemorySettings, doc="in-memory link for tests and simulation")
+    registry.add_layer(
+        "tun", _tun, TunSettings, doc="Linux TUN device carrying bare IP datagrams", provides=("link",), bottom=True
+    )
+    registry.add_layer(
+        "memory",
+        _memory,
+        MemorySettings,
+        doc="in-memory link for tests and simulation",
+        provides=("link",),
+        bottom=True,
+    )

@@ -11,6 +11,7 @@ Record times are ``ctx.now + time_offset``: the stack's clock is monotonic, so t
 
 from __future__ import annotations
 
+import os
 import struct
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO, Final
@@ -38,7 +39,16 @@ logger = structlog.get_logger("tcpstack.pcap")
 
 
 def _check_path(value: str) -> str | None:
-    return None if value else "must not be empty"
+    # Checked without creating anything, so `tcpstack config check` finds what `up` would
+    # fail on; what only opening can tell (permissions, a full disk) is the factory's error.
+    if not value:
+        return "must not be empty"
+    if os.path.isdir(value):
+        return f"{value} is a directory; name a file in it"
+    parent = os.path.dirname(value) or "."
+    if not os.path.isdir(parent):
+        return f"the directory {parent} does not exist"
+    return None
 
 
 @dataclass(slots=True)
@@ -141,7 +151,9 @@ def _pcap(name: str, settings: PcapSettings) -> PcapWriter:
 
 @hookimpl
 def stack_register(registry: Registry) -> None:
-    registry.add_layer("pcap", _pcap, PcapSettings, doc="record every packet to a libpcap file (LINKTYPE_RAW)")
+    registry.add_layer(
+        "pcap", _pcap, PcapSettings, doc="record every packet to a libpcap file (LINKTYPE_RAW)", requires=("link",)
+    )
 
 
 @hookimpl
