@@ -424,9 +424,20 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_connect(args: argparse.Namespace) -> int:
+    import ipaddress
+
     from framework.api.streams import StackApi
     from framework.io.driver import AsyncioDriver
 
+    # Checked before the device is opened: a typo costs nothing.
+    try:
+        ipaddress.IPv4Address(args.host)
+    except ValueError:
+        return _fail(f"HOST {args.host!r} is not an IPv4 address (the stack has no resolver)", EXIT_USAGE)
+    if not 0 < args.port < 65536:
+        return _fail(f"PORT {args.port} is not in 1-65535", EXIT_USAGE)
+    if not 0 < args.timeout <= 3600:  # (NaN fails too)
+        return _fail("--timeout must be in (0, 3600] seconds", EXIT_USAGE)
     opened = _open(args)
     if isinstance(opened, int):
         return opened
@@ -549,6 +560,12 @@ def _main(argv: Sequence[str] | None) -> int:
 
         from framework.control import default_path, run_client
 
+        if not args.control:
+            from layers.link.handler import check_ifname
+
+            problem = check_ifname(args.tun)
+            if problem:
+                return _fail(f"--tun {args.tun!r}: {problem}", EXIT_USAGE)
         path = Path(args.control) if args.control else default_path(args.tun)
         if args.command != "fetch":
             if args.watch is None:
@@ -562,6 +579,12 @@ def _main(argv: Sequence[str] | None) -> int:
             return watch(args.command, path, args.json, interval=args.watch, count=args.count)
         if not 0 < args.timeout <= 3600:
             return _fail("--timeout must be in (0, 3600] seconds", EXIT_USAGE)
+        from framework.control import parse_http_url
+
+        try:
+            parse_http_url(args.url)  # the stack checks it too; a typo needs no running stack
+        except ValueError as exc:
+            return _fail(str(exc), EXIT_USAGE)
         output = str(Path(args.output).resolve()) if args.output else None
         return run_client("fetch", path, args.json, timeout=args.timeout, url=args.url, output=output)
     if args.command == "config":
@@ -573,6 +596,12 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.command == "demo":
         from framework.demo import run_demo
 
+        if args.pcap is not None:
+            from layers.middleware.pcap import check_capture_path
+
+            problem = check_capture_path(args.pcap)
+            if problem:
+                return _fail(f"--pcap: {problem}", EXIT_USAGE)
         return run_demo(keep=args.keep, pcap=args.pcap, offload=args.offload)
     parser.error(f"unknown command {args.command!r}")
     return EXIT_USAGE  # pragma: no cover

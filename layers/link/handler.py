@@ -38,13 +38,13 @@ GSO_NONE, GSO_TCPV4 = 0, 1
 GSO_ECN = 0x80
 
 
-def _check_ifname(value: str) -> str | None:
+def check_ifname(value: str) -> str | None:
     return None if _IFNAME.match(value) else "must be 1-15 characters of letters, digits, '_', '.', '-'"
 
 
 @dataclass(slots=True)
 class TunSettings:
-    device: str = field(default="tun0", metadata={"check": _check_ifname})
+    device: str = field(default="tun0", metadata={"check": check_ifname})
     """Name of the TUN device. An existing (e.g. persistent, ``ip tuntap add``) device is
     attached to; a missing one is an error unless ``create`` is true."""
 

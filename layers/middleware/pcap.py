@@ -38,7 +38,7 @@ _MAX_USEC: Final = 0xFFFFFFFF * 1_000_000 + 999_999
 logger = structlog.get_logger("tcpstack.pcap")
 
 
-def _check_path(value: str) -> str | None:
+def check_capture_path(value: str) -> str | None:
     # Checked without creating anything, so `tcpstack config check` finds what `up` would
     # fail on; what only opening can tell (permissions, a full disk) is the factory's error.
     if not value:
@@ -53,7 +53,7 @@ def _check_path(value: str) -> str | None:
 
 @dataclass(slots=True)
 class PcapSettings:
-    path: str = field(default="tcpstack.pcap", metadata={"check": _check_path})
+    path: str = field(default="tcpstack.pcap", metadata={"check": check_capture_path})
     """File to write the capture to; created or truncated when the stack is built."""
 
     snaplen: int = field(default=65535, metadata={"min": 68, "max": 262144})
