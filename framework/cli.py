@@ -10,9 +10,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import os
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 import structlog
@@ -83,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-checksum-verify",
         action="store_true",
         help="do not verify IPv4/ICMP/TCP checksums on receipt (for links that guarantee them)",
+    )
+    up.add_argument(
+        "--pid-file",
+        metavar="FILE",
+        help='write the process ID to FILE once the stack is up (removed when it stops): kill -TERM "$(cat FILE)"',
     )
     _add_feature_options(up)
     _add_logging_options(up)
@@ -344,8 +351,6 @@ def _open(args: argparse.Namespace) -> tuple[Any, Any, Any] | int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from framework.api.streams import StackApi
     from framework.control import ControlServer, default_path
     from framework.io.driver import AsyncioDriver
@@ -361,6 +366,13 @@ def cmd_up(args: argparse.Namespace) -> int:
     if isinstance(opened, int):
         return opened
     config, link, stack = opened
+    pid_file = Path(args.pid_file) if args.pid_file else None
+    if pid_file is not None:
+        try:
+            pid_file.write_text(f"{os.getpid()}\n")
+        except OSError as exc:
+            link.close()
+            return _fail(f"--pid-file {pid_file}: cannot write: {exc.strerror or exc}")
 
     async def run() -> None:
         loop = asyncio.get_running_loop()
@@ -420,7 +432,18 @@ def cmd_up(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     finally:
         link.close()
+        if pid_file is not None:
+            _remove_pid_file(pid_file)
     return EXIT_OK
+
+
+def _remove_pid_file(path: Path) -> None:
+    """Remove *path* if it still names this process (another stack may have taken it over)."""
+    try:
+        if path.read_text().strip() == str(os.getpid()):
+            path.unlink()
+    except (OSError, UnicodeDecodeError):
+        pass
 
 
 def cmd_connect(args: argparse.Namespace) -> int:
@@ -556,8 +579,6 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.command == "connect":
         return cmd_connect(args)
     if args.command in ("ss", "stats", "fetch"):
-        from pathlib import Path
-
         from framework.control import default_path, run_client
 
         if not args.control:

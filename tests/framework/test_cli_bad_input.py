@@ -170,3 +170,28 @@ def test_configuration_without_read_permission_is_one_line(unreadable_config: tu
         )
         assert proc.returncode == EXIT_USAGE, proc
         assert one_line(proc.stderr) == f"tcpstack: error: {path}: cannot read: Permission denied"
+
+
+class FakeTun:
+    """Stands in for TunLink, so `up` gets past opening the device without one."""
+
+    closed: list[bool] = []
+
+    def __init__(self, device: str, **kwargs: object) -> None:
+        self.name, self.mtu = device, 1500
+
+    def close(self) -> None:
+        FakeTun.closed.append(True)
+
+
+def test_pid_file_that_cannot_be_written_is_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`up --pid-file` into a directory that does not exist: one line, exit 1, the device closed again."""
+    monkeypatch.setattr("framework.io.tun.TunLink", FakeTun)
+    monkeypatch.setattr(FakeTun, "closed", [])
+    pid_file = tmp_path / "missing" / "stack.pid"
+    assert main(["up", "--tun", DEVICE, "--pid-file", str(pid_file)]) == EXIT_FAILURE
+    line = one_line(capsys.readouterr().err)
+    assert line == f"tcpstack: error: --pid-file {pid_file}: cannot write: No such file or directory"
+    assert FakeTun.closed == [True]
