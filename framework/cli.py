@@ -10,14 +10,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import os
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 import structlog
 
-from framework.config import build_stack, config_from_dict, default_config_dict, read_toml
+from framework.config import build_stack, default_config_dict, read_toml
 from framework.errors import ConfigError, LinkError, StackError
 from framework.logging import LEVELS, configure_logging, link_pcap
 
@@ -83,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-checksum-verify",
         action="store_true",
         help="do not verify IPv4/ICMP/TCP checksums on receipt (for links that guarantee them)",
+    )
+    up.add_argument(
+        "--pid-file",
+        metavar="FILE",
+        help='write the process ID to FILE once the stack is up (removed when it stops): kill -TERM "$(cat FILE)"',
     )
     _add_feature_options(up)
     _add_logging_options(up)
@@ -241,19 +248,18 @@ def _up_config(args: argparse.Namespace) -> dict[str, Any]:
     layers = data.get("layers")
     if not isinstance(layers, list):
         return data  # validation reports it
+    # Where the layers are is checked afterwards, by the validation `config check` runs too
+    # (configcmd.validate_for_up): here only the options are applied.
     tun = _layer(layers, "tun")
-    if tun is None:
-        raise ConfigError(["layers: 'tcpstack up' needs a layer of type 'tun' at the bottom"])
-    if layers[0] is not tun:
-        raise ConfigError(["layers[0]: the 'tun' layer must be the bottom layer"])
-    if args.tun is not None:
-        tun["device"] = args.tun
-    if args.create:
-        tun["create"] = True
-    if getattr(args, "offload", False):
-        tun["offload"] = True
-    if args.mtu is not None:
-        tun["mtu"] = args.mtu
+    if tun is not None:
+        if args.tun is not None:
+            tun["device"] = args.tun
+        if args.create:
+            tun["create"] = True
+        if getattr(args, "offload", False):
+            tun["offload"] = True
+        if args.mtu is not None:
+            tun["mtu"] = args.mtu
     if args.address is not None:
         ip = _layer(layers, "ipv4")
         if ip is None:
@@ -296,7 +302,7 @@ def _up_config(args: argparse.Namespace) -> dict[str, Any]:
     if args.pcap is not None:
         if pcap is None:
             pcap = {"type": "pcap", "path": args.pcap}
-            layers.insert(1, pcap)
+            layers.insert(1, pcap)  # just above the link: it records whole datagrams
         else:
             pcap["path"] = args.pcap
     if getattr(args, "snaplen", None) is not None:
@@ -313,10 +319,11 @@ def _layer(layers: list[Any], type_name: str) -> dict[str, Any] | None:
 
 def _open(args: argparse.Namespace) -> tuple[Any, Any, Any] | int:
     """Validate the configuration, open the TUN link and build the stack (or an exit code)."""
+    from framework.configcmd import validate_for_up
     from framework.io.tun import TunLink
 
     try:
-        config = config_from_dict(_up_config(args))
+        config = validate_for_up(_up_config(args))  # what `config check` runs; opens nothing
         tun_cfg = config.layers[0].settings
         link = TunLink(
             tun_cfg.device,
@@ -344,8 +351,6 @@ def _open(args: argparse.Namespace) -> tuple[Any, Any, Any] | int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from framework.api.streams import StackApi
     from framework.control import ControlServer, default_path
     from framework.io.driver import AsyncioDriver
@@ -361,6 +366,13 @@ def cmd_up(args: argparse.Namespace) -> int:
     if isinstance(opened, int):
         return opened
     config, link, stack = opened
+    pid_file = Path(args.pid_file) if args.pid_file else None
+    if pid_file is not None:
+        try:
+            pid_file.write_text(f"{os.getpid()}\n")
+        except OSError as exc:
+            link.close()
+            return _fail(f"--pid-file {pid_file}: cannot write: {exc.strerror or exc}")
 
     async def run() -> None:
         loop = asyncio.get_running_loop()
@@ -420,13 +432,35 @@ def cmd_up(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     finally:
         link.close()
+        if pid_file is not None:
+            _remove_pid_file(pid_file)
     return EXIT_OK
 
 
+def _remove_pid_file(path: Path) -> None:
+    """Remove *path* if it still names this process (another stack may have taken it over)."""
+    try:
+        if path.read_text().strip() == str(os.getpid()):
+            path.unlink()
+    except (OSError, UnicodeDecodeError):
+        pass
+
+
 def cmd_connect(args: argparse.Namespace) -> int:
+    import ipaddress
+
     from framework.api.streams import StackApi
     from framework.io.driver import AsyncioDriver
 
+    # Checked before the device is opened: a typo costs nothing.
+    try:
+        ipaddress.IPv4Address(args.host)
+    except ValueError:
+        return _fail(f"HOST {args.host!r} is not an IPv4 address (the stack has no resolver)", EXIT_USAGE)
+    if not 0 < args.port < 65536:
+        return _fail(f"PORT {args.port} is not in 1-65535", EXIT_USAGE)
+    if not 0 < args.timeout <= 3600:  # (NaN fails too)
+        return _fail("--timeout must be in (0, 3600] seconds", EXIT_USAGE)
     opened = _open(args)
     if isinstance(opened, int):
         return opened
@@ -545,10 +579,14 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.command == "connect":
         return cmd_connect(args)
     if args.command in ("ss", "stats", "fetch"):
-        from pathlib import Path
-
         from framework.control import default_path, run_client
 
+        if not args.control:
+            from layers.link.handler import check_ifname
+
+            problem = check_ifname(args.tun)
+            if problem:
+                return _fail(f"--tun {args.tun!r}: {problem}", EXIT_USAGE)
         path = Path(args.control) if args.control else default_path(args.tun)
         if args.command != "fetch":
             if args.watch is None:
@@ -562,6 +600,12 @@ def _main(argv: Sequence[str] | None) -> int:
             return watch(args.command, path, args.json, interval=args.watch, count=args.count)
         if not 0 < args.timeout <= 3600:
             return _fail("--timeout must be in (0, 3600] seconds", EXIT_USAGE)
+        from framework.control import parse_http_url
+
+        try:
+            parse_http_url(args.url)  # the stack checks it too; a typo needs no running stack
+        except ValueError as exc:
+            return _fail(str(exc), EXIT_USAGE)
         output = str(Path(args.output).resolve()) if args.output else None
         return run_client("fetch", path, args.json, timeout=args.timeout, url=args.url, output=output)
     if args.command == "config":
@@ -573,6 +617,12 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.command == "demo":
         from framework.demo import run_demo
 
+        if args.pcap is not None:
+            from layers.middleware.pcap import check_capture_path
+
+            problem = check_capture_path(args.pcap)
+            if problem:
+                return _fail(f"--pcap: {problem}", EXIT_USAGE)
         return run_demo(keep=args.keep, pcap=args.pcap, offload=args.offload)
     parser.error(f"unknown command {args.command!r}")
     return EXIT_USAGE  # pragma: no cover

@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import copy
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from framework.errors import ConfigError
 from framework.plugins import PluginHost
+from framework.registry import LayerType
 from framework.settings import validate_settings
 from framework.stack import Stack
 
@@ -76,15 +77,32 @@ class StackConfig:
         return None
 
 
+#: The largest configuration file read (a configuration is a few kilobytes; this keeps a
+#: mistaken ``--config /dev/zero`` or a multi-gigabyte file from filling memory).
+MAX_CONFIG_BYTES = 1 << 20
+
+
 def read_toml(path: str | Path) -> dict[str, Any]:
-    """Parse a TOML file; unreadable or malformed files raise :class:`ConfigError`."""
+    """Parse a TOML file; a file that cannot be read, is too large, is not UTF-8 or is not
+    TOML raises :class:`ConfigError` with one line saying which."""
     try:
         with open(path, "rb") as f:
-            return tomllib.load(f)
+            raw = f.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError([f"{path}: larger than {MAX_CONFIG_BYTES} bytes; not a configuration file"])
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:  # TOML is UTF-8 (toml.io, v1.0.0 "Spec")
+        bad = f"byte {exc.start} is {raw[exc.start]:#04x}"
+        raise ConfigError([f"{path}: not UTF-8 text ({bad}); a TOML file must be UTF-8"]) from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{path}: invalid TOML: {exc}"]) from None
+    except RecursionError:  # arrays or inline tables nested thousands deep
+        raise ConfigError([f"{path}: invalid TOML: nested too deeply"]) from None
 
 
 def load_config(path: str | Path, *, entry_points: bool = True) -> StackConfig:
@@ -147,6 +165,7 @@ def config_from_dict(
             problems.append(f"plugins.{name}: no plugin takes settings under this name")
 
     layers: list[LayerConfig] = []
+    types: list[LayerType | None] = []  # per [[layers]] entry, None if its type is unknown
     raw_layers = data.get("layers")
     if raw_layers is None:
         problems.append("layers: missing; list the layers bottom to top as [[layers]] tables")
@@ -156,6 +175,7 @@ def config_from_dict(
         raw_layers = []
     for i, raw in enumerate(raw_layers):
         path = f"layers[{i}]"
+        types.append(None)
         if not isinstance(raw, Mapping):
             problems.append(f"{path}: expected a table")
             continue
@@ -169,6 +189,7 @@ def config_from_dict(
                 f"{path}.type: unknown layer type {type_name!r} (known: {', '.join(sorted(registry.layers))})"
             )
             continue
+        types[i] = lt
         settings = {k: v for k, v in raw.items() if k != "type"}
         obj = validate_settings(lt.settings, settings, path, problems)
         if obj is not None:
@@ -180,14 +201,50 @@ def config_from_dict(
             trial = getattr(obj, "check_host", None)
             if callable(trial) and not problems:
                 trial(host, path, problems)
+            # ... and may check the layers below them (e.g. an MTU against the link's).
+            neighbours = getattr(obj, "check_below", None)
+            if callable(neighbours):
+                neighbours(list(reversed(layers)), path, problems)
             layers.append(LayerConfig(type_name, type_name, obj))
     names = [layer.name for layer in layers]
     for n in sorted({n for n in names if names.count(n) > 1}):
         problems.append(f"layers: more than one layer of type {n!r}")
+    if all(t is not None for t in types):  # an unknown type could provide anything: no guessing
+        check_shape([t for t in types if t is not None], problems)
 
     if problems:
         raise ConfigError(problems)
     return StackConfig(layers=layers, disable=disable, plugin_settings_=plugin_settings, host=host)
+
+
+def check_shape(types: Sequence[LayerType], problems: list[str]) -> None:
+    """Check the order of the layers (bottom first) against what their types declared when
+    they were registered (:meth:`~framework.registry.Registry.add_layer`): a ``bottom`` layer
+    is at the bottom; whatever a layer ``requires`` is ``provided`` by a layer below it; and
+    nothing sits above a layer that passes nothing up (it would never see a packet). Knows no
+    protocol: the names are the layer types' own. Appends one problem per misplaced layer."""
+    blocker: int | None = None  # the lowest layer that passes nothing up
+    for i, lt in enumerate(types):
+        label = f"layers[{i}] ({lt.type_name})"
+        if lt.bottom and i:
+            problems.append(f"{label}: must be the bottom layer, below layers[0] ({types[0].type_name})")
+        for need in lt.requires:
+            if any(need in below.provides for below in types[:i]):
+                continue
+            above = next((j for j in range(i + 1, len(types)) if need in types[j].provides), None)
+            where = f" (layers[{above}] ({types[above].type_name}) is above it)" if above is not None else ""
+            problems.append(f"{label}: needs {_article(need)} {need} layer below it{where}")
+        if blocker is not None:
+            problems.append(
+                f"{label}: never sees traffic: layers[{blocker}] ({types[blocker].type_name}) below it "
+                f"passes nothing up; place it below layers[{blocker}]"
+            )
+        elif not lt.passes_up:
+            blocker = i
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeio" else "a"
 
 
 def build_stack(config: StackConfig) -> Stack:

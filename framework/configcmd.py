@@ -4,11 +4,15 @@ configuration, and validate one and show the stack it resolves to."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from framework.config import StackConfig, load_config
+from framework.config import StackConfig, config_from_dict, read_toml
 from framework.errors import ConfigError
+
+#: The layer type ``tcpstack up`` opens at the bottom of the stack (it attaches to a TUN device).
+UP_LINK = "tun"
 
 EXAMPLE = """\
 # tcpstack configuration (TOML). Every key: docs/configuration.md; plugins: docs/plugins.md.
@@ -62,9 +66,36 @@ def init(path: str | None, *, force: bool, out: TextIO | None = None) -> int:
     if target.exists() and not force:
         print(f"tcpstack: error: {path} exists (use --force to overwrite)", file=sys.stderr)
         return 1
-    target.write_text(EXAMPLE)
+    try:
+        target.write_text(EXAMPLE)
+    except OSError as exc:  # a missing directory, /proc, no permission, a directory, a full disk
+        print(f"tcpstack: error: cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     print(f"wrote {path}; check it with: tcpstack config check {path}", file=out)
     return 0
+
+
+def validate_for_up(data: Mapping[str, Any]) -> StackConfig:
+    """Everything ``tcpstack up`` checks before it opens a device, and all that ``config
+    check`` checks: the one code path for both. Settings, plugins and the pipeline's shape
+    (:func:`framework.config.config_from_dict`), plus that the bottom layer is the TUN device
+    ``up`` attaches to.
+
+    :raises ConfigError: listing every problem, each with its key path.
+    """
+    problems: list[str] = []
+    layers = data.get("layers") if isinstance(data, Mapping) else None
+    if isinstance(layers, list) and layers:
+        if not any(isinstance(x, Mapping) and x.get("type") == UP_LINK for x in layers):
+            problems.append(f"layers: 'tcpstack up' needs a layer of type {UP_LINK!r} at the bottom")
+        # A tun layer elsewhere is reported by the shape check ("must be the bottom layer").
+    try:
+        config = config_from_dict(data)
+    except ConfigError as exc:
+        raise ConfigError([*problems, *exc.problems]) from None
+    if problems:
+        raise ConfigError(problems)
+    return config
 
 
 def describe(config: StackConfig) -> list[str]:
@@ -118,10 +149,11 @@ def _settings_summary(obj: Any, *, everything: bool = False) -> str:
 
 
 def check(path: str, *, out: TextIO | None = None) -> int:
-    """Validate *path*; print the resolved stack (exit 0) or every problem (exit 2)."""
+    """Validate *path* exactly as ``tcpstack up --config PATH`` does (:func:`validate_for_up`);
+    print the resolved stack (exit 0) or every problem (exit 2)."""
     out = out or sys.stdout
     try:
-        config = load_config(path)
+        config = validate_for_up(read_toml(path))
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"tcpstack: error: {problem}", file=sys.stderr)

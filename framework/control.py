@@ -10,6 +10,10 @@ line back:
   stack itself opens a TCP connection as a client, sends an HTTP/1.0 GET and reads the reply
   (``tcpstack fetch``); the reply has the status, body size, SHA-256 and time.
 
+A request that is not one JSON object of at most :data:`MAX_REQUEST` bytes on one line (not
+UTF-8, not JSON, nested too deeply, too long, not an object, an unknown command or wrong
+parameter types) gets ``{"error": "..."}`` with the reason; the server goes on serving.
+
 The socket lives on the local filesystem only; nothing is exposed on the network.
 """
 
@@ -27,12 +31,20 @@ import urllib.parse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import structlog
+
 from framework.stack import Stack
 
 if TYPE_CHECKING:
     from framework.api.streams import StackApi
 
 DEFAULT_DIR = Path("/run/tcpstack")
+MAX_REQUEST = 16384
+"""Longest request line, in bytes (a fetch with a long URL and output path takes well under 10 kB)."""
+REQUEST_TIMEOUT = 5.0
+"""Seconds a client has to send its request line."""
+
+logger = structlog.get_logger("tcpstack.control")
 
 
 def default_path(device: str) -> Path:
@@ -181,7 +193,7 @@ class ControlServer:
                 raise OSError(f"{self.path} belongs to another running stack; use --control PATH")
             finally:
                 probe.close()
-        self._server = await asyncio.start_unix_server(self._handle, path=str(self.path))
+        self._server = await asyncio.start_unix_server(self._handle, path=str(self.path), limit=MAX_REQUEST)
         os.chmod(self.path, 0o600)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -189,25 +201,61 @@ class ControlServer:
         if task is not None:
             self._tasks.add(task)  # cancelled when the stack stops (a fetch may be running)
         try:
-            line = await asyncio.wait_for(reader.readline(), 5)
-            request = json.loads(line or b"{}")
-            cmd = request.get("cmd") if isinstance(request, dict) else None
-            if cmd == "ss":
-                reply: dict[str, Any] = {"connections": connections(self.stack)}
-            elif cmd == "stats":
-                reply = {"frames_in": self.stack.frames_in, **self.stack.stats.as_dict()}
-            elif cmd == "fetch":
-                reply = await self._fetch(request)
-            else:
-                reply = {"error": f"unknown command {cmd!r} (known: ss, stats, fetch)"}
-            writer.write(json.dumps(reply).encode() + b"\n")
-            await writer.drain()
-        except (ValueError, TimeoutError, ConnectionError):
-            pass
+            reply, rest_unread = await self._answer(reader)
+            if reply is not None:
+                writer.write(json.dumps(reply).encode() + b"\n")
+                await writer.drain()
+            if rest_unread:
+                # Drop the rest of the line the client is still sending, so that it can finish
+                # sending and read the reply instead of being reset; bounded in time.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(_skip_line(reader), REQUEST_TIMEOUT)
+        except (ConnectionError, TimeoutError):
+            pass  # the client went away or stalled
         finally:
             if task is not None:
                 self._tasks.discard(task)
             writer.close()
+
+    async def _answer(self, reader: asyncio.StreamReader) -> tuple[dict[str, Any] | None, bool]:
+        """The reply to one request (``None``: the client sent nothing), and whether part of an
+        over-long request is still unread."""
+        try:
+            line = await asyncio.wait_for(reader.readuntil(b"\n"), REQUEST_TIMEOUT)
+        except TimeoutError:
+            return {"error": f"no request line within {REQUEST_TIMEOUT:g} s"}, False
+        except asyncio.IncompleteReadError as exc:
+            # A line cut short by the client's end of input is still answered (printf '...' | nc -U).
+            line = exc.partial
+        except asyncio.LimitOverrunError:  # longer than the stream's limit
+            return {"error": f"request longer than {MAX_REQUEST} bytes"}, True
+        if not line.strip():
+            return None, False  # connected and left (or sent an empty line)
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return {"error": f"request is not UTF-8 text (byte {exc.start})"}, False
+        try:
+            request = json.loads(text)
+        except RecursionError:
+            return {"error": "request is nested too deeply"}, False
+        except ValueError as exc:
+            return {"error": f"request is not JSON: {exc}"}, False
+        if not isinstance(request, dict):
+            return {"error": 'request must be a JSON object, like {"cmd": "ss"}'}, False
+        cmd = request.get("cmd")
+        try:
+            if cmd == "ss":
+                return {"connections": connections(self.stack)}, False
+            if cmd == "stats":
+                return {"frames_in": self.stack.frames_in, **self.stack.stats.as_dict()}, False
+            if cmd == "fetch":
+                return await self._fetch(request), False
+        except Exception as exc:  # a bug of ours, not bad input: log it, answer, keep serving
+            logger.exception("control.internal_error", cmd=cmd)
+            return {"error": f"internal error answering {cmd!r}: {type(exc).__name__}"}, False
+        shown = repr(cmd) if len(repr(cmd)) <= 40 else repr(cmd)[:37] + "..."
+        return {"error": f"unknown command {shown} (known: ss, stats, fetch)"}, False
 
     async def _fetch(self, request: dict[str, Any]) -> dict[str, Any]:
         if self.api is None:
@@ -215,7 +263,7 @@ class ControlServer:
         url, output, timeout = request.get("url"), request.get("output"), request.get("timeout", 60.0)
         if not isinstance(url, str) or not (output is None or isinstance(output, str)):
             return {"error": "fetch needs a string 'url' and an optional string 'output'"}
-        if not isinstance(timeout, (int, float)) or not 0 < timeout <= 3600:
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 3600:
             return {"error": "fetch 'timeout' must be a number of seconds in (0, 3600]"}
         try:
             return await fetch(self.api, url, output=output, timeout=float(timeout))
@@ -234,6 +282,13 @@ class ControlServer:
             self.path.unlink()
         except FileNotFoundError:
             pass
+
+
+async def _skip_line(reader: asyncio.StreamReader) -> None:
+    """Read and drop input up to the end of the current line (or of the input)."""
+    while chunk := await reader.read(65536):
+        if b"\n" in chunk:
+            return
 
 
 def request(path: Path, cmd: str, *, wait: float = 5.0, **params: Any) -> dict[str, Any]:
@@ -274,6 +329,9 @@ def watch(cmd: str, path: Path, as_json: bool, *, interval: float, count: int | 
             reply = request(path, cmd)
         except OSError as exc:
             print(f"tcpstack: error: no stack answers at {path}: {exc.strerror or exc}", file=sys.stderr)
+            return None
+        if "error" in reply:
+            print(f"tcpstack: error: {reply['error']}", file=sys.stderr)
             return None
         if as_json:
             return json.dumps(reply, indent=2)

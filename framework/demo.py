@@ -322,6 +322,7 @@ def run_demo(
         say(f"pcap: {pcap_path}   stack log (JSON lines): {log}")
         if keep:
             kept = True
+            running = " ".join(str(p.pid) for p in ns.procs if p.poll() is None)
             say(
                 "--keep: the namespace and the stack stay up. Try:\n"
                 f"  sudo ip netns exec {ns.name} ping {STACK_ADDR}\n"
@@ -330,8 +331,8 @@ def run_demo(
                 f"  sudo tcpstack ss --control {control}        # live connections\n"
                 f"  sudo tcpstack fetch --control {control} http://{KERNEL_ADDR}:{HTTP_PORT}/page.bin\n"
                 f"  sudo ip netns exec {ns.name} tcpdump -ni {ns.device}\n"
-                "Remove it (stack and kernel HTTP server included) with:\n"
-                f"  sudo ip netns pids {ns.name} | xargs -r sudo kill; sudo ip netns del {ns.name}",
+                "Remove it (the stack and the kernel HTTP server, by the process IDs the demo started) with:\n"
+                f"  sudo kill {running}; sudo ip netns del {ns.name}",
                 markup=False,
             )
             return 0 if all(s.ok for s in steps) else 1

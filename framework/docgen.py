@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from framework.plugins import PluginHost
+from framework.registry import LayerType
 from framework.settings import settings_doc
 
 BEGIN = "<!-- BEGIN GENERATED: python -m framework.docgen -->"
@@ -37,6 +38,7 @@ def config_reference() -> str:
     for name in sorted(host.registry.layers):
         lt = host.registry.layers[name]
         out += [f"### Layer type `{name}`", "", f"{lt.doc} (registered by `{lt.plugin}`).", ""]
+        out += [f"Place: {_placement(lt)}.", ""]
         out += _table(lt.settings)
         out.append("")
     for name in sorted(host.registry.settings):
@@ -64,6 +66,19 @@ def config_reference() -> str:
         mark = " (the default)" if name == DEFAULT_CONGESTION_CONTROL else ""
         out.append(f"| `{name}`{mark} | `{algorithms[name].plugin}` | {algorithms[name].doc} |")
     return "\n".join(out).rstrip() + "\n"
+
+
+def _placement(lt: LayerType) -> str:
+    """Where a layer type may sit, from what it declared at registration (the shape check)."""
+    parts = []
+    if lt.bottom:
+        parts.append("must be the bottom layer")
+    parts += [f"needs a layer that provides `{need}` below it" for need in lt.requires]
+    if lt.provides:
+        parts.append("provides " + ", ".join(f"`{p}`" for p in lt.provides) + " to the layers above")
+    if not lt.passes_up:
+        parts.append("passes nothing up, so no layer may sit above it")
+    return "; ".join(parts) if parts else "anywhere"
 
 
 def state_table() -> str:

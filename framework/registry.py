@@ -6,7 +6,7 @@ third-party plugin would, so nothing about a layer is special-cased in the frame
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,11 +19,23 @@ LayerFactory = Callable[[str, Any], PacketHandler]
 
 @dataclass(slots=True, frozen=True)
 class LayerType:
+    """A layer type and its place in a pipeline (checked by configuration validation, which
+    knows no protocol: it only matches these declarations)."""
+
     type_name: str
     factory: LayerFactory
     settings: type[Any]
     doc: str
     plugin: str
+    provides: tuple[str, ...] = ()
+    """What this layer offers the layers above it (``"link"``, ``"ipv4"``, ...)."""
+    requires: tuple[str, ...] = ()
+    """What some layer below it must provide."""
+    bottom: bool = False
+    """It must be the bottom layer (a link: frames enter and leave the stack through it)."""
+    passes_up: bool = True
+    """It hands inbound packets to the layer above; ``False`` for a top layer (a transport
+    consumes every packet), so nothing above it would ever see traffic."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -62,10 +74,28 @@ class Registry:
         """Plugins ``[plugins] disable`` blocked (named in errors about what they would provide)."""
         self._current_plugin = "?"
 
-    def add_layer(self, type_name: str, factory: LayerFactory, settings: type, *, doc: str = "") -> None:
+    def add_layer(
+        self,
+        type_name: str,
+        factory: LayerFactory,
+        settings: type,
+        *,
+        doc: str = "",
+        provides: Iterable[str] = (),
+        requires: Iterable[str] = (),
+        bottom: bool = False,
+        passes_up: bool = True,
+    ) -> None:
         """Make ``type = "<type_name>"`` valid in ``[[layers]]``.
 
         :param settings: a dataclass whose fields are the keys allowed in that table.
+        :param provides: names of what this layer offers the layers above it (a link provides
+            ``"link"``, IPv4 ``"ipv4"``).
+        :param requires: names some layer below this one must provide (IPv4 requires
+            ``"link"``, TCP ``"ipv4"``); a configuration without one is an error.
+        :param bottom: this layer must be the bottom one (a link).
+        :param passes_up: ``False`` if this layer never hands an inbound packet to the layer
+            above it (a transport at the top): a layer placed above it is an error.
         :raises PluginError: if another plugin already registered *type_name*.
         """
         if type_name in self.layers:
@@ -73,7 +103,17 @@ class Registry:
                 f"layer type {type_name!r} registered twice "
                 f"({self.layers[type_name].plugin} and {self._current_plugin})"
             )
-        self.layers[type_name] = LayerType(type_name, factory, settings, doc, self._current_plugin)
+        self.layers[type_name] = LayerType(
+            type_name,
+            factory,
+            settings,
+            doc,
+            self._current_plugin,
+            provides=tuple(provides),
+            requires=tuple(requires),
+            bottom=bottom,
+            passes_up=passes_up,
+        )
 
     def add_feature(self, name: str, settings: type[Any], *, doc: str = "", syncookie: Any = None) -> None:
         """Make feature *name* switchable per connection (``features = {name = {...}}`` in the

@@ -18,7 +18,7 @@ import ipaddress
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
 from framework.context import Context
 from framework.errors import ConfigError, WireError
@@ -79,6 +79,14 @@ class Ipv4Settings:
 
     ident_seed: int | None = None
     """Start value of the identification counter; default random (set for reproducible runs)."""
+
+    def check_below(self, below: Sequence[Any], path: str, problems: list[str]) -> None:
+        """What :meth:`Ipv4Layer.attach` checks, on the validated layers below (nearest first),
+        so a configuration check finds it without building anything: ``mtu`` fits the link's."""
+        link = next((layer for layer in below if getattr(layer.settings, "mtu", None)), None)
+        if link is not None and self.mtu and self.mtu > int(link.settings.mtu):
+            link_mtu = f"the MTU {link.settings.mtu} of the {link.type} layer below"
+            problems.append(f"{path}.mtu: {self.mtu} exceeds {link_mtu}")
 
 
 class _TokenBucket:
@@ -348,4 +356,11 @@ def _ipv4(name: str, settings: Ipv4Settings) -> Ipv4Layer:
 
 @hookimpl
 def stack_register(registry: Registry) -> None:
-    registry.add_layer("ipv4", _ipv4, Ipv4Settings, doc="IPv4 with ICMP echo, errors and fragment reassembly")
+    registry.add_layer(
+        "ipv4",
+        _ipv4,
+        Ipv4Settings,
+        doc="IPv4 with ICMP echo, errors and fragment reassembly",
+        provides=("ipv4",),
+        requires=("link",),
+    )

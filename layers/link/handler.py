@@ -38,13 +38,13 @@ GSO_NONE, GSO_TCPV4 = 0, 1
 GSO_ECN = 0x80
 
 
-def _check_ifname(value: str) -> str | None:
+def check_ifname(value: str) -> str | None:
     return None if _IFNAME.match(value) else "must be 1-15 characters of letters, digits, '_', '.', '-'"
 
 
 @dataclass(slots=True)
 class TunSettings:
-    device: str = field(default="tun0", metadata={"check": _check_ifname})
+    device: str = field(default="tun0", metadata={"check": check_ifname})
     """Name of the TUN device. An existing (e.g. persistent, ``ip tuntap add``) device is
     attached to; a missing one is an error unless ``create`` is true."""
 
@@ -183,5 +183,14 @@ def _memory(name: str, settings: MemorySettings) -> RawIpLink:
 
 @hookimpl
 def stack_register(registry: Registry) -> None:
-    registry.add_layer("tun", _tun, TunSettings, doc="Linux TUN device carrying bare IP datagrams")
-    registry.add_layer("memory", _memory, MemorySettings, doc="in-memory link for tests and simulation")
+    registry.add_layer(
+        "tun", _tun, TunSettings, doc="Linux TUN device carrying bare IP datagrams", provides=("link",), bottom=True
+    )
+    registry.add_layer(
+        "memory",
+        _memory,
+        MemorySettings,
+        doc="in-memory link for tests and simulation",
+        provides=("link",),
+        bottom=True,
+    )

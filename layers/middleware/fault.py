@@ -357,4 +357,10 @@ def _fault(name: str, settings: FaultSettings) -> FaultInjector:
 
 @hookimpl
 def stack_register(registry: Registry) -> None:
-    registry.add_layer("fault", _fault, FaultSettings, doc="seeded fault injection: drop, duplicate, corrupt, delay")
+    registry.add_layer(
+        "fault",
+        _fault,
+        FaultSettings,
+        doc="seeded fault injection: drop, duplicate, corrupt, delay",
+        requires=("link",),
+    )

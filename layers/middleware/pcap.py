@@ -11,6 +11,7 @@ Record times are ``ctx.now + time_offset``: the stack's clock is monotonic, so t
 
 from __future__ import annotations
 
+import os
 import struct
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO, Final
@@ -37,13 +38,22 @@ _MAX_USEC: Final = 0xFFFFFFFF * 1_000_000 + 999_999
 logger = structlog.get_logger("tcpstack.pcap")
 
 
-def _check_path(value: str) -> str | None:
-    return None if value else "must not be empty"
+def check_capture_path(value: str) -> str | None:
+    # Checked without creating anything, so `tcpstack config check` finds what `up` would
+    # fail on; what only opening can tell (permissions, a full disk) is the factory's error.
+    if not value:
+        return "must not be empty"
+    if os.path.isdir(value):
+        return f"{value} is a directory; name a file in it"
+    parent = os.path.dirname(value) or "."
+    if not os.path.isdir(parent):
+        return f"the directory {parent} does not exist"
+    return None
 
 
 @dataclass(slots=True)
 class PcapSettings:
-    path: str = field(default="tcpstack.pcap", metadata={"check": _check_path})
+    path: str = field(default="tcpstack.pcap", metadata={"check": check_capture_path})
     """File to write the capture to; created or truncated when the stack is built."""
 
     snaplen: int = field(default=65535, metadata={"min": 68, "max": 262144})
@@ -141,7 +151,9 @@ def _pcap(name: str, settings: PcapSettings) -> PcapWriter:
 
 @hookimpl
 def stack_register(registry: Registry) -> None:
-    registry.add_layer("pcap", _pcap, PcapSettings, doc="record every packet to a libpcap file (LINKTYPE_RAW)")
+    registry.add_layer(
+        "pcap", _pcap, PcapSettings, doc="record every packet to a libpcap file (LINKTYPE_RAW)", requires=("link",)
+    )
 
 
 @hookimpl

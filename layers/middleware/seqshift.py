@@ -110,4 +110,6 @@ def _add(buf: bytearray, at: int, delta: int) -> None:
 
 @hookimpl
 def stack_register(registry: Registry) -> None:
-    registry.add_layer("seqshift", SeqShift, SeqShiftSettings, doc="shift TCP sequence numbers (wrap testing)")
+    registry.add_layer(
+        "seqshift", SeqShift, SeqShiftSettings, doc="shift TCP sequence numbers (wrap testing)", requires=("link",)
+    )

@@ -825,7 +825,14 @@ def _tcp(name: str, settings: TcpSettings) -> TcpLayer:
 
 @hookimpl
 def stack_register(registry: Registry) -> None:
-    registry.add_layer("tcp", _tcp, TcpSettings, doc="TCP (RFC 9293) with listeners, RST handling and timers")
+    registry.add_layer(
+        "tcp",
+        _tcp,
+        TcpSettings,
+        doc="TCP (RFC 9293) with listeners, RST handling and timers",
+        requires=("ipv4",),
+        passes_up=False,  # it consumes every segment: a layer above it would never see one
+    )
 
 
 @hookimpl

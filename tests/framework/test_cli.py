@@ -182,7 +182,7 @@ def test_missing_tun_device(capsys: pytest.CaptureFixture[str], no_such_device: 
         ('[[layers]]\ntype = "memory"\n', "layers: 'tcpstack up' needs a layer of type 'tun' at the bottom"),
         (
             '[[layers]]\ntype = "memory"\n[[layers]]\ntype = "tun"\n',
-            "layers[0]: the 'tun' layer must be the bottom layer",
+            "layers[1] (tun): must be the bottom layer, below layers[0] (memory)",
         ),
     ],
 )
@@ -211,17 +211,32 @@ class FakeTun:
 
 
 def test_build_error_is_one_line_and_closes_link(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A configuration that validates but cannot be assembled (a capture file only opening shows cannot be
+    created) exits 2 with one line; the link is closed."""
+    monkeypatch.setattr("framework.io.tun.TunLink", FakeTun)
+    monkeypatch.setattr(FakeTun, "instances", [])
+    code, _, err = run_main(["up", "--tun", MISSING_DEVICE, "--pcap", "/proc/tcpstack-test.pcap"], capsys)
+    assert code == EXIT_USAGE
+    assert assert_one_error_line(err).startswith("tcpstack: error: layers[1]: pcap.path: cannot open /proc/")
+    (link,) = FakeTun.instances
+    assert link.closed
+
+
+def test_mtu_above_the_link_is_found_before_the_device_is_opened(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """A configuration that validates but cannot be assembled exits 2 with one line; the link is closed."""
+    """An ipv4.mtu above the link's is a validation error (as `config check` reports it): exit 2, one line,
+    and the device is never opened."""
     monkeypatch.setattr("framework.io.tun.TunLink", FakeTun)
     monkeypatch.setattr(FakeTun, "instances", [])
     path = write_config(tmp_path, "mtu = 9000\n")
     code, _, err = run_main(["up", "--config", str(path)], capsys)
     assert code == EXIT_USAGE
-    assert assert_one_error_line(err) == "tcpstack: error: ipv4.mtu 9000 exceeds the link MTU 1500"
-    (link,) = FakeTun.instances
-    assert link.closed
+    line = assert_one_error_line(err)
+    assert line == "tcpstack: error: layers[1].mtu: 9000 exceeds the MTU 1500 of the tun layer below"
+    assert FakeTun.instances == []
 
 
 def test_usage_error_exits_2(capsys: pytest.CaptureFixture[str]) -> None:

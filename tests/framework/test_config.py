@@ -263,19 +263,18 @@ def test_toml_file_round_trip(tmp_path: Path) -> None:
 
 
 def test_ipv4_mtu_above_link_mtu() -> None:
-    """An ipv4.mtu larger than the link's MTU is a build_stack ConfigError naming both."""
-    config = config_from_dict(memory_ipv4(mtu=1600), entry_points=False)
+    """An ipv4.mtu larger than the link's MTU is found by validation (before anything is built),
+    naming both."""
     with pytest.raises(ConfigError) as info:
-        build_stack(config)
-    assert info.value.problems == ["ipv4.mtu 1600 exceeds the link MTU 1500"]
+        config_from_dict(memory_ipv4(mtu=1600), entry_points=False)
+    assert info.value.problems == ["layers[1].mtu: 1600 exceeds the MTU 1500 of the memory layer below"]
 
 
 def test_ipv4_without_link_below() -> None:
-    """An ipv4 layer with no link below it (and no mtu of its own) cannot be built."""
-    config = config_from_dict({"layers": [{"type": "ipv4"}]}, entry_points=False)
+    """An ipv4 layer with no link below it is a validation error naming the layer."""
     with pytest.raises(ConfigError) as info:
-        build_stack(config)
-    assert info.value.problems == ["ipv4: no link layer below provides an MTU; set ipv4.mtu"]
+        config_from_dict({"layers": [{"type": "ipv4", "mtu": 1500}]}, entry_points=False)
+    assert info.value.problems == ["layers[0] (ipv4): needs a link layer below it"]
 
 
 class Fussy:
@@ -289,7 +288,7 @@ class Fussy:
         def bad_config(name: str, settings: MemorySettings) -> RawIpLink:
             raise ConfigError(["mtu: the widget wants 1280", "other: and more"])
 
-        registry.add_layer("widget", bad_value, MemorySettings)
+        registry.add_layer("widget", bad_value, MemorySettings, provides=("link",), bottom=True)
         registry.add_layer("gadget", bad_config, MemorySettings)
 
 

@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -185,3 +186,103 @@ def test_ss_watch_shows_successive_views_then_stops(tmp_path: Path, capsys: pyte
     assert out.count("--- ") == 3 and out.count("State") == 3
     assert watch("ss", tmp_path / "none.sock", False, interval=0.01, count=2) == 1
     assert "no stack answers" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------- bad requests
+
+
+@pytest.fixture
+def control_path(tmp_path: Path) -> Iterator[Path]:
+    """A control server for a stack (ipv4 only, so fetch answers "no tcp layer"), on its own event loop
+    in a thread, as in `tcpstack up`; its socket path."""
+    import threading
+
+    stack, _, _ = ipv4_stack()
+    path = tmp_path / "ctl.sock"
+    ready = threading.Event()
+    stop = threading.Event()
+
+    def serve() -> None:
+        async def main() -> None:
+            server = ControlServer(stack, path)
+            await server.start()
+            ready.set()
+            while not stop.is_set():
+                await asyncio.sleep(0.01)
+            await server.stop()
+
+        asyncio.run(main())
+
+    t = threading.Thread(target=serve)
+    t.start()
+    try:
+        assert ready.wait(10)
+        yield path
+    finally:
+        stop.set()
+        t.join(10)
+
+
+def raw_request(path: Path, data: bytes, *, half_close: bool = False) -> bytes:
+    """Send *data* as it is and read until the server closes."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(20)
+        s.connect(str(path))
+        s.sendall(data)
+        if half_close:
+            s.shutdown(socket.SHUT_WR)
+        chunks = []
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+BAD_REQUESTS = {
+    "not JSON": (b"ss please\n", "request is not JSON"),
+    "not UTF-8": (b'{"cmd": "\xff\xfe"}\n', "request is not UTF-8 text"),
+    "10 kB of open brackets": (b"[" * 10_000 + b"\n", "request is nested too deeply"),
+    "arrays nested 5,000 deep": (b"[" * 5_000 + b"]" * 5_000 + b"\n", "request is nested too deeply"),
+    "objects nested 2,000 deep": (b'{"a":' * 2_000 + b"1" + b"}" * 2_000 + b"\n", "nested too deeply"),
+    "an array": (b'["ss"]\n', "request must be a JSON object"),
+    "a string": (b'"ss"\n', "request must be a JSON object"),
+    "no command": (b"{}\n", "unknown command None"),
+    "an unknown command": (b'{"cmd": "reboot"}\n', "unknown command 'reboot'"),
+    "a command that is a list": (b'{"cmd": ["ss"]}\n', "unknown command ['ss']"),
+    "a huge command": (b'{"cmd": "' + b"x" * 10_000 + b'"}\n', "unknown command 'xxxx"),
+    "a number too long to parse": (b'{"cmd": ' + b"9" * 5_000 + b"}\n", "request is not JSON"),
+    "a line over the limit": (b'{"cmd": "ss", "pad": "' + b"x" * 100_000 + b'"}\n', "request longer than 16384"),
+    "a fetch with a number for a url": (b'{"cmd": "fetch", "url": 5}\n', "this stack has no tcp layer"),
+}
+
+
+@pytest.mark.parametrize(("data", "why"), BAD_REQUESTS.values(), ids=BAD_REQUESTS.keys())
+def test_bad_request_gets_an_error_reply_and_the_server_keeps_serving(
+    control_path: Path, data: bytes, why: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every malformed request gets one JSON line {"error": ...} naming what is wrong; nothing is logged
+    with a traceback; `ss` is answered afterwards."""
+    reply = raw_request(control_path, data)
+    assert reply.endswith(b"\n") and reply.count(b"\n") == 1, reply[:200]
+    answer = json.loads(reply)
+    assert set(answer) == {"error"} and why in answer["error"], answer
+    assert len(answer["error"]) < 200
+    assert request(control_path, "ss") == {"connections": []}
+    assert not [r for r in caplog.records if r.exc_info or r.levelname in ("ERROR", "CRITICAL")]
+
+
+def test_request_without_newline_is_answered_at_end_of_input(control_path: Path) -> None:
+    """`printf '{"cmd": "ss"}' | nc -U SOCKET`: the request ends with the client's end of input."""
+    assert json.loads(raw_request(control_path, b'{"cmd": "ss"}', half_close=True)) == {"connections": []}
+
+
+@pytest.mark.parametrize("data", [b"", b'{"cmd": "s'], ids=["nothing", "half a line"])
+def test_client_leaving_mid_request_does_not_disturb_the_server(
+    control_path: Path, data: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that connects, sends part of a line (or nothing) and disconnects costs nothing; the next
+    request is answered."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(str(control_path))
+        s.sendall(data)
+    assert request(control_path, "stats")["drops"] == {}
+    assert not [r for r in caplog.records if r.exc_info or r.levelname in ("ERROR", "CRITICAL")]

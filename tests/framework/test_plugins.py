@@ -37,7 +37,7 @@ class ThirdParty:
 
     @hookimpl
     def stack_register(self, registry: Registry) -> None:
-        registry.add_layer("loopish", _loopish, MemorySettings, doc="a test link")
+        registry.add_layer("loopish", _loopish, MemorySettings, doc="a test link", provides=("link",), bottom=True)
 
 
 class Clasher:
@@ -272,7 +272,9 @@ def fake_entry_point(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
 
             @hookimpl
             def stack_register(registry):
-                registry.add_layer("loopish", _loopish, MemorySettings, doc="from an entry point")
+                registry.add_layer(
+                    "loopish", _loopish, MemorySettings, doc="from an entry point", provides=("link",)
+                )
             """
         )
     )

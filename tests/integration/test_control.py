@@ -93,9 +93,9 @@ def test_fetch_makes_the_stack_a_client_of_the_kernel(netns: Netns, tmp_path: Pa
         assert refused.returncode == 1 and refused.stderr.startswith("tcpstack: error: fetch http://"), refused.stderr
         assert "ConnectionRefusedError" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
         bad = _cli("fetch", "--control", str(control), "https://example.org/")
-        assert bad.returncode == 1 and "only http:// URLs" in bad.stderr
+        assert bad.returncode == 2 and "only http:// URLs" in bad.stderr  # refused before asking the stack
         named = _cli("fetch", "--control", str(control), "http://localhost/")
-        assert named.returncode == 1 and "must be an IPv4 address" in named.stderr
+        assert named.returncode == 2 and "must be an IPv4 address" in named.stderr
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0
@@ -103,3 +103,39 @@ def test_fetch_makes_the_stack_a_client_of_the_kernel(netns: Netns, tmp_path: Pa
     closed = [json.loads(line) for line in (tmp_path / "stack.err").read_text().splitlines() if "tcp.closed" in line]
     client = [e for e in closed if e["conn"].endswith(f">{KERNEL_ADDR}:8080")]
     assert len(client) == 2 and client[0]["bytes_in"] > len(body) and client[0]["reason"] == "normal"
+
+
+def test_bad_requests_to_a_running_stack_and_stopping_it_by_its_pid_file(netns: Netns, tmp_path: Path) -> None:
+    """A running `tcpstack up`: a 10 kB deeply nested request, bytes that are not UTF-8 and an over-long
+    line each get a JSON error reply, nothing is logged with a traceback, and `ss` still answers; the
+    process named by --pid-file is the stack, SIGTERM to that PID stops it cleanly and the file goes."""
+    import socket
+
+    control = tmp_path / "ctl.sock"
+    pid_file = tmp_path / "stack.pid"
+    proc = netns.tcpstack("--serve", "echo", "--control", str(control), "--pid-file", str(pid_file), tmp=tmp_path)
+    try:
+        assert int(pid_file.read_text()) == proc.pid  # ip netns exec execs the program: the same process
+        for data in (b"[" * 10_000 + b"\n", b'{"cmd": "\xff"}\n', b"x" * 100_000 + b"\n"):
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(20)
+                s.connect(str(control))
+                s.sendall(data)
+                reply = b""
+                while chunk := s.recv(65536):
+                    reply += chunk
+            assert set(json.loads(reply)) == {"error"}, reply
+            r = _cli("ss", "--control", str(control), "--json")
+            assert (
+                r.returncode == 0
+                and {"state": "LISTEN", "local": "*:7", "remote": "*:*"} in json.loads(r.stdout)["connections"]
+            )
+        os.kill(int(pid_file.read_text()), signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=15)
+    assert not pid_file.exists()
+    log = (tmp_path / "stack.err").read_text()
+    assert "Traceback" not in log and "RecursionError" not in log, log

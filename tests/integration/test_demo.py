@@ -81,6 +81,11 @@ def test_demo_keep_leaves_a_reachable_stack(netns_capability: None, tmp_path: Pa
         assert ss.returncode == 0 and "LISTEN" in ss.stdout and "*:80" in ss.stdout, ss.stdout + ss.stderr
         ping = ["ip", "netns", "exec", name, "ping", "-c", "1", "-W", "2", "10.0.0.2"]
         assert subprocess.run(ping, capture_output=True).returncode == 0
+        # The removal it prints stops exactly the processes it left in its namespace, by their IDs.
+        kill = re.search(r"sudo kill ([\d ]+); sudo ip netns del", r.stdout)
+        assert kill is not None, r.stdout
+        in_namespace = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True).stdout.split()
+        assert sorted(kill.group(1).split()) == sorted(in_namespace)
     finally:
         if name is not None:
             pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True).stdout.split()

@@ -200,14 +200,28 @@ def test_factory_rejects_unwritable_path(tmp_path: Path) -> None:
         factory("pcap", PcapSettings(path=str(bad)))
 
 
-def test_build_stack_reports_unwritable_path_as_config_problem(tmp_path: Path) -> None:
-    """build_stack turns the factory's ValueError into a ConfigError with the layer's index."""
+def test_build_stack_reports_unwritable_path_as_config_problem() -> None:
+    """build_stack turns the factory's ValueError into a ConfigError with the layer's index (a path
+    validation accepts, in a directory that exists, that only opening it shows cannot be created)."""
     host = PluginHost(entry_points=False)
-    bad = str(tmp_path / "missing-dir" / "x.pcap")
+    bad = "/proc/tcpstack-test.pcap"  # /proc takes no new files, not even from root
     config = config_from_dict({"layers": [{"type": "memory"}, {"type": "pcap", "path": bad}]}, host=host)
     with pytest.raises(ConfigError) as info:
         build_stack(config)
-    assert info.value.problems == [f"layers[1]: pcap.path: cannot open {bad}: No such file or directory"]
+    (problem,) = info.value.problems
+    assert problem.startswith(f"layers[1]: pcap.path: cannot open {bad}: ")
+
+
+@pytest.mark.parametrize("where", ["missing-dir/x.pcap", "."], ids=["missing directory", "a directory"])
+def test_path_in_a_missing_directory_or_a_directory_is_a_validation_error(tmp_path: Path, where: str) -> None:
+    """A capture path whose directory does not exist, or that is a directory, is found by validation
+    (so `tcpstack config check` reports it too), with its key path; nothing is created."""
+    bad = str(tmp_path / where)
+    with pytest.raises(ConfigError) as info:
+        config_from_dict({"layers": [{"type": "memory"}, {"type": "pcap", "path": bad}]}, entry_points=False)
+    (problem,) = info.value.problems
+    assert problem.startswith("layers[1].path: ") and ("does not exist" in problem or "is a directory" in problem)
+    assert not (tmp_path / "missing-dir").exists()
 
 
 def test_plugin_host_closes_capture_on_stack_closed(tmp_path: Path) -> None:
