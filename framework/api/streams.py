@@ -22,7 +22,7 @@ import ipaddress
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import fields, replace
-from typing import Any, cast
+from typing import Any, Literal, cast, get_args, get_origin, get_type_hints
 
 from framework.io.driver import AsyncioDriver
 from framework.stack import Stack
@@ -42,6 +42,7 @@ from layers.tcp.policy import TcpOptions
 ClientConnectedCallback = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None] | None]
 
 _OPTION_NAMES = frozenset(f.name for f in fields(TcpOptions))
+_OPTION_TYPES = get_type_hints(TcpOptions)
 
 
 def _failure_exception(reason: str, detail: str) -> OSError:
@@ -325,6 +326,9 @@ class StackApi:
         opts = replace(base, **overrides)
         for f in fields(TcpOptions):
             value = getattr(opts, f.name)
+            choices = get_args(_OPTION_TYPES.get(f.name))
+            if get_origin(_OPTION_TYPES.get(f.name)) is Literal and value not in choices:
+                raise ValueError(f"{f.name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
             lo, hi = f.metadata.get("min"), f.metadata.get("max")
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 if (lo is not None and value < lo) or (hi is not None and value > hi):
@@ -381,10 +385,15 @@ class StackApi:
         *,
         backlog: int = 128,
         limit: int = 2**16,
+        syn_backlog: int | None = None,
         **options: Any,
     ) -> TcpServer:
         """Listen on *port*; call ``client_connected_cb(reader, writer)`` per connection.
 
+        :param backlog: the accept queue's bound; connections are handed to the callback as
+            their handshake completes, so it never fills here (as asyncio's own servers).
+        :param syn_backlog: half-open connections kept (default: the tcp layer's ``syn_backlog``);
+            beyond it SYN cookies answer (``syncookies=``) or SYNs are dropped.
         :param options: per-connection settings for accepted connections.
         """
         opts = self._options(self.tcp.settings.default_options(), options)
@@ -397,5 +406,5 @@ class StackApi:
             transport.set_protocol(protocol)
             protocol.connection_made(transport)
 
-        listener = self.tcp.listen(port, backlog=backlog, options=opts, on_accept=on_accept)
+        listener = self.tcp.listen(port, backlog=backlog, options=opts, on_accept=on_accept, syn_backlog=syn_backlog)
         return TcpServer(self, listener)

@@ -267,6 +267,8 @@ class TcpConnection:
         self.snd_nxt = seq_add(self.iss, 1)
         self.snd_max = self.snd_nxt
         self._send_syn = not synack_sent
+        if synack_sent:
+            self.last_ack_sent = self.rcv_nxt  # RFC 7323 §4.3: what the cookie SYN-ACK acknowledged
 
     def _take_syn(self, syn: TcpRepr, now: float) -> None:
         """Record what the peer's SYN says (RFC 9293 §3.10.7.2-3)."""

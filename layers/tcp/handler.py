@@ -140,6 +140,10 @@ class TcpSettings:
         self.resolved_features = merge(base, resolve(registry, self.features, f"{path}.features", problems))
         check_algorithm(registry, self.congestion_control, f"{path}.congestion_control", problems)
         self.resolved_congestion = resolve_algorithm_settings(registry, self.congestion, f"{path}.congestion", problems)
+        for name in ("isn_secret", "syncookie_secret"):
+            secret = getattr(self, name)
+            if secret is not None and not _is_key(secret):
+                problems.append(f"{path}.{name}: must be at least 16 bytes as hex digits (32 or more), got {secret!r}")
 
     def check_host(self, host: PluginHost, path: str, problems: list[str]) -> None:
         """Set up a trial connection with the default features, so that plugins that cannot
@@ -295,6 +299,8 @@ class TcpLayer(BaseHandler):
                     return None
             conn.segment_received(seg, now)
             self._touch(conn)
+            if st is S.SYN_RECEIVED:
+                self._settle(conn)
             return None
         listener = self.listeners.get(seg.dst_port)
         if listener is not None and not listener.closed:
@@ -329,16 +335,15 @@ class TcpLayer(BaseHandler):
             # handshake nobody accepts. Drop (never reset): the client retransmits.
             ctx.drop("tcp", "accept_queue_full")
             return
+        if len(self.connections) >= self.settings.max_connections:
+            ctx.drop("tcp", "too_many_connections")  # a cookie would complete into nothing
+            return
         mode = listener.options.syncookies
-        too_many = len(self.connections) >= self.settings.max_connections
-        if mode == "always" or (mode == "auto" and (listener.syn_queue_full or too_many)):
+        if mode == "always" or (mode == "auto" and listener.syn_queue_full):
             self._send_cookie(listener, ip, seg, ctx)
             return
         if listener.syn_queue_full:
             ctx.drop("tcp", "backlog_full")  # a full SYN queue drops the SYN; it never resets
-            return
-        if too_many:
-            ctx.drop("tcp", "too_many_connections")
             return
         conn = self._passive_connection(listener, ip, seg, ctx, None)
         if conn is not None:
@@ -392,7 +397,7 @@ class TcpLayer(BaseHandler):
         """RFC 4987 §3.6: answer a SYN with a SYN-ACK whose ISN encodes what the SYN said; keep
         nothing. The SYN-ACK is what the connection would have sent (RFC 9293 §3.10.7.2)."""
         now = ctx.now
-        if now - listener.cookie_sent_at >= VALID_FOR:
+        if now - listener.cookie_sent_at >= VALID_FOR and listener.options.syncookies == "auto":
             self._log.warning("tcp.syn_flood", port=listener.port, action="sending SYN cookies", rfc="RFC 4987 §3.6")
         listener.cookie_sent_at = now
         opts = listener.options
@@ -437,11 +442,11 @@ class TcpLayer(BaseHandler):
         if conn is None:
             return True
         ctx.stats.count("tcp.syncookies_accepted")
+        # The echoed TSval gives the first RTT sample, at most 2**OPTION_BITS ms too long (as
+        # Linux takes it): conservative for the RTO.
         conn.open_passive(syn, now, synack_sent=True)
-        if seg.ts is not None:
-            # The echoed TSval carries cookie bits, not a send time: no RTT sample from it.
-            seg.ts = (seg.ts[0], 0)
         conn.segment_received(seg, now)
+        self._settle(conn)
         return True
 
     def _no_tcb(self, ip: Ipv4Repr, seg: TcpRepr, ctx: Context) -> None:
@@ -519,6 +524,14 @@ class TcpLayer(BaseHandler):
     @property
     def has_output(self) -> bool:
         return bool(self._dirty)
+
+    def _settle(self, conn: TcpConnection) -> None:
+        """A handshake that completes goes to its listener's accept queue at once, not at the
+        end of the batch, so a batch of ACKs cannot overfill it (RFC 4987 §3.2). Listeners with
+        ``on_accept`` still get the connection at flush time, outside packet processing."""
+        listener = conn.listener_ref
+        if listener is not None and listener.on_accept is None and conn.state is not S.SYN_RECEIVED:
+            self._update_listener(conn)
 
     def _update_listener(self, conn: TcpConnection) -> None:
         listener: Listener | None = getattr(conn, "listener_ref", None)
@@ -807,6 +820,13 @@ def trial_setup(
         # [plugins.X] settings), so only the clashes PluginError reports count here.
         return None
     return None
+
+
+def _is_key(text: str) -> bool:
+    try:
+        return len(bytes.fromhex(text)) >= 16
+    except ValueError:
+        return False
 
 
 def _check_remote(addr: bytes, port: int) -> None:

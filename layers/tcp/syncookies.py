@@ -29,9 +29,10 @@ from layers.tcp.policy import TcpOptions
 from layers.tcp.seq import MASK
 from layers.tcp.wire import TcpRepr
 
-# Linux's msstab for IPv4 (net/ipv4/syncookies.c) plus 88 (the smallest MSS we accept), so a peer
-# with a small MSS is never sent more than it asked for (MUST-15): the largest entry not above it.
-MSS_TABLE = (88, 536, 1300, 1440, 1460)
+# Linux's msstab for IPv4 (net/ipv4/syncookies.c) and small entries down to 48 (Linux's floor,
+# tcp_min_snd_mss), so a peer with a small MSS is not sent more than it asked for (RFC 9293
+# §3.7.1, MUST-15): the largest entry not above the peer's MSS.
+MSS_TABLE = (48, 88, 256, 536, 1300, 1440, 1460)
 PERIOD = 60.0  # seconds per counter step (Linux: TCP_SYNCOOKIE_PERIOD)
 MAX_AGE = 2  # counter steps a cookie stays valid (Linux: MAX_SYNCOOKIE_AGE)
 VALID_FOR = MAX_AGE * PERIOD  # cookies are checked this long after the last one was sent
@@ -146,8 +147,8 @@ class SynCookies:
 
 def mss_index(mss: int | None) -> int:
     """The table entry that fits a peer's MSS option (536 without one, RFC 9293 §3.7.1)."""
-    peer = mss if mss else 536
-    index = 0  # below 88 too: RFC 9293 §3.7.1 only needs us to handle 536 octets from any peer
+    peer = mss if mss else 536  # RFC 9293 §3.7.1: 536 without the option
+    index = 0  # below 48 too: Linux never sends less than tcp_min_snd_mss = 48 either
     for i, value in enumerate(MSS_TABLE):
         if value <= peer:
             index = i

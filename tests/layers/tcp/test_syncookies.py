@@ -7,12 +7,17 @@ stale and tampered cookies are rejected and answered with a RST like any stray A
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import struct
 from dataclasses import replace
 
 import pytest
 
+from framework.api.streams import StackApi
+from framework.errors import ConfigError
+from framework.io.driver import AsyncioDriver
+from framework.io.memory import MemoryLink
 from framework.simulation import Simulation
 from layers.tcp.syncookies import MSS_TABLE, OPTION_BITS, SynCookies, mss_index
 from layers.tcp.wire import ACK, CWR, ECE, RST, SYN, TcpRepr
@@ -26,6 +31,7 @@ from tests.layers.tcp.helpers import (
     LayerHarness,
     S,
     data,
+    frame,
     make_stack,
     tcp_layer,
 )
@@ -112,6 +118,13 @@ class TestCookieSynAck:
         assert synack.flags == SYN | ACK and len(h.tcp.connections) == 2
         assert cookies_of(h) == {"tcp.syncookies_sent": 1}
 
+    def test_no_cookie_when_no_connection_could_be_made(self) -> None:
+        """At max_connections the SYN is dropped: a cookie would complete into a dropped ACK."""
+        h = harness("auto", syn_backlog=1, max_connections=1)
+        assert len(h.inject(syn(port=40000), t=0.0)) == 1
+        assert h.inject(syn(port=40001), t=0.0) == []
+        assert h.drops("too_many_connections") == 1 and cookies_of(h) == {}
+
     def test_never_drops_syns_beyond_the_syn_queue(self) -> None:
         h = harness("never", syn_backlog=1)
         assert len(h.inject(syn(port=40000), t=0.0)) == 1
@@ -152,13 +165,24 @@ class TestCookieAck:
         assert conn.scoreboard is not None  # SACK negotiated
         assert {e.name for e in conn.extensions if e.active} == {"window_scaling", "sack", "timestamps", "ecn"}
         assert conn.snd_mss == 1460 - 12  # timestamps take 12 bytes of every segment (MUST-16)
-        # The echoed TSval carried bits, not a send time: no RTT sample was taken from it.
-        assert conn.rtt.srtt is None
+        # The echoed TSval is a send time rounded down by at most 2**6 ms: the first RTT sample (as Linux).
+        assert conn.rtt.srtt is not None and 0.01 <= conn.rtt.srtt <= 0.01 + 0.064
         # Our TSvals keep increasing from the cookie's (the peer's PAWS would drop older ones).
         conn.send(b"x", 5.02)
         h.user(conn)
         [seg] = h.output(t=5.02)
         assert seg.ts is not None and seg.ts[0] - synack.ts[0] >= 0 and seg.ts[1] == 1001
+
+    def test_ts_recent_follows_the_peer_after_a_cookie_handshake(self) -> None:
+        """RFC 7323 §4.3: Last.ACK.sent is the cookie SYN-ACK's ACK, so the next in-order segment's TSval
+        becomes TS.Recent and our ACK echoes it (as after a normal handshake)."""
+        h = harness(features={"timestamps": {}, "delayed_ack": False})
+        [synack] = h.inject(syn(seq=0x10000000), t=1.0, options=options(mss=1460, ts=(1000, 0)))
+        assert synack.ts is not None
+        h.inject(ack_for(synack, port=REMOTE_PORT), t=1.01, options=options(ts=(1001, synack.ts[0])))
+        push = replace(ack_for(synack), payload=b"hello")
+        [ack] = h.inject(push, t=1.5, options=options(ts=(1500, synack.ts[0])))
+        assert ack.ts is not None and ack.ts[1] == 1500
 
     def test_an_ack_without_timestamps_gets_a_connection_without_options(self) -> None:
         """As Linux's cookie_timestamp_decode: no TSecr, no option bits, so no option is assumed."""
@@ -226,6 +250,19 @@ class TestCookieAck:
 
 
 class TestQueues:
+    def test_one_batch_of_acks_cannot_overfill_the_accept_queue(self) -> None:
+        """RFC 4987 §3.2: a completed handshake joins the accept queue as its ACK is processed, so five ACKs
+        read in one batch (before any flush) fill a backlog of 1 and the other four are held back."""
+        for mode in ("always", "never"):
+            h = LayerHarness(syncookies=mode)
+            listener = h.tcp.listen(LOCAL_PORT, backlog=1)
+            synacks = [h.inject(syn(port=40000 + i), t=0.0)[0] for i in range(5)]
+            for i, synack in enumerate(synacks):
+                h.stack.receive_frame(frame(ack_for(synack, port=40000 + i)), now=0.01)
+            h.output(t=0.01)
+            assert len(listener.accept_queue) == 1, mode
+            assert h.drops("accept_queue_full") == 4, mode
+
     def test_accept_queue_full_drops_syns_until_accept(self) -> None:
         h = LayerHarness(syncookies="never")
         listener = h.tcp.listen(LOCAL_PORT, backlog=1)
@@ -270,16 +307,9 @@ class TestCookieMath:
         assert hits <= 2  # about len(MSS_TABLE) * 2 / 2**24 of all values pass
 
     def test_mss_table(self) -> None:
-        assert [MSS_TABLE[mss_index(m)] for m in (None, 88, 500, 536, 1299, 1300, 1460, 9000)] == [
-            536,
-            88,
-            88,
-            536,
-            536,
-            1300,
-            1460,
-            1460,
-        ]
+        """The largest entry not above the peer's MSS (MUST-15), 536 without the option."""
+        cases = {None: 536, 40: 48, 64: 48, 88: 88, 500: 256, 536: 536, 1299: 536, 1300: 1300, 1460: 1460, 9000: 1460}
+        assert {m: MSS_TABLE[mss_index(m)] for m in cases} == cases
 
 
 def test_layer_never_imports_a_plugin() -> None:
@@ -313,3 +343,50 @@ def test_cookie_connection_carries_a_transfer_both_ways(features: bool) -> None:
     assert active == ({"window_scaling", "sack", "timestamps"} if features else set())
     assert server.conn.snd_wscale == client.conn.rcv_wscale
     assert server.conn.rcv_wscale == client.conn.snd_wscale
+
+
+class TestSettings:
+    def test_api_server_takes_syncookies_and_syn_backlog_and_checks_them(self) -> None:
+        """start_server(syncookies=, syn_backlog=) reach the listener; a misspelt mode is a ValueError (as in a
+        configuration file), never a silent "never"; a connection through a cookie carries data."""
+
+        async def main() -> tuple[int, bytes]:
+            la, lb = MemoryLink.pair()
+            sa, sb = make_stack("10.0.0.1/24"), make_stack("10.0.0.2/24")
+            da, db = AsyncioDriver(sa, la), AsyncioDriver(sb, lb)
+            da.start()
+            db.start()
+
+            async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+                writer.write(await reader.readexactly(5))
+                await writer.drain()
+                writer.close()
+
+            try:
+                api = StackApi(sb, db)
+                with pytest.raises(ValueError, match="syncookies must be one of"):
+                    await api.start_server(echo, 7, syncookies="alwyas")
+                server = await api.start_server(echo, 7, syncookies="always", syn_backlog=2)
+                assert server.listener.syn_backlog == 2 and server.listener.options.syncookies == "always"
+                reader, writer = await asyncio.wait_for(StackApi(sa, da).open_connection("10.0.0.2", 7), 5)
+                writer.write(b"hello")
+                got = await asyncio.wait_for(reader.readexactly(5), 5)
+                writer.close()
+                server.close()
+                return sb.stats.events["tcp.syncookies_accepted"], got
+            finally:
+                da.stop()
+                db.stop()
+                la.close()
+                lb.close()
+
+        assert asyncio.run(main()) == (1, b"hello")
+
+    @pytest.mark.parametrize("name", ["isn_secret", "syncookie_secret"])
+    def test_secrets_must_be_hex_keys(self, name: str) -> None:
+        """Checked with the configuration (so `config check` and `up` agree), with its key path."""
+        with pytest.raises(ConfigError, match=rf"layers\[2\]\.{name}: must be at least 16 bytes as hex"):
+            make_stack(**{name: "xyz"})
+        with pytest.raises(ConfigError, match=name):
+            make_stack(**{name: "00" * 8})
+        assert make_stack(**{name: "ab" * 16}) is not None
