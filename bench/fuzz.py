@@ -295,11 +295,14 @@ class Fuzzer:
                     s.attach(conn)
                     s.pump()
                     return
-            # A connection the fuzz itself opened (a completed handshake from a forged peer):
-            # a stream that writes into it too, unchecked.
+            # A connection the fuzz itself opened (a handshake completed by forged segments):
+            # the application closes it at once, as a server does with a client it does not
+            # want, so these go through FIN-WAIT and time out instead of piling up idle.
             s = Stream(self, self.st, 0, 0, target=True)
-            s.writing = True
+            s.writing = False
             s.attach(conn)
+            conn.close(self.sim.now)
+            self.st.touch(conn)
 
         return accept
 
@@ -409,6 +412,8 @@ class Fuzzer:
         """Replace streaming targets that died; re-read the live connections to aim at."""
         for p in list(self.pairs):
             if p.kind != "target":
+                if p.kind != "sentinel" and p.client.closed and (p.server.closed or p.server.conn is None):
+                    self.pairs.remove(p)  # an odd-state connection that is over: forget it
                 continue
             if p.client.failed or p.client.closed or p.server.failed or p.server.closed:
                 self.pairs.remove(p)
