@@ -385,11 +385,11 @@ def cpu_seconds(pid: int) -> float:
 
 
 def memory_kib(pid: int) -> dict[str, int]:
-    """VmRSS and VmHWM (KiB) from /proc/PID/status."""
+    """VmRSS, VmHWM and VmSwap (KiB) from /proc/PID/status."""
     out = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         key = line.split(":", 1)[0]
-        if key in ("VmRSS", "VmHWM"):
+        if key in ("VmRSS", "VmHWM", "VmSwap"):
             out[key] = int(line.split()[1])
     return out
 
@@ -399,6 +399,7 @@ class Snapshot:
     cpu: float
     rss: int
     hwm: int
+    swap: int
     counters: dict[str, int]
     states: dict[str, int]
     tx_dropped: int
@@ -481,6 +482,7 @@ class Lab:
             cpu_seconds(self.pid),
             mem.get("VmRSS", -1),
             mem.get("VmHWM", -1),
+            mem.get("VmSwap", 0),
             self.counters(),
             self.states(),
             self.tx_dropped(),
@@ -541,7 +543,8 @@ def print_counters(moved: dict[str, int], indent: str = "    ") -> None:
 
 
 def fmt_mem(s: Snapshot) -> str:
-    return f"RSS {s.rss / 1024:.1f} MiB, HWM {s.hwm / 1024:.1f} MiB"
+    swap = f", swapped out {s.swap / 1024:.1f} MiB" if s.swap else ""
+    return f"RSS {s.rss / 1024:.1f} MiB, HWM {s.hwm / 1024:.1f} MiB{swap}"
 
 
 def run_floods(lab: Lab, floods: list[int], rate: float, client_timeout: float, results: dict[str, Any]) -> None:
