@@ -603,9 +603,10 @@ def run_floods(lab: Lab, floods: list[int], rate: float, client_timeout: float, 
         print(f"done-when: client handshake+echo during the {big:,}-SYN flood: {verdict}")
     small = min(floods)
     if small in by_n and big in by_n and small != big:
-        a, b = by_n[small]["snapshot"]["rss"], by_n[big]["snapshot"]["rss"]
+        sa, sb = by_n[small]["snapshot"], by_n[big]["snapshot"]
+        a, b = sa["rss"] + sa["swap"], sb["rss"] + sb["swap"]
         print(
-            f"done-when: RSS after {big:,} SYNs {b / 1024:.2f} MiB vs after {small:,} {a / 1024:.2f} MiB: "
+            f"done-when: RSS+swap after {big:,} SYNs {b / 1024:.2f} MiB vs after {small:,} {a / 1024:.2f} MiB: "
             f"{(b - a) / 1024:+.2f} MiB ({'within' if abs(b - a) <= 1024 else 'NOT within'} 1 MB)"
         )
 
