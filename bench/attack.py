@@ -790,7 +790,10 @@ def run_ooo(
 
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] in WORKERS:
-        return run_worker(sys.argv[1:])
+        try:
+            return run_worker(sys.argv[1:])
+        except (KeyboardInterrupt, BrokenPipeError):  # Ctrl-C reaches the workers too
+            return 130
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="a short smoke run: a 200-SYN flood and N = 1,000")
     ap.add_argument("--floods", help="comma-separated flood sizes (default 2000,20000; empty: no flood)")
@@ -830,6 +833,7 @@ def main() -> int:
         ok = True
     except KeyboardInterrupt:
         print("\ninterrupted: cleaning up", file=sys.stderr)
+        ok = True  # nothing failed: no stack log to show
         return 130
     finally:
         if lab is not None:
