@@ -469,6 +469,16 @@ class Lab:
             return {}
         return dict(Counter(r.get("state", "?") for r in rows))
 
+    def connection(self, remote: str) -> dict[str, Any]:
+        """The ``tcpstack ss`` row of the connection to *remote* (``IP:PORT``), or ``{}``."""
+        from framework.control import request
+
+        try:
+            rows = request(self.ctl, "ss", wait=30.0).get("connections", [])
+        except OSError:
+            return {}
+        return next((r for r in rows if r.get("remote") == remote), {})
+
     def tx_dropped(self) -> int:
         r = self.ns.exec(["cat", TX_DROPPED], check=False)
         try:
@@ -532,6 +542,24 @@ def last_json(text: str, event: str) -> dict[str, Any]:
 INTERESTING = re.compile(r"cookie|backlog|syn|ooo|out_of_order|reorder|budget|sack|held|piece|renege|memory")
 
 
+#: ``tcpstack ss`` fields every connection has had; others (pieces held, ...) are printed as found.
+SS_COMMON = {
+    "srtt_ms",
+    "rto_ms",
+    "cwnd",
+    "ssthresh",
+    "mss",
+    "in_flight",
+    "snd_wnd",
+    "rcv_wnd",
+    "send_queue",
+    "recv_queue",
+    "retransmits",
+    "bytes_sent",
+    "bytes_received",
+}
+
+
 def print_counters(moved: dict[str, int], indent: str = "    ") -> None:
     if not moved:
         print(f"{indent}(no counter moved, or the stack did not answer)")
@@ -581,7 +609,8 @@ def run_floods(lab: Lab, floods: list[int], rate: float, client_timeout: float, 
                 f"echo {c['echo_s'] * 1000:.1f} ms"
             )
         print(
-            f"    stack CPU {snap.cpu - prev.cpu:.2f} s ({(snap.cpu - prev.cpu) / max(1, n) * 1e6:.1f} µs a SYN), "
+            f"    stack CPU {snap.cpu - prev.cpu:.2f} s ({(snap.cpu - prev.cpu) / max(1, n) * 1e6:.1f} µs a SYN; "
+            f"{snap.cpu:.2f} s since it started), "
             f"{fmt_mem(snap)} ({(snap.rss - prev.rss) / 1024:+.2f} MiB)"
         )
         print(f"    connections by state: {snap.states}")
@@ -715,6 +744,7 @@ def run_ooo(
         t_end = time.perf_counter()
         rec = json.loads(line) if line.startswith("{") else {"error": f"worker said {line!r}"}
         held = lab.snapshot()  # while the pieces are held
+        row = lab.connection(f"{ATTACKER}:{20000 + i}")
         assert worker.stdin is not None
         worker.stdin.write("reset\n")
         worker.stdin.flush()
@@ -761,6 +791,12 @@ def run_ooo(
         )
         print("    counters that moved while held:")
         print_counters(diff(before.counters, held.counters), "      ")
+        shown = {k: v for k, v in row.items() if k not in SS_COMMON and not isinstance(v, list | str)}
+        print(
+            f"    the connection in tcpstack ss: {row.get('state', 'not listed')}, recv_queue {row.get('recv_queue')}"
+        )
+        if shown:
+            print("      " + ", ".join(f"{k} {v}" for k, v in shown.items()))
         sent_pings = int(tx.group(1)) if tx else len(rtts)
         print(f"    ping meanwhile: {len(rtts)}/{sent_pings} answered ({late} not within 1 s); {summarize(rtts)}")
         print(f"    new connection's echo meanwhile: {len(lat)}/{len(during)} answered; {summarize(lat)}")
@@ -780,6 +816,7 @@ def run_ooo(
                 "before": dataclasses.asdict(before),
                 "held": dataclasses.asdict(held),
                 "after": dataclasses.asdict(after),
+                "ss_row": row,
                 "ping_rtts": rtts,
                 "ping_sent": sent_pings,
                 "probes": during,
