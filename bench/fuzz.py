@@ -796,11 +796,12 @@ class Fuzzer:
         st = self.st
         ip = self.server.layer("ipv4")
         reasm = getattr(ip, "reassembler", None)
+        # Read defensively: the tables are internals that other work may rename (-1: not found).
         return {
             "connections": len(st.connections),
-            "half_open": sum(len(lst.embryonic) for lst in st.listeners.values()),
-            "timer_heap": len(st._timers),
-            "timer_map": len(st._timer_of),
+            "half_open": sum(c.state.name == "SYN_RECEIVED" for c in st.connections.values()),
+            "timer_heap": len(getattr(st, "_timers", None) or ()) if hasattr(st, "_timers") else -1,
+            "timer_map": len(getattr(st, "_timer_of", None) or ()) if hasattr(st, "_timer_of") else -1,
             "reassembly_datagrams": len(reasm) if reasm is not None else -1,
             "reassembly_bytes": getattr(reasm, "bytes_held", -1),
         }
