@@ -19,7 +19,8 @@ workers) with raw sockets (``IP_HDRINCL``, checksums computed by bench/packets.p
    times from its first SYN to connect() returning and to its echo. Stack CPU time
    (/proc/PID/schedstat of each thread, /proc/PID/stat as a fallback) and memory (VmRSS, VmHWM)
    before and after each flood, the stack's counters that moved (``tcpstack stats``: SYN-cookie
-   counters, backlog drops, ...) and the connections by state (``tcpstack ss``).
+   counters, backlog drops, ...), the connections by state (``tcpstack ss``), and the namespace
+   kernel's counters (/proc/net/snmp) that show the stack's replies were dropped, never answered.
 2. Out-of-order segments (a fresh stack, optionally with ``--tcp-setting``s; settings of the
    ``tcp`` layer that look like an out-of-order memory budget are set high automatically when
    the stack has them): for each N in ``--ooo``, an attacker at 10.0.0.77 (no host owns it; the
@@ -400,6 +401,7 @@ class Snapshot:
     rss: int
     hwm: int
     swap: int
+    kernel: dict[str, int]
     counters: dict[str, int]
     states: dict[str, int]
     tx_dropped: int
@@ -479,6 +481,19 @@ class Lab:
             return {}
         return next((r for r in rows if r.get("remote") == remote), {})
 
+    def kernel_snmp(self) -> dict[str, int]:
+        """The namespace kernel's counters that show whether anything answered the stack's
+        replies to spoofed addresses: they should be dropped (Ip InAddrErrors), never answered
+        (Tcp OutRsts, Icmp OutDestUnreachs)."""
+        text = self.ns.exec(["cat", "/proc/net/snmp"], check=False).stdout.splitlines()
+        table: dict[str, int] = {}
+        for names, values in zip(text[::2], text[1::2], strict=False):
+            proto = names.split(":", 1)[0]
+            for k, v in zip(names.split()[1:], values.split()[1:], strict=False):
+                table[f"{proto}.{k}"] = int(v)
+        keys = ("Ip.InAddrErrors", "Ip.ForwDatagrams", "Tcp.OutRsts", "Icmp.OutDestUnreachs")
+        return {k: table.get(k, -1) for k in keys}
+
     def tx_dropped(self) -> int:
         r = self.ns.exec(["cat", TX_DROPPED], check=False)
         try:
@@ -493,6 +508,7 @@ class Lab:
             mem.get("VmRSS", -1),
             mem.get("VmHWM", -1),
             mem.get("VmSwap", 0),
+            self.kernel_snmp(),
             self.counters(),
             self.states(),
             self.tx_dropped(),
@@ -614,6 +630,12 @@ def run_floods(lab: Lab, floods: list[int], rate: float, client_timeout: float, 
             f"{fmt_mem(snap)} ({(snap.rss - prev.rss) / 1024:+.2f} MiB)"
         )
         print(f"    connections by state: {snap.states}")
+        k = diff(prev.kernel, snap.kernel)
+        print(
+            f"    namespace kernel: {k.get('Ip.InAddrErrors', 0):,} stack replies to unowned addresses dropped, "
+            f"{k.get('Ip.ForwDatagrams', 0)} forwarded, {k.get('Tcp.OutRsts', 0)} RSTs and "
+            f"{k.get('Icmp.OutDestUnreachs', 0)} ICMP unreachables sent"
+        )
         print("    counters that moved:")
         print_counters(diff(prev.counters, snap.counters), "      ")
         out.append({"syns": n, "sender": rec, "snapshot": dataclasses.asdict(snap)})
@@ -797,6 +819,11 @@ def run_ooo(
         )
         if shown:
             print("      " + ", ".join(f"{k} {v}" for k, v in shown.items()))
+        k = diff(before.kernel, held.kernel)
+        print(
+            f"    namespace kernel: {k.get('Ip.InAddrErrors', 0):,} stack replies to {ATTACKER} dropped, "
+            f"{k.get('Tcp.OutRsts', 0)} RSTs sent"
+        )
         sent_pings = int(tx.group(1)) if tx else len(rtts)
         print(f"    ping meanwhile: {len(rtts)}/{sent_pings} answered ({late} not within 1 s); {summarize(rtts)}")
         print(f"    new connection's echo meanwhile: {len(lat)}/{len(during)} answered; {summarize(lat)}")
