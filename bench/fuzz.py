@@ -476,8 +476,9 @@ class Fuzzer:
         parts: list[bytes] = []
         una = getattr(conn, "snd_una", 0) if conn is not None else r.getrandbits(32)
         nxt = getattr(conn, "snd_nxt", una) if conn is not None else una
+        well_formed = r.random() < 0.7  # most option sets parse, so segments reach the connection
         for _ in range(r.randrange(1, 5)):
-            k = r.randrange(12)
+            k = r.choice((0, 1, 2, 3, 4, 5, 9)) if well_formed else r.randrange(12)
             if k == 0:
                 parts.append(struct.pack("!BBH", 2, 4, r.choice([0, 1, 88, 536, 1460, 65535, r.getrandbits(16)])))
             elif k == 1:
