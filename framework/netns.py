@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -49,6 +50,7 @@ class Netns:
         self.name = f"{prefix}-{os.getpid()}-{next(_counter)}"
         self.device = "tun0"
         self.procs: list[subprocess.Popen[bytes]] = []
+        self._sockets: list[Path] = []
         self._run(["ip", "netns", "add", self.name])
         try:
             self.exec(["ip", "link", "set", "lo", "up"])
@@ -102,6 +104,13 @@ class Netns:
             f"{STACK_ADDR}/{PREFIX}",
             *args,
         ]
+        if "--control" not in args:
+            # A private control socket: the default /run/tcpstack/tun0.sock is one per host, and
+            # every namespace names its device tun0, so stacks of other runs would collide on it.
+            # Short (a socket path has at most 107 bytes), named for this namespace; close() removes it.
+            control = Path(tempfile.gettempdir()) / f"{self.name}-{label}.sock"
+            self._sockets.append(control)
+            cmd += ["--control", str(control)]
         p = self.spawn(cmd, stdout=tmp / f"{label}.out", stderr=tmp / f"{label}.err")
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -128,3 +137,5 @@ class Netns:
             except (ProcessLookupError, ValueError):
                 pass
         subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
+        for path in self._sockets:
+            path.unlink(missing_ok=True)
