@@ -628,7 +628,13 @@ class TcpConnection:
                 self._maybe_dupack(window, now)
         if self.rack is not None and sb is not None and (acked > 0 or newly_sacked or seg.sack):
             if seg.sack and seq_le(seg.sack[0][1], ack):
-                self.rack.on_dsack()  # RFC 2883 D-SACK: a spurious retransmission (RFC 8985 §6.2)
+                # RFC 2883 §4 D-SACK. RFC 3708 §2: it shows a spurious retransmission only if we
+                # retransmitted that much; a network duplicate of an original (RFC 2883 §4.1.2)
+                # says nothing about reordering (Linux: dsack_dups > total_retrans is ignored).
+                left, right = seg.sack[0]
+                self._dsack_segs += max(1, -(-seq_diff(right, left) // self.snd_mss))
+                if self._dsack_segs <= self.retransmits:
+                    self.rack.on_dsack()  # RFC 8985 §6.2 step 4: widen the reordering window
             self.rack.on_ack(sb.una, blocks if seg.sack else [], now, self.rtt.min_rtt)
             self._rack_detect(now)
         # RFC 9293 §3.10.7.4 (S6): update the send window only from a newer segment.
@@ -676,8 +682,15 @@ class TcpConnection:
         if self.in_recovery:
             if seq_gt(ack, self.recover):
                 self.in_recovery = False
-                self.sack_recovery = False
-                self.cc.on_recovery_end(seq_diff(self.snd_max, ack))
+                if self.sack_recovery:
+                    # RFC 6675 §5 sets cwnd = ssthresh on entry and leaves it there; RFC 6937 §3
+                    # ends recovery with cwnd = ssthresh too. RFC 6582's deflation to FlightSize +
+                    # SMSS is for NewReno's inflated window: here it would collapse cwnd to a
+                    # segment or two whenever the flight was small at the end (high loss).
+                    self.sack_recovery = False
+                    self.cc.cwnd = max(self.cc.cwnd, self.cc.ssthresh)
+                else:
+                    self.cc.on_recovery_end(seq_diff(self.snd_max, ack))
             elif not self.sack_recovery:
                 self.cc.on_partial_ack(acked)
                 self._retransmit_head(now)  # RFC 6582 §3.2 step 5: the next hole
@@ -780,6 +793,7 @@ class TcpConnection:
         self.in_recovery = True
         self.sack_recovery = True
         self._rescue_done = False
+        self._recovery_head_due = True
         if self.rack is not None:
             self.rack.on_recovery()
         self.recover = seq_add(self.snd_max, -1)
@@ -1046,6 +1060,7 @@ class TcpConnection:
         self.cc.on_timeout(flight, now)
         self.in_recovery = False
         self.sack_recovery = False
+        self._recovery_head_due = False
         if self.scoreboard is not None:
             # RFC 6675 §5.1 lets the sender keep SACK information after a timeout (RFC 2018 §8
             # "SHOULD" clear it, against reneging receivers; Linux keeps it, and so do we: the
@@ -1184,6 +1199,8 @@ class TcpConnection:
 
     _fast_rexmit = False
     _rescue_done = False
+    _recovery_head_due = False
+    _dsack_segs = 0  # segments the peer reported as duplicates (D-SACK, RFC 2883)
     _synack_lost = False
     _ka_out: TcpRepr | None = None
     keepalive_probes_sent = 0
@@ -1369,6 +1386,13 @@ class TcpConnection:
         pipe = sb.pipe(max_pos)
         unsent = buffered - seq_diff(self.snd_nxt, base)
         window_closed = seq_diff(seq_add(una, self.snd_wnd), self.snd_nxt) <= 0
+        if self._recovery_head_due:
+            # RFC 6675 §5 (4.3): on entering recovery, retransmit the first segment presumed
+            # lost (at HighACK + 1) at once, whatever the pipe says; with a small window the
+            # pipe may stay above cwnd until the retransmission timer fires otherwise.
+            self._recovery_head_due = False
+            head = sb.next_hole(max_pos, lost_only=False) or (sb.una, sb.una + mss)
+            pipe += self._sack_resend(out, now, head, una, base, buffered)
         for lost_only in (True, False):
             if not lost_only and unsent > 0 and not window_closed:
                 return pipe  # rule (2) applies: new data goes before unproven holes
@@ -1376,15 +1400,10 @@ class TcpConnection:
                 hole = sb.next_hole(max_pos, lost_only=lost_only)
                 if hole is None:
                     break
-                start, end = hole
-                seq = seq_add(una, start - sb.una)
-                off = seq_diff(seq, base)
-                if off < 0 or off >= buffered:
+                sent = self._sack_resend(out, now, hole, una, base, buffered)
+                if not sent:
                     break  # a SYN or FIN position: the retransmission timer covers it
-                size = min(end - start, buffered - off, mss)
-                out.append(self._data_segment(seq, self.sndbuf.peek(off, size), now, retransmit=True))
-                sb.mark_retransmitted(start, start + size)
-                pipe += size
+                pipe += sent
         # Rule (4), the rescue retransmission: once per recovery, when nothing else may go, the
         # segment holding the highest unSACKed byte, so a lost tail is not left to the RTO.
         if not self._rescue_done and self.cc.cwnd - pipe >= mss and self.snd_max != una:
@@ -1399,6 +1418,22 @@ class TcpConnection:
                     sb.mark_retransmitted(pos, pos + len(seg.payload))
                     pipe += len(seg.payload)
         return pipe
+
+    def _sack_resend(
+        self, out: list[TcpRepr], now: float, hole: tuple[int, int], una: int, base: int, buffered: int
+    ) -> int:
+        """Retransmit (at most one SMSS of) the scoreboard range *hole*; return the bytes sent."""
+        sb = self.scoreboard
+        assert sb is not None
+        start, end = hole
+        seq = seq_add(una, start - sb.una)
+        off = seq_diff(seq, base)
+        if off < 0 or off >= buffered:
+            return 0
+        size = min(end - start, buffered - off, self.snd_mss)
+        out.append(self._data_segment(seq, self.sndbuf.peek(off, size), now, retransmit=True))
+        sb.mark_retransmitted(start, start + size)
+        return size
 
     def _data_segment(self, seq: int, data: bytes, now: float, *, retransmit: bool) -> TcpRepr:
         seg = self._segment(seq, 0, ACK, data)
