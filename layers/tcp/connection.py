@@ -191,6 +191,8 @@ class TcpConnection:
         self.segs_out = 0
         self.retransmits = 0
         self.retransmitted_bytes = 0
+        self.timeouts = 0  # retransmission timeouts of data (RFC 6298 (5.4)-(5.6))
+        self.recoveries = 0  # fast recoveries entered (RFC 6582 §3.2, RFC 6675 §5)
         self.closed_at: float | None = None
 
     # ================================================================== identity
@@ -766,6 +768,7 @@ class TcpConnection:
         if self.dup_acks == DUPACK_THRESHOLD and seq_gt(self.snd_una, self.recover):
             # RFC 5681 §3.2 steps 2-3, RFC 6582 §3.2 step 2: enter fast recovery.
             self.in_recovery = True
+            self.recoveries += 1
             # RFC 6582 §3.2 step 2: recover = the highest sequence number transmitted (SND.MAX
             # - 1), so that the ACK of everything sent (SND.MAX) is a full ACK (step 3).
             self.recover = seq_add(self.snd_max, -1)
@@ -792,6 +795,7 @@ class TcpConnection:
         # the pipe estimate does the accounting.
         self.in_recovery = True
         self.sack_recovery = True
+        self.recoveries += 1
         self._rescue_done = False
         self._recovery_head_due = True
         if self.rack is not None:
@@ -1055,6 +1059,7 @@ class TcpConnection:
             self.retransmits += 1
             return
         flight = seq_diff(self.snd_max, self.snd_una)
+        self.timeouts += 1
         self._pto_at = self._rack_at = None
         self._tlp_due = False
         self.cc.on_timeout(flight, now)
@@ -1551,6 +1556,8 @@ class TcpConnection:
             "send_queue": len(self.sndbuf),
             "recv_queue": len(self.rcvbuf),
             "retransmits": self.retransmits,
+            "timeouts": self.timeouts,
+            "recoveries": self.recoveries,
             "bytes_sent": self.bytes_sent,
             "bytes_received": self.bytes_received,
         }
