@@ -17,9 +17,9 @@ Both faults and the clocks are the same for the two senders: the fault layer sit
 so it drops, duplicates and reorders the kernel's data and our ACKs exactly as it does our data
 and the kernel's ACKs. A sender's *slowdown* is its time through the faults divided by its own
 time without faults, in the same run; the table gives ours, the kernel's and their ratio (ours /
-kernel's: 1.0 means our recovery costs what the kernel's does). Retransmissions: ours from the
-stack's ``tcp.closed`` log line of the connection, the kernel's from the namespace's
-``Tcp: RetransSegs`` (``/proc/net/snmp``) before and after.
+kernel's: 1.0 means our recovery costs what the kernel's does). Retransmissions and
+retransmission timeouts: ours from the stack's ``tcp.closed`` log line of the connection, the
+kernel's from the namespace's ``Tcp: RetransSegs`` and ``TcpExt: TCPTimeouts`` before and after.
 
 The kernel's congestion control is set per socket (``--kernel-cc``, default ``cubic``, which is
 our default and Linux's): this machine's default may be another algorithm (e.g. bbr, which does
@@ -60,6 +60,7 @@ PORT = 80
 class Transfer:
     seconds: float
     retransmits: int
+    timeouts: int
     intact: bool
 
 
@@ -78,10 +79,17 @@ def config(drop: float | None) -> str:
     )
 
 
-def kernel_retrans(ns: Netns) -> int:
-    """``Tcp: RetransSegs`` of the namespace (/proc/net/snmp)."""
-    lines = [line.split() for line in ns.exec(["cat", "/proc/net/snmp"]).stdout.splitlines() if line.startswith("Tcp:")]
-    return int(lines[1][lines[0].index("RetransSegs")])
+def kernel_counters(ns: Netns) -> tuple[int, int]:
+    """``Tcp: RetransSegs`` (/proc/net/snmp) and ``TcpExt: TCPTimeouts`` (/proc/net/netstat) of
+    the namespace."""
+    out = []
+    for path, group, name in (
+        ("/proc/net/snmp", "Tcp:", "RetransSegs"),
+        ("/proc/net/netstat", "TcpExt:", "TCPTimeouts"),
+    ):
+        lines = [line.split() for line in ns.exec(["cat", path]).stdout.splitlines() if line.startswith(group)]
+        out.append(int(lines[1][lines[0].index(name)]))
+    return out[0], out[1]
 
 
 def closed_lines(log: Path) -> list[dict[str, object]]:
@@ -96,16 +104,19 @@ def closed_lines(log: Path) -> list[dict[str, object]]:
     return out
 
 
-def our_retransmits(log: Path, seen: int) -> int:
-    """Retransmissions of the sending connection that closed after the first *seen* lines (its
-    one ``tcp.closed`` line; waited for, since the close may lag the transfer)."""
+def our_counters(log: Path, seen: int) -> tuple[int, int]:
+    """Retransmissions and timeouts of the sending connection that closed after the first *seen*
+    lines (its one ``tcp.closed`` line; waited for, since the close may lag the transfer)."""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         lines = closed_lines(log)[seen:]
         if lines:
-            return sum(int(str(line.get("retransmits", 0))) for line in lines)
+            return (
+                sum(int(str(line.get("retransmits", 0))) for line in lines),
+                sum(int(str(line.get("timeouts", 0))) for line in lines),
+            )
         time.sleep(0.1)
-    return -1
+    return -1, -1
 
 
 def run_setting(ns: Netns, tmp: Path, drop: float | None, size: int, cc: str | None) -> tuple[Transfer, Transfer]:
@@ -120,13 +131,14 @@ def run_setting(ns: Netns, tmp: Path, drop: float | None, size: int, cc: str | N
         r = ns.exec([sys.executable, PEER, "get", STACK_ADDR, str(PORT), str(size)], timeout=7200)
         secs, digest = r.stdout.split()
         want = hashlib.sha256(pattern_bytes(size)).hexdigest()
-        ours = Transfer(float(secs), our_retransmits(log, seen), digest == want)
+        ours = Transfer(float(secs), *our_counters(log, seen), digest == want)
 
-        before = kernel_retrans(ns)
+        retx, rto = kernel_counters(ns)
         args = [sys.executable, PEER, "post", STACK_ADDR, str(PORT), str(size)] + ([cc] if cc else [])
         r = ns.exec(args, timeout=7200)
         secs, mine, theirs = r.stdout.split()
-        kernel = Transfer(float(secs), kernel_retrans(ns) - before, mine == theirs)
+        retx2, rto2 = kernel_counters(ns)
+        kernel = Transfer(float(secs), retx2 - retx, rto2 - rto, mine == theirs)
     finally:
         stack.send_signal(signal.SIGTERM)
         try:
@@ -163,7 +175,7 @@ def main() -> int:
             f"faults: drop + {DUPLICATE:.0%} duplicate + {REORDER:.0%} reorder, both directions, seed {SEED}"
         )
         head = (
-            f"{'faults':<12}{'ours s':>9}{'retx':>7}{'slow':>7}{'kernel s':>10}{'retx':>7}"
+            f"{'faults':<12}{'ours s':>9}{'retx':>7}{'rto':>5}{'slow':>7}{'kernel s':>10}{'retx':>7}{'rto':>5}"
             f"{'slow':>7}{'ratio':>7}  intact"
         )
         print(head)
@@ -172,10 +184,11 @@ def main() -> int:
             name = "none" if drop is None else f"drop {drop:.0%}"
             intact = "yes" if ours.intact and kern.intact else f"ours {ours.intact}, kernel {kern.intact}"
             print(
-                f"{name:<12}{ours.seconds:>9.2f}{ours.retransmits:>7}{so:>7.2f}{kern.seconds:>10.2f}"
-                f"{kern.retransmits:>7}{sk:>7.2f}{so / sk:>7.2f}  {intact}"
+                f"{name:<12}{ours.seconds:>9.2f}{ours.retransmits:>7}{ours.timeouts:>5}{so:>7.2f}"
+                f"{kern.seconds:>10.2f}{kern.retransmits:>7}{kern.timeouts:>5}{sk:>7.2f}{so / sk:>7.2f}  {intact}"
             )
-        print("slow: time / own time without faults; ratio: our slowdown / the kernel's")
+        print("retx: retransmitted segments; rto: retransmission timeouts; slow: time / own time without faults;")
+        print("ratio: our slowdown / the kernel's")
         return 0
     finally:
         ns.close()

@@ -236,6 +236,7 @@ class TcpConnection:
             bytes_in=self.bytes_received,
             bytes_out=self.bytes_sent,
             retransmits=self.retransmits,
+            timeouts=self.timeouts,
             srtt=self.rtt.srtt,
             cwnd=self.cc.cwnd,
             congestion=self.congestion_name,
