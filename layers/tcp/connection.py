@@ -617,6 +617,8 @@ class TcpConnection:
             blocks = [(base + seq_diff(left, una), base + seq_diff(right, una)) for left, right in seg.sack]
             newly_sacked = sb.update(blocks, max(acked, 0), base + seq_diff(self.snd_max, una))
         if acked > 0:
+            if self._undo is not None and self.in_recovery and self._undo_rexmit_at is not None and seg.ts:
+                self._eifel(seg.ts[1], ack, now)
             self._ack_advanced(ack, acked, now)
             if self.rack is not None:
                 self._arm_pto(now)  # RFC 8985 §7.2: an ACK of new data restarts the probe timer
@@ -629,15 +631,9 @@ class TcpConnection:
                 self._sack_loss_check(now)
             elif not len(seg.payload) and not seg.flags & (SYN | FIN):
                 self._maybe_dupack(window, now)
+        if sb is not None and seg.sack and seq_le(seg.sack[0][1], ack):
+            self._dsack(seg.sack[0], now)
         if self.rack is not None and sb is not None and (acked > 0 or newly_sacked or seg.sack):
-            if seg.sack and seq_le(seg.sack[0][1], ack):
-                # RFC 2883 §4 D-SACK. RFC 3708 §2: it shows a spurious retransmission only if we
-                # retransmitted that much; a network duplicate of an original (RFC 2883 §4.1.2)
-                # says nothing about reordering (Linux: dsack_dups > total_retrans is ignored).
-                left, right = seg.sack[0]
-                self._dsack_segs += max(1, -(-seq_diff(right, left) // self.snd_mss))
-                if self._dsack_segs <= self.retransmits:
-                    self.rack.on_dsack()  # RFC 8985 §6.2 step 4: widen the reordering window
             self.rack.on_ack(sb.una, blocks if seg.sack else [], now, self.rtt.min_rtt)
             self._rack_detect(now)
         # RFC 9293 §3.10.7.4 (S6): update the send window only from a newer segment.
@@ -692,6 +688,10 @@ class TcpConnection:
                     # segment or two whenever the flight was small at the end (high loss).
                     self.sack_recovery = False
                     self.cc.cwnd = max(self.cc.cwnd, self.cc.ssthresh)
+                    if self._undo is not None and not self._undo_retrans:
+                        # RFC 3522 §1 / RFC 4015: a recovery that ends without having
+                        # retransmitted anything found no loss (the hole filled by itself).
+                        self._undo_recovery(now, "no retransmission was needed", "RFC 4015 §3.2")
                 else:
                     self.cc.on_recovery_end(seq_diff(self.snd_max, ack))
             elif not self.sack_recovery:
@@ -758,10 +758,12 @@ class TcpConnection:
         leaves the window unchanged, and arrives while data is outstanding."""
         if self.snd_una == self.snd_max or window != self.snd_wnd or self.snd_wnd == 0:
             return  # (answers to zero-window probes are not duplicate ACKs)
-        self.dup_acks += 1
         if self.scoreboard is not None:
-            self._sack_loss_check(now)  # RFC 6675 §5: SACK-based recovery replaces NewReno
+            # RFC 6675 §2: with SACK, a duplicate ACK is one that SACKs new data (counted in
+            # _process_ack). An ACK repeating the last one says nothing about loss: the network
+            # may have duplicated it, and three of them must not start a recovery (and cut cwnd).
             return
+        self.dup_acks += 1
         self._lt_credits += 1
         if self.in_recovery:
             self.cc.on_dup_ack_in_recovery()  # RFC 5681 §3.2 step 4
@@ -802,12 +804,64 @@ class TcpConnection:
         if self.rack is not None:
             self.rack.on_recovery()
         self.recover = seq_add(self.snd_max, -1)
+        # Remembered for undoing a spurious recovery (RFC 3522 §2, RFC 3708 §3; RFC 4015 §3.2
+        # restores the window): what cwnd and ssthresh were, and the retransmissions to come.
+        self._undo = (self.cc.cwnd, self.cc.ssthresh)
+        self._undo_rexmit_at = None
+        self._undo_retrans = 0
         self.cc.on_loss(seq_diff(self.snd_max, self.snd_una), now)
         self.cc.cwnd = max(self.cc.ssthresh, self.snd_mss)
         sb.high_rxt = sb.una
         self._pto_at = None  # RFC 8985 §7.2: no probes during recovery
         self._rtt_seq = None  # Karn: what follows includes retransmissions
         self._log.debug("tcp.sack_recovery", una=self.snd_una, cwnd=self.cc.cwnd, sacked=sb.sacked_bytes)
+
+    def _dsack(self, block: tuple[int, int], now: float) -> None:
+        """A D-SACK block (RFC 2883 §4) below the cumulative ACK. RFC 3708 §2: it shows a spurious
+        retransmission only if we retransmitted that much; a network duplicate of an original
+        (RFC 2883 §4.1.2) says nothing about reordering (Linux ignores dsack_dups > total_retrans)."""
+        left, right = block
+        dups = max(1, -(-seq_diff(right, left) // self.snd_mss))
+        self._dsack_segs += dups
+        if self._dsack_segs > self.retransmits:
+            return
+        if self.rack is not None:
+            self.rack.on_dsack()  # RFC 8985 §6.2 step 4: widen the reordering window
+        if self._undo is not None and self._undo_retrans:
+            # RFC 3708 §3: every retransmission of the recovery reported as a duplicate means
+            # none was needed: undo it.
+            self._undo_retrans = max(0, self._undo_retrans - dups)
+            if not self._undo_retrans:
+                self._undo_recovery(now, "D-SACK", "RFC 3708 §3")
+
+    def _eifel(self, tsecr: int, ack: int, now: float) -> None:
+        """RFC 3522 §2 (Eifel detection): an ACK that covers every retransmission of this recovery
+        but echoes a timestamp older than the first of them was sent for the originals: the
+        recovery was spurious (reordering taken for loss)."""
+        sb, tsval_at = self.scoreboard, self.tsval_at
+        if sb is None or tsval_at is None or self._undo_rexmit_at is None:
+            return
+        if sb.una + seq_diff(ack, self.snd_una) < sb.high_rxt:
+            return  # a retransmission above this ACK may still have been needed
+        age = (tsval_at(self._undo_rexmit_at) - tsecr) & MASK
+        if 0 < age < 1 << 31:
+            self._undo_recovery(now, "timestamp echo older than the retransmission", "RFC 3522 §2")
+
+    def _undo_recovery(self, now: float, reason: str, rfc: str) -> None:
+        """Undo a spurious fast recovery (RFC 4015 §3.2, as Linux's tcp_undo_cwnd_reduction):
+        cwnd and ssthresh return to what they were before it; the recovery ends."""
+        if self._undo is None:
+            return
+        cwnd, ssthresh = self._undo
+        self._undo = None
+        cc = self.cc
+        cc.cwnd = max(cc.cwnd, cwnd)
+        cc.ssthresh = max(cc.ssthresh, ssthresh)
+        self.spurious_recoveries += 1
+        if self.in_recovery:
+            self.in_recovery = self.sack_recovery = False
+            self._recovery_head_due = False
+        cc.log.debug("tcp.decision", decision="recovery undone", reason=reason, rfc=rfc, cwnd=cc.cwnd, t=now)
 
     def _rack_detect(self, now: float) -> None:
         """RFC 8985 §6.2 step 5: mark what RACK deems lost in the scoreboard; enter recovery if
@@ -1061,6 +1115,7 @@ class TcpConnection:
             return
         flight = seq_diff(self.snd_max, self.snd_una)
         self.timeouts += 1
+        self._undo = None  # a timeout is not undone (no F-RTO, RFC 5682)
         self._pto_at = self._rack_at = None
         self._tlp_due = False
         self.cc.on_timeout(flight, now)
@@ -1207,6 +1262,12 @@ class TcpConnection:
     _rescue_done = False
     _recovery_head_due = False
     _dsack_segs = 0  # segments the peer reported as duplicates (D-SACK, RFC 2883)
+    _undo: tuple[int, int] | None = None  # (cwnd, ssthresh) before the current recovery
+    _undo_rexmit_at: float | None = None  # when its first retransmission went out
+    _undo_retrans = 0  # its retransmissions not yet reported as duplicates
+    spurious_recoveries = 0
+    #: TSval our timestamps would carry at a time (installed by the timestamps plugin).
+    tsval_at: Any = None
     _synack_lost = False
     _ka_out: TcpRepr | None = None
     keepalive_probes_sent = 0
@@ -1454,6 +1515,10 @@ class TcpConnection:
             self.retransmits += -(-length // self.snd_mss) if length > self.snd_mss else 1
             self.retransmitted_bytes += length
             self._rtt_seq = None  # Karn: no sample across a retransmission
+            if self._undo is not None:
+                self._undo_retrans += 1
+                if self._undo_rexmit_at is None:
+                    self._undo_rexmit_at = now
         elif self._rtt_seq is None and not self.ts_rtt:
             self._rtt_seq = seq_add(seq, length)
             self._rtt_time = now
@@ -1559,6 +1624,7 @@ class TcpConnection:
             "retransmits": self.retransmits,
             "timeouts": self.timeouts,
             "recoveries": self.recoveries,
+            "spurious_recoveries": self.spurious_recoveries,
             "bytes_sent": self.bytes_sent,
             "bytes_received": self.bytes_received,
         }

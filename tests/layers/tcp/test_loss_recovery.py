@@ -128,3 +128,80 @@ class TestDuplicateSack:
         assert conn.retransmits >= 1
         self._dsack_of_an_original(conn)
         assert conn.rack.reo_wnd_mult == 2
+
+
+class TestUndo:
+    """A recovery that reordering caused is undone: cwnd and ssthresh return to their values before it
+    (RFC 4015 §3.2's restore, as Linux's tcp_undo_cwnd_reduction), when the peer shows that no
+    retransmission was needed."""
+
+    def _recovering(self, *, ts: bool) -> tuple[TcpConnection, list[TcpRepr], tuple[int, int]]:
+        """10 segments out at t=0, segment 0 "lost" (1-3 SACKed): recovery entered at t=0.1, segment 0
+        retransmitted. Returns the connection, the originals and (cwnd, ssthresh) before the recovery."""
+        conn = established(
+            {"timestamps": {}} if ts else None,
+            send_buffer=100_000,
+            peer_mss=SEG + (12 if ts else 0),
+            peer_window=60_000,
+            peer_ts=5000 if ts else None,
+        )
+        conn.scoreboard = Scoreboard(conn.snd_mss)
+        conn.cc.cwnd = 10 * SEG
+        conn.send(bytes(10 * SEG), 0.0)
+        originals = recv(conn, t=0.0)
+        before = (conn.cc.cwnd, conn.cc.ssthresh)
+        out = []
+        for right in (200, 300, 400):
+            out += self._ack(conn, 0.1, 0, [(100, right)], ts=(5001, originals[-1].ts[0]) if ts else None)
+        assert conn.sack_recovery and (0, SEG) in _data(out) and conn.cc.cwnd < before[0]
+        return conn, originals, before
+
+    @staticmethod
+    def _ack(conn: TcpConnection, t: float, ack: int, sack: list[tuple[int, int]], ts: tuple[int, int] | None = None):
+        blocks = [(L1 + a, L1 + b) for a, b in sack]
+        send(conn, t=t, seg=replace(SEND, seq=R1, ack=L1 + ack, window=60_000, sack=blocks or None, ts=ts))
+        return recv(conn, t=t)
+
+    def test_an_ack_echoing_the_original_undoes_the_recovery(self) -> None:
+        """RFC 3522 §2 (Eifel detection): the ACK that covers the retransmitted segment echoes the TSval of
+        the original (sent at t=0), older than the retransmission's (t=0.1): the original arrived (it
+        was only reordered), so the recovery is undone at once."""
+        conn, originals, before = self._recovering(ts=True)
+        self._ack(conn, 0.102, 1000, [], ts=(5002, originals[0].ts[0]))
+        assert not conn.in_recovery
+        assert conn.cc.cwnd >= before[0] and conn.cc.ssthresh == before[1]
+        assert conn.spurious_recoveries == 1
+
+    def test_an_ack_echoing_the_retransmission_keeps_the_reduction(self) -> None:
+        """RFC 3522 §2: echoing the retransmission's own TSval means the original was lost: no undo."""
+        conn, _, before = self._recovering(ts=True)
+        retransmission_tsval = conn.tsval_at(0.1)
+        self._ack(conn, 0.2, 1000, [], ts=(5002, retransmission_tsval))
+        assert conn.cc.cwnd < before[0] and conn.spurious_recoveries == 0
+
+    def test_dsack_of_every_retransmission_undoes_the_recovery(self) -> None:
+        """RFC 3708 §3: when the peer reports every retransmission of the recovery as a duplicate (D-SACK),
+        none was needed: the reduction is undone (without timestamps, too)."""
+        conn, _, before = self._recovering(ts=False)
+        assert conn.retransmits == 1
+        self._ack(conn, 0.2, 1000, [(0, SEG)])  # the cumulative ACK with a D-SACK for segment 0
+        assert conn.cc.cwnd >= before[0] and conn.cc.ssthresh == before[1]
+        assert conn.spurious_recoveries == 1
+
+    def test_a_recovery_that_retransmitted_nothing_is_undone_when_it_ends(self) -> None:
+        """RFC 4015 §3.2 (Linux's tcp_try_undo_recovery with no retransmission): three SACKs and then, in
+        the same batch, the cumulative ACK that fills the hole: the recovery ends before anything was
+        retransmitted, so its reduction is undone."""
+        conn = established(send_buffer=100_000, peer_mss=SEG, peer_window=60_000)
+        conn.scoreboard = Scoreboard(conn.snd_mss)
+        conn.cc.cwnd = 10 * SEG
+        conn.send(bytes(10 * SEG), 0.0)
+        recv(conn, t=0.0)
+        before = (conn.cc.cwnd, conn.cc.ssthresh)
+        acks = [replace(SEND, seq=R1, ack=L1, window=60_000, sack=[(L1 + 100, L1 + r)]) for r in (200, 300, 400)]
+        acks.append(replace(SEND, seq=R1, ack=L1 + 1000, window=60_000))
+        send(conn, t=0.1, seg=acks)
+        out = recv(conn, t=0.1)
+        assert not conn.in_recovery and conn.recoveries == 1
+        assert not [d for d in _data(out) if d[0] < 1000]  # nothing was retransmitted
+        assert (conn.cc.cwnd, conn.cc.ssthresh) == before
