@@ -205,3 +205,15 @@ class TestUndo:
         assert not conn.in_recovery and conn.recoveries == 1
         assert not [d for d in _data(out) if d[0] < 1000]  # nothing was retransmitted
         assert (conn.cc.cwnd, conn.cc.ssthresh) == before
+
+
+class TestDuplicateAcks:
+    def test_repeated_acks_without_new_sack_information_start_no_recovery(self) -> None:
+        """RFC 6675 §2: with SACK a duplicate ACK is one that SACKs new data. Three copies of the same ACK
+        (the network duplicating it, or window updates) carry no news of a loss and must not start a
+        recovery that halves cwnd."""
+        conn, _ = _sender(segments=10)
+        for _ in range(4):
+            _ack(conn, 0.01, 0)
+        assert not conn.in_recovery and conn.recoveries == 0
+        assert conn.cc.cwnd == 10 * SEG
