@@ -681,19 +681,18 @@ class TcpConnection:
         if self.in_recovery:
             if seq_gt(ack, self.recover):
                 self.in_recovery = False
+                # RFC 6582 §3.2 step 3 option (1), also after SACK recovery: cwnd = min(ssthresh,
+                # FlightSize + SMSS); below ssthresh, slow start brings it back within a round.
+                # (Keeping cwnd = ssthresh, as RFC 6937 §3 does, measured slower here: bench/netsim
+                # and the simulator at 1-10% loss, with more timeouts.)
+                self.cc.on_recovery_end(seq_diff(self.snd_max, ack))
                 if self.sack_recovery:
-                    # RFC 6675 §5 sets cwnd = ssthresh on entry and leaves it there; RFC 6937 §3
-                    # ends recovery with cwnd = ssthresh too. RFC 6582's deflation to FlightSize +
-                    # SMSS is for NewReno's inflated window: here it would collapse cwnd to a
-                    # segment or two whenever the flight was small at the end (high loss).
                     self.sack_recovery = False
-                    self.cc.cwnd = max(self.cc.cwnd, self.cc.ssthresh)
                     if self._undo is not None and not self._undo_retrans:
-                        # RFC 3522 §1 / RFC 4015: a recovery that ends without having
-                        # retransmitted anything found no loss (the hole filled by itself).
+                        # RFC 4015 §3.2 (Linux's tcp_try_undo_recovery): a recovery that ends
+                        # without having retransmitted anything found no loss (the hole filled
+                        # by itself, the segment was only reordered).
                         self._undo_recovery(now, "no retransmission was needed", "RFC 4015 §3.2")
-                else:
-                    self.cc.on_recovery_end(seq_diff(self.snd_max, ack))
             elif not self.sack_recovery:
                 self.cc.on_partial_ack(acked)
                 self._retransmit_head(now)  # RFC 6582 §3.2 step 5: the next hole

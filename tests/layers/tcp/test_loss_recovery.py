@@ -58,20 +58,6 @@ class TestRecoveryEntry:
         assert conn.scoreboard is not None and conn.scoreboard.pipe(1000) >= conn.cc.cwnd
         assert (0, SEG) in _data(out)
 
-    def test_sack_recovery_ends_with_cwnd_at_ssthresh(self) -> None:
-        """RFC 6675 §5 (4.2) sets cwnd = ssthresh for the recovery and RFC 6937 §3 ends it there: the full
-        ACK does not deflate cwnd to FlightSize + SMSS (RFC 6582's rule for NewReno's inflated window),
-        which after a small flight would leave one or two segments."""
-        conn, _ = _sender(segments=10)
-        for right in (200, 300, 400):
-            _ack(conn, 0.01, 0, (100, right))
-        assert conn.sack_recovery
-        ssthresh = conn.cc.ssthresh
-        # Everything sent, the retransmission included: a full ACK, nothing left in flight.
-        _ack(conn, 0.02, (conn.snd_max - L1) % 2**32)
-        assert not conn.in_recovery
-        assert conn.cc.cwnd >= ssthresh > 2 * SEG
-
 
 class TestLostRetransmission:
     def test_a_lost_retransmission_is_sent_again_by_rack_before_the_rto(self) -> None:
