@@ -806,6 +806,7 @@ class TcpConnection:
         # Remembered for undoing a spurious recovery (RFC 3522 §2, RFC 3708 §3; RFC 4015 §3.2
         # restores the window): what cwnd and ssthresh were, and the retransmissions to come.
         self._undo = (self.cc.cwnd, self.cc.ssthresh)
+        self._undo_from, self._undo_to = self.snd_una, self.snd_max
         self._undo_rexmit_at = None
         self._undo_retrans = 0
         self.cc.on_loss(seq_diff(self.snd_max, self.snd_una), now)
@@ -826,7 +827,8 @@ class TcpConnection:
             return
         if self.rack is not None:
             self.rack.on_dsack()  # RFC 8985 §6.2 step 4: widen the reordering window
-        if self._undo is not None and self._undo_retrans:
+        in_recovery_range = seq_ge(left, self._undo_from) and seq_le(right, self._undo_to)
+        if self._undo is not None and self._undo_retrans and in_recovery_range:
             # RFC 3708 §3: every retransmission of the recovery reported as a duplicate means
             # none was needed: undo it.
             self._undo_retrans = max(0, self._undo_retrans - dups)
@@ -1264,6 +1266,8 @@ class TcpConnection:
     _undo: tuple[int, int] | None = None  # (cwnd, ssthresh) before the current recovery
     _undo_rexmit_at: float | None = None  # when its first retransmission went out
     _undo_retrans = 0  # its retransmissions not yet reported as duplicates
+    _undo_from = 0  # SND.UNA and SND.MAX when it began: its retransmissions lie between them
+    _undo_to = 0
     spurious_recoveries = 0
     #: TSval our timestamps would carry at a time (installed by the timestamps plugin).
     tsval_at: Any = None
