@@ -13,7 +13,8 @@
 
 A retransmission whose RTT would be shorter than min_RTT is ignored for the RACK update
 (§6.2 step 2: its ACK is probably for the original). Needs the ``sack`` feature; without SACK
-negotiated the feature does nothing. Enable per connection with ``features={"rack_tlp": {}}``.
+negotiated the feature does nothing. On by default (as in Linux); off per connection with
+``features={"rack_tlp": False}``.
 """
 
 from __future__ import annotations

@@ -92,6 +92,7 @@ class Timestamps(Extension):
         self.ts_recent = syn.ts[0]
         self.ts_recent_at = now
         conn.ts_rtt = True
+        conn.tsval_at = self.tsval  # RFC 3522 §2: Eifel detection compares echoes with it
         # MUST-16: options take room from the payload of every segment.
         mss = max(conn.snd_mss - OPTION_BYTES, 1)
         conn.snd_mss = mss

@@ -192,6 +192,8 @@ class TcpConnection:
         self.retransmits = 0
         self.retransmitted_bytes = 0
         self.rst_ignored = 0  # RSTs ignored in TIME-WAIT (RFC 1337)
+        self.timeouts = 0  # retransmission timeouts of data (RFC 6298 (5.4)-(5.6))
+        self.recoveries = 0  # fast recoveries entered (RFC 6582 §3.2, RFC 6675 §5)
         self.closed_at: float | None = None
 
     # ================================================================== identity
@@ -235,6 +237,7 @@ class TcpConnection:
             bytes_in=self.bytes_received,
             bytes_out=self.bytes_sent,
             retransmits=self.retransmits,
+            timeouts=self.timeouts,
             srtt=self.rtt.srtt,
             cwnd=self.cc.cwnd,
             congestion=self.congestion_name,
@@ -626,6 +629,8 @@ class TcpConnection:
             blocks = [(base + seq_diff(left, una), base + seq_diff(right, una)) for left, right in seg.sack]
             newly_sacked = sb.update(blocks, max(acked, 0), base + seq_diff(self.snd_max, una))
         if acked > 0:
+            if self._undo is not None and self.in_recovery and self._undo_rexmit_at is not None and seg.ts:
+                self._eifel(seg.ts[1], ack, now)
             self._ack_advanced(ack, acked, now)
             if self.rack is not None:
                 self._arm_pto(now)  # RFC 8985 §7.2: an ACK of new data restarts the probe timer
@@ -638,9 +643,9 @@ class TcpConnection:
                 self._sack_loss_check(now)
             elif not len(seg.payload) and not seg.flags & (SYN | FIN):
                 self._maybe_dupack(window, now)
+        if sb is not None and seg.sack and seq_le(seg.sack[0][1], ack):
+            self._dsack(seg.sack[0], now)
         if self.rack is not None and sb is not None and (acked > 0 or newly_sacked or seg.sack):
-            if seg.sack and seq_le(seg.sack[0][1], ack):
-                self.rack.on_dsack()  # RFC 2883 D-SACK: a spurious retransmission (RFC 8985 §6.2)
             self.rack.on_ack(sb.una, blocks if seg.sack else [], now, self.rtt.min_rtt)
             self._rack_detect(now)
         # RFC 9293 §3.10.7.4 (S6): update the send window only from a newer segment.
@@ -688,8 +693,18 @@ class TcpConnection:
         if self.in_recovery:
             if seq_gt(ack, self.recover):
                 self.in_recovery = False
-                self.sack_recovery = False
+                # RFC 6582 §3.2 step 3 option (1), also after SACK recovery: cwnd = min(ssthresh,
+                # FlightSize + SMSS); below ssthresh, slow start brings it back within a round.
+                # (Keeping cwnd = ssthresh, as RFC 6937 §3 does, measured slower here: bench/netsim
+                # and the simulator at 1-10% loss, with more timeouts.)
                 self.cc.on_recovery_end(seq_diff(self.snd_max, ack))
+                if self.sack_recovery:
+                    self.sack_recovery = False
+                    if self._undo is not None and not self._undo_retrans:
+                        # RFC 4015 §3.2 (Linux's tcp_try_undo_recovery): a recovery that ends
+                        # without having retransmitted anything found no loss (the hole filled
+                        # by itself, the segment was only reordered).
+                        self._undo_recovery(now, "no retransmission was needed", "RFC 4015 §3.2")
             elif not self.sack_recovery:
                 self.cc.on_partial_ack(acked)
                 self._retransmit_head(now)  # RFC 6582 §3.2 step 5: the next hole
@@ -754,10 +769,12 @@ class TcpConnection:
         leaves the window unchanged, and arrives while data is outstanding."""
         if self.snd_una == self.snd_max or window != self.snd_wnd or self.snd_wnd == 0:
             return  # (answers to zero-window probes are not duplicate ACKs)
-        self.dup_acks += 1
         if self.scoreboard is not None:
-            self._sack_loss_check(now)  # RFC 6675 §5: SACK-based recovery replaces NewReno
+            # RFC 6675 §2: with SACK, a duplicate ACK is one that SACKs new data (counted in
+            # _process_ack). An ACK repeating the last one says nothing about loss: the network
+            # may have duplicated it, and three of them must not start a recovery (and cut cwnd).
             return
+        self.dup_acks += 1
         self._lt_credits += 1
         if self.in_recovery:
             self.cc.on_dup_ack_in_recovery()  # RFC 5681 §3.2 step 4
@@ -765,6 +782,7 @@ class TcpConnection:
         if self.dup_acks == DUPACK_THRESHOLD and seq_gt(self.snd_una, self.recover):
             # RFC 5681 §3.2 steps 2-3, RFC 6582 §3.2 step 2: enter fast recovery.
             self.in_recovery = True
+            self.recoveries += 1
             # RFC 6582 §3.2 step 2: recover = the highest sequence number transmitted (SND.MAX
             # - 1), so that the ACK of everything sent (SND.MAX) is a full ACK (step 3).
             self.recover = seq_add(self.snd_max, -1)
@@ -791,16 +809,72 @@ class TcpConnection:
         # the pipe estimate does the accounting.
         self.in_recovery = True
         self.sack_recovery = True
+        self.recoveries += 1
         self._rescue_done = False
+        self._recovery_head_due = True
         if self.rack is not None:
             self.rack.on_recovery()
         self.recover = seq_add(self.snd_max, -1)
+        # Remembered for undoing a spurious recovery (RFC 3522 §2, RFC 3708 §3; RFC 4015 §3.2
+        # restores the window): what cwnd and ssthresh were, and the retransmissions to come.
+        self._undo = (self.cc.cwnd, self.cc.ssthresh)
+        self._undo_from, self._undo_to = self.snd_una, self.snd_max
+        self._undo_rexmit_at = None
+        self._undo_retrans = 0
         self.cc.on_loss(seq_diff(self.snd_max, self.snd_una), now)
         self.cc.cwnd = max(self.cc.ssthresh, self.snd_mss)
         sb.high_rxt = sb.una
         self._pto_at = None  # RFC 8985 §7.2: no probes during recovery
         self._rtt_seq = None  # Karn: what follows includes retransmissions
         self._log.debug("tcp.sack_recovery", una=self.snd_una, cwnd=self.cc.cwnd, sacked=sb.sacked_bytes)
+
+    def _dsack(self, block: tuple[int, int], now: float) -> None:
+        """A D-SACK block (RFC 2883 §4) below the cumulative ACK. RFC 3708 §2: it shows a spurious
+        retransmission only if we retransmitted that much; a network duplicate of an original
+        (RFC 2883 §4.1.2) says nothing about reordering (Linux ignores dsack_dups > total_retrans)."""
+        left, right = block
+        dups = max(1, -(-seq_diff(right, left) // self.snd_mss))
+        self._dsack_segs += dups
+        if self._dsack_segs > self.retransmits:
+            return
+        if self.rack is not None:
+            self.rack.on_dsack()  # RFC 8985 §6.2 step 4: widen the reordering window
+        in_recovery_range = seq_ge(left, self._undo_from) and seq_le(right, self._undo_to)
+        if self._undo is not None and self._undo_retrans and in_recovery_range:
+            # RFC 3708 §3: every retransmission of the recovery reported as a duplicate means
+            # none was needed: undo it.
+            self._undo_retrans = max(0, self._undo_retrans - dups)
+            if not self._undo_retrans:
+                self._undo_recovery(now, "D-SACK", "RFC 3708 §3")
+
+    def _eifel(self, tsecr: int, ack: int, now: float) -> None:
+        """RFC 3522 §2 (Eifel detection): an ACK that covers every retransmission of this recovery
+        but echoes a timestamp older than the first of them was sent for the originals: the
+        recovery was spurious (reordering taken for loss)."""
+        sb, tsval_at = self.scoreboard, self.tsval_at
+        if sb is None or tsval_at is None or self._undo_rexmit_at is None:
+            return
+        if sb.una + seq_diff(ack, self.snd_una) < sb.high_rxt:
+            return  # a retransmission above this ACK may still have been needed
+        age = (tsval_at(self._undo_rexmit_at) - tsecr) & MASK
+        if 0 < age < 1 << 31:
+            self._undo_recovery(now, "timestamp echo older than the retransmission", "RFC 3522 §2")
+
+    def _undo_recovery(self, now: float, reason: str, rfc: str) -> None:
+        """Undo a spurious fast recovery (RFC 4015 §3.2, as Linux's tcp_undo_cwnd_reduction):
+        cwnd and ssthresh return to what they were before it; the recovery ends."""
+        if self._undo is None:
+            return
+        cwnd, ssthresh = self._undo
+        self._undo = None
+        cc = self.cc
+        cc.cwnd = max(cc.cwnd, cwnd)
+        cc.ssthresh = max(cc.ssthresh, ssthresh)
+        self.spurious_recoveries += 1
+        if self.in_recovery:
+            self.in_recovery = self.sack_recovery = False
+            self._recovery_head_due = False
+        cc.log.debug("tcp.decision", decision="recovery undone", reason=reason, rfc=rfc, cwnd=cc.cwnd, t=now)
 
     def _rack_detect(self, now: float) -> None:
         """RFC 8985 §6.2 step 5: mark what RACK deems lost in the scoreboard; enter recovery if
@@ -1053,11 +1127,14 @@ class TcpConnection:
             self.retransmits += 1
             return
         flight = seq_diff(self.snd_max, self.snd_una)
+        self.timeouts += 1
+        self._undo = None  # a timeout is not undone (no F-RTO, RFC 5682)
         self._pto_at = self._rack_at = None
         self._tlp_due = False
         self.cc.on_timeout(flight, now)
         self.in_recovery = False
         self.sack_recovery = False
+        self._recovery_head_due = False
         if self.scoreboard is not None:
             # RFC 6675 §5.1 lets the sender keep SACK information after a timeout (RFC 2018 §8
             # "SHOULD" clear it, against reneging receivers; Linux keeps it, and so do we: the
@@ -1196,6 +1273,16 @@ class TcpConnection:
 
     _fast_rexmit = False
     _rescue_done = False
+    _recovery_head_due = False
+    _dsack_segs = 0  # segments the peer reported as duplicates (D-SACK, RFC 2883)
+    _undo: tuple[int, int] | None = None  # (cwnd, ssthresh) before the current recovery
+    _undo_rexmit_at: float | None = None  # when its first retransmission went out
+    _undo_retrans = 0  # its retransmissions not yet reported as duplicates
+    _undo_from = 0  # SND.UNA and SND.MAX when it began: its retransmissions lie between them
+    _undo_to = 0
+    spurious_recoveries = 0
+    #: TSval our timestamps would carry at a time (installed by the timestamps plugin).
+    tsval_at: Any = None
     _synack_lost = False
     _ka_out: TcpRepr | None = None
     keepalive_probes_sent = 0
@@ -1381,6 +1468,13 @@ class TcpConnection:
         pipe = sb.pipe(max_pos)
         unsent = buffered - seq_diff(self.snd_nxt, base)
         window_closed = seq_diff(seq_add(una, self.snd_wnd), self.snd_nxt) <= 0
+        if self._recovery_head_due:
+            # RFC 6675 §5 (4.3): on entering recovery, retransmit the first segment presumed
+            # lost (at HighACK + 1) at once, whatever the pipe says; with a small window the
+            # pipe may stay above cwnd until the retransmission timer fires otherwise.
+            self._recovery_head_due = False
+            head = sb.next_hole(max_pos, lost_only=False) or (sb.una, sb.una + mss)
+            pipe += self._sack_resend(out, now, head, una, base, buffered)
         for lost_only in (True, False):
             if not lost_only and unsent > 0 and not window_closed:
                 return pipe  # rule (2) applies: new data goes before unproven holes
@@ -1388,15 +1482,10 @@ class TcpConnection:
                 hole = sb.next_hole(max_pos, lost_only=lost_only)
                 if hole is None:
                     break
-                start, end = hole
-                seq = seq_add(una, start - sb.una)
-                off = seq_diff(seq, base)
-                if off < 0 or off >= buffered:
+                sent = self._sack_resend(out, now, hole, una, base, buffered)
+                if not sent:
                     break  # a SYN or FIN position: the retransmission timer covers it
-                size = min(end - start, buffered - off, mss)
-                out.append(self._data_segment(seq, self.sndbuf.peek(off, size), now, retransmit=True))
-                sb.mark_retransmitted(start, start + size)
-                pipe += size
+                pipe += sent
         # Rule (4), the rescue retransmission: once per recovery, when nothing else may go, the
         # segment holding the highest unSACKed byte, so a lost tail is not left to the RTO.
         if not self._rescue_done and self.cc.cwnd - pipe >= mss and self.snd_max != una:
@@ -1412,6 +1501,22 @@ class TcpConnection:
                     pipe += len(seg.payload)
         return pipe
 
+    def _sack_resend(
+        self, out: list[TcpRepr], now: float, hole: tuple[int, int], una: int, base: int, buffered: int
+    ) -> int:
+        """Retransmit (at most one SMSS of) the scoreboard range *hole*; return the bytes sent."""
+        sb = self.scoreboard
+        assert sb is not None
+        start, end = hole
+        seq = seq_add(una, start - sb.una)
+        off = seq_diff(seq, base)
+        if off < 0 or off >= buffered:
+            return 0
+        size = min(end - start, buffered - off, self.snd_mss)
+        out.append(self._data_segment(seq, self.sndbuf.peek(off, size), now, retransmit=True))
+        sb.mark_retransmitted(start, start + size)
+        return size
+
     def _data_segment(self, seq: int, data: bytes, now: float, *, retransmit: bool) -> TcpRepr:
         seg = self._segment(seq, 0, ACK, data)
         seg.rexmit = retransmit
@@ -1425,6 +1530,10 @@ class TcpConnection:
             self.retransmits += -(-length // self.snd_mss) if length > self.snd_mss else 1
             self.retransmitted_bytes += length
             self._rtt_seq = None  # Karn: no sample across a retransmission
+            if self._undo is not None:
+                self._undo_retrans += 1
+                if self._undo_rexmit_at is None:
+                    self._undo_rexmit_at = now
         elif self._rtt_seq is None and not self.ts_rtt:
             self._rtt_seq = seq_add(seq, length)
             self._rtt_time = now
@@ -1528,6 +1637,9 @@ class TcpConnection:
             "send_queue": len(self.sndbuf),
             "recv_queue": len(self.rcvbuf),
             "retransmits": self.retransmits,
+            "timeouts": self.timeouts,
+            "recoveries": self.recoveries,
+            "spurious_recoveries": self.spurious_recoveries,
             "bytes_sent": self.bytes_sent,
             "bytes_received": self.bytes_received,
         }

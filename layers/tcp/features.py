@@ -27,6 +27,7 @@ DEFAULT_FEATURES: dict[str, Any] = {
     "window_scaling": {},
     "timestamps": {},
     "sack": {},
+    "rack_tlp": {},  # RFC 8985 (Linux's default loss detection); does nothing without SACK
     "delayed_ack": {},
     "nagle": {},
 }

@@ -33,6 +33,24 @@ def _add(ranges: list[tuple[int, int]], start: int, end: int) -> int:
     return max(new, 0)
 
 
+def _cut(ranges: list[tuple[int, int]], start: int, end: int) -> bool:
+    """Remove [start, end) from disjoint sorted *ranges*; return whether anything was removed."""
+    out: list[tuple[int, int]] = []
+    hit = False
+    for s, e in ranges:
+        if e <= start or s >= end:
+            out.append((s, e))
+            continue
+        hit = True
+        if s < start:
+            out.append((s, start))
+        if e > end:
+            out.append((end, e))
+    if hit:
+        ranges[:] = out
+    return hit
+
+
 def _cut_below(ranges: list[tuple[int, int]], pos: int) -> None:
     while ranges and ranges[0][1] <= pos:
         ranges.pop(0)
@@ -43,7 +61,7 @@ def _cut_below(ranges: list[tuple[int, int]], pos: int) -> None:
 class Scoreboard:
     """What the receiver has SACKed and what we retransmitted, above SND.UNA."""
 
-    __slots__ = ("high_rxt", "lost", "mss", "rexmit", "sacked", "sacked_bytes", "una")
+    __slots__ = ("high_rxt", "lost", "mss", "relost", "rexmit", "sacked", "sacked_bytes", "una")
 
     def __init__(self, mss: int) -> None:
         self.mss = mss
@@ -53,6 +71,9 @@ class Scoreboard:
         self.lost: list[tuple[int, int]] = []  # ranges another detector (RACK) declared lost
         self.high_rxt = 0  # RFC 6675 HighRxt (a position)
         self.sacked_bytes = 0
+        # Retransmissions that RACK found lost again (RFC 8985 §6.2 step 5 compares the time
+        # of the latest transmission): resent before anything above HighRxt.
+        self.relost: list[tuple[int, int]] = []
 
     def clear(self) -> None:
         """RFC 2018 §8 / RFC 6675 §5.1: after a retransmission timeout, forget SACK state
@@ -60,6 +81,7 @@ class Scoreboard:
         self.sacked.clear()
         self.rexmit.clear()
         self.lost.clear()
+        self.relost.clear()
         self.sacked_bytes = 0
         self.high_rxt = self.una
 
@@ -68,6 +90,7 @@ class Scoreboard:
         Linux does): the SACKed ranges stay, so the go-back-N resend skips them; only the
         record of this recovery's retransmissions starts over."""
         self.rexmit.clear()
+        self.relost.clear()
         self.high_rxt = self.una
 
     def sacked_range_at(self, pos: int) -> tuple[int, int] | None:
@@ -90,6 +113,7 @@ class Scoreboard:
         _cut_below(self.sacked, self.una)
         _cut_below(self.rexmit, self.una)
         _cut_below(self.lost, self.una)
+        _cut_below(self.relost, self.una)
         self.sacked_bytes = sum(e - s for s, e in self.sacked)
         self.high_rxt = max(self.high_rxt, self.una)
 
@@ -115,7 +139,12 @@ class Scoreboard:
 
     def mark_lost(self, start: int, end: int) -> None:
         """Another loss detector (RACK, RFC 8985) declared [start, end) lost."""
-        _add(self.lost, max(start, self.una), end)
+        start = max(start, self.una)
+        _add(self.lost, start, end)
+        if start < self.high_rxt and _cut(self.rexmit, start, end):
+            # RFC 8985 §6.2 step 5 (RACK judges a retransmission by its own send time): a lost
+            # retransmission is out of the pipe and is sent again, instead of waiting for the RTO.
+            _add(self.relost, start, end)
 
     def is_lost(self, pos: int) -> bool:
         """RFC 6675 §4 IsLost: DupThresh discontiguous SACKed ranges above *pos*, or more
@@ -179,6 +208,12 @@ class Scoreboard:
         """RFC 6675 §4 NextSeg(): the first unSACKed range above HighRxt and below the highest
         SACKed byte, at most one SMSS long. Rule (1) takes only a range that IsLost()
         (*lost_only*); rule (3), for when no new data can be sent, takes it anyway."""
+        for s, e in self.relost:  # lost retransmissions first (RFC 8985 §6.2 step 5)
+            for ss, se in self.sacked:
+                if ss <= s < se:
+                    s = se
+            if s < e:
+                return (s, min(e, s + self.mss))
         start = max(self.high_rxt, self.una)
         top = min(self.highest_sacked, limit)
         for s, e in self.sacked:
@@ -196,4 +231,6 @@ class Scoreboard:
 
     def mark_retransmitted(self, start: int, end: int) -> None:
         _add(self.rexmit, start, end)
+        if self.relost:
+            _cut(self.relost, start, end)
         self.high_rxt = max(self.high_rxt, end)

@@ -49,7 +49,7 @@ def test_demo_passes_every_step_and_cleans_up(netns_capability: None, tmp_path: 
     assert all("normal" in row for row in rows)
     download = rows[0].split("│")
     assert int(download[3].strip().replace(",", "")) > 20_000_000  # bytes out: body + response head
-    assert "every connection: cubic delayed_ack nagle sack timestamps window_scaling" in r.stdout
+    assert "every connection: cubic delayed_ack nagle rack_tlp sack timestamps window_scaling" in r.stdout
     assert "pcap: " in r.stdout and "demo passed" in r.stdout
     assert "Traceback" not in r.stderr
     assert set(_demo_namespaces()) == before  # the demo removed its namespace

@@ -115,11 +115,11 @@ RACK_SEED = 8
 
 def test_rack_tlp_recovers_outbound_loss_no_worse_than_sack_alone(netns: Netns, tmp_path: Path) -> None:
     """RFC 8985 §6-§7: with 4% of our outbound datagrams dropped (seed 8), a 3 MB curl download arrives
-    intact with and without ``--feature rack_tlp`` (SACK on in both); with it RACK marks most losses by
-    time (``tcp.decision`` "marked lost" by rack_tlp) and we wait out no materially more RTO-like silences than
-    without."""
-    on = download(netns, tmp_path / "on", RACK_SIZE, RACK_LOSS, RACK_SEED, "--feature", "rack_tlp")
-    off = download(netns, tmp_path / "off", RACK_SIZE, RACK_LOSS, RACK_SEED)
+    intact with rack_tlp (on by default) and with ``--no-feature rack_tlp`` (SACK on in both); with it RACK
+    marks most losses by time (``tcp.decision`` "marked lost" by rack_tlp) and we wait out no materially
+    more RTO-like silences than without."""
+    on = download(netns, tmp_path / "on", RACK_SIZE, RACK_LOSS, RACK_SEED)
+    off = download(netns, tmp_path / "off", RACK_SIZE, RACK_LOSS, RACK_SEED, "--no-feature", "rack_tlp")
     print(f"\nrack_tlp on:  {on}\nrack_tlp off: {off}")
     assert "rack_tlp" in on.summary["features"] and "rack_tlp" not in off.summary["features"]
     assert "sack" in on.summary["features"] and "sack" in off.summary["features"]
