@@ -340,7 +340,7 @@ def test_cookie_connection_carries_a_transfer_both_ways(features: bool) -> None:
     assert b.stats.events["tcp.syncookies_accepted"] == 1
     assert server.conn is not None and client.conn is not None
     active = {e.name for e in server.conn.extensions if e.active}
-    assert active == ({"window_scaling", "sack", "timestamps"} if features else set())
+    assert active == ({"window_scaling", "sack", "timestamps", "rack_tlp"} if features else set())
     assert server.conn.snd_wscale == client.conn.rcv_wscale
     assert server.conn.rcv_wscale == client.conn.snd_wscale
 
