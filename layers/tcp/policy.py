@@ -86,6 +86,13 @@ class TcpOptions:
     """Initial congestion window: RFC 5681 §3.1 (2-4 segments) or RFC 6928 (10 segments,
     Experimental, what Linux and most modern stacks use)."""
 
+    ooo_budget: int | None = field(default=None, metadata={"min": 4096, "max": 1 << 32})
+    """Memory budget (bytes) for out-of-order data held on this connection, each piece counted
+    at its payload plus a fixed overhead (``PIECE_OVERHEAD`` in layers/tcp/buffers.py, 200
+    bytes); a segment that would exceed it is dropped before it is acknowledged or SACKed.
+    Default: twice ``recv_buffer`` (at least 64 KiB), room for a full window of MSS-sized
+    segments with their overhead."""
+
 
 @dataclass(slots=True)
 class ConnInfo:

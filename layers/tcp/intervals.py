@@ -1,0 +1,238 @@
+"""A set of disjoint half-open integer intervals with O(log n) updates and lookups.
+
+The receive buffer's out-of-order blocks and the SACK scoreboard's ranges are such sets, and a
+peer chooses how many there are (one per byte, with holes between): every per-segment operation
+on them must cost O(log n), never a walk over all of them. The starts live in a
+:class:`sortedcontainers.SortedDict` (start -> end); an operation touches only the intervals
+that overlap what it changes, and each interval it merges away is gone for good, so a long
+merge is paid for by the inserts that made the intervals (amortized O(log n) each).
+
+Touching intervals merge (``[0, 5)`` and ``[5, 9)`` become ``[0, 9)``). ``total`` is the number
+of integers covered, kept up to date by every update.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from sortedcontainers import SortedDict
+
+
+class IntervalSet:
+    """Disjoint, non-touching ``[start, end)`` intervals in ascending order.
+
+    Compares equal to the list of its intervals (``sb.sacked == [(2000, 5000)]``), iterates
+    in ascending order and indexes by position (``s[-1]`` is the highest interval, O(log n)).
+    """
+
+    __slots__ = ("_d", "total")
+
+    def __init__(self) -> None:
+        self._d: Any = SortedDict()  # start -> end
+        self.total = 0
+
+    # ------------------------------------------------------------------ read
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+    def __bool__(self) -> bool:
+        return bool(self._d)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return iter(self._d.items())
+
+    def __reversed__(self) -> Iterator[tuple[int, int]]:
+        d = self._d
+        return ((s, d[s]) for s in reversed(d))
+
+    def __getitem__(self, index: int) -> tuple[int, int]:
+        item: tuple[int, int] = self._d.peekitem(index)
+        return item
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, IntervalSet):
+            return list(self) == list(other)
+        if isinstance(other, list):
+            return list(self) == other
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"IntervalSet({list(self)!r})"
+
+    def find(self, pos: int) -> tuple[int, int] | None:
+        """The interval containing *pos*, if any."""
+        d = self._d
+        i = d.bisect_right(pos) - 1
+        if i < 0:
+            return None
+        s: int = d.keys()[i]
+        e: int = d[s]
+        return (s, e) if pos < e else None
+
+    def covers(self, start: int, end: int) -> bool:
+        """True if one interval holds all of ``[start, end)``."""
+        found = self.find(start)
+        return found is not None and end <= found[1]
+
+    def next_start_after(self, pos: int) -> int | None:
+        """The start of the first interval that begins above *pos*."""
+        d = self._d
+        i = d.bisect_right(pos)
+        if i >= len(d):
+            return None
+        s: int = d.keys()[i]
+        return s
+
+    def first_end_after(self, pos: int) -> int:
+        """Index of the first interval that ends above *pos* (``len(self)`` if none does)."""
+        d = self._d
+        i: int = d.bisect_right(pos) - 1
+        if i >= 0 and d[d.keys()[i]] > pos:
+            return i
+        return i + 1
+
+    def count_between(self, start: int, end: int) -> int:
+        """How many intervals overlap ``[start, end)`` (O(log n): two bisections)."""
+        if end <= start:
+            return 0
+        below_end: int = self._d.bisect_left(end)
+        return max(0, below_end - self.first_end_after(start))
+
+    def top(self, k: int) -> list[tuple[int, int]]:
+        """Up to *k* highest intervals, highest first."""
+        d = self._d
+        n = len(d)
+        keys = d.keys()
+        out = []
+        for i in range(n - 1, max(n - 1 - k, -1), -1):
+            s = keys[i]
+            out.append((s, d[s]))
+        return out
+
+    def overlap(self, start: int, end: int) -> int:
+        """How many integers of ``[start, end)`` the set covers (work: the intervals met)."""
+        if end <= start or not self._d:
+            return 0
+        d = self._d
+        keys = d.keys()
+        i = self.first_end_after(start)
+        n = len(d)
+        got = 0
+        while i < n:
+            s = keys[i]
+            if s >= end:
+                break
+            got += min(d[s], end) - max(s, start)
+            i += 1
+        return got
+
+    def gaps(self, start: int, end: int) -> list[tuple[int, int]]:
+        """The parts of ``[start, end)`` the set does not cover, in order."""
+        out: list[tuple[int, int]] = []
+        if end <= start:
+            return out
+        d = self._d
+        keys = d.keys()
+        i = self.first_end_after(start)
+        n = len(d)
+        pos = start
+        while i < n and pos < end:
+            s = keys[i]
+            if s >= end:
+                break
+            if s > pos:
+                out.append((pos, s))
+            pos = max(pos, d[s])
+            i += 1
+        if pos < end:
+            out.append((pos, end))
+        return out
+
+    # ------------------------------------------------------------------ update
+
+    def add(self, start: int, end: int) -> int:
+        """Add ``[start, end)``, merging what it overlaps or touches; return how many integers
+        were new."""
+        if end <= start:
+            return 0
+        d = self._d
+        keys = d.keys()
+        i = d.bisect_left(start)
+        if i > 0:
+            ps = keys[i - 1]
+            pe = d[ps]
+            if pe >= start:  # overlaps or touches the interval before
+                if pe >= end:
+                    return 0
+                i -= 1
+        lo, hi = start, end
+        covered = 0
+        # Every interval from i on that starts at or before `end` merges into the new one.
+        while i < len(d):
+            s = keys[i]
+            if s > hi:
+                break
+            e = d.pop(s)
+            covered += e - s
+            if s < lo:
+                lo = s
+            if e > hi:
+                hi = e
+        d[lo] = hi
+        new = (hi - lo) - covered
+        self.total += new
+        return new
+
+    def remove(self, start: int, end: int) -> int:
+        """Remove ``[start, end)``; return how many integers were removed."""
+        if end <= start or not self._d:
+            return 0
+        d = self._d
+        keys = d.keys()
+        i = self.first_end_after(start)
+        removed = 0
+        while i < len(d):
+            s = keys[i]
+            if s >= end:
+                break
+            e = d.pop(s)
+            removed += min(e, end) - max(s, start)
+            if s < start:
+                d[s] = start
+                i += 1
+            if e > end:
+                d[end] = e
+                break
+        self.total -= removed
+        return removed
+
+    def cut_below(self, pos: int) -> int:
+        """Remove everything below *pos*; return how many integers were removed."""
+        d = self._d
+        removed = 0
+        while d:
+            s, e = d.peekitem(0)
+            if s >= pos:
+                break
+            del d[s]
+            if e > pos:
+                d[pos] = e
+                removed += pos - s
+                break
+            removed += e - s
+        self.total -= removed
+        return removed
+
+    def pop_first(self) -> tuple[int, int]:
+        """Remove and return the lowest interval."""
+        s, e = self._d.popitem(0)
+        self.total -= e - s
+        return (s, e)
+
+    def clear(self) -> None:
+        self._d.clear()
+        self.total = 0
