@@ -63,14 +63,27 @@ class IntervalSet:
     def __repr__(self) -> str:
         return f"IntervalSet({list(self)!r})"
 
+    def _floor(self, pos: int) -> int | None:
+        """The start of the interval that starts at or below *pos*, if any."""
+        for s in self._d.irange(maximum=pos, reverse=True):
+            return int(s)
+        return None
+
+    def _keys_from(self, pos: int) -> Any:
+        """Starts of the intervals that end above *pos*, ascending (an iterator: bisections, no
+        positional index, which a sorted list rebuilds in O(n) after it splits a sublist)."""
+        d = self._d
+        s = self._floor(pos)
+        if s is not None and d[s] > pos:
+            return d.irange(minimum=s)
+        return d.irange(minimum=pos, inclusive=(False, True))
+
     def find(self, pos: int) -> tuple[int, int] | None:
         """The interval containing *pos*, if any."""
-        d = self._d
-        i = d.bisect_right(pos) - 1
-        if i < 0:
+        s = self._floor(pos)
+        if s is None:
             return None
-        s: int = d.keys()[i]
-        e: int = d[s]
+        e: int = self._d[s]
         return (s, e) if pos < e else None
 
     def covers(self, start: int, end: int) -> bool:
@@ -80,54 +93,55 @@ class IntervalSet:
 
     def next_start_after(self, pos: int) -> int | None:
         """The start of the first interval that begins above *pos*."""
-        d = self._d
-        i = d.bisect_right(pos)
-        if i >= len(d):
-            return None
-        s: int = d.keys()[i]
-        return s
+        for s in self._d.irange(minimum=pos, inclusive=(False, True)):
+            return int(s)
+        return None
 
-    def first_end_after(self, pos: int) -> int:
-        """Index of the first interval that ends above *pos* (``len(self)`` if none does)."""
-        d = self._d
-        i: int = d.bisect_right(pos) - 1
-        if i >= 0 and d[d.keys()[i]] > pos:
-            return i
-        return i + 1
+    def first(self) -> tuple[int, int]:
+        """The lowest interval (the set must not be empty)."""
+        item: tuple[int, int] = self._d.peekitem(0)
+        return item
 
-    def count_between(self, start: int, end: int) -> int:
-        """How many intervals overlap ``[start, end)`` (O(log n): two bisections)."""
-        if end <= start:
-            return 0
-        below_end: int = self._d.bisect_left(end)
-        return max(0, below_end - self.first_end_after(start))
+    def last(self) -> tuple[int, int]:
+        """The highest interval (the set must not be empty)."""
+        item: tuple[int, int] = self._d.peekitem(-1)
+        return item
+
+    def iter_from(self, pos: int) -> Iterator[tuple[int, int]]:
+        """The intervals that end above *pos*, ascending. Do not change the set meanwhile."""
+        d = self._d
+        return ((s, d[s]) for s in self._keys_from(pos))
+
+    def count_between(self, start: int, end: int, limit: int) -> int:
+        """How many intervals overlap ``[start, end)``, counting up to *limit* at most."""
+        n = 0
+        if end > start:
+            for s in self._keys_from(start):
+                if s >= end or n >= limit:
+                    break
+                n += 1
+        return n
 
     def top(self, k: int) -> list[tuple[int, int]]:
         """Up to *k* highest intervals, highest first."""
         d = self._d
-        n = len(d)
-        keys = d.keys()
-        out = []
-        for i in range(n - 1, max(n - 1 - k, -1), -1):
-            s = keys[i]
+        out: list[tuple[int, int]] = []
+        for s in reversed(d):
+            if len(out) >= k:
+                break
             out.append((s, d[s]))
         return out
 
     def overlap(self, start: int, end: int) -> int:
         """How many integers of ``[start, end)`` the set covers (work: the intervals met)."""
-        if end <= start or not self._d:
-            return 0
-        d = self._d
-        keys = d.keys()
-        i = self.first_end_after(start)
-        n = len(d)
         got = 0
-        while i < n:
-            s = keys[i]
+        if end <= start or not self._d:
+            return got
+        d = self._d
+        for s in self._keys_from(start):
             if s >= end:
                 break
             got += min(d[s], end) - max(s, start)
-            i += 1
         return got
 
     def gaps(self, start: int, end: int) -> list[tuple[int, int]]:
@@ -136,18 +150,15 @@ class IntervalSet:
         if end <= start:
             return out
         d = self._d
-        keys = d.keys()
-        i = self.first_end_after(start)
-        n = len(d)
         pos = start
-        while i < n and pos < end:
-            s = keys[i]
+        for s in self._keys_from(start):
             if s >= end:
                 break
             if s > pos:
                 out.append((pos, s))
             pos = max(pos, d[s])
-            i += 1
+            if pos >= end:
+                break
         if pos < end:
             out.append((pos, end))
         return out
@@ -160,26 +171,18 @@ class IntervalSet:
         if end <= start:
             return 0
         d = self._d
-        keys = d.keys()
-        i = d.bisect_left(start)
-        if i > 0:
-            ps = keys[i - 1]
-            pe = d[ps]
-            if pe >= start:  # overlaps or touches the interval before
-                if pe >= end:
-                    return 0
-                i -= 1
         lo, hi = start, end
+        s0 = self._floor(start)
+        if s0 is not None and d[s0] >= start:  # overlaps or touches the interval before
+            if d[s0] >= end:
+                return 0
+            lo = s0
+        # Every interval from lo that starts at or before `end` merges into the new one.
+        merged = list(d.irange(minimum=lo, maximum=end))
         covered = 0
-        # Every interval from i on that starts at or before `end` merges into the new one.
-        while i < len(d):
-            s = keys[i]
-            if s > hi:
-                break
+        for s in merged:
             e = d.pop(s)
             covered += e - s
-            if s < lo:
-                lo = s
             if e > hi:
                 hi = e
         d[lo] = hi
@@ -192,21 +195,19 @@ class IntervalSet:
         if end <= start or not self._d:
             return 0
         d = self._d
-        keys = d.keys()
-        i = self.first_end_after(start)
-        removed = 0
-        while i < len(d):
-            s = keys[i]
+        hit = []
+        for s in self._keys_from(start):
             if s >= end:
                 break
+            hit.append(s)
+        removed = 0
+        for s in hit:
             e = d.pop(s)
             removed += min(e, end) - max(s, start)
             if s < start:
                 d[s] = start
-                i += 1
             if e > end:
                 d[end] = e
-                break
         self.total -= removed
         return removed
 
