@@ -19,8 +19,8 @@ from __future__ import annotations
 import bisect
 import struct
 from collections import OrderedDict
-from itertools import islice
 from dataclasses import dataclass, field
+from itertools import islice
 
 from framework.checksum import internet_checksum
 from framework.errors import WireError

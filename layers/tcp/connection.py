@@ -482,7 +482,9 @@ class TcpConnection:
                     self.abort(now, reason="aborted")
                     return
                 if not self._receive_text(seg, offset, wnd, now):
-                    self.drop_reason = self.rcvbuf.refusal  # over a budget: not ACKed, FIN ignored
+                    # Out-of-order data over its memory budget: holding it is a SHOULD (RFC 9293
+                    # §3.10.7.4, SHLD-31); dropped unacknowledged, so never SACKed (RFC 2018 §8).
+                    self.drop_reason = self.rcvbuf.refusal
                     return
             # In CLOSE-WAIT, CLOSING, LAST-ACK the peer already sent FIN: ignore the text.
 
