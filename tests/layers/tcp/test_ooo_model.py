@@ -203,7 +203,7 @@ def test_rack_answers_as_the_list_based_one(ops: list[tuple[str, int, object, bo
     min_rtt = 0.01
     for op, a, b, flag in ops:
         if op == "tick":
-            now += a / 2000
+            now += a / 4000
         elif op == "send":
             assert isinstance(b, int)
             start = 10 * a + (3 if flag and a % 3 == 0 else 0)  # now and then off the boundaries
