@@ -3,16 +3,17 @@
 Run:  .venv/bin/python bench/ooo_cost.py [--rounds 2000] [--sizes 10,1000,10000,100000]
 
 In process and sans-IO (no TUN, no namespaces): one stack (memory link, ipv4, tcp with SACK and
-window scaling), one connection opened by crafted frames from a "peer" that then sends one-byte
-segments with a hole before each, the attack of issue 9 item 2. For each size N a fresh
-connection is filled with N such pieces (not timed); then, ``--rounds`` times, one more
-one-byte out-of-order segment above the others is timed (the frame through the whole stack,
-IPv4 parse to the SACK-carrying duplicate ACK it answers with), and an untimed in-order byte
-fills the lowest hole and the application reads, so N stays as it is. The table gives the
-median, 90th percentile and mean µs per timed segment and the median's ratio to the smallest N, all measured
-in the same run, with the pieces held, the segments dropped, what the pieces cost by the
-stack's accounting (payload + PIECE_OVERHEAD each) and the growth of the process's RSS while
-the pieces were stored.
+window scaling), connections opened by crafted frames from a "peer" that then sends one-byte
+segments with a hole before each, the attack of issue 9 item 2. For each size N a connection
+is filled with N such pieces (not timed). Then, ``--rounds`` times, on each connection in turn
+(so a change of machine load weighs on every size alike), one more one-byte out-of-order
+segment above the others is timed (the frame through the whole stack, from the IPv4 parse to
+the SACK-carrying duplicate ACK it is answered with), and an untimed in-order byte fills the
+lowest hole and the application reads, so N stays as it is. The table gives the median, 90th
+percentile and mean µs per timed segment and the median's ratio to the smallest N, all
+measured in the same run, with the pieces held, the segments dropped, what the pieces cost by
+the stack's accounting (payload + PIECE_OVERHEAD each) and the growth of the process's RSS
+while the pieces were stored.
 
 A last row sends 100,000 pieces to a connection with the default budget (twice the receive
 buffer) to show the budget at work: how many were held and how many dropped.
@@ -93,40 +94,63 @@ class Peer:
         return sum(n for (layer, reason), n in self.stack.stats.drops.items() if reason.startswith("ooo_"))
 
 
-def measure(n: int, rounds: int) -> dict[str, float]:
-    # Room for n pieces two bytes apart plus the rounds: the window must reach the highest one.
-    peer = Peer(recv_buffer=max(1 << 20, 4 * (n + rounds) + 4096), ooo_budget=1 << 32, ooo_memory=1 << 40)
-    gc.collect()
-    rss0 = rss_kib()
-    for i in range(n):  # pieces at offsets 1, 3, ..., 2n - 1: a one-byte hole before each
-        peer.send(peer.piece(2 * i + 1))
-    rss1 = rss_kib()
-    top = 2 * n - 1
-    hole = 0
-    times = []
-    stack, now = peer.stack, peer.now
-    for _ in range(rounds):
-        top += 2
-        timed = peer.piece(top)
-        fill = peer.piece(hole)
+class Held:
+    """A connection holding *n* one-byte pieces at offsets 1, 3, ..., 2n - 1 (a hole before each)."""
+
+    def __init__(self, n: int, rounds: int) -> None:
+        # Room for n pieces two bytes apart plus the rounds: the window must reach the highest.
+        self.peer = Peer(recv_buffer=max(1 << 20, 4 * (n + rounds) + 4096), ooo_budget=1 << 32, ooo_memory=1 << 40)
+        gc.collect()
+        rss0 = rss_kib()
+        for i in range(n):
+            self.peer.send(self.peer.piece(2 * i + 1))
+        self.rss = rss_kib() - rss0
+        self.top = 2 * n - 1
+        self.hole = 0
+        self.times: list[float] = []
+
+    def round(self) -> None:
+        """Time one more piece above the others; then fill the lowest hole (untimed) so the
+        count stays as it is, and let the application read."""
+        peer, now = self.peer, self.peer.now
+        self.top += 2
+        timed, fill = peer.piece(self.top), peer.piece(self.hole)
         t0 = time.perf_counter_ns()
-        stack.receive_frame(timed, now=now)
-        stack.frames_to_send(now=now)
-        times.append((time.perf_counter_ns() - t0) / 1000)
-        stack.receive_frame(fill, now=now)  # fills the lowest hole: one piece leaves
-        stack.frames_to_send(now=now)
+        peer.stack.receive_frame(timed, now=now)
+        peer.stack.frames_to_send(now=now)
+        self.times.append((time.perf_counter_ns() - t0) / 1000)
+        peer.stack.receive_frame(fill, now=now)  # one piece leaves
+        peer.stack.frames_to_send(now=now)
         peer.conn.read()
-        hole += 2
-    buf = peer.conn.rcvbuf
-    return {
-        "median": statistics.median(times),
-        "mean": statistics.fmean(times),
-        "p90": statistics.quantiles(times, n=10)[-1],
-        "held": buf.ooo_pieces,
-        "dropped": peer.drops(),
-        "cost": buf.ooo_cost,
-        "rss": rss1 - rss0,
-    }
+        self.hole += 2
+
+
+def measure(sizes: list[int], rounds: int) -> list[dict[str, float]]:
+    """All sizes at once, their rounds interleaved, so a change of machine load (or CPU clock)
+    during the run weighs on every size alike."""
+    held = [Held(n, rounds) for n in sizes]
+    for h in held:  # warm-up, not counted
+        for _ in range(min(rounds, 200)):
+            h.round()
+        h.times.clear()
+    for _ in range(rounds):
+        for h in held:
+            h.round()
+    out = []
+    for h in held:
+        buf = h.peer.conn.rcvbuf
+        out.append(
+            {
+                "median": statistics.median(h.times),
+                "mean": statistics.fmean(h.times),
+                "p90": statistics.quantiles(h.times, n=10)[-1],
+                "held": buf.ooo_pieces,
+                "dropped": h.peer.drops(),
+                "cost": buf.ooo_cost,
+                "rss": h.rss,
+            }
+        )
+    return out
 
 
 def default_budget(n: int) -> dict[str, float]:
@@ -167,8 +191,7 @@ def main() -> int:
     cols = ("held", "median µs", "p90 µs", "mean µs", "ratio", "pieces", "dropped", "cost KiB", "RSS KiB")
     print(" ".join(f"{c:>{w}}" for c, w in zip(cols, (8, 10, 8, 9, 6, 8, 8, 9, 8), strict=True)))
     base = None
-    for n in sizes:
-        r = measure(n, args.rounds)
+    for n, r in zip(sizes, measure(sizes, args.rounds), strict=True):
         base = base or r["median"]
         print(
             f"{n:>8} {r['median']:>10.1f} {r['p90']:>8.1f} {r['mean']:>9.1f} {r['median'] / base:>6.2f} {r['held']:>8} "
