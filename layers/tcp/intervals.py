@@ -13,6 +13,7 @@ of integers covered, kept up to date by every update.
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 from typing import Any
 
@@ -63,20 +64,54 @@ class IntervalSet:
     def __repr__(self) -> str:
         return f"IntervalSet({list(self)!r})"
 
+    # The lookups bisect the sorted key list's own sublists (``_maxes``, ``_lists``: the layout
+    # sortedcontainers 2.x documents in its implementation notes, pinned in pyproject.toml):
+    # two C bisections, where its public irange() costs a generator and a slice per call.
+
     def _floor(self, pos: int) -> int | None:
         """The start of the interval that starts at or below *pos*, if any."""
-        for s in self._d.irange(maximum=pos, reverse=True):
-            return int(s)
-        return None
+        keys = self._d._list
+        maxes = keys._maxes
+        if not maxes:
+            return None
+        i = bisect_right(maxes, pos)
+        if i == len(maxes):
+            return int(maxes[-1])
+        sub = keys._lists[i]
+        j = bisect_right(sub, pos)
+        if j:
+            return int(sub[j - 1])
+        return int(maxes[i - 1]) if i else None
 
-    def _keys_from(self, pos: int) -> Any:
-        """Starts of the intervals that end above *pos*, ascending (an iterator: bisections, no
-        positional index, which a sorted list rebuilds in O(n) after it splits a sublist)."""
-        d = self._d
+    def _keys_above(self, key: int, *, inclusive: bool) -> Iterator[int]:
+        """Keys at or above (*inclusive*) or above *key*, ascending, lazily."""
+        keys = self._d._list
+        maxes = keys._maxes
+        bisect = bisect_left if inclusive else bisect_right
+        i = bisect(maxes, key)
+        if i == len(maxes):
+            return
+        lists = keys._lists
+        sub = lists[i]
+        j = bisect(sub, key)
+        while True:
+            n = len(sub)
+            while j < n:
+                yield sub[j]
+                j += 1
+            i += 1
+            if i == len(lists):
+                return
+            sub = lists[i]
+            j = 0
+
+    def _keys_from(self, pos: int) -> Iterator[int]:
+        """Starts of the intervals that end above *pos*, ascending (lazily: bisections, never a
+        walk from the lowest interval nor the sorted list's positional index)."""
         s = self._floor(pos)
-        if s is not None and d[s] > pos:
-            return d.irange(minimum=s)
-        return d.irange(minimum=pos, inclusive=(False, True))
+        if s is not None and self._d[s] > pos:
+            return self._keys_above(s, inclusive=True)
+        return self._keys_above(pos, inclusive=False)
 
     def find(self, pos: int) -> tuple[int, int] | None:
         """The interval containing *pos*, if any."""
@@ -93,8 +128,8 @@ class IntervalSet:
 
     def next_start_after(self, pos: int) -> int | None:
         """The start of the first interval that begins above *pos*."""
-        for s in self._d.irange(minimum=pos, inclusive=(False, True)):
-            return int(s)
+        for s in self._keys_above(pos, inclusive=False):
+            return s
         return None
 
     def first(self) -> tuple[int, int]:
@@ -178,7 +213,11 @@ class IntervalSet:
                 return 0
             lo = s0
         # Every interval from lo that starts at or before `end` merges into the new one.
-        merged = list(d.irange(minimum=lo, maximum=end))
+        merged = []
+        for s in self._keys_above(lo, inclusive=True):
+            if s > end:
+                break
+            merged.append(s)
         covered = 0
         for s in merged:
             e = d.pop(s)

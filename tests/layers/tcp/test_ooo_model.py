@@ -62,11 +62,13 @@ _ops = st.lists(
 )
 
 
-@given(_ops)
-def test_receive_buffer_matches_the_byte_model(ops: list[tuple[str, int, int]]) -> None:
+@given(_ops, st.sampled_from([1000, 4]))
+def test_receive_buffer_matches_the_byte_model(ops: list[tuple[str, int, int]], load: int) -> None:
     """Any segments (overlapping, duplicate, partly old) and reads: the same bytes come out in
-    the same order, the same blocks are held, and the accounting matches what is held."""
+    the same order, the same blocks are held, and the accounting matches what is held (also
+    with sublists of 4 blocks, as with thousands of blocks)."""
     buf, model = ReceiveBuffer(1 << 20, budget=1 << 30), _Model()
+    buf._blocks._d._list._reset(load)
     out = bytearray()
     for op, a, b in ops:
         if op == "seg":
@@ -130,11 +132,13 @@ _sb_ops = st.lists(
 )
 
 
-@given(_sb_ops)
-def test_scoreboard_answers_as_the_list_based_one(ops: list[tuple[str, object, int]]) -> None:
+@given(_sb_ops, st.sampled_from([1000, 4]))
+def test_scoreboard_answers_as_the_list_based_one(ops: list[tuple[str, object, int]], load: int) -> None:
     """RFC 6675 §3-4 queries (SetPipe, IsLost, NextSeg, the SACKed ranges) agree with the
     scoreboard from before, for any SACK blocks, cumulative ACKs, retransmissions and losses."""
     new, ref = Scoreboard(10), RefScoreboard(10)
+    for ranges in (new.sacked, new.rexmit, new.lost):
+        ranges._d._list._reset(load)
     max_pos = 0
     for op, a, b in ops:
         if op == "update":
@@ -233,11 +237,16 @@ def test_rack_answers_as_the_list_based_one(ops: list[tuple[str, int, object, bo
         }
 
 
-@given(st.lists(st.tuples(st.sampled_from(["add", "remove", "cut"]), st.integers(0, 100), st.integers(0, 20))))
-def test_interval_set_matches_a_set_of_integers(ops: list[tuple[str, int, int]]) -> None:
+@given(
+    st.lists(st.tuples(st.sampled_from(["add", "remove", "cut"]), st.integers(0, 100), st.integers(0, 20))),
+    st.sampled_from([1000, 4]),
+)
+def test_interval_set_matches_a_set_of_integers(ops: list[tuple[str, int, int]], load: int) -> None:
     """Adds, removes and cuts: the same integers as a Python set, merged into maximal intervals,
-    with the counts each call returns."""
+    with the counts each call returns (also with sublists of 4 keys, so that lookups cross the
+    sorted list's sublists as they do with thousands of intervals)."""
     ivs, model = IntervalSet(), set[int]()
+    ivs._d._list._reset(load)
     for op, a, n in ops:
         span = set(range(a, a + n))
         if op == "add":
@@ -261,6 +270,8 @@ def test_interval_set_matches_a_set_of_integers(ops: list[tuple[str, int, int]])
             assert ivs.find(p) == next(((s, e) for s, e in runs if s <= p < e), None)
             assert ivs.gaps(p, p + 9) == _gaps(model, p, p + 9)
             assert ivs.overlap(p, p + 9) == len(model & set(range(p, p + 9)))
+            assert ivs.next_start_after(p) == next((s for s, _ in runs if s > p), None)
+            assert list(ivs.iter_from(p)) == [(s, e) for s, e in runs if e > p]
 
 
 def _gaps(model: set[int], start: int, end: int) -> list[tuple[int, int]]:
@@ -285,3 +296,19 @@ def test_rack_waits_for_the_latest_segment_still_in_the_reordering_window() -> N
         lost, again = rack.detect_loss(0.013, 0.010, 0.010)  # reo_wnd = 2.5 ms
         assert [s.start for s in lost] == [0]  # A: 0 + 10 + 2.5 <= 13
         assert again is not None and abs(again - 0.0145) < 1e-9  # C's deadline, after B's (13.5)
+
+
+def test_interval_set_lookups_across_many_sublists() -> None:
+    """Every lookup at every position, with 200 intervals in sublists of a few keys each (the
+    layout of a set of thousands of intervals), against a walk over the intervals."""
+    ivs = IntervalSet()
+    ivs._d._list._reset(4)
+    runs = [(5 * i + 1, 5 * i + 1 + (i % 3) + 1) for i in range(200)]
+    for s, e in reversed(runs):
+        ivs.add(s, e)
+    assert ivs == runs
+    for p in range(-2, 1005):
+        assert ivs.find(p) == next(((s, e) for s, e in runs if s <= p < e), None), p
+        assert ivs.next_start_after(p) == next((s for s, _ in runs if s > p), None), p
+        assert list(ivs.iter_from(p))[:3] == [(s, e) for s, e in runs if e > p][:3], p
+        assert ivs.gaps(p, p + 12) == _gaps({q for s, e in runs for q in range(s, e)}, p, p + 12), p
