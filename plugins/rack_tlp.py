@@ -15,6 +15,12 @@ A retransmission whose RTT would be shorter than min_RTT is ignored for the RACK
 (§6.2 step 2: its ACK is probably for the original). Needs the ``sack`` feature; without SACK
 negotiated the feature does nothing. On by default (as in Linux); off per connection with
 ``features={"rack_tlp": False}``.
+
+Per ACK the work is O(log n) in the segments in flight (amortized), however the peer chooses its
+SACK blocks: segments not yet delivered nor lost are indexed by (xmit_ts, end_seq), so the
+loss check finds the ones sent before RACK.xmit_ts that timed out, and the latest one that has
+not, by bisection instead of a walk over the flight; a SACK block's walk over its segments
+skips runs already delivered (with path compression) instead of stepping through them again.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
+
+from sortedcontainers import SortedList
 
 from framework.plugins import hookimpl
 from framework.registry import Registry
@@ -54,6 +62,8 @@ class Rack:
     """Per-connection RACK state (positions as in the SACK scoreboard)."""
 
     __slots__ = (
+        "_skip",
+        "_waiting",
         "by_start",
         "dsack_seen",
         "end",
@@ -73,6 +83,12 @@ class Rack:
         self.log = log if log is not None else decision_log("?", NAME)
         self.by_start: dict[int, _Sent] = {}
         self.order: deque[_Sent] = deque()  # in first-transmission order
+        # Segments neither delivered nor lost, by (xmit_ts, end, start): RFC 8985 §6.2 step 5
+        # looks only at those sent before RACK.xmit_ts, a prefix here.
+        self._waiting: Any = SortedList()
+        # start of a delivered segment -> a position the chain of delivered segments from it
+        # reaches (on_ack's walks jump over what they already walked).
+        self._skip: dict[int, int] = {}
         self.xmit_ts = -1.0  # RACK.xmit_ts
         self.end = -1  # RACK.end_seq
         self.rtt = 0.0  # RACK.rtt
@@ -87,14 +103,21 @@ class Rack:
     def on_sent(self, start: int, end: int, now: float, rexmit: bool) -> None:
         seg = self.by_start.get(start)
         if seg is not None:
+            if not seg.delivered and not seg.lost:
+                self._waiting.remove((seg.xmit_ts, seg.end, seg.start))
+            if end > seg.end and self._skip:
+                self._skip.clear()  # a chain of segments changed shape (rare: a longer resend)
             seg.xmit_ts = now
             seg.rexmit = seg.rexmit or rexmit
             seg.lost = False
             seg.end = max(seg.end, end)
+            if not seg.delivered:
+                self._waiting.add((seg.xmit_ts, seg.end, seg.start))
             return
         seg = _Sent(start, end, now, rexmit)
         self.by_start[start] = seg
         self.order.append(seg)
+        self._waiting.add((now, end, start))
 
     def on_dsack(self) -> None:
         """RFC 8985 §6.2 step 4: a D-SACK means a spurious retransmission: widen reo_wnd
@@ -114,6 +137,8 @@ class Rack:
             self.recoveries_since_dsack = 0
 
     def _deliver(self, seg: _Sent, now: float, min_rtt: float | None) -> None:
+        if not seg.lost:
+            self._waiting.remove((seg.xmit_ts, seg.end, seg.start))
         seg.delivered = True
         if seg.end < self.end:
             self.reordering_seen = True  # RFC 8985 §6.2 step 3: delivered below RACK.end_seq
@@ -128,20 +153,33 @@ class Rack:
     def on_ack(self, una: int, sacked: list[tuple[int, int]], now: float, min_rtt: float | None) -> None:
         """Update RACK from what this ACK delivered (RFC 8985 §6.2 steps 1-2)."""
         order = self.order
+        skip = self._skip
         while order and order[0].end <= una:
             seg = order.popleft()
             self.by_start.pop(seg.start, None)
+            skip.pop(seg.start, None)
             if not seg.delivered:
                 self._deliver(seg, now, min_rtt)
         for start, end in sacked:
+            # The segments found one after another from the block's start, each inside the
+            # block, are delivered; runs delivered before are jumped over through `skip`.
             pos = start
+            walked = []
             while pos < end:
+                ahead = skip.get(pos)
+                if ahead is not None:
+                    walked.append(pos)
+                    pos = ahead
+                    continue
                 found = self.by_start.get(pos)
                 if found is None or found.end > end:
                     break
                 if not found.delivered:
                     self._deliver(found, now, min_rtt)
+                walked.append(pos)
                 pos = found.end
+            for p in walked:  # path compression: the next walk from any of them jumps to pos
+                skip[p] = pos
 
     def reo_wnd(self, min_rtt: float | None, srtt: float | None, *, in_recovery: bool = False) -> float:
         """RFC 8985 §6.2 step 4: zero while no reordering was seen and recovery is under way;
@@ -158,17 +196,24 @@ class Rack:
         reo_wnd = self.reo_wnd(min_rtt, srtt, in_recovery=in_recovery)
         lost: list[_Sent] = []
         wait: float | None = None
-        for seg in self.order:
-            if seg.delivered or seg.lost:
-                continue
-            if seg.xmit_ts > self.xmit_ts or (seg.xmit_ts == self.xmit_ts and seg.end >= self.end):
-                continue  # not sent before the most recently delivered segment
-            remaining = seg.xmit_ts + self.rtt + reo_wnd - now
-            if remaining <= 0:
-                seg.lost = True
-                lost.append(seg)
-            elif wait is None or remaining > wait:
-                wait = remaining
+        waiting = self._waiting
+        # Sent before the most recently delivered segment: (xmit_ts, end) below RACK's, a prefix
+        # of the index; `remaining` grows with xmit_ts, so the lost ones are a prefix of that.
+        before = waiting.bisect_left((self.xmit_ts, self.end, -1))
+        taken = 0
+        while taken < before:
+            xmit_ts, _, start = waiting[taken]
+            remaining = xmit_ts + self.rtt + reo_wnd - now
+            if remaining > 0:
+                break
+            seg = self.by_start[start]
+            seg.lost = True
+            lost.append(seg)
+            taken += 1
+        if taken < before:  # the latest one sent before RACK.xmit_ts waits the longest
+            wait = waiting[before - 1][0] + self.rtt + reo_wnd - now
+        if taken:
+            del waiting[:taken]
         self.lost_marked += len(lost)
         return lost, (now + wait if wait is not None else None)
 

@@ -6,6 +6,9 @@
   is the one that holds the segment which triggered the ACK, the others repeat the most
   recently reported blocks; as many blocks as fit the option space (4, or 3 with timestamps)
   and the segment.
+- Per segment the receiver side looks up at most a dozen blocks, each in O(log n) of the blocks
+  held (:class:`~layers.tcp.buffers.ReceiveBuffer`), so a peer that makes us hold 100,000
+  one-byte blocks gets ACKs at the cost of ten (docs/tcp.md, "Out-of-order data").
 - RFC 2883 §4: when a segment duplicates data already received (below RCV.NXT, or inside a
   block we hold), the first block of the next ACK reports that duplicate range (D-SACK).
 
@@ -33,6 +36,7 @@ from layers.tcp.wire import TcpRepr
 
 NAME = "sack"
 MAX_OPTION_SPACE = 40  # RFC 9293 §3.1: Data Offset allows 40 bytes of options
+MAX_BLOCKS = 4  # RFC 2018 §3: 2 + 8n bytes in 40 bytes of option space
 
 
 @dataclass(slots=True)
@@ -82,7 +86,7 @@ class Sack(Extension):
         buf = conn.rcvbuf
         start = buf.nxt + seq_diff(seg.seq, conn.rcv_nxt)
         end = start + n
-        if end <= buf.nxt or any(s <= start and end <= e for s, e in buf.ooo_blocks()):
+        if end <= buf.nxt or buf.holds(start, end):  # O(log n) in the blocks held
             if self.report_dsack:  # RFC 2883 §4: a duplicate: report it first
                 self.dsack = (seg.seq, (seg.seq + n) & MASK)
                 self.log.debug("tcp.decision", decision="D-SACK", seq=seg.seq, len=n, rfc="RFC 2883 §4", t=now)
@@ -104,19 +108,19 @@ class Sack(Extension):
         dsack = self.dsack
         self.dsack = None
         if buf.has_gaps:
-            held = buf.ooo_blocks()
-            first = None
-            if self.last is not None:
-                first = next(((s, e) for s, e in held if s <= self.last[0] < e), None)
+            # Each lookup is O(log n) in the blocks held, and at most 4 + 4 + 4 are made: the
+            # cost of an ACK never grows with how many blocks a peer makes us hold.
+            first = buf.block_at(self.last[0]) if self.last is not None else None
             if first is not None:
                 blocks.append(first)
             for old in self.recent:  # repeat what we reported last, still held (§4)
-                cur = next(((s, e) for s, e in held if s <= old[0] < e), None)
+                cur = buf.block_at(old[0])
                 if cur is not None and cur not in blocks:
                     blocks.append(cur)
-            for blk in reversed(held):
-                if blk not in blocks:
-                    blocks.append(blk)
+            if len(blocks) < MAX_BLOCKS:  # room left: the highest blocks not reported yet
+                for blk in buf.top_blocks(MAX_BLOCKS):
+                    if blk not in blocks:
+                        blocks.append(blk)
         if not blocks and dsack is None:
             return
         # Room: the option space, and the segment must still fit the MSS we advertised.

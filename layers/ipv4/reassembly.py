@@ -20,6 +20,7 @@ import bisect
 import struct
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from itertools import islice
 
 from framework.checksum import internet_checksum
 from framework.errors import WireError
@@ -153,14 +154,11 @@ class Reassembler:
 
         if p.total is None or p.first_header is None:
             return None
-        # Complete when the fragments tile [0, total) without gaps.
-        pos = 0
-        for s, d in p.frags:
-            if s != pos:
-                return None
-            pos += len(d)
-        if pos != p.total:
+        # Complete when the fragments tile [0, total): they are disjoint and within it (any
+        # overlap or overreach discarded the datagram above), so a count suffices (O(1)).
+        if p.held != p.total:
             return None
+        pos = p.total
         self._discard(key)
         h = p.first_header
         hl = h.header_len
@@ -201,6 +199,6 @@ class Reassembler:
                 self._discard(keep)
                 self.evicted += 1
                 return
-            victim = oldest if oldest != keep else list(self._partial)[1]
+            victim = oldest if oldest != keep else next(islice(self._partial, 1, None))  # O(1)
             self._discard(victim)
             self.evicted += 1

@@ -35,7 +35,7 @@ import structlog
 
 from framework.errors import InvalidStateError
 from layers.ipv4.icmp import IcmpError
-from layers.tcp.buffers import ReceiveBuffer, SendBuffer
+from layers.tcp.buffers import REFUSED, ReceiveBuffer, SendBuffer
 from layers.tcp.congestion import CongestionControl
 from layers.tcp.events import (
     Connected,
@@ -102,7 +102,7 @@ class TcpConnection:
         self.snd_mss = min(DEFAULT_MSS, local_mss)  # effective send MSS once known
 
         self.sndbuf = SendBuffer(opts.send_buffer)
-        self.rcvbuf = ReceiveBuffer(opts.recv_buffer)
+        self.rcvbuf = ReceiveBuffer(opts.recv_buffer, opts.ooo_budget)  # the layer sets its pool
         self._syn_acked = False
         self._fin_queued = False  # user asked to close the send side
         self._fin_sent = False
@@ -182,6 +182,7 @@ class TcpConnection:
         self.listener: Any = None  # object with handle_event(conn, event), e.g. the stream adapter
         self.listener_ref: Any = None  # the Listener this passive connection belongs to
         self.failure: str | None = None
+        self.drop_reason: str | None = None  # set when a segment's text was dropped on purpose
         self.soft_error: IcmpError | None = None
 
         # Statistics
@@ -217,6 +218,7 @@ class TcpConnection:
         if new is S.CLOSED and old is not S.CLOSED:
             self.closed_at = now
             self._clear_timers()
+            self.rcvbuf.release_ooo()  # nobody will fill the gaps now: free the memory budget
             if any(isinstance(e, SendSpaceAvailable) for e in self.events):
                 # Events reach the user after the batch: by then a CLOSED TCB has no send
                 # space (a reset flushes the queues, RFC 9293 §3.10.7.4 "Second"), so an
@@ -371,7 +373,8 @@ class TcpConnection:
 
     def segment_received(self, seg: TcpRepr, now: float) -> None:
         """Process one arriving segment (RFC 9293 §3.10.7.3-4). Afterwards the caller drains
-        :meth:`segments_to_send` and :meth:`next_event`."""
+        :meth:`segments_to_send` and :meth:`next_event`, and counts ``drop_reason`` if set (the
+        segment's text was dropped on purpose: out-of-order data over a memory budget)."""
         self.segs_in += 1
         if self.keepalive is not None:
             # Anything from the peer shows it is alive (MUST-29: a lost probe ACK is tolerated
@@ -487,7 +490,11 @@ class TcpConnection:
                     # RFC 2525 §2.17, C9: data for an application that closed: reset.
                     self.abort(now, reason="aborted")
                     return
-                self._receive_text(seg, offset, wnd, now)
+                if not self._receive_text(seg, offset, wnd, now):
+                    # Out-of-order data over its memory budget: holding it is a SHOULD (RFC 9293
+                    # §3.10.7.4, SHLD-31); dropped unacknowledged, so never SACKed (RFC 2018 §8).
+                    self.drop_reason = self.rcvbuf.refusal
+                    return
             # In CLOSE-WAIT, CLOSING, LAST-ACK the peer already sent FIN: ignore the text.
 
         # --- Eighth: the FIN bit ---------------------------------------------------------
@@ -917,8 +924,10 @@ class TcpConnection:
 
     # ------------------------------------------------------------------ receiving text
 
-    def _receive_text(self, seg: TcpRepr, offset: int, wnd: int, now: float, syn_offset: int = 0) -> None:
-        """Store the acceptable part of the payload (trimmed to the window, §3.10.7.4)."""
+    def _receive_text(self, seg: TcpRepr, offset: int, wnd: int, now: float, syn_offset: int = 0) -> bool:
+        """Store the acceptable part of the payload (trimmed to the window, §3.10.7.4); False
+        when out-of-order text was refused over a memory budget (nothing was stored, and
+        nothing acknowledges or SACKs it: the peer sends it again)."""
         payload = seg.payload
         if syn_offset:
             offset = 0  # the SYN's sequence number is already accounted for
@@ -927,11 +936,13 @@ class TcpConnection:
         room = wnd - offset
         if room <= 0:
             self._ack_now = True
-            return
+            return True
         if len(payload) > room:
             payload = payload[:room]
         was_ooo = self.rcvbuf.has_gaps
         gained = self.rcvbuf.insert(start, payload)
+        if gained == REFUSED:
+            return False
         if gained:
             self.rcv_nxt = seq_add(self.rcv_nxt, gained)
             self.bytes_received += gained
@@ -957,6 +968,7 @@ class TcpConnection:
             self._dup_acks_out.append(ack)
         else:
             self._ack_now = True  # a duplicate of data we hold: ACK (A2)
+        return True
 
     def _check_peer_fin(self, now: float) -> None:
         """Process the peer's FIN once every byte before it has arrived (C5)."""

@@ -29,6 +29,7 @@ from framework.plugins import PluginHost, hookimpl
 from framework.registry import Registry
 from framework.stack import Stack
 from layers.ipv4.wire import Ipv4Repr
+from layers.tcp.buffers import OooPool
 from layers.tcp.congestion import CongestionControl
 from layers.tcp.connection import TcpConnection
 from layers.tcp.features import (
@@ -130,6 +131,16 @@ class TcpSettings:
     rfc1337: bool = True
     """Ignore a RST in TIME-WAIT (RFC 1337 §3); ``false``: a RST ends it (RFC 9293 §3.10.7.4)."""
 
+    ooo_budget: int | None = field(default=None, metadata={"min": 4096, "max": 1 << 32})
+    """Default memory budget (bytes) for out-of-order data per connection, each piece counted at
+    its payload plus 224 bytes of overhead (measured); a segment over it is dropped before it is
+    acknowledged or SACKed (counted as ``tcp.ooo_budget``). Default: twice ``recv_buffer``,
+    at least 64 KiB."""
+
+    ooo_memory: int = field(default=64 << 20, metadata={"min": 65536, "max": 1 << 40})
+    """Memory budget (bytes) for out-of-order data of all connections together, counted as
+    ``ooo_budget``; a segment over it is dropped (``tcp.ooo_budget_stack``)."""
+
     resolved_features: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
     resolved_congestion: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
 
@@ -164,6 +175,7 @@ class TcpSettings:
             initial_window=self.initial_window,
             syncookies=self.syncookies,
             rfc1337=self.rfc1337,
+            ooo_budget=self.ooo_budget,
         )
 
 
@@ -238,6 +250,7 @@ class TcpLayer(BaseHandler):
         self.on_new_connection: Callable[[TcpConnection], None] | None = None
         self.host: PluginHost | None = None
         self.registry: Registry | None = None
+        self.ooo_pool = OooPool(settings.ooo_memory)  # out-of-order data of every connection
 
     # ------------------------------------------------------------------ assembly
 
@@ -298,6 +311,9 @@ class TcpLayer(BaseHandler):
                     ctx.drop("tcp", "accept_queue_full")
                     return None
             conn.segment_received(seg, now)
+            if conn.drop_reason is not None:  # out-of-order data over its memory budget
+                ctx.drop("tcp", conn.drop_reason)
+                conn.drop_reason = None
             self._touch(conn)
             if st is S.SYN_RECEIVED:
                 self._settle(conn)
@@ -692,6 +708,7 @@ class TcpLayer(BaseHandler):
         )
         conn.listener_ref = None
         conn.tso_max = self.tso_max
+        conn.rcvbuf.pool = self.ooo_pool
         self.connections[(remote[0], remote[1], local[1])] = conn
         if self.on_new_connection is not None:
             self.on_new_connection(conn)
@@ -789,6 +806,7 @@ class TcpLayer(BaseHandler):
         if self.connections.get(key) is conn:
             del self.connections[key]
         self._timer_of.pop(conn, None)
+        conn.rcvbuf.release_ooo()  # its out-of-order data leaves the stack-wide budget
         self._update_listener(conn)
         listener: Listener | None = getattr(conn, "listener_ref", None)
         if listener is not None:

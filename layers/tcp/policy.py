@@ -95,6 +95,13 @@ class TcpOptions:
     """Ignore a RST in TIME-WAIT (RFC 1337 §3, "TIME-WAIT assassination"), so the 2*MSL guard
     is never cut short; ``false`` restores RFC 9293 §3.10.7.4 (a RST ends TIME-WAIT)."""
 
+    ooo_budget: int | None = field(default=None, metadata={"min": 4096, "max": 1 << 32})
+    """Memory budget (bytes) for out-of-order data held on this connection, each piece counted
+    at its payload plus a fixed overhead (``PIECE_OVERHEAD`` in layers/tcp/buffers.py, 224
+    bytes, measured); a segment that would exceed it is dropped before it is acknowledged or SACKed.
+    Default: twice ``recv_buffer`` (at least 64 KiB), room for a full window of MSS-sized
+    segments with their overhead."""
+
 
 @dataclass(slots=True)
 class ConnInfo:
