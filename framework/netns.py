@@ -24,6 +24,7 @@ _counter = itertools.count()
 KERNEL_ADDR = "10.0.0.1"
 STACK_ADDR = "10.0.0.2"
 PREFIX = 24
+TXQUEUELEN = 10_000  # frames the kernel queues for the stack (tun's default: 500)
 
 
 def missing_capability() -> str | None:
@@ -56,6 +57,10 @@ class Netns:
             self.exec(["ip", "link", "set", "lo", "up"])
             self.exec(["ip", "tuntap", "add", "dev", self.device, "mode", "tun"])
             self.exec(["ip", "link", "set", self.device, "mtu", str(mtu)])
+            # The kernel queues what it sends into the TUN device; at tun's default of 500
+            # frames a burst (a window of segments, a flood) is dropped before the stack can
+            # read it. 10,000 absorbs bursts; a stack that falls behind for good still drops.
+            self.exec(["ip", "link", "set", self.device, "txqueuelen", str(TXQUEUELEN)])
             # Linux sends IPv6 router solicitations at link-up; keep the wire to IPv4.
             self.exec(["sysctl", "-qw", f"net.ipv6.conf.{self.device}.disable_ipv6=1"])
             self.exec(["ip", "addr", "add", f"{KERNEL_ADDR}/{PREFIX}", "dev", self.device])
