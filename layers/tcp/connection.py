@@ -282,7 +282,8 @@ class TcpConnection:
         self.rcv_adv = seq_add(self.rcv_nxt, min(self.rcvbuf.window, MAX_WINDOW))
         # MUST-14/15 and RFC 6691: Eff.snd.MSS from the peer's MSS option, 536 without one.
         peer_mss = syn.mss if syn.mss else DEFAULT_MSS
-        self.snd_mss = max(1, min(peer_mss, self.local_mss))
+        # Linux's tcp_min_snd_mss floor (CVE-2019-11479), never above our own MSS.
+        self.snd_mss = max(min(self.options.min_snd_mss, self.local_mss), min(peer_mss, self.local_mss))
         self.info.mss = self.snd_mss
         self.cc.set_mss(self.snd_mss)
         # RFC 7323 §2.2: the window in a SYN is never scaled.

@@ -131,6 +131,11 @@ class TcpSettings:
     rfc1337: bool = True
     """Ignore a RST in TIME-WAIT (RFC 1337 §3); ``false``: a RST ends it (RFC 9293 §3.10.7.4)."""
 
+    min_snd_mss: int = field(default=48, metadata={"min": 1, "max": 536})
+    """Floor of the send MSS whatever a peer's MSS option says (Linux's tcp_min_snd_mss, 48):
+    a peer announcing a tiny MSS cannot make us send one segment per byte. ``1``: RFC 9293
+    §3.7.1 to the letter."""
+
     ooo_budget: int | None = field(default=None, metadata={"min": 4096, "max": 1 << 32})
     """Default memory budget (bytes) for out-of-order data per connection, each piece counted at
     its payload plus 224 bytes of overhead (measured); a segment over it is dropped before it is
@@ -175,6 +180,7 @@ class TcpSettings:
             initial_window=self.initial_window,
             syncookies=self.syncookies,
             rfc1337=self.rfc1337,
+            min_snd_mss=self.min_snd_mss,
             ooo_budget=self.ooo_budget,
         )
 

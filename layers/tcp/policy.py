@@ -91,6 +91,11 @@ class TcpOptions:
     state, only while the listener's SYN queue is full; ``always`` for every SYN; ``never``
     drops SYNs once the SYN queue is full."""
 
+    min_snd_mss: int = field(default=48, metadata={"min": 1, "max": 536})
+    """Floor of the send MSS whatever the peer's MSS option says, as Linux's tcp_min_snd_mss
+    (CVE-2019-11479): a peer announcing MSS 1 cannot make us send a segment per byte. ``1``
+    follows RFC 9293 §3.7.1 (MUST-15) to the letter."""
+
     rfc1337: bool = True
     """Ignore a RST in TIME-WAIT (RFC 1337 §3, "TIME-WAIT assassination"), so the 2*MSL guard
     is never cut short; ``false`` restores RFC 9293 §3.10.7.4 (a RST ends TIME-WAIT)."""

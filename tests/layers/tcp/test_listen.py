@@ -315,8 +315,15 @@ class TestOptionsOnSyn:
     @pytest.mark.parametrize("mss", [0, 1])
     def test_tiny_mss_does_not_break_the_connection(self, mss: int) -> None:
         """RFC 9293 §3.7.1 (checklist §5.2 probe): an MSS option of 0 is treated as absent (536) and MSS 1 still
-        works, no division by zero."""
-        h = listening()
+        works with ``min_snd_mss = 1`` (the letter of MUST-15), no division by zero."""
+        h = listening(min_snd_mss=1)
         sizes = self.handshake_and_send(h, mss_option(mss), 4)
         assert sum(sizes) == 4
         assert max(sizes) == (4 if mss == 0 else 1)
+
+    @pytest.mark.parametrize(("mss", "sizes"), [(1, [48, 48, 4]), (47, [48, 48, 4]), (60, [60, 40])])
+    def test_tiny_mss_is_raised_to_the_floor(self, mss: int, sizes: list[int]) -> None:
+        """As Linux's tcp_min_snd_mss (CVE-2019-11479): by default a peer's MSS below 48 cannot make us send one
+        segment per byte or two; 48 and above are honoured."""
+        h = listening()
+        assert self.handshake_and_send(h, mss_option(mss), 100) == sizes
