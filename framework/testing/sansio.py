@@ -96,11 +96,18 @@ def make_setup(
     congestion_control: str | None = None,
     **options: Any,
 ) -> TcpSetup:
-    """A :class:`TcpSetup` for LOCAL -> REMOTE with 64-byte buffers, a 1 s minimum RTO and the
-    RFC 5681 initial window, *features* resolved against *host*'s registry (default: the
-    built-in plugins) and installed by the plugins' own ``tcp_connection_setup`` hooks."""
+    """A :class:`TcpSetup` for LOCAL -> REMOTE with 64-byte buffers, a 1 s minimum RTO, the
+    RFC 5681 initial window and ``min_snd_mss = 1`` (a test's tiny peer MSS is honoured as
+    written), *features* resolved against *host*'s registry (default: the built-in plugins) and
+    installed by the plugins' own ``tcp_connection_setup`` hooks."""
     host = host or builtin_host()
-    opts: dict[str, Any] = {"send_buffer": BUFFER, "recv_buffer": BUFFER, "min_rto": 1.0, "initial_window": "rfc5681"}
+    opts: dict[str, Any] = {
+        "send_buffer": BUFFER,
+        "recv_buffer": BUFFER,
+        "min_rto": 1.0,
+        "initial_window": "rfc5681",
+        "min_snd_mss": 1,
+    }
     opts.update(options)
     info = ConnInfo(local=(LOCAL_ADDR, LOCAL_PORT), remote=(REMOTE_ADDR, REMOTE_PORT), mss=LOCAL_MSS)
     setup = TcpSetup(info=info, options=TcpOptions(**opts))
