@@ -364,16 +364,19 @@ def test_nagle_coalesces_small_writes_of_the_echo(netns: Netns, tmp_path: Path) 
 
 def test_decisions_name_the_pcap_frame_they_were_made_on(netns: Netns, tmp_path: Path) -> None:
     """Issue 5: at debug level each ``tcp.decision`` carries ``pcap_frame``, the capture's frame number
-    (Wireshark's frame.number) of the segment being handled: every "ACK delayed" decision of delayed_ack
-    points at a data segment from the kernel on that very connection."""
+    (Wireshark's frame.number) of the segment being handled: every decision of delayed_ack ("ACK delayed" or
+    "ACK now", one per data segment whatever the batches) points at a data segment from the kernel on that
+    very connection."""
     args = ["--config", str(write_config(tmp_path)), "--pcap", str(tmp_path / "stack.pcap"), "--serve", "discard:9"]
     proc = netns.tcpstack("--log-format", "json", "--log-level", "debug", *args, tmp=tmp_path)
     kernel(netns, UPLOAD, STACK=STACK_ADDR, COUNT=40, PACE=0.001)
     events = stop_stack(proc, tmp_path)
     frames = list(rdpcap(str(tmp_path / "stack.pcap")))
-    delayed = [e for e in events if e.get("event") == "tcp.decision" and e.get("decision") == "ACK delayed"]
-    assert len(delayed) >= 10, len(delayed)
-    for e in delayed:
+    # Not only "ACK delayed": a stack that reads several segments at once (a loaded machine) delays the
+    # first of each batch and decides "ACK now" on the next, so the count of one kind depends on timing.
+    decided = [e for e in events if e.get("event") == "tcp.decision" and e.get("plugin") == "delayed_ack"]
+    assert len(decided) >= 40 and any(e["decision"] == "ACK delayed" for e in decided), len(decided)
+    for e in decided:
         n = e["pcap_frame"]
         assert 1 <= n <= len(frames), (n, len(frames))
         pkt = frames[n - 1]
