@@ -85,7 +85,9 @@ def test_fragmented_4000_byte_ping_is_answered(netns: Netns, tmp_path: Path) -> 
 
 def test_sigterm_stops_the_stack_cleanly_with_json_logs(netns: Netns, tmp_path: Path) -> None:
     """SIGTERM ends `tcpstack up` with exit status 0; JSON logs are one object per line."""
-    proc = netns.tcpstack("--log-format", "json", tmp=tmp_path)
+    # A control socket of its own: the default one (/run/tcpstack/tun0.sock) may belong to a stack that
+    # another test session runs on the machine, and the warning saying so would come before stack.up.
+    proc = netns.tcpstack("--log-format", "json", "--control", str(tmp_path / "ctl.sock"), tmp=tmp_path)
     netns.exec(["ping", "-c", "1", "-W", "10", STACK_ADDR])
     log = _stop(proc, tmp_path)
     events = [json.loads(line) for line in log.splitlines() if line.strip()]
