@@ -177,7 +177,7 @@ def test_ss_watch_shows_successive_views_then_stops(tmp_path: Path, capsys: pyte
     t = threading.Thread(target=serve)
     t.start()
     try:
-        assert ready.wait(5)
+        assert ready.wait(30)  # only bounds a hang
         assert watch("ss", path, False, interval=0.01, count=3) == 0
     finally:
         stop.set()

@@ -12,13 +12,14 @@ import argparse
 import errno
 import hashlib
 import json
+import os
 import random
 import socket
 import struct
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 KERNEL_ADDR = "10.0.0.1"
@@ -46,6 +47,24 @@ def stream_sha256(n: int, seed: int) -> str:
     for c in chunks(n, seed):
         h.update(c)
     return h.hexdigest()
+
+
+TCP_FIN_WAIT2 = 5  # linux/tcp_states.h
+
+
+def _tcp_state(sock: socket.socket) -> int:
+    """The socket's state (tcpi_state, the first byte of struct tcp_info)."""
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0]
+
+
+def _wait(condition: Callable[[], bool], timeout: float) -> bool:
+    """Poll *condition* every 10 ms for at most *timeout* seconds; whether it came true."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def _errname(exc: OSError) -> str:
@@ -148,6 +167,13 @@ def cmd_client(a: argparse.Namespace) -> dict[str, object]:
     if a.delay_read:
         sender.join()
         time.sleep(a.delay_read)
+    if a.read_after_fin_acked:
+        # Read nothing until the peer has acknowledged our FIN (and so every byte before it).
+        sender.join()
+        out["fin_acked"] = _wait(lambda: _tcp_state(sock) == TCP_FIN_WAIT2, a.timeout)
+    if a.read_when:
+        # Read nothing until the test says so (by creating the file).
+        out["read_when"] = _wait(lambda: os.path.exists(a.read_when), a.timeout)
     if a.abort_after is not None:
         count, sha, err, head = _recv_all(sock, a.abort_after)
         sender.join()
@@ -302,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--seed", type=int, default=1)
     c.add_argument("--no-shutdown", action="store_true", help="do not shut down the sending side after sending")
     c.add_argument("--delay-read", type=float, default=0.0, help="finish sending, wait, then start reading")
+    c.add_argument("--read-after-fin-acked", action="store_true", help="finish sending, read once our FIN is ACKed")
+    c.add_argument("--read-when", default=None, help="start reading once this file exists")
     c.add_argument("--abort-after", type=int, default=None, help="read this many bytes, then abort (RST)")
     c.add_argument("--shutdown-after-recv", type=int, default=None, help="shut down sending after this many bytes")
     c.add_argument("--save", default=None, help="write what arrives to this file")

@@ -92,6 +92,17 @@ def wait_kernel_sockets_gone(netns: Netns, peer: str, timeout: float = 15) -> No
     raise AssertionError(f"the kernel still has sockets to {peer}: {r.stdout}")
 
 
+def kernel_counters(netns: Netns) -> dict[str, int]:
+    """The namespace's TCP MIB counters (``nstat -az``; the kernel keeps them per namespace): what the
+    kernel saw, counted by the kernel, whatever the scheduling."""
+    out = netns.exec(["nstat", "-azs", "--json"]).stdout
+    return {k: int(v) for k, v in json.loads(out)["kernel"].items()}
+
+
+def counters_delta(before: dict[str, int], after: dict[str, int], *names: str) -> dict[str, int]:
+    return {n: after.get(n, 0) - before.get(n, 0) for n in names}
+
+
 def closed_events(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [e for e in events if e.get("event") == "tcp.closed"]
 

@@ -8,6 +8,8 @@ import os
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.integration.netns import KERNEL_ADDR, STACK_ADDR, Netns
@@ -25,6 +27,14 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "framework.cli", *args], capture_output=True, text=True, timeout=30)
 
 
+def _wait_until(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    """Wait for a condition (a generous deadline that only bounds a hang, not a fixed count of sleeps)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"no {what} after {timeout} s"
+        time.sleep(0.05)
+
+
 def test_ss_and_stats_show_a_live_connection(netns: Netns, tmp_path: Path) -> None:
     """`ss` lists the listener and an established connection with its TCP facts; `stats` gives the counters;
     the socket disappears when the stack stops."""
@@ -32,10 +42,7 @@ def test_ss_and_stats_show_a_live_connection(netns: Netns, tmp_path: Path) -> No
     proc = netns.tcpstack("--serve", "echo", "--control", str(control), tmp=tmp_path)
     client = netns.spawn([sys.executable, "-c", HOLD], stdout=tmp_path / "client.out", stderr=tmp_path / "client.err")
     try:
-        for _ in range(100):
-            if (tmp_path / "client.out").read_text().strip():
-                break
-            subprocess.run(["sleep", "0.05"])
+        _wait_until(lambda: bool((tmp_path / "client.out").read_text().strip()), "the client's connection")
         port = int((tmp_path / "client.out").read_text().split()[0])
         r = _cli("ss", "--control", str(control), "--json")
         assert r.returncode == 0, r.stderr
@@ -76,10 +83,7 @@ def test_fetch_makes_the_stack_a_client_of_the_kernel(netns: Netns, tmp_path: Pa
     httpd = [sys.executable, "-m", "http.server", "8080", "--bind", KERNEL_ADDR, "--directory", str(www)]
     netns.spawn(httpd, stdout=tmp_path / "httpd.out", stderr=tmp_path / "httpd.err")
     try:
-        for _ in range(200):
-            if netns.exec(["ss", "-Hltn", "sport = :8080"], check=False).stdout.strip():
-                break
-            subprocess.run(["sleep", "0.05"])
+        _wait_until(lambda: bool(netns.exec(["ss", "-Hltn", "sport = :8080"], check=False).stdout.strip()), "httpd")
         out = tmp_path / "got.bin"
         r = _cli("fetch", "--control", str(control), "-o", str(out), "--json", f"http://{KERNEL_ADDR}:8080/f.bin")
         assert r.returncode == 0, r.stderr

@@ -10,21 +10,26 @@ from pathlib import Path
 import pytest
 
 
-def _demo_namespaces() -> list[str]:
+def _demo_namespaces(pid: int) -> list[str]:
+    """The namespaces of the demo that process *pid* runs (``Netns`` names them tcpstack-demo-PID-N): demos
+    that other test sessions run on the same machine at the same time do not count."""
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    return [line.split()[0] for line in out.splitlines() if line.startswith("tcpstack-demo-")]
+    return [line.split()[0] for line in out.splitlines() if line.startswith(f"tcpstack-demo-{pid}-")]
 
 
-def _demo(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run `tcpstack demo ARGS` to the end (its working folder under *tmp_path*)."""
-    return subprocess.run(
-        [sys.executable, "-m", "framework.cli", "demo", *args],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        stdin=subprocess.DEVNULL,
-        env=_env(tmp_path),
+def _demo(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], int]:
+    """Run `tcpstack demo ARGS` to the end (its working folder under *tmp_path*); the result and its PID."""
+    cmd = [sys.executable, "-m", "framework.cli", "demo", *args]
+    p = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL, env=_env(tmp_path)
     )
+    try:
+        out, err = p.communicate(timeout=240)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+    return subprocess.CompletedProcess(cmd, p.returncode, out, err), p.pid
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
@@ -35,8 +40,7 @@ def _env(tmp_path: Path) -> dict[str, str]:
 def test_demo_passes_every_step_and_cleans_up(netns_capability: None, tmp_path: Path) -> None:
     """README's first command: ping, fragmented ping, curl both ways with SHA-256 and progress bars, nc
     echo and the stack fetching from a kernel HTTP server all pass; the summary has a row per connection."""
-    before = set(_demo_namespaces())
-    r = _demo(tmp_path)
+    r, pid = _demo(tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     lines = [line for line in r.stdout.splitlines() if line.strip().startswith(("PASS", "FAIL"))]
     assert len(lines) == 6 and all(line.strip().startswith("PASS") for line in lines), r.stdout
@@ -52,7 +56,7 @@ def test_demo_passes_every_step_and_cleans_up(netns_capability: None, tmp_path: 
     assert "every connection: cubic delayed_ack nagle rack_tlp sack timestamps window_scaling" in r.stdout
     assert "pcap: " in r.stdout and "demo passed" in r.stdout
     assert "Traceback" not in r.stderr
-    assert set(_demo_namespaces()) == before  # the demo removed its namespace
+    assert _demo_namespaces(pid) == []  # the demo removed its namespace
 
 
 @pytest.mark.parametrize("flag", ["--help"])
@@ -67,9 +71,8 @@ def test_demo_keep_leaves_a_reachable_stack(netns_capability: None, tmp_path: Pa
     the printed commands reach them; the test removes them itself."""
     import re
 
-    before = set(_demo_namespaces())
-    r = _demo(tmp_path, "--keep")
-    [name] = set(_demo_namespaces()) - before or {None}
+    r, pid = _demo(tmp_path, "--keep")
+    [name] = _demo_namespaces(pid) or [None]
     try:
         assert r.returncode == 0, r.stdout + r.stderr
         assert name is not None and f"ip netns del {name}" in r.stdout
@@ -79,7 +82,7 @@ def test_demo_keep_leaves_a_reachable_stack(netns_capability: None, tmp_path: Pa
             [sys.executable, "-m", "framework.cli", "ss", "--control", m.group(1)], capture_output=True, text=True
         )
         assert ss.returncode == 0 and "LISTEN" in ss.stdout and "*:80" in ss.stdout, ss.stdout + ss.stderr
-        ping = ["ip", "netns", "exec", name, "ping", "-c", "1", "-W", "2", "10.0.0.2"]
+        ping = ["ip", "netns", "exec", name, "ping", "-c", "1", "-W", "10", "10.0.0.2"]
         assert subprocess.run(ping, capture_output=True).returncode == 0
         # The removal it prints stops exactly the processes it left in its namespace, by their IDs.
         kill = re.search(r"sudo kill ([\d ]+); sudo ip netns del", r.stdout)
@@ -91,7 +94,7 @@ def test_demo_keep_leaves_a_reachable_stack(netns_capability: None, tmp_path: Pa
             pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True).stdout.split()
             subprocess.run(["kill", "-9", *pids], capture_output=True)
             subprocess.run(["ip", "netns", "del", name], capture_output=True)
-    assert set(_demo_namespaces()) == before
+    assert _demo_namespaces(pid) == []
 
 
 def test_demo_leaves_only_a_headers_pcap_and_the_log(netns_capability: None, tmp_path: Path) -> None:
@@ -99,7 +102,7 @@ def test_demo_leaves_only_a_headers_pcap_and_the_log(netns_capability: None, tmp
     data) and the stack's log; the served and fetched files are gone."""
     from scapy.utils import RawPcapReader
 
-    r = _demo(tmp_path)
+    r, _ = _demo(tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     [workdir] = tmp_path.glob("tcpstack-demo-*")
     assert not (workdir / "www").exists() and not (workdir / "fetched.bin").exists()
@@ -117,7 +120,6 @@ def test_demo_ctrl_c_cleans_up(netns_capability: None, tmp_path: Path, keep: lis
     import signal
     import time
 
-    before = set(_demo_namespaces())
     proc = subprocess.Popen(
         [sys.executable, "-m", "framework.cli", "demo", *keep],
         stdout=subprocess.PIPE,
@@ -130,7 +132,7 @@ def test_demo_ctrl_c_cleans_up(netns_capability: None, tmp_path: Path, keep: lis
         assert proc.stdout is not None
         lines = [proc.stdout.readline(), proc.stdout.readline()]  # the namespace, then "stack up ..."
         assert lines[1].startswith("stack up"), lines
-        assert set(_demo_namespaces()) - before  # it is there now
+        assert _demo_namespaces(proc.pid)  # it is there now
         time.sleep(0.2)  # in the middle of the pings
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
@@ -139,12 +141,12 @@ def test_demo_ctrl_c_cleans_up(netns_capability: None, tmp_path: Path, keep: lis
             proc.kill()
     assert proc.returncode == 130, (out, err)
     assert "interrupted; cleaning up" in out and "Traceback" not in err
-    assert set(_demo_namespaces()) == before
+    assert _demo_namespaces(proc.pid) == []
 
 
 def test_demo_with_offload_passes(netns_capability: None, tmp_path: Path) -> None:
     """`tcpstack demo --offload`: the same steps pass with TUN checksum and segmentation offload."""
-    r = _demo(tmp_path, "--offload")
+    r, _ = _demo(tmp_path, "--offload")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "TUN offload on" in r.stdout and r.stdout.count("sha256 matches") == 3
     assert sum(line.strip().startswith("PASS") for line in r.stdout.splitlines()) == 6

@@ -55,7 +55,7 @@ def test_three_pings_get_three_identical_replies(netns: Netns, tmp_path: Path) -
     """RFC 1122 §3.2.2.6: each echo request gets a reply with the same identifier, sequence and data."""
     pcap = tmp_path / "ping.pcap"
     proc = netns.tcpstack("--pcap", str(pcap), tmp=tmp_path)
-    r = netns.exec(["ping", "-c", "3", "-i", "0.2", "-W", "2", "-p", "a5c3", STACK_ADDR], check=False)
+    r = netns.exec(["ping", "-c", "3", "-i", "0.2", "-W", "10", "-p", "a5c3", STACK_ADDR], check=False)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "3 packets transmitted, 3 received" in r.stdout
     log = _stop(proc, tmp_path)
@@ -69,7 +69,7 @@ def test_fragmented_4000_byte_ping_is_answered(netns: Netns, tmp_path: Path) -> 
     """RFC 1122 §3.3.2: a 4000-byte echo, fragmented by the kernel, is reassembled and answered."""
     pcap = tmp_path / "frag.pcap"
     proc = netns.tcpstack("--pcap", str(pcap), tmp=tmp_path)
-    r = netns.exec(["ping", "-c", "2", "-i", "0.3", "-W", "2", "-s", "4000", STACK_ADDR], check=False)
+    r = netns.exec(["ping", "-c", "2", "-i", "0.3", "-W", "10", "-s", "4000", STACK_ADDR], check=False)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "2 received" in r.stdout
     _stop(proc, tmp_path)
@@ -85,8 +85,10 @@ def test_fragmented_4000_byte_ping_is_answered(netns: Netns, tmp_path: Path) -> 
 
 def test_sigterm_stops_the_stack_cleanly_with_json_logs(netns: Netns, tmp_path: Path) -> None:
     """SIGTERM ends `tcpstack up` with exit status 0; JSON logs are one object per line."""
-    proc = netns.tcpstack("--log-format", "json", tmp=tmp_path)
-    netns.exec(["ping", "-c", "1", "-W", "2", STACK_ADDR])
+    # A control socket of its own: the default one (/run/tcpstack/tun0.sock) may belong to a stack that
+    # another test session runs on the machine, and the warning saying so would come before stack.up.
+    proc = netns.tcpstack("--log-format", "json", "--control", str(tmp_path / "ctl.sock"), tmp=tmp_path)
+    netns.exec(["ping", "-c", "1", "-W", "10", STACK_ADDR])
     log = _stop(proc, tmp_path)
     events = [json.loads(line) for line in log.splitlines() if line.strip()]
     names = [e["event"] for e in events]

@@ -8,7 +8,6 @@ the default mode: every IPv4 and TCP checksum is computed and verified in Python
 from __future__ import annotations
 
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -123,10 +122,14 @@ def test_stdin_eof_sends_fin_and_the_kernel_replies_after_it(netns: Netns, tmp_p
 
 def test_refused_is_one_line_and_non_zero(netns: Netns, tmp_path: Path) -> None:
     """RFC 9293 §3.10.7.3: the kernel's RST to our SYN means "connection refused": exit 1, one line."""
-    r = ns_run(netns, connect_cmd(5002, "--log-level", "warning"), timeout=30)
+    pcap = tmp_path / "refused.pcap"
+    r = ns_run(netns, connect_cmd(5002, "--log-level", "warning", "--pcap", str(pcap)), timeout=60)
     assert r.returncode == 1
     assert r.stderr.splitlines() == [f"tcpstack: error: connect to {KERNEL_ADDR}:5002: connection refused"]
-    assert r.elapsed < 10 and r.stdout == b""
+    assert r.stdout == b""
+    # At once: the first SYN's RST ended it, before any retransmission (whatever the machine's load).
+    segs = tcp_segments(pcap)
+    assert [(s.src, s.syn, s.rst) for s in segs] == [(STACK_ADDR, True, False), (KERNEL_ADDR, False, True)], segs
 
 
 def test_reset_by_a_kernel_server_is_one_line_and_non_zero(netns: Netns, tmp_path: Path) -> None:
@@ -134,14 +137,13 @@ def test_reset_by_a_kernel_server_is_one_line_and_non_zero(netns: Netns, tmp_pat
     pcap = tmp_path / "reset.pcap"
     server = start_kserver(netns, tmp_path, "--port", str(PORT), "--mode", "abort", "--abort-after", "1000")
     cmd = ["ip", "netns", "exec", netns.name, *connect_cmd(PORT, "--log-level", "warning", "--pcap", str(pcap))]
-    t0 = time.monotonic()
     # stdin stays open: the reset, not end of input, must end the program.
     p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         assert p.stdin is not None and p.stdout is not None and p.stderr is not None
         p.stdin.write(b"x" * 1000)
         p.stdin.flush()
-        p.wait(timeout=20)  # not communicate(): that would close stdin
+        p.wait(timeout=60)  # not communicate(): that would close stdin (only a bound on a hang)
         out, err = p.stdout.read(), p.stderr.read()
     finally:
         if p.poll() is None:
@@ -150,12 +152,11 @@ def test_reset_by_a_kernel_server_is_one_line_and_non_zero(netns: Netns, tmp_pat
         for f in (p.stdin, p.stdout, p.stderr):
             if f is not None:
                 f.close()
-    elapsed = time.monotonic() - t0
     assert p.returncode == 1
     assert err.decode().splitlines() == [
         f"tcpstack: error: connection to {KERNEL_ADDR}:{PORT}: connection reset by peer"
     ]
-    assert out == b"" and elapsed < 10
+    assert out == b"", out
     k = kserver_result(server, tmp_path)
     assert (k["recv"], k["aborted"]) == (1000, True)
     rsts = [s for s in tcp_segments(pcap) if s.rst]
@@ -173,14 +174,17 @@ def test_unanswered_syn_times_out(netns: Netns, tmp_path: Path, target: str) -> 
     else:
         host = KERNEL_ADDR
         server = start_kserver(netns, tmp_path, "--port", str(PORT), "--mode", "full", "--timeout", "30")
+    # A 3.5 s timeout: the first retransmission is due after 1 s (RFC 6298 (2.1)), so it goes out even if
+    # the machine is so loaded that the timer fires 2.5 s late.
     r = ns_run(
         netns,
-        connect_cmd(PORT, "--timeout", "1.5", "--log-level", "warning", "--pcap", str(pcap), host=host),
-        timeout=30,
+        connect_cmd(PORT, "--timeout", "3.5", "--log-level", "warning", "--pcap", str(pcap), host=host),
+        timeout=60,
     )
     assert r.returncode == 1
     assert r.stderr.splitlines() == [f"tcpstack: error: connect to {host}:{PORT}: timed out"]
-    assert 1.5 <= r.elapsed < 6
+    # Never before the user's timeout; the upper bound only tells it from the default 30 s timeout.
+    assert 3.5 <= r.elapsed < 20, r.elapsed
     segs = tcp_segments(pcap)
     syns = [s for s in segs if s.syn]
     assert len(syns) >= 2 and all(s.src == STACK_ADDR and s.dst == host for s in syns)  # retransmitted

@@ -29,7 +29,9 @@ from tests.integration.tcputil import (
     SIZES,
     STACK_ADDR,
     closed_events,
+    counters_delta,
     file_sha256,
+    kernel_counters,
     kpeer,
     ns_run,
     start_stack,
@@ -238,35 +240,54 @@ def test_zero_window_is_probed_and_the_transfer_resumes(netns: Netns, tmp_path: 
     """RFC 9293 §3.8.6.1: when the kernel closes its window we probe it, and chargen resumes intact once it reads."""
     pcap = tmp_path / "zero.pcap"
     proc = start_stack(netns, tmp_path, "--serve", "chargen", "--pcap", str(pcap))
-    save = tmp_path / "chargen.out"
-    # The client reads nothing for 1.5 s, so its receive buffer fills and its window drops to 0.
-    r = kpeer(
-        netns,
-        "client",
-        "--port",
-        "19",
-        "--no-shutdown",
-        "--delay-read",
-        "1.5",
-        "--shutdown-after-recv",
-        str(2 * MB),
-        "--save",
-        str(save),
+    save, go = tmp_path / "chargen.out", tmp_path / "go"
+    # The client reads nothing until told, so its receive buffer fills and its window drops to 0. It is
+    # told once the kernel has dropped two of our segments for want of window (its own counters, so what
+    # the peer saw: TCPZeroWindowDrop, or BeyondWindow since Linux 6.17), so the window stays closed as
+    # long as the test needs, whatever the machine's load.
+    dropped = ("TcpExtTCPZeroWindowDrop", "TcpExtBeyondWindow")
+    start = kernel_counters(netns)
+    client = netns.spawn(
+        [
+            sys.executable,
+            str(KPEER),
+            "client",
+            "--port",
+            "19",
+            "--no-shutdown",
+            "--read-when",
+            str(go),
+            "--shutdown-after-recv",
+            str(2 * MB),
+            "--save",
+            str(save),
+        ],
+        stdout=tmp_path / "client.out",
+        stderr=tmp_path / "client.err",
     )
-    assert "error" not in r and r["recv_error"] is None, r
+    deadline = time.monotonic() + 60  # only a bound on a hang: the probes back off to a few seconds apart
+    while sum(counters_delta(start, kernel_counters(netns), *dropped).values()) < 2:
+        assert time.monotonic() < deadline and client.poll() is None, (tmp_path / "client.err").read_text()
+        time.sleep(0.05)
+    go.touch()
+    assert client.wait(timeout=60) == 0, (tmp_path / "client.err").read_text()
+    r = json.loads((tmp_path / "client.out").read_text().splitlines()[-1])
+    assert "error" not in r and r["recv_error"] is None and r["read_when"], r
     got = save.read_bytes()
     assert len(got) == r["recv"] >= 2 * MB and got == _chargen(len(got) // 74)
     events = stop_stack(proc, tmp_path, closed=1)
     (closed,) = closed_events(events)
     assert (closed["reason"], closed["bytes_out"]) == ("normal", len(got))
-    segs = tcp_segments(pcap)
-    zero = [s for s in segs if s.src == KERNEL_ADDR and s.window == 0]
-    assert zero, "the kernel never advertised a zero window"
-    reopened = next(s for s in segs if s.src == KERNEL_ADDR and s.index > zero[0].index and s.window > 0)
-    # While the window was closed we sent only probes of at most one byte, and at least two (backed off).
-    probes = [s for s in segs if s.src == STACK_ADDR and zero[0].index < s.index < reopened.index and s.length]
-    assert len(probes) >= 2 and all(s.length <= 1 for s in probes)
-    assert reopened.at - zero[0].at >= 1.0
+    # While the kernel's window was closed (from an ACK with window 0 to the next that opens it: the
+    # kernel may open it a little by itself, compacting its queue) we sent only probes of at most one
+    # byte, and at least the two it dropped (backed off).
+    closed_window, probes = False, []
+    for s in tcp_segments(pcap):
+        if s.src == KERNEL_ADDR:
+            closed_window = s.window == 0
+        elif closed_window and s.length:
+            probes.append(s)
+    assert len(probes) >= 2 and all(s.length <= 1 for s in probes), probes
 
 
 def _chargen(lines: int) -> bytes:
@@ -282,15 +303,21 @@ def test_half_close_client_still_receives_the_full_echo(netns: Netns, tmp_path: 
     pcap = tmp_path / "half.pcap"
     proc = start_stack(netns, tmp_path, "--serve", "echo", "--pcap", str(pcap))
     n = 300_000
-    # Send everything and the FIN before reading anything: the echo cannot all fit in the
-    # client's receive window, so most of it must follow the client's FIN.
-    r = kpeer(netns, "client", "--port", "7", "--send", str(n), "--seed", "3", "--delay-read", "0.3")
+    # Send everything and the FIN, and read nothing before we have ACKed that FIN: until then we can send
+    # no more than the client's receive buffer holds, so most of the echo must follow its FIN (a condition
+    # rather than a pause, so it holds however late either side gets the CPU).
+    r = kpeer(netns, "client", "--port", "7", "--send", str(n), "--seed", "3", "--read-after-fin-acked")
     assert "error" not in r and r["recv_error"] is None and "send_error" not in r, r
+    assert r["fin_acked"], r
     assert r["recv"] == n and r["recv_sha"] == stream_sha256(n, 3)
     stop_stack(proc, tmp_path, closed=1)
     segs = tcp_segments(pcap)
-    (client_fin,) = [s for s in segs if s.fin and s.src == KERNEL_ADDR]
-    (server_fin,) = [s for s in segs if s.fin and s.src == STACK_ADDR]
+    # The kernel may send its FIN again if our ACK is late on a loaded machine (and we ours): all copies
+    # are the same FIN, and the first one counts.
+    client_fins = [s for s in segs if s.fin and s.src == KERNEL_ADDR]
+    server_fins = [s for s in segs if s.fin and s.src == STACK_ADDR]
+    assert len({s.seq for s in client_fins}) == len({s.seq for s in server_fins}) == 1, (client_fins, server_fins)
+    client_fin, server_fin = client_fins[0], server_fins[0]
     after = sum(s.length for s in segs if s.src == STACK_ADDR and s.index > client_fin.index)
     assert after >= 100_000, f"only {after} echo bytes left after the client's FIN"
     (syn_ack,) = [s for s in segs if s.syn and s.src == STACK_ADDR]
@@ -390,8 +417,8 @@ def test_sigterm_resets_open_connections_and_exits_0(netns: Netns, tmp_path: Pat
     events = stop_stack(proc, tmp_path)
     assert client.wait(timeout=10) == 0, (tmp_path / "client.err").read_text()
     r = json.loads(out.read_text().splitlines()[-1])
+    # ECONNRESET is the RST: without it the client would have ended by its own 20 s timeout instead.
     assert (r["recv"], r["recv_error"]) == (1000, "ECONNRESET"), r
-    assert r["elapsed"] < 5
     (closed,) = closed_events(events)
     assert (closed["reason"], closed["bytes_in"], closed["bytes_out"]) == ("shutdown", 1000, 1000)
 
@@ -401,16 +428,18 @@ def test_closed_port_refuses_at_once(netns: Netns, tmp_path: Path) -> None:
     pcap = tmp_path / "refused.pcap"
     proc = start_stack(netns, tmp_path, "--serve", "echo", "--pcap", str(pcap))
     r = kpeer(netns, "client", "--port", "4444", "--timeout", "10")
-    assert r["error"] == "ECONNREFUSED" and r["elapsed"] < 0.5, r
+    assert r["error"] == "ECONNREFUSED", r
     z = ns_run(netns, ["nc", "-z", "-w", "3", STACK_ADDR, "4444"], timeout=10)
-    assert z.returncode == 1 and z.elapsed < 2
+    assert z.returncode == 1
     z = ns_run(netns, ["nc", "-z", "-w", "3", STACK_ADDR, "7"], timeout=10)
     assert z.returncode == 0
     stop_stack(proc, tmp_path)
     segs = [s for s in tcp_segments(pcap) if 4444 in (s.sport, s.dport)]
     syns = [s for s in segs if s.syn]
     rsts = [s for s in segs if s.rst]
-    assert len(syns) == len(rsts) == 2  # kpeer's and nc's
+    # kpeer's and nc's, each refused at once: the kernel never had to send a SYN again (after 1 s), so the
+    # check holds on a loaded machine where a bound on the elapsed time would not.
+    assert len(syns) == len(rsts) == 2, (syns, rsts)
     for syn, rst in zip(syns, rsts, strict=True):
         assert rst.src == STACK_ADDR and rst.flags == RST | ACK
         assert (rst.seq, rst.ack, rst.dport) == (0, (syn.seq + 1) % 2**32, syn.sport)
