@@ -1462,16 +1462,24 @@ class TcpConnection:
         return cc.cwnd < cc.ssthresh and cc.cwnd < 2 * self._max_flight
 
     def _tlp_retransmit_last(self, out: list[TcpRepr], now: float, una: int, base: int, buffered: int) -> None:
-        """RFC 8985 §7.3: send the highest-sequence data segment again as the probe."""
+        """RFC 8985 §7.3: send the highest-sequence segment again as the probe; when our FIN is the
+        last thing sent and still unacknowledged, the probe carries it (alone, if all data is
+        acknowledged), so a lost FIN is found by the probe's ACK, not by the RTO (as Linux)."""
         end_off = seq_diff(self.snd_max, base)
-        if self._fin_sent and seq_ge(self._fin_seq, base):
+        fin_out = self._fin_sent and seq_ge(self._fin_seq, base)
+        if fin_out:
             end_off = min(end_off, seq_diff(self._fin_seq, base))
         end_off = min(end_off, buffered)
         start_off = max(end_off - self.snd_mss, seq_diff(una, base), 0)
         if end_off <= start_off:
+            if fin_out and seq_diff(self._fin_seq, base) == end_off:
+                out.append(self._fin_segment(self._fin_seq, now, retransmit=True))
             return
         seq = seq_add(base, start_off)
-        out.append(self._data_segment(seq, self.sndbuf.peek(start_off, end_off - start_off), now, retransmit=True))
+        seg = self._data_segment(seq, self.sndbuf.peek(start_off, end_off - start_off), now, retransmit=True)
+        if fin_out and seq_diff(self._fin_seq, base) == end_off:
+            seg.flags |= FIN
+        out.append(seg)
 
     def _sack_retransmit(self, out: list[TcpRepr], now: float, una: int, base: int, buffered: int) -> int:
         """RFC 6675 §5 (C): while cwnd - pipe >= 1 SMSS, send what NextSeg() names: rule (1)
@@ -1621,6 +1629,8 @@ class TcpConnection:
             self._rto_at = now + self.rtt.current()
         if self._stall_since is None:
             self._stall_since = now
+        if not retransmit and self.rack is not None:
+            self._arm_pto(now)  # RFC 8985 §7.2: the FIN is a new segment; a lost one is probed for
 
     def _fin_segment(self, seq: int, now: float, *, retransmit: bool) -> TcpRepr:
         seg = self._segment(seq, 0, ACK | FIN)

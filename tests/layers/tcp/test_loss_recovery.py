@@ -11,7 +11,7 @@ from dataclasses import replace
 
 from layers.tcp.connection import TcpConnection
 from layers.tcp.scoreboard import Scoreboard
-from layers.tcp.wire import TcpRepr
+from layers.tcp.wire import FIN, TcpRepr
 from plugins.rack_tlp import Rack
 from tests.layers.tcp.helpers import LOCAL_SEQ, REMOTE_SEQ, SEND, established, recv, run_until, send
 
@@ -108,6 +108,29 @@ class TestAfterTimeout:
         again = [t for t, s in sent if s.payload and s.seq == L1 + SEG]
         assert again and again[0] < 1.5, [(t, _data([s])) for t, s in sent]
         assert conn.timeouts == 1
+
+
+class TestTailLossProbe:
+    def test_a_lost_fin_is_probed_for_before_the_rto(self) -> None:
+        """RFC 8985 §7.3: the probe is the last segment sent, and when that is our FIN it carries the FIN.
+        Three segments and the FIN go out at t=0; the ACK at t=0.05 covers the data but not the FIN (lost):
+        the probe (PTO = 2 * SRTT + WCDelAckT with one segment out: 0.3 s) sends the FIN again, well
+        before the retransmission timer (1 s)."""
+        conn = established(send_buffer=100_000, peer_mss=SEG, peer_window=60_000)
+        conn.scoreboard = Scoreboard(conn.snd_mss)
+        conn.rack = Rack(0.25)
+        conn.tlp_enabled = True
+        conn.rtt.sample(0.05)
+        conn.cc.cwnd = 10 * SEG
+        conn.send(bytes(3 * SEG), 0.0)
+        conn.shutdown(0.0)
+        out = recv(conn, t=0.0)
+        assert out[-1].flags & FIN
+        assert not _ack(conn, 0.05, 3 * SEG)
+        sent = run_until(conn, 0.9)
+        fins = [t for t, s in sent if s.flags & FIN and s.seq == L1 + 3 * SEG]
+        assert fins and fins[0] < 0.9, [(t, s.flags, _data([s])) for t, s in sent]
+        assert conn.timeouts == 0
 
 
 class TestDuplicateSack:
