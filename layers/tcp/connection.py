@@ -153,6 +153,10 @@ class TcpConnection:
         # plugin installs it), and whether the current recovery is driven by it.
         self.scoreboard: Scoreboard | None = None
         self.sack_recovery = False
+        # After a retransmission timeout, until SND.UNA passes the RecoveryPoint it set (RFC 6675
+        # §5.1; Linux's Loss state): the go-back-N resend, during which RACK still judges each
+        # retransmission by its own send time (RFC 8985 §6.3).
+        self._after_rto = False
         # RFC 8985 RACK-TLP, installed by the rack_tlp plugin once SACK is in use.
         self.rack: Any = None
         self.tlp_enabled = False
@@ -697,6 +701,8 @@ class TcpConnection:
         if self._rtt_seq is not None and seq_ge(ack, self._rtt_seq):
             self.rtt.sample(now - self._rtt_time)
             self._rtt_seq = None
+        if self._after_rto and seq_gt(ack, self.recover):
+            self._after_rto = False  # RFC 6675 §5.1: HighACK reached the RecoveryPoint of the RTO
         # Congestion control (RFC 5681 §3, RFC 6582 §3.2).
         if self.in_recovery:
             if seq_gt(ack, self.recover):
@@ -882,6 +888,11 @@ class TcpConnection:
         if self.in_recovery:
             self.in_recovery = self.sack_recovery = False
             self._recovery_head_due = False
+        # RFC 4015 §3.2 restores the state from before the spurious recovery, and with it RFC 6675
+        # §5 (a)'s "recover" (as Linux, whose undo returns to the Open state): a loss in the same
+        # window is then a first loss and starts a recovery, instead of waiting for the RTO.
+        if seq_lt(self.snd_una, self.recover):
+            self.recover = seq_add(self.snd_una, -1)
         cc.log.debug("tcp.decision", decision="recovery undone", reason=reason, rfc=rfc, cwnd=cc.cwnd, t=now)
 
     def _rack_detect(self, now: float) -> None:
@@ -1157,6 +1168,7 @@ class TcpConnection:
         self.dup_acks = 0
         self._lt_credits = 0
         self.snd_nxt = self.snd_una  # go back N; cwnd = 1 SMSS sends one segment (RT7)
+        self._after_rto = True
         if self._fin_sent and seq_le(self.snd_una, self._fin_seq):
             self._fin_sent = False  # the FIN is resent with the data path
         self._rexmit_until = self.snd_max
@@ -1325,6 +1337,9 @@ class TcpConnection:
             if self.slow_start is not None:
                 self.slow_start.on_idle_restart(self.cc, before)
 
+        sb = self.scoreboard
+        if self._after_rto and sb is not None and sb.lost and not self.sack_recovery:
+            self._resend_lost_after_rto(out, now, una, base, buffered)
         pipe = self._sack_retransmit(out, now, una, base, buffered) if self.sack_recovery else -1
         # RFC 3042 (limited transmit): on each of the first two duplicate ACKs one new segment
         # may go beyond cwnd (cwnd itself unchanged), so a small window still gets the three
@@ -1384,7 +1399,6 @@ class TcpConnection:
                     size == unsent and self.send_policy.may_send_small(tail, in_flight + size - tail, now)
                 ):
                     size -= tail
-            sb = self.scoreboard
             if retransmit and sb is not None and sb.sacked:
                 # Go-back-N after a timeout: skip data the receiver SACKed (RFC 6675 §5.1),
                 # and do not run into the next SACKed range.
@@ -1420,6 +1434,9 @@ class TcpConnection:
             self._sws_at = None
             data = self.sndbuf.peek(off, size)
             seg = self._data_segment(nxt, data, now, retransmit=retransmit)
+            if retransmit and sb is not None and sb.lost:
+                pos = sb.una + seq_diff(nxt, una)
+                sb.unmark_lost(pos, pos + size)  # sent again: RACK judges the new transmission
             if size > mss:
                 seg.gso_size = mss  # a super-segment (TSO)
             if size == unsent:
@@ -1458,16 +1475,24 @@ class TcpConnection:
         return cc.cwnd < cc.ssthresh and cc.cwnd < 2 * self._max_flight
 
     def _tlp_retransmit_last(self, out: list[TcpRepr], now: float, una: int, base: int, buffered: int) -> None:
-        """RFC 8985 §7.3: send the highest-sequence data segment again as the probe."""
+        """RFC 8985 §7.3: send the highest-sequence segment again as the probe; when our FIN is the
+        last thing sent and still unacknowledged, the probe carries it (alone, if all data is
+        acknowledged), so a lost FIN is found by the probe's ACK, not by the RTO (as Linux)."""
         end_off = seq_diff(self.snd_max, base)
-        if self._fin_sent and seq_ge(self._fin_seq, base):
+        fin_out = self._fin_sent and seq_ge(self._fin_seq, base)
+        if fin_out:
             end_off = min(end_off, seq_diff(self._fin_seq, base))
         end_off = min(end_off, buffered)
         start_off = max(end_off - self.snd_mss, seq_diff(una, base), 0)
         if end_off <= start_off:
+            if fin_out and seq_diff(self._fin_seq, base) == end_off:
+                out.append(self._fin_segment(self._fin_seq, now, retransmit=True))
             return
         seq = seq_add(base, start_off)
-        out.append(self._data_segment(seq, self.sndbuf.peek(start_off, end_off - start_off), now, retransmit=True))
+        seg = self._data_segment(seq, self.sndbuf.peek(start_off, end_off - start_off), now, retransmit=True)
+        if fin_out and seq_diff(self._fin_seq, base) == end_off:
+            seg.flags |= FIN
+        out.append(seg)
 
     def _sack_retransmit(self, out: list[TcpRepr], now: float, una: int, base: int, buffered: int) -> int:
         """RFC 6675 §5 (C): while cwnd - pipe >= 1 SMSS, send what NextSeg() names: rule (1)
@@ -1513,6 +1538,38 @@ class TcpConnection:
                     sb.mark_retransmitted(pos, pos + len(seg.payload))
                     pipe += len(seg.payload)
         return pipe
+
+    def _resend_lost_after_rto(self, out: list[TcpRepr], now: float, una: int, base: int, buffered: int) -> None:
+        """RFC 8985 §6.3 (and §6.2 step 5): after a retransmission timeout RACK keeps judging each
+        segment by its latest send time, so a go-back-N retransmission that is lost again is found
+        once a later one is delivered, and is sent again now (at most cwnd of them per call)
+        instead of waiting for the next, backed-off RTO (as Linux leaves its Loss state on a lost
+        retransmission, RFC 6675 §5.1 using the SACK information after the timeout)."""
+        sb = self.scoreboard
+        assert sb is not None
+        mss = self.snd_mss
+        top = sb.una + seq_diff(self.snd_nxt, una)  # what the go-back-N resend has reached
+        budget = self.cc.cwnd
+        while sb.lost and budget > 0:
+            start, end = sb.lost[0]
+            if start >= top:
+                break  # not resent yet: the go-back-N resend comes to it in order
+            held = sb.sacked_range_at(start)
+            if held is not None:
+                sb.unmark_lost(start, held[1])  # the receiver has it after all
+                continue
+            stop = min(end, top, start + mss)
+            upto = sb.next_sacked_start(start)
+            if upto is not None:
+                stop = min(stop, upto)
+            seq = seq_add(una, start - sb.una)
+            off = seq_diff(seq, base)
+            if off < 0 or off >= buffered:
+                break  # a SYN or FIN position: the retransmission timer covers it
+            size = min(stop - start, buffered - off)
+            out.append(self._data_segment(seq, self.sndbuf.peek(off, size), now, retransmit=True))
+            sb.unmark_lost(start, start + size)
+            budget -= size
 
     def _sack_resend(
         self, out: list[TcpRepr], now: float, hole: tuple[int, int], una: int, base: int, buffered: int
@@ -1585,6 +1642,8 @@ class TcpConnection:
             self._rto_at = now + self.rtt.current()
         if self._stall_since is None:
             self._stall_since = now
+        if not retransmit and self.rack is not None:
+            self._arm_pto(now)  # RFC 8985 §7.2: the FIN is a new segment; a lost one is probed for
 
     def _fin_segment(self, seq: int, now: float, *, retransmit: bool) -> TcpRepr:
         seg = self._segment(seq, 0, ACK | FIN)

@@ -105,6 +105,12 @@ class Scoreboard:
             # retransmission is out of the pipe and is sent again, instead of waiting for the RTO.
             self.relost.add(start, end)
 
+    def unmark_lost(self, start: int, end: int) -> None:
+        """[start, end) was sent again (or found SACKed): no longer marked lost; RACK judges the
+        new transmission by its own send time (RFC 8985 §6.2 step 5)."""
+        if self.lost and self.lost[0][0] < end:
+            _cut(self.lost, start, end)
+
     def is_lost(self, pos: int) -> bool:
         """RFC 6675 §4 IsLost: DupThresh discontiguous SACKed ranges above *pos*, or more
         than (DupThresh - 1) * SMSS bytes SACKed above it; or marked lost by RACK."""

@@ -11,7 +11,7 @@ from dataclasses import replace
 
 from layers.tcp.connection import TcpConnection
 from layers.tcp.scoreboard import Scoreboard
-from layers.tcp.wire import TcpRepr
+from layers.tcp.wire import FIN, TcpRepr
 from plugins.rack_tlp import Rack
 from tests.layers.tcp.helpers import LOCAL_SEQ, REMOTE_SEQ, SEND, established, recv, run_until, send
 
@@ -92,6 +92,47 @@ class TestLostRetransmission:
         assert not [t for t, s in sent if s.payload and s.seq == L1]
 
 
+class TestAfterTimeout:
+    def test_a_lost_go_back_n_retransmission_is_sent_again_by_rack_before_the_next_rto(self) -> None:
+        """RFC 8985 §6.3 / §6.2 step 5: after a retransmission timeout RACK still judges each segment by
+        its latest send time. Here the RTO fires at t=1 (4 segments out); the go-back-N resend sends
+        segment 0, then (cwnd 2 SMSS) segments 1 and 2 at t=1.05; 1 is lost again, 2 is SACKed at t=1.1:
+        segment 1 goes again at once, not at the next, backed-off RTO (t=3.05)."""
+        conn, _ = _sender(segments=4, rack=True, more=False)
+        sent = run_until(conn, 1.01)
+        assert conn.timeouts == 1 and [d for t, s in sent for d in _data([s])] == [(0, SEG)]
+        out = _ack(conn, 1.05, SEG)
+        assert _data(out) == [(SEG, SEG), (2 * SEG, SEG)]
+        out = _ack(conn, 1.1, SEG, (2 * SEG, 3 * SEG))
+        sent = [(1.1, s) for s in out] + run_until(conn, 1.5)
+        again = [t for t, s in sent if s.payload and s.seq == L1 + SEG]
+        assert again and again[0] < 1.5, [(t, _data([s])) for t, s in sent]
+        assert conn.timeouts == 1
+
+
+class TestTailLossProbe:
+    def test_a_lost_fin_is_probed_for_before_the_rto(self) -> None:
+        """RFC 8985 §7.3: the probe is the last segment sent, and when that is our FIN it carries the FIN.
+        Three segments and the FIN go out at t=0; the ACK at t=0.05 covers the data but not the FIN (lost):
+        the probe (PTO = 2 * SRTT + WCDelAckT with one segment out: 0.3 s) sends the FIN again, well
+        before the retransmission timer (1 s)."""
+        conn = established(send_buffer=100_000, peer_mss=SEG, peer_window=60_000)
+        conn.scoreboard = Scoreboard(conn.snd_mss)
+        conn.rack = Rack(0.25)
+        conn.tlp_enabled = True
+        conn.rtt.sample(0.05)
+        conn.cc.cwnd = 10 * SEG
+        conn.send(bytes(3 * SEG), 0.0)
+        conn.shutdown(0.0)
+        out = recv(conn, t=0.0)
+        assert out[-1].flags & FIN
+        assert not _ack(conn, 0.05, 3 * SEG)
+        sent = run_until(conn, 0.9)
+        fins = [t for t, s in sent if s.flags & FIN and s.seq == L1 + 3 * SEG]
+        assert fins and fins[0] < 0.9, [(t, s.flags, _data([s])) for t, s in sent]
+        assert conn.timeouts == 0
+
+
 class TestDuplicateSack:
     def _dsack_of_an_original(self, conn: TcpConnection) -> None:
         # The network duplicated segment 0 (never retransmitted): the peer reports it with a D-SACK
@@ -164,6 +205,20 @@ class TestUndo:
         retransmission_tsval = conn.tsval_at(0.1)
         self._ack(conn, 0.2, 1000, [], ts=(5002, retransmission_tsval))
         assert conn.cc.cwnd < before[0] and conn.spurious_recoveries == 0
+
+    def test_after_an_undo_a_loss_in_the_same_window_starts_a_recovery(self) -> None:
+        """RFC 4015 §3.2 restores the state from before the spurious recovery, its RecoveryPoint too (RFC
+        6675 §5 (a), as Linux returns to the Open state): segment 4 of the same window, lost, then
+        starts a recovery on its three duplicate ACKs and is retransmitted at once, instead of being
+        left to the retransmission timer."""
+        conn, originals, _ = self._recovering(ts=True)
+        self._ack(conn, 0.102, 4 * SEG, [], ts=(5002, originals[0].ts[0]))  # Eifel: the recovery undone
+        assert not conn.in_recovery and conn.spurious_recoveries == 1
+        out: list[TcpRepr] = []
+        for right in (6, 7, 8):
+            out += self._ack(conn, 0.103, 4 * SEG, [(5 * SEG, right * SEG)], ts=(5003, originals[5].ts[0]))
+        assert conn.in_recovery and conn.recoveries == 2
+        assert (4 * SEG, SEG) in _data(out)
 
     def test_dsack_of_every_retransmission_undoes_the_recovery(self) -> None:
         """RFC 3708 §3: when the peer reports every retransmission of the recovery as a duplicate (D-SACK),
