@@ -1551,7 +1551,7 @@ class TcpConnection:
         top = sb.una + seq_diff(self.snd_nxt, una)  # what the go-back-N resend has reached
         budget = self.cc.cwnd
         while sb.lost and budget > 0:
-            start, end = sb.lost[0]
+            start, end = sb.lost.first()
             if start >= top:
                 break  # not resent yet: the go-back-N resend comes to it in order
             held = sb.sacked_range_at(start)

@@ -108,8 +108,8 @@ class Scoreboard:
     def unmark_lost(self, start: int, end: int) -> None:
         """[start, end) was sent again (or found SACKed): no longer marked lost; RACK judges the
         new transmission by its own send time (RFC 8985 §6.2 step 5)."""
-        if self.lost and self.lost[0][0] < end:
-            _cut(self.lost, start, end)
+        if self.lost:
+            self.lost.remove(start, end)
 
     def is_lost(self, pos: int) -> bool:
         """RFC 6675 §4 IsLost: DupThresh discontiguous SACKed ranges above *pos*, or more
