@@ -970,7 +970,13 @@ class TcpConnection:
         elif offset > 0:
             # Out of order: RFC 5681 §4.2, an immediate duplicate ACK for *each* such segment,
             # even within one batch (MUST-58's aggregation is for in-order data): a sender
-            # without SACK needs three of them to fast-retransmit (RFC 5681 §3.2).
+            # without SACK needs three of them to fast-retransmit (RFC 5681 §3.2). With SACK,
+            # beyond DupThresh of them in one batch the rest are one ACK at the batch's end
+            # (MUST-58): its SACK blocks carry what they would have (RFC 6675 §5 counts SACKed
+            # bytes, IsLost), so a flood of tiny segments read in one batch costs one ACK.
+            if self.scoreboard is not None and len(self._dup_acks_out) >= DUPACK_THRESHOLD:
+                self._ack_now = True
+                return True
             ack = self._segment(self._ack_seq(), 0, ACK)
             self._fill_ack(ack)
             # Options describe the state when *this* segment arrived (RFC 2018 §4: the first

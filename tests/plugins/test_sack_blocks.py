@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from layers.tcp.wire import ACK
-from tests.layers.tcp.helpers import SEND, LayerHarness
+from tests.layers.tcp.helpers import SEND, LayerHarness, frame
 
 MSS = 1000
 
@@ -45,3 +45,34 @@ class TestSackBlocks:
         _data(h, ours, theirs, 0)
         [ack] = _data(h, ours, theirs, 500)  # bytes 500-1499: 500-999 are old
         assert ack.sack and ack.sack[0] == (theirs + 500, theirs + 1000)
+
+
+class TestDuplicateAcksInOneBatch:
+    @staticmethod
+    def _batch(h: LayerHarness, ours: int, theirs: int, n: int) -> list:
+        """*n* out-of-order segments (holes between them) read in one batch, then the batch's output."""
+        for i in range(n):
+            seg = replace(SEND, seq=theirs + 2000 * (i + 1), ack=ours, flags=ACK, window=65535, payload=bytes(MSS))
+            h.stack.receive_frame(frame(seg), now=0.1)
+        return h.output(t=0.1)
+
+    def test_with_sack_beyond_dupthresh_one_ack_ends_the_batch(self) -> None:
+        """RFC 5681 §4.2 with MUST-58: a duplicate ACK for each of the first DupThresh (3) out-of-order segments
+        of a batch, then one ACK at its end whose first SACK block holds the latest segment (RFC 2018 §4), so a
+        flood of tiny segments costs one ACK per batch, not one per segment."""
+        h = LayerHarness(features={"sack": {}})
+        _, ours, theirs = _open(h)
+        acks = self._batch(h, ours, theirs, 10)
+        assert len(acks) == 4 and all(a.ack == theirs for a in acks)
+        assert acks[-1].sack is not None and acks[-1].sack[0] == (theirs + 20000, theirs + 21000)
+        assert [a.sack[0] for a in acks[:3] if a.sack] == [
+            (theirs + 2000 * k, theirs + 2000 * k + MSS) for k in (1, 2, 3)
+        ]
+
+    def test_without_sack_every_segment_gets_its_duplicate_ack(self) -> None:
+        """RFC 5681 §4.2: a sender without SACK counts duplicate ACKs (three for a fast retransmit, one more per
+        segment to inflate cwnd), so each out-of-order segment gets its own, even within one batch."""
+        h = LayerHarness()
+        _, ours, theirs = _open(h)
+        acks = self._batch(h, ours, theirs, 10)
+        assert len(acks) == 10 and all(a.ack == theirs and a.sack is None for a in acks)
