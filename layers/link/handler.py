@@ -6,7 +6,7 @@ MMS_S/EMTU_R) and passes packets through. Opening the device is the I/O edge's j
 (:mod:`framework.io.tun`), driven by these settings.
 
 With ``offload = true`` the device is opened with ``IFF_VNET_HDR`` and checksum plus TCP
-segmentation offload (design notes, Part D): every frame then starts with a 10-byte
+segmentation offload (docs/architecture.md, "TUN offload"): every frame then starts with a 10-byte
 ``virtio_net_hdr``. This handler, still sans-IO, strips it from arriving frames (a frame whose
 checksum the kernel left partial, ``NEEDS_CSUM``, is marked so that TCP does not verify it; the
 kernel may hand over TCP super-segments of up to 64 KB) and puts one in front of every frame it

@@ -3,7 +3,7 @@ counting), the default algorithm every connection gets.
 
 The connection decides *when* things happen (new data ACKed, duplicate ACK, loss detected by
 three duplicates or by the retransmission timer); this class decides what that does to
-``cwnd`` and ``ssthresh``. Both are in bytes (RFC 5681 §3, CC12). Other algorithms subclass it.
+``cwnd`` and ``ssthresh``. Both are in bytes (RFC 5681 §3). Other algorithms subclass it.
 """
 
 from __future__ import annotations
@@ -60,10 +60,10 @@ class CongestionControl:
         """*acked* bytes of new data were cumulatively acknowledged outside recovery."""
         mss = self.mss
         if self.cwnd < self.ssthresh:
-            # RFC 5681 §3.1 (eq. 2) with RFC 3465 byte counting, L = 2*SMSS (CC2, CC11).
+            # RFC 5681 §3.1 (eq. 2) with RFC 3465 byte counting, L = 2*SMSS.
             self.cwnd += min(acked, 2 * mss)
         else:
-            # RFC 5681 §3.1 (eq. 3) by bytes acked: one SMSS per cwnd of ACKed data (CC3).
+            # RFC 5681 §3.1 (eq. 3) by bytes acked: one SMSS per cwnd of ACKed data.
             self._ca_acked += acked
             if self._ca_acked >= self.cwnd:
                 self._ca_acked -= self.cwnd
@@ -112,7 +112,7 @@ class CongestionControl:
         self._ca_acked = 0
 
     def on_timeout(self, in_flight: int, now: float) -> None:
-        """RFC 5681 §3.1 eq. 4 and the rule after it: cwnd = 1 SMSS (CC4, RT7)."""
+        """RFC 5681 §3.1 eq. 4 and the rule after it: cwnd = 1 SMSS (RFC 6298 (5.4)-(5.6) resend from SND.UNA)."""
         self.ssthresh = max(in_flight // 2, 2 * self.mss)
         self.cwnd = self.mss
         self._ca_acked = 0

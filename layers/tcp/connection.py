@@ -351,7 +351,7 @@ class TcpConnection:
 
     def close(self, now: float) -> None:
         """Close both directions (RFC 9293 §3.10.4). With unread data pending this resets the
-        connection instead (RFC 2525 §2.17, C9), as Linux does."""
+        connection instead (RFC 2525 §2.17), as Linux does."""
         self.user_closed = True
         if self.state is S.CLOSED:
             return
@@ -427,7 +427,7 @@ class TcpConnection:
         if not acceptable:
             if not flags & RST:
                 # §3.10.7.4: <SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK>, then drop. In TIME-WAIT this
-                # also answers a retransmitted FIN (C6), and restarts the 2MSL timer.
+                # also answers a retransmitted FIN (RFC 9293 §3.10.7.4 "Eighth"), and restarts the 2MSL timer.
                 self._ack_now = True
                 if st is S.TIME_WAIT and flags & FIN:
                     self._close_at = now + 2 * self.options.msl
@@ -492,7 +492,7 @@ class TcpConnection:
         if plen:
             if st in _RECV_STATES:
                 if self.user_closed and not self.eof_received:
-                    # RFC 2525 §2.17, C9: data for an application that closed: reset.
+                    # RFC 2525 §2.17: data for an application that closed: reset.
                     self.abort(now, reason="aborted")
                     return
                 if not self._receive_text(seg, offset, wnd, now):
@@ -515,14 +515,14 @@ class TcpConnection:
         flags = seg.flags
         ack_ok = False
         if flags & ACK:
-            # First: SEG.ACK =< ISS or SEG.ACK > SND.NXT is unacceptable (E3).
+            # First: SEG.ACK =< ISS or SEG.ACK > SND.NXT is unacceptable (RFC 9293 §3.10.7.3).
             if seq_le(seg.ack, self.iss) or seq_gt(seg.ack, self.snd_max):
                 if not flags & RST:
                     self._rst_out.append(self._segment(seg.ack, 0, RST))
                 return
             ack_ok = seq_lt(self.snd_una, seg.ack) and seq_le(seg.ack, self.snd_max)
         if flags & RST:
-            # Second: a RST is valid only if it acknowledges our SYN (E4).
+            # Second: a RST is valid only if it acknowledges our SYN (RFC 9293 §3.10.7.3).
             if ack_ok:
                 self.failure = "refused"
                 self.events.append(ConnectionFailed("refused", "connection refused by peer"))
@@ -779,7 +779,7 @@ class TcpConnection:
         self._close_at = now + 2 * self.options.msl
 
     def _maybe_dupack(self, window: int, now: float) -> None:
-        """RFC 5681 §2 (CC5): a duplicate ACK acks nothing new, carries no data or SYN/FIN,
+        """RFC 5681 §2: a duplicate ACK acks nothing new, carries no data or SYN/FIN,
         leaves the window unchanged, and arrives while data is outstanding."""
         if self.snd_una == self.snd_max or window != self.snd_wnd or self.snd_wnd == 0:
             return  # (answers to zero-window probes are not duplicate ACKs)
@@ -985,11 +985,11 @@ class TcpConnection:
                 ext.decorate(self, ack, now)
             self._dup_acks_out.append(ack)
         else:
-            self._ack_now = True  # a duplicate of data we hold: ACK (A2)
+            self._ack_now = True  # a duplicate of data we hold: ACK (RFC 9293 §3.10.7.4)
         return True
 
     def _check_peer_fin(self, now: float) -> None:
-        """Process the peer's FIN once every byte before it has arrived (C5)."""
+        """Process the peer's FIN once every byte before it has arrived (RFC 9293 §3.10.7.4 "Eighth")."""
         fin = self._peer_fin_offset
         if fin is None or self.eof_received or self.rcvbuf.nxt != fin:
             return
@@ -1016,7 +1016,7 @@ class TcpConnection:
 
     def icmp_error(self, err: IcmpError, quoted_seq: int, now: float) -> None:
         """An ICMP error quoting one of our segments (RFC 9293 §3.9.2.2; RFC 5927)."""
-        # RFC 5927 §4.1 (IC9): accept only if the quoted sequence number is in flight.
+        # RFC 5927 §4.1: accept only if the quoted sequence number is in flight.
         if not (seq_le(self.snd_una, quoted_seq) and seq_lt(quoted_seq, self.snd_max)):
             return
         if err.is_hard and err.code != 4 and self.state in (S.SYN_SENT, S.SYN_RECEIVED):
@@ -1173,7 +1173,7 @@ class TcpConnection:
         self.recover = seq_add(self.snd_max, -1)  # RFC 6582 §4: the highest sequence number sent
         self.dup_acks = 0
         self._lt_credits = 0
-        self.snd_nxt = self.snd_una  # go back N; cwnd = 1 SMSS sends one segment (RT7)
+        self.snd_nxt = self.snd_una  # go back N; cwnd = 1 SMSS sends one segment (RFC 5681 §3.1)
         self._after_rto = True
         if self._fin_sent and seq_le(self.snd_una, self._fin_seq):
             self._fin_sent = False  # the FIN is resent with the data path
@@ -1336,7 +1336,7 @@ class TcpConnection:
             elif self._fin_sent:
                 out.append(self._fin_segment(self._fin_seq, now, retransmit=True))
 
-        # RFC 5681 §4.1 (CC7): restart from IW after an idle period longer than the RTO.
+        # RFC 5681 §4.1: restart from IW after an idle period longer than the RTO.
         if buffered and una == self.snd_max and now - self._last_send > self.rtt.current():
             before = self.cc.cwnd
             self.cc.on_idle_restart()
@@ -1431,7 +1431,7 @@ class TcpConnection:
                     or self._sws_override
                 ):
                     if self._sws_at is None and in_flight == 0:
-                        # Nothing in flight will wake us: the override timer will (W3).
+                        # Nothing in flight will wake us: the override timer will (RFC 1122 §4.2.3.4).
                         self._sws_at = now + self.options.sws_override
                     # Less than a segment of cwnd left while more data waits: cwnd limits us.
                     cwnd_blocked = room == size < min(mss, unsent) and room < wnd_room
@@ -1627,7 +1627,7 @@ class TcpConnection:
                 self._arm_pto(now)
 
     def _maybe_send_fin(self, out: list[TcpRepr], now: float, wnd_room: int) -> None:
-        """Send our FIN once every queued byte is sent (C4: it is retransmitted like data)."""
+        """Send our FIN once every queued byte is sent (RFC 9293 §3.6: it is retransmitted like data)."""
         if not self._fin_queued or self._fin_sent:
             return
         fin_seq = self.snd_nxt

@@ -4,7 +4,8 @@ Per segment the layer does a constant amount of work: one dict lookup by the 4-t
 connection's own processing, and marking the connection "dirty". Output is produced once per
 batch in :meth:`TcpLayer.flush`, for dirty connections only. Timers live in a heap keyed by
 each connection's next deadline, with stale entries skipped lazily, so neither costs grow with
-the number of connections (issue requirement; design notes, lessons from PyTCP).
+the number of connections (a stack that ticks every connection per packet or per timer
+slows down as connections accumulate).
 """
 
 from __future__ import annotations
@@ -145,7 +146,7 @@ class TcpLayer(BaseHandler):
         self.address = cast(bytes, ip.address)  # type: ignore[attr-defined]
         self.mtu = int(getattr(ip, "mtu", 1500))
         self._ip = ip
-        # TUN offload: the link completes checksums and cuts super-segments (design notes, Part D).
+        # TUN offload: the link completes checksums and cuts super-segments (docs/architecture.md).
         self.tso_max = max((int(getattr(h, "tso_max", 0) or 0) for h in below), default=0)
         # MUST-46 also covers the directed broadcast of our own subnet (RFC 1122 §3.2.1.3).
         prefixlen = getattr(ip, "prefixlen", 32)
@@ -352,7 +353,7 @@ class TcpLayer(BaseHandler):
     def _no_tcb(self, ip: Ipv4Repr, seg: TcpRepr, ctx: Context) -> None:
         """RFC 9293 §3.10.7.1: CLOSED (no TCB): answer anything but a RST with a RST."""
         if seg.flags & RST:
-            ctx.drop("tcp", "rst_no_tcb")  # R10: never answer a RST
+            ctx.drop("tcp", "rst_no_tcb")  # RFC 9293 §3.10.7.1: never answer a RST
             return
         ctx.stats.events["tcp.rst_sent_no_tcb"] += 1
         self._send_rst(ip, seg, ctx)
@@ -361,7 +362,7 @@ class TcpLayer(BaseHandler):
         if seg.flags & ACK:
             rst = TcpRepr(seg.dst_port, seg.src_port, seg.ack, 0, RST, 0)  # <SEQ=SEG.ACK><CTL=RST>
         else:
-            # <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>; SYN and FIN count in SEG.LEN (E8)
+            # <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>; SYN and FIN count in SEG.LEN (RFC 9293 §3.4)
             rst = TcpRepr(seg.dst_port, seg.src_port, 0, seq_add(seg.seq, seg.seg_len), RST | ACK, 0)
         self._transmit(ip.dst, ip.src, rst, ctx)
 
@@ -441,7 +442,7 @@ class TcpLayer(BaseHandler):
             listener.embryonic.discard(conn)
             conn.listener_ref = None
             if conn.state in (S.ESTABLISHED, S.CLOSE_WAIT) and not listener.closed:
-                # E1: accept() returns only connections that completed the handshake.
+                # RFC 9293 §3.10.7.4: accept() returns only connections that completed the handshake.
                 if listener.on_accept is not None:
                     listener.on_accept(conn)
                 else:
