@@ -251,8 +251,9 @@ class TcpConnection:
         )
 
     def _clear_timers(self) -> None:
+        """CLOSED: no timer of any kind is left (every deadline :meth:`get_timer` looks at)."""
         self._rto_at = self._persist_at = self._ack_at = self._sws_at = self._close_at = None
-        self._ka_at = None
+        self._ka_at = self._rack_at = self._pto_at = None
 
     # ================================================================== opening
 

@@ -7,7 +7,7 @@ from framework.simulation import Simulation
 from layers.middleware.fault import FaultInjector
 from layers.tcp.policy import TcpOptions
 from plugins.rack_tlp import Rack
-from tests.layers.tcp.helpers import data, make_stack, tcp_layer
+from tests.layers.tcp.helpers import LayerHarness, data, make_stack, tcp_layer
 
 SERVER = bytes([10, 0, 0, 2])
 
@@ -147,3 +147,16 @@ class TestReorderingWindow:
         for _ in range(16):
             rack.on_recovery()
         assert rack.reo_wnd(0.1, 1.0) == 0.025
+
+
+def test_a_closed_connection_keeps_no_rack_or_probe_timer() -> None:
+    """RFC 9293 §3.10.5: ABORT deletes the TCB: get_timer() of a CLOSED connection is None, also with a tail loss
+    probe armed (the PTO and RACK timers are cleared with the others)."""
+    h = LayerHarness(features={"sack": {}, "rack_tlp": {}})
+    h.tcp.listen(80)
+    conn, _ = h.handshake(80, mss=1460, window=65535, options=bytes([4, 2, 1, 1]))  # SACK-permitted
+    conn.send(b"x" * 3000, h.now)
+    h.user(conn)
+    assert h.output(t=0.0) and conn.get_timer() is not None
+    conn.abort(0.0)
+    assert conn.get_timer() is None
