@@ -94,6 +94,17 @@ def _raw_socket() -> socket.socket:
     return s
 
 
+def _echo(s: socket.socket, line: bytes) -> None:
+    """Send *line* to the echo service and read it back whole."""
+    s.sendall(line)
+    got = b""
+    while len(got) < len(line):
+        chunk = s.recv(64)
+        if not chunk:
+            raise ConnectionError("closed before the echo")
+        got += chunk
+
+
 def worker_client(host: str, port: int, timeout: float) -> None:
     """A legitimate kernel client: connect, send a line, read the echo; times from the first SYN."""
     s = socket.socket()
@@ -102,13 +113,7 @@ def worker_client(host: str, port: int, timeout: float) -> None:
     try:
         s.connect((host, port))
         t1 = time.perf_counter()
-        s.sendall(b"hello, echo\n")
-        got = b""
-        while len(got) < 12:
-            chunk = s.recv(64)
-            if not chunk:
-                raise ConnectionError("closed before the echo")
-            got += chunk
+        _echo(s, b"hello, echo\n")
         t2 = time.perf_counter()
         _emit(event="client", connect_s=t1 - t0, echo_s=t2 - t0)
     except OSError as exc:
@@ -336,13 +341,7 @@ def worker_probe(host: str, port: int, interval: float, timeout: float) -> None:
         t0 = time.perf_counter()
         try:
             s.connect((host, port))
-            s.sendall(b"ping\n")
-            got = b""
-            while len(got) < 5:
-                chunk = s.recv(16)
-                if not chunk:
-                    raise ConnectionError("closed")
-                got += chunk
+            _echo(s, b"ping\n")
             _emit(event="probe", at=t0, latency_s=time.perf_counter() - t0)
         except OSError as exc:
             _emit(event="probe", at=t0, error=type(exc).__name__, after_s=time.perf_counter() - t0)

@@ -322,20 +322,20 @@ class TcpLayer(BaseHandler):
         peer_isn = (seg.seq - 1) & MASK
         iss = (seg.ack - 1) & MASK
         index = self._cookies.check(self._material(ip, seg), peer_isn, iss, now)
-        syn = TcpRepr(seg.src_port, seg.dst_port, peer_isn, 0, SYN, 0, mss=MSS_TABLE[index or 0])
+        if index is None:
+            ctx.stats.count("tcp.syncookies_rejected")
+            return False
+        syn = TcpRepr(seg.src_port, seg.dst_port, peer_isn, 0, SYN, 0, mss=MSS_TABLE[index])
         codecs = self._codecs(listener)
-        if index is not None and codecs.carrier is not None:
+        if codecs.carrier is not None:
             carrier = codecs.carrier[0]
             bits = carrier.recover(seg)
             if bits is not None:  # the SYN-ACK carried option bits: restore the options
                 carrier.restore(seg, syn)
                 for codec, settings, shift in codecs.options:
                     if not codec.decode((bits >> shift) & ((1 << codec.bits) - 1), syn, settings):
-                        index = None
-                        break
-        if index is None:
-            ctx.stats.count("tcp.syncookies_rejected")
-            return False
+                        ctx.stats.count("tcp.syncookies_rejected")
+                        return False
         if listener.accept_queue_full or len(self.connections) >= self.settings.max_connections:
             ctx.drop("tcp", "accept_queue_full" if listener.accept_queue_full else "too_many_connections")
             return True  # as Linux: the ACK is dropped, the peer's retransmission may succeed later

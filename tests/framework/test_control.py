@@ -152,36 +152,13 @@ def test_demo_summary_table_from_closed_lines(tmp_path: Path) -> None:
     assert "every connection: cubic sack" in text and "1.00 ms" in text and "1,000" in text
 
 
-def test_ss_watch_shows_successive_views_then_stops(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_ss_watch_shows_successive_views_then_stops(
+    tmp_path: Path, control_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`tcpstack ss --watch 0.01 --count 3`: three views, each under a time stamp (not a terminal here)."""
-    import threading
-
     from framework.control import watch
 
-    stack, _, _ = ipv4_stack()
-    path = tmp_path / "ctl.sock"
-    ready = threading.Event()
-    stop = threading.Event()
-
-    def serve() -> None:
-        async def main() -> None:
-            server = ControlServer(stack, path)
-            await server.start()
-            ready.set()
-            while not stop.is_set():
-                await asyncio.sleep(0.01)
-            await server.stop()
-
-        asyncio.run(main())
-
-    t = threading.Thread(target=serve)
-    t.start()
-    try:
-        assert ready.wait(30)  # only bounds a hang
-        assert watch("ss", path, False, interval=0.01, count=3) == 0
-    finally:
-        stop.set()
-        t.join(5)
+    assert watch("ss", control_path, False, interval=0.01, count=3) == 0
     out = capsys.readouterr().out
     assert out.count("--- ") == 3 and out.count("State") == 3
     assert watch("ss", tmp_path / "none.sock", False, interval=0.01, count=2) == 1
