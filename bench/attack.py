@@ -3,7 +3,7 @@
 Run as root:  .venv/bin/python bench/attack.py [--quick] [--floods 2000,20000] [--ooo 1000,10000,100000]
               [--syn-rate 5000] [--ooo-rate 10000] [--tcp-setting KEY=VALUE]... [--config FILE] [--json FILE]
 
-It builds its own network namespace (framework.netns.Netns: ``tun0``, the kernel at 10.0.0.1,
+It builds its own network namespace (tcpstack.netns.Netns: ``tun0``, the kernel at 10.0.0.1,
 ``tcpstack up --serve echo --control PATH`` at 10.0.0.2) and removes it, the stack and every
 helper process at the end, also on failure or Ctrl-C. Every packet stays inside that namespace.
 The attackers run inside it (this script re-run as ``_synflood``/``_ooo``/``_client``/``_probe``
@@ -410,7 +410,7 @@ class Lab:
     """The namespace, the stack in it, and how to measure it."""
 
     def __init__(self, tmp: Path) -> None:
-        from framework.netns import Netns
+        from tcpstack.netns import Netns
 
         self.tmp = tmp
         self.ns = Netns(prefix="tcps-attack")
@@ -445,7 +445,7 @@ class Lab:
     def counters(self) -> dict[str, int]:
         """Every counter ``tcpstack stats`` reports, flattened (``drops.tcp.backlog_full``,
         ``events.frames_in``); empty if the stack does not answer in time."""
-        from framework.control import request
+        from tcpstack.control import request
 
         try:
             reply = request(self.ctl, "stats", wait=30.0)
@@ -462,7 +462,7 @@ class Lab:
         return out
 
     def states(self) -> dict[str, int]:
-        from framework.control import request
+        from tcpstack.control import request
 
         try:
             rows = request(self.ctl, "ss", wait=30.0).get("connections", [])
@@ -472,7 +472,7 @@ class Lab:
 
     def connection(self, remote: str) -> dict[str, Any]:
         """The ``tcpstack ss`` row of the connection to *remote* (``IP:PORT``), or ``{}``."""
-        from framework.control import request
+        from tcpstack.control import request
 
         try:
             rows = request(self.ctl, "ss", wait=30.0).get("connections", [])
@@ -698,7 +698,7 @@ def write_config(path: Path, tcp: dict[str, Any]) -> None:
 
 def config_ok(path: Path) -> str | None:
     r = subprocess.run(
-        [sys.executable, "-m", "framework.cli", "config", "check", str(path)], capture_output=True, text=True, cwd=ROOT
+        [sys.executable, "-m", "tcpstack.cli", "config", "check", str(path)], capture_output=True, text=True, cwd=ROOT
     )
     return None if r.returncode == 0 else (r.stderr or r.stdout).strip()
 

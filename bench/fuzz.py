@@ -62,7 +62,6 @@ import structlog  # noqa: E402
 
 from bench import packets as P  # noqa: E402
 from framework.simulation import Simulation, _Direction  # noqa: E402
-from framework.testing.pair import make_stack, tcp_layer  # noqa: E402
 from layers.tcp.events import (  # noqa: E402
     ConnectionClosed,
     ConnectionFailed,
@@ -70,6 +69,7 @@ from layers.tcp.events import (  # noqa: E402
     EofReceived,
 )
 from layers.tcp.handler import TcpLayer  # noqa: E402
+from tcpstack.testing.pair import make_stack, tcp_layer  # noqa: E402
 
 CLIENT = "10.0.0.1"
 SERVER = "10.0.0.2"

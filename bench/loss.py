@@ -49,8 +49,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from framework.netns import STACK_ADDR, Netns  # noqa: E402
-from framework.services import pattern_bytes  # noqa: E402
+from tcpstack.netns import STACK_ADDR, Netns  # noqa: E402
+from tcpstack.services import pattern_bytes  # noqa: E402
 
 PEER = str(ROOT / "bench" / "peer.py")
 DROPS = (0.01, 0.05, 0.10)

@@ -53,9 +53,6 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from framework.config import build_stack, config_from_dict  # noqa: E402
-from framework.logging import configure_logging  # noqa: E402
-from framework.plugins import PluginHost  # noqa: E402
 from framework.registry import Registry  # noqa: E402
 from framework.simulation import Simulation  # noqa: E402
 from framework.stack import Stack  # noqa: E402
@@ -63,6 +60,9 @@ from layers.tcp.connection import TcpConnection  # noqa: E402
 from layers.tcp.events import ConnectionFailed, DataReceived, EofReceived, TcpEvent  # noqa: E402
 from layers.tcp.handler import TcpLayer  # noqa: E402
 from layers.tcp.state import TcpState  # noqa: E402
+from tcpstack.config import build_stack, config_from_dict  # noqa: E402
+from tcpstack.logging import configure_logging  # noqa: E402
+from tcpstack.plugins import PluginHost  # noqa: E402
 
 SNAPSHOT = ROOT / "bench" / "netsim.md"
 COMMAND = ".venv/bin/python bench/netsim.py"

@@ -35,8 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from framework.checksum import internet_checksum  # noqa: E402
-from framework.logging import configure_logging  # noqa: E402
-from framework.testing import decode, make_stack, tcp_layer  # noqa: E402
+from tcpstack.logging import configure_logging  # noqa: E402
+from tcpstack.testing import decode, make_stack, tcp_layer  # noqa: E402
 
 LOCAL = bytes([10, 0, 0, 1])
 PEER = bytes([10, 0, 0, 2])

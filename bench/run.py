@@ -36,7 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from framework.netns import STACK_ADDR, Netns  # noqa: E402
+from tcpstack.netns import STACK_ADDR, Netns  # noqa: E402
 
 PEER = str(ROOT / "bench" / "peer.py")
 

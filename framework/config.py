@@ -1,19 +1,8 @@
 """Configuration: a TOML file naming the layers bottom to top, plus plugin settings.
 
-.. code-block:: toml
-
-    [[layers]]            # bottom: the link
-    type = "tun"
-    device = "tun0"       # the TUN device; a layer's name is always its type
-    [[layers]]
-    type = "pcap"
-    path = "capture.pcap"
-    [[layers]]
-    type = "ipv4"
-    address = "10.0.0.2/24"
-
-    [plugins]
-    disable = ["layers.middleware.fault"]
+Layers come from plugins (``stack_register``); this module knows none of them by name. The
+application package (``tcpstack.config``) holds the built-in default configuration and the list
+of built-in plugins.
 
 Validation happens entirely in :func:`config_from_dict`: every unknown key, bad value, unknown
 layer type or plugin is collected with its key path and raised as one
@@ -23,7 +12,6 @@ lists every key.
 
 from __future__ import annotations
 
-import copy
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,16 +23,6 @@ from framework.plugins import PluginHost
 from framework.registry import LayerType
 from framework.settings import validate_settings
 from framework.stack import Stack
-
-#: The built-in default configuration (what ``tcpstack up`` runs without ``--config``).
-DEFAULT_CONFIG: dict[str, Any] = {
-    "layers": [
-        {"type": "tun", "device": "tun0"},
-        {"type": "ipv4", "address": "10.0.0.2/24"},
-        {"type": "tcp"},
-    ],
-    "plugins": {"disable": []},
-}
 
 
 @dataclass(slots=True)
@@ -105,26 +83,22 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError([f"{path}: invalid TOML: nested too deeply"]) from None
 
 
-def load_config(path: str | Path, *, entry_points: bool = True) -> StackConfig:
-    """Read and validate a configuration file."""
-    return config_from_dict(read_toml(path), entry_points=entry_points)
-
-
-def default_config_dict() -> dict[str, Any]:
-    """A fresh deep copy of :data:`DEFAULT_CONFIG`, safe to modify."""
-    return copy.deepcopy(DEFAULT_CONFIG)
+def load_config(path: str | Path, *, builtin: Sequence[str] = (), entry_points: bool = True) -> StackConfig:
+    """Read and validate a configuration file (*builtin*: as for :func:`config_from_dict`)."""
+    return config_from_dict(read_toml(path), builtin=builtin, entry_points=entry_points)
 
 
 def config_from_dict(
     data: Mapping[str, Any],
     *,
     host: PluginHost | None = None,
+    builtin: Sequence[str] = (),
     entry_points: bool = True,
 ) -> StackConfig:
     """Validate plain data (as parsed from TOML) into a :class:`StackConfig`.
 
     :param host: the plugin host to validate against; by default one is created with the
-        configuration's ``plugins.disable`` list.
+        configuration's ``plugins.disable`` list, registering the modules *builtin* names.
     :raises ConfigError: listing every problem found, each with its key path.
     """
     problems: list[str] = []
@@ -149,10 +123,10 @@ def config_from_dict(
 
     if host is None:
         try:
-            host = PluginHost(disabled=disable, entry_points=entry_points)
+            host = PluginHost(builtin=builtin, disabled=disable, entry_points=entry_points)
         except ConfigError as exc:
             problems.extend(exc.problems)
-            host = PluginHost(entry_points=entry_points)
+            host = PluginHost(builtin=builtin, entry_points=entry_points)
     registry = host.registry
 
     plugin_settings: dict[str, Any] = {}

@@ -2,7 +2,7 @@
 
 Built-in plugins are registered by module name (pytest's ``default_plugins``), third-party
 plugins come from the entry-point group ``tcpstack``, and any plugin can be disabled by name
-(``[plugins] disable = ["layers.middleware.fault"]``, like ``-p no:NAME`` in pytest).
+(``[plugins] disable = ["<module name>"]``, like ``-p no:NAME`` in pytest).
 
 Set ``TCPSTACK_TRACE_PLUGINS=1`` to log every hook call (pluggy's hook-call monitoring).
 """
@@ -29,25 +29,6 @@ PROJECT: Final = hookspecs.PROJECT
 hookimpl = pluggy.HookimplMarker(PROJECT)
 """The marker plugin authors decorate their hook implementations with."""
 
-BUILTIN_PLUGINS: Final[tuple[str, ...]] = (
-    "layers.link.handler",
-    "layers.middleware.pcap",
-    "layers.middleware.fault",
-    "layers.middleware.seqshift",
-    "layers.ipv4.handler",
-    "layers.tcp.handler",
-    "plugins.congestion.reno",
-    "plugins.congestion.cubic",
-    "plugins.delayed_ack",
-    "plugins.nagle",
-    "plugins.window_scaling",
-    "plugins.timestamps",
-    "plugins.keepalive",
-    "plugins.sack",
-    "plugins.ecn",
-    "plugins.rack_tlp",
-    "plugins.hystart",
-)
 
 logger = structlog.get_logger("tcpstack.plugins")
 
@@ -55,6 +36,8 @@ logger = structlog.get_logger("tcpstack.plugins")
 class PluginHost:
     """Typed facade over one pluggy PluginManager.
 
+    :param builtin: module names of the application's built-in plugins, registered first and
+        by module name (pytest's ``default_plugins``); the framework itself ships none.
     :param disabled: plugin names (built-in module names or entry-point names) to block.
     :param entry_points: load third-party plugins from the ``tcpstack`` entry-point group.
         Tests pass ``False`` so installed plugins cannot leak into the suite.
@@ -66,6 +49,7 @@ class PluginHost:
     def __init__(
         self,
         *,
+        builtin: Iterable[str] = (),
         disabled: Iterable[str] = (),
         entry_points: bool = True,
         extra: Iterable[object] = (),
@@ -75,7 +59,8 @@ class PluginHost:
         disabled = list(disabled)
         for name in disabled:
             self.pm.set_blocked(name)
-        for modname in BUILTIN_PLUGINS:
+        self.builtin: tuple[str, ...] = tuple(builtin)
+        for modname in self.builtin:
             if not self.pm.is_blocked(modname):
                 self.pm.register(importlib.import_module(modname), name=modname)
         if entry_points:
@@ -84,14 +69,16 @@ class PluginHost:
         for plugin in extra:
             self.pm.register(plugin)
         # set_blocked() records a blocked name with plugin None: those names are not evidence.
-        known = set(BUILTIN_PLUGINS) | {name for name, p in self.pm.list_name_plugin() if p is not None}
+        known = set(self.builtin) | {name for name, p in self.pm.list_name_plugin() if p is not None}
         known |= {self.pm.get_canonical_name(plugin) for plugin in extra}
         known |= {dist_name for _, dist in self.pm.list_plugin_distinfo() for dist_name in [dist.project_name]}
         if entry_points:
             known |= _entry_point_names()
         unknown = [n for n in disabled if n not in known]
         if unknown:
-            raise ConfigError([f"plugins.disable: no plugin named {n!r}{_disable_hint(n, known)}" for n in unknown])
+            raise ConfigError(
+                [f"plugins.disable: no plugin named {n!r}{_disable_hint(n, known, self.builtin)}" for n in unknown]
+            )
         self.pm.check_pending()  # a hookimpl without a spec is an error, not a silent no-op
         if os.environ.get("TCPSTACK_TRACE_PLUGINS"):
             self.pm.add_hookcall_monitoring(_before_hook, _after_hook)
@@ -162,9 +149,9 @@ def _after_hook(outcome: Any, hook_name: str, hook_impls: Any, kwargs: Any) -> N
     logger.debug("plugin.hook_done", hook=hook_name)
 
 
-def _disable_hint(name: str, known: set[str]) -> str:
+def _disable_hint(name: str, known: set[str], builtin: tuple[str, ...]) -> str:
     """Why a name in ``[plugins] disable`` matched nothing, and what was probably meant."""
-    for module in BUILTIN_PLUGINS:
+    for module in builtin:
         if module.rsplit(".", 1)[-1] == name:
             return (
                 f" (built-in plugins are named by module: {module!r}; to turn the feature off for "

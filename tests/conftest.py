@@ -16,7 +16,7 @@ import structlog
 from hypothesis import HealthCheck, settings
 from structlog.testing import LogCapture
 
-from framework.testing import capture_logs
+from tcpstack.testing import capture_logs
 
 
 def _quiet_logging() -> None:
@@ -66,11 +66,11 @@ def _logging_isolation(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     ends with the configuration it started with."""
     import functools
 
-    import framework.cli
-    import framework.logging
+    import tcpstack.cli
+    import tcpstack.logging
 
     monkeypatch.setattr(
-        framework.cli, "configure_logging", functools.partial(framework.logging.configure_logging, cache=False)
+        tcpstack.cli, "configure_logging", functools.partial(tcpstack.logging.configure_logging, cache=False)
     )
     saved = structlog.get_config()
     yield
@@ -80,7 +80,7 @@ def _logging_isolation(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 @pytest.fixture
 def log_output() -> Iterator[LogCapture]:
     """Capture structlog events as dicts (``log_output.entries``); never caches loggers. The
-    quiet configuration above comes back afterwards (``framework.testing.capture_logs``, also
+    quiet configuration above comes back afterwards (``tcpstack.testing.capture_logs``, also
     offered to every suite as the ``tcpstack_logs`` fixture)."""
     with capture_logs() as capture:
         yield capture

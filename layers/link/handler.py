@@ -3,7 +3,7 @@
 A TUN device opened with ``IFF_NO_PI`` carries bare IP datagrams, so the link handler in the
 core is thin: it only knows the MTU (the largest datagram the link carries, RFC 1122 §3.3.3
 MMS_S/EMTU_R) and passes packets through. Opening the device is the I/O edge's job
-(:mod:`framework.io.tun`), driven by these settings.
+(:mod:`tcpstack.io.tun`), driven by these settings.
 
 With ``offload = true`` the device is opened with ``IFF_VNET_HDR`` and checksum plus TCP
 segmentation offload (docs/architecture.md, "TUN offload"): every frame then starts with a 10-byte

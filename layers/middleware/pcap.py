@@ -78,7 +78,7 @@ class PcapWriter(BaseHandler):
         self.time_offset = 0.0
         self.frames = 0
         """Records written; the last one's number in Wireshark (log events carry it as
-        ``pcap_frame``, see :func:`framework.logging.link_pcap`)."""
+        ``pcap_frame``, see :func:`tcpstack.logging.link_pcap`)."""
         self._sink: BinaryIO | None = sink
         self._owns_sink = owns_sink
         sink.write(_GLOBAL_HEADER.pack(PCAP_MAGIC, 2, 4, 0, 0, snaplen, LINKTYPE_RAW))

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import structlog
 
-from framework.cli import EXIT_FAILURE, EXIT_USAGE, _up_config, build_parser, main
 from framework.errors import ConfigError
-from framework.io.tun import device_exists
-from framework.logging import configure_logging
+from tcpstack.cli import EXIT_FAILURE, EXIT_USAGE, _up_config, build_parser, main
+from tcpstack.io.tun import device_exists
+from tcpstack.logging import configure_logging
 
 ROOT = Path(__file__).resolve().parents[2]
 MISSING_DEVICE = "tcpsnone0"
@@ -215,7 +215,7 @@ def test_build_error_is_one_line_and_closes_link(
 ) -> None:
     """A configuration that validates but cannot be assembled (a capture file only opening shows cannot be
     created) exits 2 with one line; the link is closed."""
-    monkeypatch.setattr("framework.io.tun.TunLink", FakeTun)
+    monkeypatch.setattr("tcpstack.io.tun.TunLink", FakeTun)
     monkeypatch.setattr(FakeTun, "instances", [])
     code, _, err = run_main(["up", "--tun", MISSING_DEVICE, "--pcap", "/proc/tcpstack-test.pcap"], capsys)
     assert code == EXIT_USAGE
@@ -229,7 +229,7 @@ def test_mtu_above_the_link_is_found_before_the_device_is_opened(
 ) -> None:
     """An ipv4.mtu above the link's is a validation error (as `config check` reports it): exit 2, one line,
     and the device is never opened."""
-    monkeypatch.setattr("framework.io.tun.TunLink", FakeTun)
+    monkeypatch.setattr("tcpstack.io.tun.TunLink", FakeTun)
     monkeypatch.setattr(FakeTun, "instances", [])
     path = write_config(tmp_path, "mtu = 9000\n")
     code, _, err = run_main(["up", "--config", str(path)], capsys)
@@ -328,7 +328,7 @@ def _env() -> dict[str, str]:
 
 
 def run_cli(args: list[str], prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
-    cmd = [*prefix, sys.executable, "-m", "framework.cli", *args]
+    cmd = [*prefix, sys.executable, "-m", "tcpstack.cli", *args]
     return subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=60)
 
 
@@ -394,7 +394,7 @@ def test_permission_denied_without_privileges() -> None:
 class TestFeatureOptions:
     def test_parse_feature_settings(self) -> None:
         """--feature NAME:KEY=VALUE,... parses numbers, booleans and strings."""
-        from framework.cli import parse_feature
+        from tcpstack.cli import parse_feature
 
         assert parse_feature("keepalive:idle=60,interval=2.5,garbage_octet=true") == (
             "keepalive",
@@ -463,7 +463,7 @@ def test_events_name_the_last_pcap_frame_while_linked() -> None:
     """With a capture linked, every emitted event carries pcap_frame (the last frame's 1-based number)."""
     from types import SimpleNamespace
 
-    from framework.logging import link_pcap
+    from tcpstack.logging import link_pcap
 
     stream = io.StringIO()
     configure_logging(fmt="json", level="debug", stream=stream)

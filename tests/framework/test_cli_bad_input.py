@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import structlog
 
-from framework.cli import EXIT_FAILURE, EXIT_USAGE, main
-from framework.io.tun import device_exists
+from tcpstack.cli import EXIT_FAILURE, EXIT_USAGE, main
+from tcpstack.io.tun import device_exists
 
 ROOT = Path(__file__).resolve().parents[2]
 DEVICE = "tcpsnone0"
@@ -131,7 +131,7 @@ def test_the_issue_inputs_as_real_processes(tmp_path: Path) -> None:
         ["config", "init", "/proc/tcpstack-test.toml"],
     ):
         proc = subprocess.run(
-            [sys.executable, "-m", "framework.cli", *argv], cwd=ROOT, capture_output=True, text=True, timeout=60
+            [sys.executable, "-m", "tcpstack.cli", *argv], cwd=ROOT, capture_output=True, text=True, timeout=60
         )
         assert proc.returncode in (EXIT_FAILURE, EXIT_USAGE), proc
         one_line(proc.stderr)
@@ -162,7 +162,7 @@ def test_configuration_without_read_permission_is_one_line(unreadable_config: tu
     prefix, path = unreadable_config
     for argv in (["config", "check", path], ["up", "--tun", DEVICE, "--config", path]):
         proc = subprocess.run(
-            [*prefix, sys.executable, "-m", "framework.cli", *argv],
+            [*prefix, sys.executable, "-m", "tcpstack.cli", *argv],
             cwd=ROOT,
             capture_output=True,
             text=True,
@@ -188,7 +188,7 @@ def test_pid_file_that_cannot_be_written_is_one_line(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """`up --pid-file` into a directory that does not exist: one line, exit 1, the device closed again."""
-    monkeypatch.setattr("framework.io.tun.TunLink", FakeTun)
+    monkeypatch.setattr("tcpstack.io.tun.TunLink", FakeTun)
     monkeypatch.setattr(FakeTun, "closed", [])
     pid_file = tmp_path / "missing" / "stack.pid"
     assert main(["up", "--tun", DEVICE, "--pid-file", str(pid_file)]) == EXIT_FAILURE

@@ -13,8 +13,12 @@ import pytest
 from scapy.layers.inet import ICMP, IP
 from scapy.packet import Raw, raw
 
-import framework.config
-from framework.config import (
+import tcpstack.config
+from framework.errors import ConfigError
+from framework.registry import Registry
+from layers.ipv4.handler import Ipv4Layer
+from layers.link.handler import MemorySettings, RawIpLink
+from tcpstack.config import (
     DEFAULT_CONFIG,
     StackConfig,
     build_stack,
@@ -23,11 +27,7 @@ from framework.config import (
     load_config,
     read_toml,
 )
-from framework.errors import ConfigError
-from framework.plugins import PluginHost, hookimpl
-from framework.registry import Registry
-from layers.ipv4.handler import Ipv4Layer
-from layers.link.handler import MemorySettings, RawIpLink
+from tcpstack.plugins import PluginHost, hookimpl
 from tests.helpers import OWN, PEER
 
 KNOWN_TYPES = "fault, ipv4, memory, pcap, seqshift, tcp, tun"
@@ -332,8 +332,8 @@ def test_default_config_dict_is_a_copy() -> None:
 
 
 def test_module_docstring_example_is_valid() -> None:
-    """The TOML example in framework.config's docstring validates as written."""
-    doc = framework.config.__doc__ or ""
+    """The TOML example in tcpstack.config's docstring validates as written."""
+    doc = tcpstack.config.__doc__ or ""
     block = re.search(r"\.\. code-block:: toml\n\n(.*?)\n\n(?=\S)", doc, re.S)
     assert block is not None
     data = tomllib.loads(textwrap.dedent(block.group(1)))

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import structlog
 
-from framework.cli import EXIT_FAILURE, EXIT_USAGE, main
-from framework.config import build_stack, read_toml
-from framework.configcmd import validate_for_up
 from framework.errors import LinkError
+from tcpstack.cli import EXIT_FAILURE, EXIT_USAGE, main
+from tcpstack.config import build_stack, read_toml
+from tcpstack.configcmd import validate_for_up
 
 DEVICE = "tcpsnone0"
 STOP = "fake TUN device: validation passed, stopping here"
@@ -126,7 +126,7 @@ def test_good_configurations_pass_both_and_build(
 ) -> None:
     """`config check` says valid, `up` gets as far as opening the device, and the stack builds without a
     ConfigError (validation left nothing for assembly to find)."""
-    monkeypatch.setattr("framework.io.tun.TunLink", StopAtTheDevice)
+    monkeypatch.setattr("tcpstack.io.tun.TunLink", StopAtTheDevice)
     path = write(tmp_path, text)
     code, err = run(["config", "check", str(path)], capsys)
     assert (code, err) == (0, [])
@@ -148,7 +148,7 @@ def test_bad_configurations_fail_both_with_the_same_lines(
 ) -> None:
     """`config check` and `up` exit 2 with the same error lines, each naming its key path; `up` never
     reaches the device."""
-    monkeypatch.setattr("framework.io.tun.TunLink", StopAtTheDevice)
+    monkeypatch.setattr("tcpstack.io.tun.TunLink", StopAtTheDevice)
     path = write(tmp_path, text)
     expected = [f"tcpstack: error: {p.replace('{tmp}', str(tmp_path))}" for p in problems]
     check = run(["config", "check", str(path)], capsys)

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from framework.control import ControlServer, format_ss, parse_http_url, request
-from framework.demo import closed_connections, summary_table
+from tcpstack.control import ControlServer, format_ss, parse_http_url, request
+from tcpstack.demo import closed_connections, summary_table
 from tests.helpers import ipv4_stack
 
 
@@ -156,7 +156,7 @@ def test_ss_watch_shows_successive_views_then_stops(
     tmp_path: Path, control_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`tcpstack ss --watch 0.01 --count 3`: three views, each under a time stamp (not a terminal here)."""
-    from framework.control import watch
+    from tcpstack.control import watch
 
     assert watch("ss", control_path, False, interval=0.01, count=3) == 0
     out = capsys.readouterr().out

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from framework import docgen
+from tcpstack import docgen
 
 
 @pytest.mark.parametrize(("path", "body"), docgen.targets(), ids=lambda x: getattr(x, "name", "body"))
 def test_generated_docs_are_current(path: object, body: str) -> None:
     """docs/configuration.md (every layer type and key) and docs/tcp.md (the state table) match
-    the code (regenerate with `python -m framework.docgen`)."""
+    the code (regenerate with `python -m tcpstack.docgen`)."""
     from pathlib import Path
 
     assert isinstance(path, Path)
@@ -39,7 +39,7 @@ def test_quickstart_uses_real_commands_and_options() -> None:
     import re
     from pathlib import Path
 
-    from framework.cli import build_parser
+    from tcpstack.cli import build_parser
 
     text = (Path(__file__).resolve().parents[2] / "docs" / "quickstart.md").read_text()
     parser = build_parser()
@@ -55,7 +55,7 @@ def test_every_cli_option_is_in_the_cli_reference() -> None:
     import argparse
     from pathlib import Path
 
-    from framework.cli import build_parser
+    from tcpstack.cli import build_parser
 
     text = (Path(__file__).resolve().parents[2] / "docs" / "cli.md").read_text()
     missing = []

@@ -8,7 +8,7 @@ from importlib.metadata import entry_points
 
 import pytest
 
-from framework.plugins import PluginHost
+from tcpstack.plugins import PluginHost
 
 DIST = "tcpstack-example-quickack"
 MODULE = "tcpstack_example_quickack.plugin"
@@ -32,7 +32,7 @@ def test_the_example_package_is_found_through_the_entry_point_group() -> None:
 def test_config_check_refuses_the_example_next_to_delayed_ack(tmp_path, capsys) -> None:
     """quickack and the default delayed_ack both claim the ACK policy: `config check` says so (exit 2) instead
     of passing a configuration on which every connection would fail; with delayed_ack off it is valid."""
-    from framework.cli import main
+    from tcpstack.cli import main
 
     if "quickack" not in PluginHost().registry.features:
         pytest.skip(f"{DIST} is not installed")  # the test above fails in CI in that case

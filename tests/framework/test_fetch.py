@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from framework.api.streams import StackApi
-from framework.control import fetch, parse_http_url
-from framework.io.driver import AsyncioDriver
-from framework.io.memory import MemoryLink
-from framework.testing import make_stack
+from tcpstack.control import fetch, parse_http_url
+from tcpstack.io.driver import AsyncioDriver
+from tcpstack.io.memory import MemoryLink
+from tcpstack.streams import StackApi
+from tcpstack.testing import make_stack
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 

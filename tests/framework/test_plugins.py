@@ -14,12 +14,12 @@ import pytest
 
 import layers.ipv4.handler
 import layers.link.handler
-from framework.config import build_stack, config_from_dict
 from framework.errors import ConfigError, PluginError
-from framework.plugins import BUILTIN_PLUGINS, PROJECT, PluginHost, hookimpl
 from framework.registry import Registry
 from framework.stack import Stack
 from layers.link.handler import MemorySettings, RawIpLink
+from tcpstack.config import build_stack, config_from_dict
+from tcpstack.plugins import BUILTIN_PLUGINS, PROJECT, PluginHost, hookimpl
 
 MEMORY_IPV4 = {"layers": [{"type": "memory"}, {"type": "ipv4"}]}
 
@@ -266,7 +266,7 @@ def fake_entry_point(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
     (tmp_path / f"{module}.py").write_text(
         textwrap.dedent(
             f"""
-            from framework.plugins import hookimpl
+            from tcpstack.plugins import hookimpl
             from layers.link.handler import MemorySettings
             from {__name__} import _loopish
 

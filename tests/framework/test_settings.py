@@ -7,8 +7,8 @@ from typing import Literal
 
 import pytest
 
-from framework.plugins import PluginHost
 from framework.settings import describe, settings_doc, validate_settings
+from tcpstack.plugins import PluginHost
 
 
 def _check_even(value: int) -> str | None:

@@ -1,4 +1,4 @@
-"""The plugin-author kit (framework/testing/), used as third-party suites use it: through the
+"""The plugin-author kit (tcpstack/testing/), used as third-party suites use it: through the
 fixtures of the ``pytest11`` plugin, without importing anything from this repository's tests."""
 
 from __future__ import annotations
@@ -9,14 +9,14 @@ from dataclasses import dataclass
 import pytest
 import structlog
 
-import framework.plugins
-import framework.testing
-from framework.plugins import hookimpl
-from framework.testing import ConnectionBuilder, StackPair, VirtualClock, capture_logs
+import tcpstack.plugins
+import tcpstack.testing
 from layers.tcp.policy import AckPolicy
 from layers.tcp.state import TcpState
 from layers.tcp.wire import ACK, SYN
 from plugins.delayed_ack import DelayedAck
+from tcpstack.plugins import hookimpl
+from tcpstack.testing import ConnectionBuilder, StackPair, VirtualClock, capture_logs
 
 
 @dataclass(slots=True)
@@ -51,8 +51,8 @@ class ProbePlugin:
 
 
 def test_the_kit_is_loaded_through_the_pytest11_entry_point(request: pytest.FixtureRequest) -> None:
-    """pytest found framework.testing through the installed package's pytest11 entry point."""
-    assert request.config.pluginmanager.get_plugin("tcpstack") is framework.testing
+    """pytest found tcpstack.testing through the installed package's pytest11 entry point."""
+    assert request.config.pluginmanager.get_plugin("tcpstack") is tcpstack.testing
 
 
 # ---------------------------------------------------------------------- time
@@ -156,7 +156,7 @@ class TestPluginsFixtureOverride:
 
 def test_entry_points_are_off_by_default(tcpstack_host, tcpstack_entry_points) -> None:
     assert tcpstack_entry_points is False
-    assert sorted(tcpstack_host.plugin_names()) == sorted(framework.plugins.BUILTIN_PLUGINS)
+    assert sorted(tcpstack_host.plugin_names()) == sorted(tcpstack.plugins.BUILTIN_PLUGINS)
 
 
 # ---------------------------------------------------------------------- sans-IO states

@@ -11,8 +11,8 @@ import pytest
 from scapy.layers.inet import ICMP, IP
 from scapy.packet import raw
 
-from framework.config import build_stack, config_from_dict
-from framework.plugins import PluginHost
+from tcpstack.config import build_stack, config_from_dict
+from tcpstack.plugins import PluginHost
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "writing-plugins.md"
 
@@ -63,7 +63,7 @@ def test_guide_feature_plugin_delays_acks_on_one_connection(monkeypatch: pytest.
 def test_the_algorithm_example_of_plugins_md_runs_with_its_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     """docs/plugins.md: the `slow` algorithm example registers, takes its settings from the tcp layer's
     `congestion` table and keeps the base class's slow start."""
-    from framework.testing import stack_config, tcp_layer
+    from tcpstack.testing import stack_config, tcp_layer
 
     text = (DOC.parent / "plugins.md").read_text()
     code = re.search(

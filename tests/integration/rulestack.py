@@ -17,7 +17,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import framework.cli as cli
+import tcpstack.cli as cli
 from layers.middleware.fault import FaultInjector
 
 

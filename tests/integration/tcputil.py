@@ -112,7 +112,7 @@ def connect_cmd(port: int, *args: str, host: str = KERNEL_ADDR) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "framework.cli",
+        "tcpstack.cli",
         "connect",
         host,
         str(port),

@@ -24,7 +24,7 @@ HOLD = (
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "framework.cli", *args], capture_output=True, text=True, timeout=30)
+    return subprocess.run([sys.executable, "-m", "tcpstack.cli", *args], capture_output=True, text=True, timeout=30)
 
 
 def _wait_until(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:

@@ -19,7 +19,7 @@ def _demo_namespaces(pid: int) -> list[str]:
 
 def _demo(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], int]:
     """Run `tcpstack demo ARGS` to the end (its working folder under *tmp_path*); the result and its PID."""
-    cmd = [sys.executable, "-m", "framework.cli", "demo", *args]
+    cmd = [sys.executable, "-m", "tcpstack.cli", "demo", *args]
     p = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL, env=_env(tmp_path)
     )
@@ -62,7 +62,7 @@ def test_demo_passes_every_step_and_cleans_up(netns_capability: None, tmp_path: 
 @pytest.mark.parametrize("flag", ["--help"])
 def test_demo_help(flag: str) -> None:
     """`tcpstack demo --help` explains --keep and --pcap."""
-    r = subprocess.run([sys.executable, "-m", "framework.cli", "demo", flag], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "tcpstack.cli", "demo", flag], capture_output=True, text=True)
     assert r.returncode == 0 and "--keep" in r.stdout and "--pcap" in r.stdout
 
 
@@ -79,7 +79,7 @@ def test_demo_keep_leaves_a_reachable_stack(netns_capability: None, tmp_path: Pa
         m = re.search(r"tcpstack ss --control (\S+)", r.stdout)
         assert m is not None, r.stdout
         ss = subprocess.run(
-            [sys.executable, "-m", "framework.cli", "ss", "--control", m.group(1)], capture_output=True, text=True
+            [sys.executable, "-m", "tcpstack.cli", "ss", "--control", m.group(1)], capture_output=True, text=True
         )
         assert ss.returncode == 0 and "LISTEN" in ss.stdout and "*:80" in ss.stdout, ss.stdout + ss.stderr
         ping = ["ip", "netns", "exec", name, "ping", "-c", "1", "-W", "10", "10.0.0.2"]
@@ -121,7 +121,7 @@ def test_demo_ctrl_c_cleans_up(netns_capability: None, tmp_path: Path, keep: lis
     import time
 
     proc = subprocess.Popen(
-        [sys.executable, "-m", "framework.cli", "demo", *keep],
+        [sys.executable, "-m", "tcpstack.cli", "demo", *keep],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,

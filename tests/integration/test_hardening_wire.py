@@ -30,7 +30,7 @@ def _config(tmp: Path, extra: str) -> Path:
 
 
 def _cli(*args: str) -> dict[str, Any]:
-    r = subprocess.run([sys.executable, "-m", "framework.cli", *args], capture_output=True, text=True, timeout=30)
+    r = subprocess.run([sys.executable, "-m", "tcpstack.cli", *args], capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
     return dict(json.loads(r.stdout))
 

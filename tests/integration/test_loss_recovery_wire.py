@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from framework.services import pattern_bytes
+from tcpstack.services import pattern_bytes
 from tests.integration.netns import STACK_ADDR, Netns
 from tests.integration.tcputil import closed_events, stop_stack
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from scapy.utils import RawPcapReader
 
-from framework.services import pattern_bytes
+from tcpstack.services import pattern_bytes
 from tests.integration.netns import STACK_ADDR, Netns
 from tests.integration.tcputil import (
     closed_events,

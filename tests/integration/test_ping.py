@@ -127,7 +127,7 @@ def test_missing_device_is_one_clear_line(netns: Netns, tmp_path: Path) -> None:
     import sys
 
     r = netns.exec(
-        [sys.executable, "-m", "framework.cli", "up", "--tun", "nosuch0", "--address", f"{STACK_ADDR}/24"],
+        [sys.executable, "-m", "tcpstack.cli", "up", "--tun", "nosuch0", "--address", f"{STACK_ADDR}/24"],
         check=False,
     )
     assert r.returncode == 1

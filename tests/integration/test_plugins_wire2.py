@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from framework.services import pattern_bytes
+from tcpstack.services import pattern_bytes
 from tests.integration.netns import KERNEL_ADDR, STACK_ADDR, Netns
 
 MB = 1_000_000

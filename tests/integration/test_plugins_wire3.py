@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from framework.services import pattern_bytes
+from tcpstack.services import pattern_bytes
 from tests.integration.netns import STACK_ADDR, Netns
 from tests.integration.tcputil import MB, closed_events, start_stack, stop_stack, tcp_segments
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from framework.services import pattern_bytes
+from tcpstack.services import pattern_bytes
 from tests.integration.netns import Netns
 from tests.integration.tcputil import (
     ACK,

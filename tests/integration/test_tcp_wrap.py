@@ -30,7 +30,7 @@ import sys
 import time
 from pathlib import Path
 
-from framework.services import pattern_bytes
+from tcpstack.services import pattern_bytes
 from tests.integration.netns import Netns
 from tests.integration.tcputil import (
     KERNEL_ADDR,
@@ -184,7 +184,7 @@ def test_kernel_sequence_numbers_cross_2_32_in_our_view_during_an_upload(netns: 
 #: SYN-ACK. (It waits inside the CLI's own ``_open``, the step that builds the stack.)
 CONNECT_AT = """
 import sys, time
-import framework.cli as cli
+import tcpstack.cli as cli
 at_ns = int(sys.argv[1])
 build = cli._open
 def _open(args):
@@ -202,7 +202,7 @@ ECHO = 20 * MB  # with the kernel's ISN 10 MB below 2**32 the prediction may be 
 
 def _connect_at(at_ns: int, config: Path) -> list[str]:
     cmd = connect_cmd(SERVER_PORT, "--config", str(config), "--log-format", "json")
-    assert cmd[1:3] == ["-m", "framework.cli"]
+    assert cmd[1:3] == ["-m", "tcpstack.cli"]
     return [sys.executable, "-c", CONNECT_AT, str(at_ns), *cmd[3:]]
 
 

@@ -9,7 +9,7 @@
 3. Wiring: stacks from configuration (:func:`make_stack`) or from a host with extra plugins
    (:func:`stack_from_host`), two of them in a :class:`TapSimulation` that records every frame.
 
-The builders and :class:`TapSimulation` are :mod:`framework.testing`'s (the plugin-author kit
+The builders and :class:`TapSimulation` are :mod:`tcpstack.testing`'s (the plugin-author kit
 shipped with the package); the functions here only bind them to the built-in host.
 """
 
@@ -18,9 +18,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from framework.plugins import PluginHost
 from framework.stack import Stack
-from framework.testing import (
+from layers.tcp.connection import TcpConnection
+from layers.tcp.policy import TcpSetup
+from layers.tcp.wire import TcpRepr
+from tcpstack.plugins import PluginHost
+from tcpstack.testing import (
     L1,
     LOCAL_MSS,
     LOCAL_SEQ,
@@ -34,10 +37,7 @@ from framework.testing import (
     peer_syn,
     tcp_layer,
 )
-from framework.testing import closed as _closed
-from layers.tcp.connection import TcpConnection
-from layers.tcp.policy import TcpSetup
-from layers.tcp.wire import TcpRepr
+from tcpstack.testing import closed as _closed
 
 __all__ = [
     "HOST",
@@ -90,7 +90,7 @@ def established_with(
 ) -> tuple[TcpConnection, TcpRepr]:
     """ESTABLISHED at t=0 through a real handshake in which the peer offers ``peer_ts`` (its
     TSval; ``None``: no timestamps option) and ``peer_wscale`` (see
-    :func:`framework.testing.handshake`); the peer's SYN and later segments all carry
+    :func:`tcpstack.testing.handshake`); the peer's SYN and later segments all carry
     *peer_window*. Returns the connection (outputs and events drained) and the SYN or SYN-ACK
     we sent. The peer's later TSvals are the test's to choose; its handshake TSecr echoes ours."""
     return handshake(features, host=HOST, peer_window=peer_window, syn_window=peer_window, **options)

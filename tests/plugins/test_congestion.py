@@ -15,14 +15,14 @@ from typing import Any
 
 import pytest
 
-from framework.config import config_from_dict
 from framework.errors import ConfigError, PluginError
-from framework.plugins import PluginHost, hookimpl
 from framework.registry import Registry
 from framework.simulation import Simulation
 from layers.tcp.congestion import CongestionControl, initial_window
 from layers.tcp.policy import TcpOptions
 from plugins.congestion.cubic import ALPHA, BETA, Cubic
+from tcpstack.config import config_from_dict
+from tcpstack.plugins import PluginHost, hookimpl
 from tests.layers.tcp.helpers import REMOTE_PORT, App, LayerHarness, data, stack_config, tcp_layer
 from tests.plugins.helpers import make_stack, stack_from_host
 
@@ -230,9 +230,9 @@ class TestSelection:
 
     def test_unknown_algorithm_in_the_api_is_a_value_error(self) -> None:
         """docs/plugins.md: ``open_connection(..., congestion_control=...)`` raises ValueError for an unknown name."""
-        from framework.api.streams import StackApi
-        from framework.io.driver import AsyncioDriver
-        from framework.io.memory import MemoryLink
+        from tcpstack.io.driver import AsyncioDriver
+        from tcpstack.io.memory import MemoryLink
+        from tcpstack.streams import StackApi
 
         async def main() -> None:
             a, b = MemoryLink.pair()

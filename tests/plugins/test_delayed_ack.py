@@ -13,10 +13,10 @@ from dataclasses import replace
 import pytest
 
 from framework.errors import ConfigError
-from framework.plugins import PluginHost, hookimpl
 from framework.settings import validate_settings
 from layers.tcp.policy import AckPolicy, TcpOptions, TcpSetup
 from plugins.delayed_ack import DelayedAck, DelayedAckSettings
+from tcpstack.plugins import PluginHost, hookimpl
 from tests.layers.tcp.helpers import RECV, REMOTE_PORT, SEND, LayerHarness, data, recv, recv_nothing, send, tcp_layer
 from tests.plugins.helpers import L1, R1, established_with, make_stack, stack_from_host
 

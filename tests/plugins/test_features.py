@@ -12,9 +12,7 @@ from typing import Any
 
 import pytest
 
-from framework.config import build_stack, config_from_dict, load_config
 from framework.errors import ConfigError
-from framework.plugins import PluginHost
 from layers.tcp.features import DEFAULT_CONGESTION_CONTROL, DEFAULT_FEATURES
 from layers.tcp.handler import TcpLayer, TcpSettings
 from layers.tcp.policy import AckPolicy, SendPolicy, TcpOptions
@@ -23,6 +21,8 @@ from plugins.delayed_ack import DelayedAck, DelayedAckSettings
 from plugins.nagle import Nagle
 from plugins.timestamps import Timestamps
 from plugins.window_scaling import WindowScaling
+from tcpstack.config import build_stack, config_from_dict, load_config
+from tcpstack.plugins import PluginHost
 from tests.layers.tcp.helpers import LayerHarness, stack_config, tcp_layer
 from tests.plugins.helpers import HOST, make_stack
 
@@ -193,9 +193,9 @@ class TestOverrides:
         """docs/plugins.md (three levels, asyncio API): the stack turns Nagle off, ``start_server(features=...)``
         shortens the server's delayed ACK, ``open_connection(features=..., congestion_control=...)`` turns Nagle
         back on with reno for the client; data flows both ways over an in-memory link."""
-        from framework.api.streams import StackApi
-        from framework.io.driver import AsyncioDriver
-        from framework.io.memory import MemoryLink
+        from tcpstack.io.driver import AsyncioDriver
+        from tcpstack.io.memory import MemoryLink
+        from tcpstack.streams import StackApi
 
         async def main() -> tuple[Any, Any]:
             la, lb = MemoryLink.pair()
@@ -280,8 +280,8 @@ class TestSetupFailureAtRuntime:
         from dataclasses import replace
 
         from framework.errors import PluginError
-        from framework.plugins import PluginHost, hookimpl
         from layers.tcp.wire import SYN
+        from tcpstack.plugins import PluginHost, hookimpl
         from tests.layers.tcp.helpers import SEND, decode, frame
         from tests.plugins.helpers import stack_from_host, tcp_layer
 
@@ -307,9 +307,9 @@ class TestSetupFailureAtRuntime:
         import dataclasses
         from dataclasses import replace
 
-        from framework.plugins import PluginHost, hookimpl
         from layers.tcp.policy import AckPolicy
         from layers.tcp.wire import SYN
+        from tcpstack.plugins import PluginHost, hookimpl
         from tests.layers.tcp.helpers import SEND, decode, frame
         from tests.plugins.helpers import stack_from_host, tcp_layer
 

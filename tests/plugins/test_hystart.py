@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import pytest
 from structlog.testing import LogCapture
 
-from framework.testing import StackPair
 from layers.tcp.policy import decision_log
 from plugins.hystart import INITIAL_SSTHRESH, HyStartPlusPlus, HyStartSettings
+from tcpstack.testing import StackPair
 
 MSS = 1448
 

@@ -79,7 +79,7 @@ class TestKeepAlive:
 
     def test_settings_are_validated(self) -> None:
         """MUST-27: idle/interval/count are settings with bounds; a bad one is a ConfigError with its path."""
-        from framework.config import config_from_dict
+        from tcpstack.config import config_from_dict
 
         with pytest.raises(ConfigError, match=r"layers\[2\]\.features\.keepalive\.count"):
             config_from_dict(

@@ -13,10 +13,10 @@ import pytest
 from structlog.testing import LogCapture
 
 from framework.errors import PluginError
-from framework.plugins import PluginHost
-from framework.testing import ConnectionBuilder, PairConnection, StackPair, VirtualClock
 from layers.tcp.policy import AckPolicy
 from plugins.delayed_ack import DelayedAck
+from tcpstack.plugins import PluginHost
+from tcpstack.testing import ConnectionBuilder, PairConnection, StackPair, VirtualClock
 
 # The installed package only (the source tree is never on sys.path); a checkout without it skips.
 quickack = pytest.importorskip(

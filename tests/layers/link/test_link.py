@@ -15,15 +15,15 @@ from scapy.packet import Raw, raw
 from framework.context import Context
 from framework.errors import LinkError
 from framework.handler import BaseHandler
-from framework.io.driver import AsyncioDriver
-from framework.io.memory import MemoryLink
-from framework.io.tun import TunLink, _explain, device_exists, device_mtu
 from framework.packet import Packet
 from framework.pipeline import Pipeline
-from framework.plugins import PluginHost, hookimpl
 from framework.stack import Stack
 from layers.ipv4.handler import Ipv4Layer, Ipv4Settings
 from layers.link.handler import MemorySettings, RawIpLink, TunSettings
+from tcpstack.io.driver import AsyncioDriver
+from tcpstack.io.memory import MemoryLink
+from tcpstack.io.tun import TunLink, _explain, device_exists, device_mtu
+from tcpstack.plugins import PluginHost, hookimpl
 from tests.helpers import OWN, PEER, Sink
 
 T = TypeVar("T")

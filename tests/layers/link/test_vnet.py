@@ -11,9 +11,9 @@ import struct
 from scapy.layers.inet import ICMP, IP, TCP
 from scapy.packet import Raw, raw
 
-from framework.config import build_stack, config_from_dict
-from framework.plugins import PluginHost
 from framework.stack import Stack
+from tcpstack.config import build_stack, config_from_dict
+from tcpstack.plugins import PluginHost
 from tests.layers.ipv4.helpers import rfc1071
 
 OWN, PEER = "10.0.0.2", "10.0.0.1"

@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 from scapy.layers.inet import ICMP, IP, TCP
 from scapy.packet import Raw, raw
 
-from framework.config import build_stack, config_from_dict
-from framework.plugins import PluginHost
 from layers.ipv4.wire import Ipv4Repr
+from tcpstack.config import build_stack, config_from_dict
+from tcpstack.plugins import PluginHost
 
 EXAMPLES = 10_000 if os.environ.get("CI") else 400
 VNET = struct.Struct("<BBHHHH")

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from framework.config import build_stack, config_from_dict
 from framework.errors import ConfigError
-from framework.plugins import PluginHost
 from framework.registry import Registry
 from framework.settings import validate_settings
 from framework.stack import Stack
 from layers.middleware import pcap
 from layers.middleware.pcap import PcapSettings, PcapWriter
+from tcpstack.config import build_stack, config_from_dict
+from tcpstack.plugins import PluginHost
 from tests.layers.middleware.helpers import Top, ipv4_datagram, make_stack, outbound
 
 GLOBAL_HEADER = bytes.fromhex("d4c3b2a1020004000000000000000000ffff000065000000")

@@ -23,7 +23,7 @@ Two harnesses:
    :class:`~framework.simulation.Simulation`.
 
 The reusable core (the constants, the state constructors, ``send``/``recv``/``drain``,
-``decode``, ``stack_config``, ``make_stack``, ``App``) lives in :mod:`framework.testing`, the
+``decode``, ``stack_config``, ``make_stack``, ``App``) lives in :mod:`tcpstack.testing`, the
 plugin-author kit shipped with the package, and is re-exported here under the same names.
 
 The frame builders here pack headers with :mod:`struct` and the Internet checksum, never
@@ -37,7 +37,10 @@ from dataclasses import replace
 from typing import Any
 
 from framework.checksum import internet_checksum
-from framework.testing import (
+from layers.ipv4.wire import Ipv4Repr
+from layers.tcp.connection import TcpConnection
+from layers.tcp.wire import ACK, SYN, TcpRepr
+from tcpstack.testing import (
     BUFFER,
     L1,
     LOCAL_ADDR,
@@ -80,9 +83,6 @@ from framework.testing import (
     tcp_layer,
     time_wait,
 )
-from layers.ipv4.wire import Ipv4Repr
-from layers.tcp.connection import TcpConnection
-from layers.tcp.wire import ACK, SYN, TcpRepr
 
 __all__ = [
     "BUFFER",

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from framework.testing import StackPair
 from layers.tcp.congestion import initial_window
+from tcpstack.testing import StackPair
 
 
 @pytest.mark.parametrize("algorithm", ["reno", "cubic"])

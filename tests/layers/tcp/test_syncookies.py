@@ -14,13 +14,13 @@ from dataclasses import replace
 
 import pytest
 
-from framework.api.streams import StackApi
 from framework.errors import ConfigError
-from framework.io.driver import AsyncioDriver
-from framework.io.memory import MemoryLink
 from framework.simulation import Simulation
 from layers.tcp.syncookies import MSS_TABLE, OPTION_BITS, SynCookies, mss_index
 from layers.tcp.wire import ACK, CWR, ECE, RST, SYN, TcpRepr
+from tcpstack.io.driver import AsyncioDriver
+from tcpstack.io.memory import MemoryLink
+from tcpstack.streams import StackApi
 from tests.layers.tcp.helpers import (
     LOCAL_PORT,
     REMOTE_ADDR,

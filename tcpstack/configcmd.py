@@ -8,8 +8,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from framework.config import StackConfig, config_from_dict, read_toml
 from framework.errors import ConfigError
+from tcpstack.config import StackConfig, config_from_dict, read_toml
 
 #: The layer type ``tcpstack up`` opens at the bottom of the stack (it attaches to a TUN device).
 UP_LINK = "tun"

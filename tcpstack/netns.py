@@ -101,7 +101,7 @@ class Netns:
         cmd = [
             sys.executable,
             "-m",
-            "framework.cli",
+            "tcpstack.cli",
             "up",
             "--tun",
             self.device,

@@ -19,9 +19,9 @@ from typing import Any, NoReturn
 
 import structlog
 
-from framework.config import build_stack, default_config_dict, read_toml
 from framework.errors import ConfigError, LinkError, StackError
-from framework.logging import LEVELS, configure_logging, link_pcap
+from tcpstack.config import build_stack, default_config_dict, read_toml
+from tcpstack.logging import LEVELS, configure_logging, link_pcap
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -319,8 +319,8 @@ def _layer(layers: list[Any], type_name: str) -> dict[str, Any] | None:
 
 def _open(args: argparse.Namespace) -> tuple[Any, Any, Any] | int:
     """Validate the configuration, open the TUN link and build the stack (or an exit code)."""
-    from framework.configcmd import validate_for_up
-    from framework.io.tun import TunLink
+    from tcpstack.configcmd import validate_for_up
+    from tcpstack.io.tun import TunLink
 
     try:
         config = validate_for_up(_up_config(args))  # what `config check` runs; opens nothing
@@ -351,10 +351,10 @@ def _open(args: argparse.Namespace) -> tuple[Any, Any, Any] | int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from framework.api.streams import StackApi
-    from framework.control import ControlServer, default_path
-    from framework.io.driver import AsyncioDriver
-    from framework.services import SERVICES, parse_serve
+    from tcpstack.control import ControlServer, default_path
+    from tcpstack.io.driver import AsyncioDriver
+    from tcpstack.services import SERVICES, parse_serve
+    from tcpstack.streams import StackApi
 
     try:
         serves = [parse_serve(spec) for spec in args.serve]
@@ -449,8 +449,8 @@ def _remove_pid_file(path: Path) -> None:
 def cmd_connect(args: argparse.Namespace) -> int:
     import ipaddress
 
-    from framework.api.streams import StackApi
-    from framework.io.driver import AsyncioDriver
+    from tcpstack.io.driver import AsyncioDriver
+    from tcpstack.streams import StackApi
 
     # Checked before the device is opened: a typo costs nothing.
     try:
@@ -579,7 +579,7 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.command == "connect":
         return cmd_connect(args)
     if args.command in ("ss", "stats", "fetch"):
-        from framework.control import default_path, run_client
+        from tcpstack.control import default_path, run_client
 
         if not args.control:
             from layers.link.handler import check_ifname
@@ -595,12 +595,12 @@ def _main(argv: Sequence[str] | None) -> int:
                 return run_client(args.command, path, args.json)
             if not 0 < args.watch <= 3600 or (args.count is not None and args.count < 1):  # (NaN fails too)
                 return _fail("--watch needs 0 < SECONDS <= 3600, and --count a positive count", EXIT_USAGE)
-            from framework.control import watch
+            from tcpstack.control import watch
 
             return watch(args.command, path, args.json, interval=args.watch, count=args.count)
         if not 0 < args.timeout <= 3600:
             return _fail("--timeout must be in (0, 3600] seconds", EXIT_USAGE)
-        from framework.control import parse_http_url
+        from tcpstack.control import parse_http_url
 
         try:
             parse_http_url(args.url)  # the stack checks it too; a typo needs no running stack
@@ -609,13 +609,13 @@ def _main(argv: Sequence[str] | None) -> int:
         output = str(Path(args.output).resolve()) if args.output else None
         return run_client("fetch", path, args.json, timeout=args.timeout, url=args.url, output=output)
     if args.command == "config":
-        from framework import configcmd
+        from tcpstack import configcmd
 
         if args.config_command == "init":
             return configcmd.init(args.file, force=args.force)
         return configcmd.check(args.file)
     if args.command == "demo":
-        from framework.demo import run_demo
+        from tcpstack.demo import run_demo
 
         if args.pcap is not None:
             from layers.middleware.pcap import check_capture_path

@@ -9,12 +9,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any, cast
 
-from framework.config import build_stack, config_from_dict
 from framework.errors import WireError
-from framework.plugins import PluginHost
 from framework.simulation import Simulation, _Direction
 from framework.stack import Stack
-from framework.testing.sansio import LOCAL_IP, Clock, S, plugin_host
 from layers.ipv4.wire import Ipv4Repr
 from layers.tcp.connection import TcpConnection
 from layers.tcp.events import (
@@ -28,6 +25,9 @@ from layers.tcp.events import (
 from layers.tcp.handler import TcpLayer
 from layers.tcp.policy import TcpOptions
 from layers.tcp.wire import ACK, TcpRepr, pseudo_base
+from tcpstack.config import build_stack, config_from_dict
+from tcpstack.plugins import PluginHost
+from tcpstack.testing.sansio import LOCAL_IP, Clock, S, plugin_host
 
 # ====================================================================== stacks on a wire
 

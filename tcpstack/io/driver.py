@@ -11,8 +11,8 @@ import time
 
 import structlog
 
-from framework.io.link import Link
 from framework.stack import Stack
+from tcpstack.io.link import Link
 
 logger = structlog.get_logger("tcpstack.driver")
 

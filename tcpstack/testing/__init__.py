@@ -47,8 +47,8 @@ import pytest
 import structlog
 from structlog.testing import LogCapture
 
-from framework.plugins import PluginHost
-from framework.testing.pair import (
+from tcpstack.plugins import PluginHost
+from tcpstack.testing.pair import (
     CLIENT_ADDRESS,
     SERVER_ADDRESS,
     App,
@@ -60,7 +60,7 @@ from framework.testing.pair import (
     stack_config,
     tcp_layer,
 )
-from framework.testing.sansio import (
+from tcpstack.testing.sansio import (
     BUFFER,
     L1,
     LOCAL_ADDR,

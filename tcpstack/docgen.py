@@ -1,4 +1,4 @@
-"""Regenerate the reference parts of the docs from the code: ``python -m framework.docgen``.
+"""Regenerate the reference parts of the docs from the code: ``python -m tcpstack.docgen``.
 
 - ``docs/configuration.md``: one table per layer type and plugin settings section, built from
   the settings dataclasses (their fields, types, defaults and docstrings);
@@ -13,11 +13,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from framework.plugins import PluginHost
 from framework.registry import LayerType
 from framework.settings import settings_doc
+from tcpstack.plugins import PluginHost
 
-BEGIN = "<!-- BEGIN GENERATED: python -m framework.docgen -->"
+BEGIN = "<!-- BEGIN GENERATED: python -m tcpstack.docgen -->"
 END = "<!-- END GENERATED -->"
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DOC = ROOT / "docs" / "configuration.md"

@@ -24,7 +24,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import fields, replace
 from typing import Any, Literal, cast, get_args, get_origin, get_type_hints
 
-from framework.io.driver import AsyncioDriver
 from framework.stack import Stack
 from layers.tcp.connection import TcpConnection
 from layers.tcp.events import (
@@ -38,6 +37,7 @@ from layers.tcp.events import (
 )
 from layers.tcp.handler import Listener, TcpLayer
 from layers.tcp.policy import TcpOptions
+from tcpstack.io.driver import AsyncioDriver
 
 ClientConnectedCallback = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None] | None]
 

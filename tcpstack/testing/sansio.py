@@ -10,7 +10,6 @@ from dataclasses import replace
 from functools import cache
 from typing import Any, Protocol
 
-from framework.plugins import PluginHost
 from layers.tcp.connection import TcpConnection
 from layers.tcp.events import (
     TcpEvent,
@@ -19,6 +18,7 @@ from layers.tcp.features import merge, resolve
 from layers.tcp.policy import ConnInfo, TcpOptions, TcpSetup, decision_log
 from layers.tcp.state import TcpState
 from layers.tcp.wire import ACK, FIN, SYN, TcpRepr
+from tcpstack.plugins import PluginHost
 
 S = TcpState
 MASK = 0xFFFFFFFF

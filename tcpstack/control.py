@@ -36,7 +36,7 @@ import structlog
 from framework.stack import Stack
 
 if TYPE_CHECKING:
-    from framework.api.streams import StackApi
+    from tcpstack.streams import StackApi
 
 DEFAULT_DIR = Path("/run/tcpstack")
 MAX_REQUEST = 16384

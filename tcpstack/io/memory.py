@@ -1,7 +1,7 @@
 """In-memory links: a connected pair of real file descriptors (a Unix datagram socketpair).
 
-Each end satisfies :class:`framework.io.link.Link`, so two stacks can run on one asyncio loop
-with the ordinary :class:`~framework.io.driver.AsyncioDriver`, no TUN device and no root. For
+Each end satisfies :class:`tcpstack.io.link.Link`, so two stacks can run on one asyncio loop
+with the ordinary :class:`~tcpstack.io.driver.AsyncioDriver`, no TUN device and no root. For
 deterministic runs on a virtual clock, see :mod:`framework.simulation` instead.
 """
 

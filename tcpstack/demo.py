@@ -34,8 +34,8 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 
-from framework.control import request
-from framework.netns import KERNEL_ADDR, STACK_ADDR, Netns
+from tcpstack.control import request
+from tcpstack.netns import KERNEL_ADDR, STACK_ADDR, Netns
 
 HTTP_PORT = 8080  # the kernel's HTTP server, for the stack-as-client step
 CHUNK = 1 << 16
@@ -77,7 +77,7 @@ def _ping(ns: Netns, *args: str) -> Step:
 
 
 def _curl_download(ns: Netns, size: int, console: Console) -> Step:
-    from framework.services import pattern_bytes
+    from tcpstack.services import pattern_bytes
 
     name = f"curl GET /bytes/{size}"
     cmd = ["ip", "netns", "exec", ns.name, "curl", "-sS", "--max-time", "120", f"http://{STACK_ADDR}/bytes/{size}"]

@@ -1,1 +1,0 @@
-"""The user-facing API: asyncio streams over the stack's TCP."""
