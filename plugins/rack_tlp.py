@@ -21,19 +21,29 @@ SACK blocks: segments not yet delivered nor lost are indexed by (xmit_ts, end_se
 loss check finds the ones sent before RACK.xmit_ts that timed out, and the latest one that has
 not, by bisection instead of a walk over the flight; a SACK block's walk over its segments
 skips runs already delivered (with path compression) instead of stepping through them again.
+
+The plugin owns the algorithm: :class:`Rack` is the connection's loss detector
+(layers/tcp/policy.py, ``LossDetector``) with two timers of its own, RACK's reorder timer
+(run after the connection's retransmission timer) and TLP's probe timeout
+(:class:`TailLossProbe`, run before it, RFC 8985 §7.3). It reaches the connection only
+through its plugin-facing verbs (``mark_lost``, ``start_loss_recovery``,
+``request_tail_probe``, ``install_loss_detector``) and read-only fields.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sortedcontainers import SortedList
 
 from framework.plugins import hookimpl
 from framework.registry import Registry
-from layers.tcp.policy import Extension, TcpSetup, decision_log
+from layers.tcp.policy import Extension, TcpSetup, TimerPolicy, decision_log
+
+if TYPE_CHECKING:
+    from layers.tcp.connection import TcpConnection
 
 NAME = "rack_tlp"
 WC_DEL_ACK = 0.2  # RFC 8985 §7.2: WCDelAckT, the worst-case delayed-ACK time
@@ -58,8 +68,56 @@ class _Sent:
     lost: bool = False
 
 
+class TailLossProbe:
+    """TLP's probe timeout (RFC 8985 §7.2-§7.3), a timer that runs before the RTO."""
+
+    __slots__ = ("at", "rack")
+
+    def __init__(self, rack: Rack) -> None:
+        self.rack = rack
+        self.at: float | None = None
+
+    def deadline(self) -> float | None:
+        return self.at
+
+    def cancel(self) -> None:
+        self.at = None
+
+    def on_timer(self, conn: TcpConnection, now: float) -> None:
+        """RFC 8985 §7.3: the probe goes first and the RTO restarts behind it."""
+        self.at = None
+        rack = self.rack
+        rack.probes += 1
+        rack.log.debug(
+            "tcp.decision",
+            decision="tail loss probe",
+            una=conn.snd_una,
+            nxt=conn.snd_nxt,
+            rfc="RFC 8985 §7.3",
+            t=now,
+        )
+        conn.request_tail_probe(now)
+
+    def arm(self, conn: TcpConnection, now: float) -> None:
+        """RFC 8985 §7.2: with data in flight, outside recovery, arm the probe timeout
+        PTO = 2 * SRTT (+ WCDelAckT with a single segment in flight), unless the RTO is earlier."""
+        flight = conn.in_flight
+        if conn.in_recovery or flight <= 0:
+            self.at = None
+            return
+        srtt = conn.rtt.srtt if conn.rtt.srtt is not None else 1.0
+        pto = 2 * srtt
+        if flight <= conn.snd_mss:
+            pto += WC_DEL_ACK  # the peer may be delaying its ACK of a lone segment
+        rto = conn.retransmit_at
+        if rto is None:
+            rto = now + conn.rtt.current()
+        self.at = min(now + pto, rto)  # RFC 8985 §7.2: never later than the RTO
+
+
 class Rack:
-    """Per-connection RACK state (positions as in the SACK scoreboard)."""
+    """Per-connection RACK state (positions as in the SACK scoreboard), and the connection's
+    loss detector: RACK's reorder timer is its own (:meth:`deadline`, :meth:`on_timer`)."""
 
     __slots__ = (
         "_skip",
@@ -71,16 +129,22 @@ class Rack:
         "log",
         "lost_marked",
         "order",
+        "probe",
         "probes",
         "recoveries_since_dsack",
         "reo_wnd_mult",
+        "reorder_at",
         "reordering_seen",
         "rtt",
+        "tlp",
         "xmit_ts",
     )
 
-    def __init__(self, fraction: float, log: Any = None) -> None:
+    def __init__(self, fraction: float, log: Any = None, *, tlp: bool = False) -> None:
         self.log = log if log is not None else decision_log("?", NAME)
+        self.tlp = tlp  # send tail loss probes (RFC 8985 §7)
+        self.probe = TailLossProbe(self)
+        self.reorder_at: float | None = None  # RACK's reorder timer (RFC 8985 §6.2 step 5)
         self.by_start: dict[int, _Sent] = {}
         self.order: deque[_Sent] = deque()  # in first-transmission order
         # Segments neither delivered nor lost, by (xmit_ts, end, start): RFC 8985 §6.2 step 5
@@ -135,6 +199,7 @@ class Rack:
         if self.recoveries_since_dsack >= 16:
             self.reo_wnd_mult = 1
             self.recoveries_since_dsack = 0
+        self.probe.at = None  # RFC 8985 §7.2: no probes during recovery
 
     def _deliver(self, seg: _Sent, now: float, min_rtt: float | None) -> None:
         if not seg.lost:
@@ -217,6 +282,57 @@ class Rack:
         self.lost_marked += len(lost)
         return lost, (now + wait if wait is not None else None)
 
+    # ------------------------------------------------------------------ the loss detector
+
+    @property
+    def timers(self) -> tuple[tuple[TimerPolicy, bool], ...]:
+        """RACK's reorder timer after the RTO, TLP's probe timeout before it."""
+        return ((self, False), (self.probe, True))
+
+    def on_transmit(self, conn: TcpConnection, start: int, end: int, now: float, retransmit: bool) -> None:
+        self.on_sent(start, end, now, retransmit)  # RFC 8985 §6.1: record the xmit time
+        if not retransmit:
+            self.on_progress(conn, now)
+
+    def on_progress(self, conn: TcpConnection, now: float) -> None:
+        """New data or a FIN went out, or new data was acknowledged: (re)arm the PTO (§7.2)."""
+        if self.tlp:
+            self.probe.arm(conn, now)
+        else:
+            self.probe.at = None
+
+    def on_ack_received(self, conn: TcpConnection, una: int, sacked: list[tuple[int, int]], now: float) -> None:
+        self.on_ack(una, sacked, now, conn.rtt.min_rtt)
+        self.detect(conn, now)
+
+    def on_rto(self) -> None:
+        self.reorder_at = None
+        self.probe.at = None
+
+    def detect(self, conn: TcpConnection, now: float) -> None:
+        """RFC 8985 §6.2 step 5: mark what RACK deems lost in the scoreboard; enter recovery if
+        needed (§6.3), and arm the reorder timer for the rest."""
+        lost, again = self.detect_loss(now, conn.rtt.min_rtt, conn.rtt.srtt, in_recovery=conn.in_recovery)
+        self.reorder_at = again
+        if not lost:
+            return
+        for seg in lost:
+            conn.mark_lost(seg.start, seg.end)
+        self.log.debug(
+            "tcp.decision", decision="marked lost", segments=len(lost), una=conn.snd_una, rfc="RFC 8985 §6.2", t=now
+        )
+        conn.start_loss_recovery(now)
+
+    def deadline(self) -> float | None:
+        return self.reorder_at
+
+    def cancel(self) -> None:
+        self.reorder_at = None
+
+    def on_timer(self, conn: TcpConnection, now: float) -> None:
+        self.reorder_at = None
+        self.detect(conn, now)  # RFC 8985 §6.2: the reorder timer
+
 
 class RackTlp(Extension):
     """Installs :class:`Rack` on the connection once SACK is in use."""
@@ -233,8 +349,7 @@ class RackTlp(Extension):
         if conn.scoreboard is None:  # RFC 8985 §3: RACK-TLP needs SACK
             self.log.debug("tcp.decision", decision="RACK-TLP off", reason="no SACK", rfc="RFC 8985 §3", t=now)
             return
-        conn.rack = Rack(self.settings.reo_wnd_fraction, self.log)
-        conn.tlp_enabled = self.settings.tlp
+        conn.install_loss_detector(Rack(self.settings.reo_wnd_fraction, self.log, tlp=self.settings.tlp))
         self.active = True
 
 

@@ -11,11 +11,14 @@ Nagle, and RFC 5681 congestion control.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import structlog
 
 from framework.errors import PluginError
+
+if TYPE_CHECKING:
+    from layers.tcp.connection import TcpConnection
 
 
 def decision_log(label: str, plugin: str) -> Any:
@@ -189,6 +192,66 @@ class Extension:
         """Add options to an outgoing non-SYN, non-RST segment."""
 
 
+class TimerPolicy(Protocol):
+    """A plugin's own timer on one connection (keep-alive, RACK's reorder timer, TLP's probe).
+
+    The connection's timers (layers/tcp/timers.py) ask it for its :meth:`deadline` whenever
+    they look for the earliest one, and run :meth:`on_timer` once that time has come. Install
+    it with ``conn.timers.add(policy)`` (``before_rto=True``: run before the retransmission
+    timer, for a probe the RTO restarts behind)."""
+
+    def deadline(self) -> float | None:
+        """When :meth:`on_timer` should run next (absolute time), or ``None``."""
+        ...
+
+    def on_timer(self, conn: TcpConnection, now: float) -> None:
+        """The deadline has come (run only while it is not ``None`` and ``now >= deadline()``)."""
+        ...
+
+    def cancel(self) -> None:
+        """Forget the deadline: the connection closed or entered TIME-WAIT."""
+        ...
+
+
+class KeepAlivePolicy(TimerPolicy, Protocol):
+    """Keep-alive probing (RFC 1122 §4.2.3.6), installed in ``TcpSetup.keepalive``."""
+
+    def on_receive(self, now: float) -> None:
+        """Anything arrived from the peer (called once per arriving segment, so keep it cheap)."""
+        ...
+
+
+class LossDetector(Protocol):
+    """Time-based loss detection beside RFC 6675's DupThresh (RACK-TLP, RFC 8985), installed
+    on a connection with :meth:`TcpConnection.install_loss_detector` once SACK is in use.
+
+    Positions (*start*, *end*, *una*, *sacked*) are those of the SACK scoreboard
+    (layers/tcp/scoreboard.py), not sequence numbers, so they never wrap. The connection
+    calls, on its per-segment path:
+
+    - :meth:`on_transmit` for every data segment sent or sent again;
+    - :meth:`on_progress` when new data or a FIN went out or new data was acknowledged;
+    - :meth:`on_ack_received` for every ACK that acknowledged or SACKed something;
+    - :meth:`on_recovery`, :meth:`on_dsack` and :meth:`on_rto` when recovery starts, a D-SACK
+      arrives, or the retransmission timer fires.
+
+    Its timers are the :class:`TimerPolicy` objects in ``timers`` (with ``before_rto``)."""
+
+    timers: tuple[tuple[TimerPolicy, bool], ...]
+
+    def on_transmit(self, conn: TcpConnection, start: int, end: int, now: float, retransmit: bool) -> None: ...
+
+    def on_progress(self, conn: TcpConnection, now: float) -> None: ...
+
+    def on_ack_received(self, conn: TcpConnection, una: int, sacked: list[tuple[int, int]], now: float) -> None: ...
+
+    def on_recovery(self) -> None: ...
+
+    def on_dsack(self) -> None: ...
+
+    def on_rto(self) -> None: ...
+
+
 def overrides(ext: Extension, method: str) -> bool:
     """True if *ext* implements *method* itself (the connection skips inherited no-ops)."""
     return getattr(type(ext), method) is not getattr(Extension, method)
@@ -211,8 +274,8 @@ class TcpSetup:
     congestion: Any = None
     congestion_name: str = "reno"
     extensions: list[Any] = field(default_factory=list)
-    keepalive: Any = None
-    """An object with ``idle``, ``interval``, ``count`` and ``garbage_octet`` (keep-alive)."""
+    keepalive: KeepAlivePolicy | None = None
+    """Keep-alive probing (RFC 1122 §4.2.3.6): a per-connection timer policy."""
     slow_start: Any = None
     """An object with ``credit(cc, rtt, acked, una, snd_nxt, now) -> int``, asked in slow start
     how many newly acknowledged bytes the algorithm may grow cwnd by, and

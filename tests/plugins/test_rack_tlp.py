@@ -101,7 +101,7 @@ class TestTailLossProbe:
         ok1, with_tlp, conn = _transfer({**FEATURES, "rack_tlp": {}}, size, drop_len=152)
         ok2, without, _ = _transfer(FEATURES, size, drop_len=152)
         assert ok1 and ok2
-        assert conn.rack.probes >= 1  # type: ignore[attr-defined]
+        assert conn.loss_detector.probes >= 1  # type: ignore[attr-defined]
         assert with_tlp < without  # the RTO (at least 200 ms + backoff) is slower than 2*SRTT (~40 ms)
 
 
@@ -113,13 +113,13 @@ class TestRack:
         ok1, with_rack, conn = _transfer({**FEATURES, "rack_tlp": {"tlp": False}}, size, drop_nth=2)
         ok2, without, _ = _transfer(FEATURES, size, drop_nth=2)
         assert ok1 and ok2
-        assert conn.rack.lost_marked >= 1  # type: ignore[attr-defined]
+        assert conn.loss_detector.lost_marked >= 1  # type: ignore[attr-defined]
         assert with_rack < without
 
     def test_no_sack_means_no_rack(self) -> None:
         """RFC 8985 §3: RACK-TLP needs SACK; without it the feature installs nothing."""
         _, _, conn = _transfer({"rack_tlp": {}}, 1000)
-        assert conn.rack is None  # type: ignore[attr-defined]
+        assert conn.loss_detector is None  # type: ignore[attr-defined]
 
 
 class TestReorderingWindow:

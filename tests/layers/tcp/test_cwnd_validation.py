@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from layers.tcp.congestion import initial_window
+from layers.tcp.sender import cwnd_in_use
 from tcpstack.testing import StackPair
 
 
@@ -54,6 +55,6 @@ def test_a_blocked_sender_in_slow_start_grows_even_with_a_small_flight() -> None
     conn = pair.open(congestion_control="reno").client_conn
     conn._cwnd_limited, conn._max_flight = True, 100
     conn.cc.cwnd, conn.cc.ssthresh = conn.snd_mss, 1 << 30
-    assert conn._cwnd_in_use()
+    assert cwnd_in_use(conn)
     conn._cwnd_limited = False
-    assert not conn._cwnd_in_use()
+    assert not cwnd_in_use(conn)

@@ -3,7 +3,7 @@ finish without the retransmission timer, each rule at the segment level with exp
 
 The connection is built directly (min RTO 1 s, so "before the RTO" is unambiguous), SACK is
 switched on by installing a scoreboard as the sack plugin does, and RACK by installing its
-state as the rack_tlp plugin does."""
+loss detector as the rack_tlp plugin does."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def _sender(*, segments: int, rack: bool = False, more: bool = True) -> tuple[Tc
     conn = established(send_buffer=100_000, peer_mss=SEG, peer_window=60_000)
     conn.scoreboard = Scoreboard(conn.snd_mss)
     if rack:
-        conn.rack = Rack(0.25)
+        conn.install_loss_detector(Rack(0.25))
     conn.cc.cwnd = segments * SEG
     conn.send(bytes((2 if more else 1) * segments * SEG), 0.0)
     out = recv(conn, t=0.0)
@@ -118,8 +118,7 @@ class TestTailLossProbe:
         before the retransmission timer (1 s)."""
         conn = established(send_buffer=100_000, peer_mss=SEG, peer_window=60_000)
         conn.scoreboard = Scoreboard(conn.snd_mss)
-        conn.rack = Rack(0.25)
-        conn.tlp_enabled = True
+        conn.install_loss_detector(Rack(0.25, tlp=True))
         conn.rtt.sample(0.05)
         conn.cc.cwnd = 10 * SEG
         conn.send(bytes(3 * SEG), 0.0)
@@ -145,7 +144,7 @@ class TestDuplicateSack:
         a spurious retransmission; for data we never retransmitted it shows a duplicating network."""
         conn, _ = _sender(segments=10, rack=True)
         self._dsack_of_an_original(conn)
-        assert conn.rack.reo_wnd_mult == 1
+        assert conn.loss_detector.reo_wnd_mult == 1
 
     def test_dsack_after_a_retransmission_widens_reo_wnd(self) -> None:
         """RFC 8985 §6.2 step 4: a D-SACK for a segment we did retransmit widens reo_wnd."""
@@ -154,7 +153,7 @@ class TestDuplicateSack:
             _ack(conn, 0.1, 0, (100, right))
         assert conn.retransmits >= 1
         self._dsack_of_an_original(conn)
-        assert conn.rack.reo_wnd_mult == 2
+        assert conn.loss_detector.reo_wnd_mult == 2
 
 
 class TestUndo:
