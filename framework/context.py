@@ -6,9 +6,7 @@ so the per-packet path allocates nothing for it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
-import structlog
+from typing import TYPE_CHECKING
 
 from framework.packet import Packet
 from framework.stats import Stats
@@ -17,24 +15,17 @@ if TYPE_CHECKING:
     from framework.handler import PacketHandler
     from framework.pipeline import Pipeline
 
-logger = structlog.get_logger("tcpstack.drop")
-
 
 class Context:
-    """What a handler may do besides returning a packet: count, log, transmit, deliver."""
+    """What a handler may do besides returning a packet: count (``ctx.stats.drop``,
+    ``ctx.stats.count``), transmit, deliver."""
 
-    __slots__ = ("_log", "_pipeline", "now", "stats")
+    __slots__ = ("_pipeline", "now", "stats")
 
     def __init__(self, pipeline: Pipeline, stats: Stats) -> None:
         self.now = 0.0
         self.stats = stats
         self._pipeline = pipeline
-        self._log: Any = logger
-
-    def drop(self, layer: str, reason: str, **detail: object) -> None:
-        """Count (always) and log (at debug level) a packet discarded on purpose."""
-        self.stats.drops[(layer, reason)] += 1
-        self._log.debug("packet.dropped", layer=layer, reason=reason, **detail)
 
     def transmit(self, origin: PacketHandler, pkt: Packet) -> None:
         """Send *pkt* down through every handler below *origin* (a reply, a retransmission)."""

@@ -38,7 +38,7 @@ class InvalidStateError(StackError):
 class WireError(StackError):
     """Malformed or unsupported bytes.
 
-    Internal: always caught at the layer boundary and turned into ``ctx.drop(layer, reason)``;
+    Internal: always caught at the layer boundary and turned into ``ctx.stats.drop(layer, reason)``;
     it never escapes :meth:`framework.stack.Stack.receive_frame`.
     """
 

@@ -39,7 +39,7 @@ class PacketHandler(Protocol):
 
     def receive(self, pkt: Packet, ctx: Context) -> Packet | None:
         """Consume this layer's header and return *pkt* for the layer above, or ``None`` if
-        the packet was consumed here or dropped (after ``ctx.drop``). Never raises for bad
+        the packet was consumed here or dropped (after ``ctx.stats.drop``). Never raises for bad
         input."""
         ...
 

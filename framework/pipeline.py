@@ -58,7 +58,7 @@ class Pipeline:
             if p is None:
                 return
         # Nobody above consumed it: a packet no layer wanted is a counted drop, not a crash.
-        ctx.drop("pipeline", "unclaimed")
+        ctx.stats.drop("pipeline", "unclaimed")
 
     def send_below(self, origin: PacketHandler, pkt: Packet, ctx: Context) -> None:
         """Run an outbound packet down from just below *origin*; queue the resulting frame."""

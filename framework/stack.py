@@ -59,7 +59,7 @@ class Stack:
         try:
             self.pipeline.receive(Packet.inbound(frame, self._frames_in), ctx)
         except Exception:  # a bug, not bad input: count it, log it, keep the stack alive
-            self.stats.dropped("stack", "internal_error")
+            self.stats.drop("stack", "internal_error")
             self._log.exception("stack.internal_error", frame_no=self._frames_in)
 
     def handle_timer(self, *, now: float) -> None:
@@ -69,7 +69,7 @@ class Stack:
         try:
             self.pipeline.handle_timer(ctx)
         except Exception:
-            self.stats.dropped("stack", "internal_error")
+            self.stats.drop("stack", "internal_error")
             self._log.exception("stack.internal_error", where="timer")
 
     def send(self, origin: PacketHandler, pkt: Packet, *, now: float) -> None:
@@ -78,7 +78,7 @@ class Stack:
         try:
             self.pipeline.send_below(origin, pkt, self._ctx)
         except Exception:
-            self.stats.dropped("stack", "internal_error")
+            self.stats.drop("stack", "internal_error")
             self._log.exception("stack.internal_error", where="send")
 
     # ------------------------------------------------------------------ outputs
@@ -90,14 +90,14 @@ class Stack:
         try:
             self.pipeline.flush(ctx)
         except Exception:
-            self.stats.dropped("stack", "internal_error")
+            self.stats.drop("stack", "internal_error")
             self._log.exception("stack.internal_error", where="flush")
         q = self.pipeline.tx_queue
         if not q:
             return []
         out = list(q)
         q.clear()
-        self.stats.events["frames_out"] += len(out)
+        self.stats.count("frames_out", len(out))
         return out
 
     def has_pending_output(self) -> bool:

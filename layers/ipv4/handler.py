@@ -159,24 +159,24 @@ class Ipv4Layer(BaseHandler):
         try:
             hdr, payload = Ipv4Repr.parse(raw, verify_checksum=self.verify)
         except WireError as exc:
-            ctx.drop("ipv4", exc.reason)
+            ctx.stats.drop("ipv4", exc.reason)
             return None
         dst = hdr.dst
         if dst != self.address:
             # RFC 1122 §3.2.1.3: accept only datagrams for our own address; broadcast and
             # multicast groups are not joined (RFC 9293 MUST-57: TCP discards them anyway).
             if dst == b"\xff\xff\xff\xff" or (dst == self.broadcast and self.prefixlen < 31):
-                ctx.drop("ipv4", "broadcast")
+                ctx.stats.drop("ipv4", "broadcast")
             elif is_multicast(dst):
-                ctx.drop("ipv4", "multicast")
+                ctx.stats.drop("ipv4", "multicast")
             else:
-                ctx.drop("ipv4", "not_for_us")
+                ctx.stats.drop("ipv4", "not_for_us")
             return None
         src = hdr.src
         # RFC 1122 §3.2.1.3: discard datagrams from invalid sources; a datagram claiming our
         # own address or our subnet's broadcast as source is spoofed ("land").
         if is_invalid_source(src) or src == self.address or (src == self.broadcast and self.prefixlen < 31):
-            ctx.drop("ipv4", "bad_source")
+            ctx.stats.drop("ipv4", "bad_source")
             return None
         # RFC 1122 §3.2.1.7: a host does not drop inbound datagrams for a low TTL.
         if hdr.is_fragment:
@@ -185,15 +185,15 @@ class Ipv4Layer(BaseHandler):
             try:
                 whole = self.reassembler.add(hdr, payload, raw[: hdr.header_len + len(payload)], now=ctx.now)
             except WireError as exc:
-                ctx.drop("ipv4", exc.reason)
+                ctx.stats.drop("ipv4", exc.reason)
                 return None
             finally:
                 for _ in range(self.reassembler.evicted - evicted):
-                    ctx.drop("ipv4", "reassembly_evicted")
+                    ctx.stats.drop("ipv4", "reassembly_evicted")
             if whole is None:
-                ctx.stats.events["ipv4.fragments_held"] += 1
+                ctx.stats.count("ipv4.fragments_held")
                 return None
-            ctx.stats.events["ipv4.reassembled"] += 1
+            ctx.stats.count("ipv4.reassembled")
             hdr, datagram = whole
             # The reassembled datagram (fragment 0's header, updated), also for ICMP quoting below.
             raw = memoryview(datagram)
@@ -205,7 +205,7 @@ class Ipv4Layer(BaseHandler):
             pkt.net = hdr
             pkt.payload = payload
             return pkt
-        ctx.drop("ipv4", "unknown_protocol")
+        ctx.stats.drop("ipv4", "unknown_protocol")
         # RFC 1122 §3.2.2.1: a host SHOULD generate Destination Unreachable (protocol).
         self._send_error(icmp.DEST_UNREACHABLE, icmp.UNREACH_PROTOCOL, hdr, raw, ctx)
         return None
@@ -217,18 +217,18 @@ class Ipv4Layer(BaseHandler):
             # RFC 1122 §3.2.2: verify, unless the link vouches for the checksum (TUN offload).
             msg = icmp.IcmpRepr.parse(payload, verify_checksum=self.verify and not csum_ok)
         except WireError as exc:
-            ctx.drop("icmp", exc.reason)
+            ctx.stats.drop("icmp", exc.reason)
             return None
         t = msg.type
         if t == icmp.ECHO_REQUEST:
             if not self.settings.echo_reply:
-                ctx.drop("icmp", "echo_disabled")
+                ctx.stats.drop("icmp", "echo_disabled")
                 return None
             # RFC 1122 §3.2.2.6: reply with the same identifier, sequence number and data, from
             # the address the request was sent to.
             reply = Packet(b"", Ipv4Repr(self.address, hdr.src, PROTO_ICMP, tos=hdr.tos, dont_frag=False))
             reply.push(icmp.IcmpRepr(icmp.ECHO_REPLY, 0, msg.rest, bytes(msg.data)))
-            ctx.stats.events["icmp.echo_replies"] += 1
+            ctx.stats.count("icmp.echo_replies")
             out = self.send(reply, ctx)  # None when it left in fragments
             if out is not None:
                 ctx.transmit(self, out)
@@ -237,34 +237,34 @@ class Ipv4Layer(BaseHandler):
             try:
                 quoted, quoted_payload = Ipv4Repr.parse_quoted(memoryview(msg.data))
             except WireError as exc:
-                ctx.drop("icmp", exc.reason)
+                ctx.stats.drop("icmp", exc.reason)
                 return None
             # Only errors about datagrams we sent concern us (RFC 5927: check the quote).
             if quoted.src != self.address:
-                ctx.drop("icmp", "foreign_quote")
+                ctx.stats.drop("icmp", "foreign_quote")
                 return None
             if quoted.protocol not in self.protocols or len(quoted_payload) < 8:
-                ctx.drop("icmp", "unhandled_error")
+                ctx.stats.drop("icmp", "unhandled_error")
                 return None
             # RFC 9293 §3.9.2.2, MUST-54: pass the error to the transport the quote names.
             err = Packet(quoted_payload, quoted)
             err.icmp_error = icmp.IcmpError.from_message(msg)
             err.frame_no = 0
-            ctx.stats.events["icmp.errors_received"] += 1
+            ctx.stats.count("icmp.errors_received")
             return err
         if t == icmp.SOURCE_QUENCH:
             # RFC 6633, RFC 9293 MUST-55: Source Quench is silently discarded.
-            ctx.drop("icmp", "source_quench")
+            ctx.stats.drop("icmp", "source_quench")
             return None
         if t == icmp.REDIRECT:
             # RFC 1122 §3.2.2.2: we have one point-to-point route; there is nothing to redirect.
-            ctx.drop("icmp", "redirect")
+            ctx.stats.drop("icmp", "redirect")
             return None
         if t == icmp.ECHO_REPLY:
-            ctx.drop("icmp", "unsolicited_echo_reply")
+            ctx.stats.drop("icmp", "unsolicited_echo_reply")
             return None
         # RFC 1122 §3.2.2: unknown ICMP types MUST be silently discarded.
-        ctx.drop("icmp", "unknown_type")
+        ctx.stats.drop("icmp", "unknown_type")
         return None
 
     def _send_error(self, type_: int, code: int, hdr: Ipv4Repr, raw: memoryview | bytes, ctx: Context) -> None:
@@ -276,11 +276,11 @@ class Ipv4Layer(BaseHandler):
         if hdr.frag_offset != 0 or hdr.dst != self.address or is_invalid_source(hdr.src):
             return
         if not self._icmp_limit.take(ctx.now):
-            ctx.stats.events["icmp.errors_rate_limited"] += 1
+            ctx.stats.count("icmp.errors_rate_limited")
             return
         pkt = Packet(b"", Ipv4Repr(self.address, hdr.src, PROTO_ICMP, dont_frag=False))
         pkt.push(icmp.error_message(type_, code, raw, hdr.header_len))
-        ctx.stats.events["icmp.errors_sent"] += 1
+        ctx.stats.count("icmp.errors_sent")
         out = self.send(pkt, ctx)
         if out is not None:
             ctx.transmit(self, out)
@@ -290,11 +290,11 @@ class Ipv4Layer(BaseHandler):
     def send(self, pkt: Packet, ctx: Context) -> Packet | None:
         hdr = pkt.net
         if not isinstance(hdr, Ipv4Repr):
-            ctx.drop("ipv4", "no_header")
+            ctx.stats.drop("ipv4", "no_header")
             return None
         # RFC 1122 §3.2.1.3: the source of every datagram we send is our own unicast address.
         if hdr.src != self.address:
-            ctx.drop("ipv4", "bad_source_out")
+            ctx.stats.drop("ipv4", "bad_source_out")
             return None
         hdr.ttl = self.ttl
         payload_len = len(pkt)
@@ -310,7 +310,7 @@ class Ipv4Layer(BaseHandler):
             return pkt
         if hdr.dont_frag:
             # RFC 1122 §3.3.3: never send a datagram larger than the link MTU.
-            ctx.drop("ipv4", "too_big_df")
+            ctx.stats.drop("ipv4", "too_big_df")
             return None
         self._fragment(pkt, hdr, ctx)
         return None
@@ -327,7 +327,7 @@ class Ipv4Layer(BaseHandler):
             )
             frag = Packet(chunk, frag_hdr)
             frag.push(frag_hdr)
-            ctx.stats.events["ipv4.fragments_sent"] += 1
+            ctx.stats.count("ipv4.fragments_sent")
             ctx.transmit(self, frag)
 
     # ------------------------------------------------------------------ timers
@@ -337,7 +337,7 @@ class Ipv4Layer(BaseHandler):
 
     def handle_timer(self, ctx: Context) -> None:
         for gone in self.reassembler.expire(ctx.now):
-            ctx.drop("ipv4", "reassembly_timeout")
+            ctx.stats.drop("ipv4", "reassembly_timeout")
             # RFC 1122 §3.3.2: send Time Exceeded (reassembly) if fragment 0 had arrived.
             if gone.first is not None:
                 first, _ = Ipv4Repr.parse_quoted(memoryview(gone.first))

@@ -129,28 +129,28 @@ class RawIpLink(BaseHandler):
 
     def receive(self, pkt: Packet, ctx: Context) -> Packet | None:
         if not len(pkt.payload):
-            ctx.drop("link", "empty")
+            ctx.stats.drop("link", "empty")
             return None
         if self.vnet:
             return self._receive_vnet(pkt, ctx)
-        ctx.stats.events["frames_in"] += 1
+        ctx.stats.count("frames_in")
         return pkt
 
     def _receive_vnet(self, pkt: Packet, ctx: Context) -> Packet | None:
         frame = pkt.payload
         if len(frame) <= VNET_HDR_LEN:
-            ctx.drop("link", "short_vnet_header")
+            ctx.stats.drop("link", "short_vnet_header")
             return None
         flags, gso_type, _hdr_len, _gso_size, _start, _offset = VNET_HDR.unpack_from(frame)
         if gso_type & ~GSO_ECN not in (GSO_NONE, GSO_TCPV4):
-            ctx.drop("link", "unsupported_gso")  # UDP or IPv6 super-packets: not ours to split
+            ctx.stats.drop("link", "unsupported_gso")  # UDP or IPv6 super-packets: not ours to split
             return None
         pkt.payload = frame[VNET_HDR_LEN:]
         if flags & (VNET_F_NEEDS_CSUM | VNET_F_DATA_VALID):
             pkt.csum_ok = True
-        ctx.stats.events["frames_in"] += 1
+        ctx.stats.count("frames_in")
         if gso_type:
-            ctx.stats.events["link.gso_frames_in"] += 1
+            ctx.stats.count("link.gso_frames_in")
         return pkt
 
     @property
@@ -163,7 +163,7 @@ class RawIpLink(BaseHandler):
         # Never hand the link more than it carries (RFC 1122 §3.3.3); a super-segment is cut
         # to the MTU by the kernel.
         if size > self.mtu and not (pkt.gso_size and self.vnet and size <= MAX_GSO_DATAGRAM):
-            ctx.drop("link", "too_big")
+            ctx.stats.drop("link", "too_big")
             return None
         if self.vnet:
             if pkt.csum_partial:

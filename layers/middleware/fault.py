@@ -267,7 +267,7 @@ class FaultInjector(BaseHandler):
 
     def _drop(self, ctx: Context) -> None:
         ctx.stats.count("fault.dropped")
-        ctx.drop("fault", "injected")
+        ctx.stats.drop("fault", "injected")
 
     def _flip_bit(self, data: bytes) -> bytes:
         buf = bytearray(data)

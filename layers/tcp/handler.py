@@ -30,18 +30,16 @@ from framework.registry import Registry
 from framework.stack import Stack
 from layers.ipv4.wire import Ipv4Repr
 from layers.tcp.buffers import OooPool
-from layers.tcp.congestion import CongestionControl
 from layers.tcp.connection import TcpConnection
 from layers.tcp.features import (
-    check_algorithm,
     defaults,
     merge,
-    resolve,
     resolve_algorithm_settings,
 )
-from layers.tcp.policy import ConnInfo, TcpOptions, TcpSetup, decision_log
+from layers.tcp.policy import ConnInfo, TcpOptions, TcpSetup
 from layers.tcp.seq import MASK, seq_add, seq_gt
-from layers.tcp.settings import TcpSettings, trial_setup
+from layers.tcp.settings import TcpSettings
+from layers.tcp.setup import connection_setup, resolve_overrides, trial_setup
 from layers.tcp.state import TcpState
 from layers.tcp.syncookies import (
     MSS_TABLE,
@@ -171,7 +169,7 @@ class TcpLayer(BaseHandler):
         try:
             seg = TcpRepr.parse(cast(memoryview, pkt.payload), pseudo)
         except WireError as exc:
-            ctx.drop("tcp", exc.reason)
+            ctx.stats.drop("tcp", exc.reason)
             return None
         seg.ip_ecn = ip.tos & 3  # RFC 3168 §5: the ECN field travels with the segment
         now = ctx.now
@@ -193,11 +191,11 @@ class TcpLayer(BaseHandler):
                 if listener is not None and listener.accept_queue_full:
                     # RFC 4987 §3.2: no room to queue the completed connection: drop the ACK
                     # (as Linux does); the SYN-ACK is retransmitted and the peer tries again.
-                    ctx.drop("tcp", "accept_queue_full")
+                    ctx.stats.drop("tcp", "accept_queue_full")
                     return None
             conn.segment_received(seg, now)
             if conn.drop_reason is not None:  # out-of-order data over its memory budget
-                ctx.drop("tcp", conn.drop_reason)
+                ctx.stats.drop("tcp", conn.drop_reason)
                 conn.drop_reason = None
             self._touch(conn)
             if st is S.SYN_RECEIVED:
@@ -214,7 +212,7 @@ class TcpLayer(BaseHandler):
         """RFC 9293 §3.10.7.2, LISTEN, with SYN cookies (RFC 4987 §3.6)."""
         flags = seg.flags
         if flags & RST:
-            ctx.drop("tcp", "rst_to_listener")  # first: an incoming RST is ignored
+            ctx.stats.drop("tcp", "rst_to_listener")  # first: an incoming RST is ignored
             return
         if flags & ACK:
             # A cookie is checked only on a listener that sent cookies lately (as Linux does), so
@@ -226,25 +224,25 @@ class TcpLayer(BaseHandler):
             self._send_rst(ip, seg, ctx)
             return
         if not flags & SYN:
-            ctx.drop("tcp", "no_syn_to_listener")
+            ctx.stats.drop("tcp", "no_syn_to_listener")
             return
         if flags & FIN:
-            ctx.drop("tcp", "syn_fin")
+            ctx.stats.drop("tcp", "syn_fin")
             return
         if listener.accept_queue_full:
             # RFC 4987 §3.2: the application is not keeping up; a cookie would only complete a
             # handshake nobody accepts. Drop (never reset): the client retransmits.
-            ctx.drop("tcp", "accept_queue_full")
+            ctx.stats.drop("tcp", "accept_queue_full")
             return
         if len(self.connections) >= self.settings.max_connections:
-            ctx.drop("tcp", "too_many_connections")  # a cookie would complete into nothing
+            ctx.stats.drop("tcp", "too_many_connections")  # a cookie would complete into nothing
             return
         mode = listener.options.syncookies
         if mode == "always" or (mode == "auto" and listener.syn_queue_full):
             self._send_cookie(listener, ip, seg, ctx)
             return
         if listener.syn_queue_full:
-            ctx.drop("tcp", "backlog_full")  # a full SYN queue drops the SYN; it never resets
+            ctx.stats.drop("tcp", "backlog_full")  # a full SYN queue drops the SYN; it never resets
             return
         conn = self._passive_connection(listener, ip, seg, ctx, None)
         if conn is not None:
@@ -261,7 +259,7 @@ class TcpLayer(BaseHandler):
                 local, remote, listener.options, passive=True, now=ctx.now, overrides=listener.features, iss=iss
             )
         except Exception as exc:  # a plugin failed for this connection (clashes were checked earlier)
-            ctx.drop("tcp", "setup_failed")
+            ctx.stats.drop("tcp", "setup_failed")
             if ctx.now - self._setup_failed_logged >= 1.0:  # at most one line a second under a SYN flood
                 self._setup_failed_logged = ctx.now
                 self._log.error("tcp.setup_failed", port=seg.dst_port, error=f"{type(exc).__name__}: {exc}")
@@ -337,7 +335,7 @@ class TcpLayer(BaseHandler):
                         ctx.stats.count("tcp.syncookies_rejected")
                         return False
         if listener.accept_queue_full or len(self.connections) >= self.settings.max_connections:
-            ctx.drop("tcp", "accept_queue_full" if listener.accept_queue_full else "too_many_connections")
+            ctx.stats.drop("tcp", "accept_queue_full" if listener.accept_queue_full else "too_many_connections")
             return True  # as Linux: the ACK is dropped, the peer's retransmission may succeed later
         conn = self._passive_connection(listener, ip, seg, ctx, iss)
         if conn is None:
@@ -353,9 +351,9 @@ class TcpLayer(BaseHandler):
     def _no_tcb(self, ip: Ipv4Repr, seg: TcpRepr, ctx: Context) -> None:
         """RFC 9293 §3.10.7.1: CLOSED (no TCB): answer anything but a RST with a RST."""
         if seg.flags & RST:
-            ctx.drop("tcp", "rst_no_tcb")  # RFC 9293 §3.10.7.1: never answer a RST
+            ctx.stats.drop("tcp", "rst_no_tcb")  # RFC 9293 §3.10.7.1: never answer a RST
             return
-        ctx.stats.events["tcp.rst_sent_no_tcb"] += 1
+        ctx.stats.count("tcp.rst_sent_no_tcb")
         self._send_rst(ip, seg, ctx)
 
     def _send_rst(self, ip: Ipv4Repr, seg: TcpRepr, ctx: Context) -> None:
@@ -370,14 +368,14 @@ class TcpLayer(BaseHandler):
         quoted = cast(Ipv4Repr, pkt.net)
         data = bytes(pkt.payload[:8])
         if len(data) < 8:
-            ctx.drop("tcp", "icmp_quote_short")
+            ctx.stats.drop("tcp", "icmp_quote_short")
             return
         sport = int.from_bytes(data[0:2], "big")
         dport = int.from_bytes(data[2:4], "big")
         seq = int.from_bytes(data[4:8], "big")
         conn = self.connections.get((quoted.dst, dport, sport))
         if conn is None or pkt.icmp_error is None:
-            ctx.drop("tcp", "icmp_no_connection")
+            ctx.stats.drop("tcp", "icmp_no_connection")
             return
         conn.icmp_error(pkt.icmp_error, seq, ctx.now)
         self._touch(conn)
@@ -531,9 +529,7 @@ class TcpLayer(BaseHandler):
         problems: list[str] = []
         resolved: dict[str, Any] = {}
         if self.registry is not None:
-            resolved = resolve(self.registry, options.features, "features", problems)
-            if options.congestion_control is not None:
-                check_algorithm(self.registry, options.congestion_control, "congestion_control", problems)
+            resolved = resolve_overrides(self.registry, options.features, options.congestion_control, problems)
         elif options.features or options.congestion_control:
             problems.append("features: this stack has no plugin host")
         if not problems and self.host is not None and (options.features or options.congestion_control):
@@ -549,25 +545,11 @@ class TcpLayer(BaseHandler):
         return resolved
 
     def _setup(self, info: ConnInfo, options: TcpOptions, overrides: dict[str, Any]) -> TcpSetup:
-        """Resolve features and congestion control for one connection and run the
-        ``tcp_connection_setup`` hook (one pluggy call per connection, never per segment)."""
+        """Features and congestion control for one connection, through the one setup path
+        (layers/tcp/setup.py: one pluggy call per connection, never per segment)."""
         features = merge(self.settings.resolved_features, overrides)
         name = options.congestion_control or self.settings.congestion_control
-        setup = TcpSetup(info=info, options=options, features=features, congestion_name=name)
-        registry = self.registry
-        if registry is not None:
-            alg = registry.congestion.get(name)
-            if alg is not None:
-                setup.congestion = alg.factory(info.mss, self._algorithm_settings().get(name))
-            elif registry.congestion:
-                setup.congestion_name = "reno"
-        if setup.congestion is None:
-            setup.congestion = CongestionControl(info.mss)
-            setup.congestion_name = "reno"
-        setup.congestion.log = decision_log(info.label, setup.congestion_name)
-        if self.host is not None:
-            self.host.pm.hook.tcp_connection_setup(setup=setup)
-        return setup
+        return connection_setup(self.host, info, options, features, name, self._algorithm_settings())
 
     # ------------------------------------------------------------------ connections
 

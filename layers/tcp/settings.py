@@ -6,10 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from framework.errors import PluginError
 from framework.plugins import PluginHost
 from framework.registry import Registry
-from layers.tcp.congestion import CongestionControl
 from layers.tcp.features import (
     DEFAULT_CONGESTION_CONTROL,
     check_algorithm,
@@ -18,7 +16,8 @@ from layers.tcp.features import (
     resolve,
     resolve_algorithm_settings,
 )
-from layers.tcp.policy import ConnInfo, TcpOptions, TcpSetup
+from layers.tcp.policy import TcpOptions
+from layers.tcp.setup import trial_setup
 
 
 @dataclass(slots=True)
@@ -140,33 +139,6 @@ class TcpSettings:
             min_snd_mss=self.min_snd_mss,
             ooo_budget=self.ooo_budget,
         )
-
-
-def trial_setup(
-    host: PluginHost,
-    features: dict[str, Any],
-    congestion_control: str | None,
-    options: TcpOptions,
-    algorithm_settings: dict[str, Any] | None = None,
-) -> str | None:
-    """Run the ``tcp_connection_setup`` hook once on a trial connection with *features*; the
-    error a plugin raises (e.g. two features claiming one policy slot), or ``None``."""
-    info = ConnInfo(local=(bytes(4), 0), remote=(bytes(4), 0), mss=536)
-    setup = TcpSetup(info=info, options=options, features=features, congestion_name=congestion_control or "reno")
-    setup.trial = True
-    alg = host.registry.congestion.get(congestion_control or "")
-    settings = (algorithm_settings or {}).get(congestion_control or "")
-    setup.congestion = alg.factory(info.mss, settings) if alg is not None else CongestionControl(info.mss)
-    try:
-        host.pm.hook.tcp_connection_setup(setup=setup)
-    except PluginError as exc:
-        message = str(exc).replace(" on 0.0.0.0:0>0.0.0.0:0", "")
-        return f"{message} (turn one of them off where the other is on, e.g. features = {{ NAME = false }})"
-    except Exception:
-        # Not a verdict: a plugin may need state it only gets later (stack_configured reads its
-        # [plugins.X] settings), so only the clashes PluginError reports count here.
-        return None
-    return None
 
 
 def _is_key(text: str) -> bool:

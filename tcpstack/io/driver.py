@@ -79,7 +79,7 @@ class AsyncioDriver:
         for _ in range(4):  # events may make user code write more; bounded, then next turn
             for frame in stack.frames_to_send(now=self.loop.time()):
                 if not link.write(frame):
-                    stack.stats.dropped("link", "tx_failed")
+                    stack.stats.drop("link", "tx_failed")
             stack.dispatch_events()
             if not stack.has_pending_output():
                 break

@@ -14,8 +14,9 @@ from layers.tcp.connection import TcpConnection
 from layers.tcp.events import (
     TcpEvent,
 )
-from layers.tcp.features import merge, resolve
-from layers.tcp.policy import ConnInfo, TcpOptions, TcpSetup, decision_log
+from layers.tcp.features import merge
+from layers.tcp.policy import ConnInfo, TcpOptions, TcpSetup
+from layers.tcp.setup import connection_setup, resolve_overrides
 from layers.tcp.state import TcpState
 from layers.tcp.wire import ACK, FIN, SYN, TcpRepr
 from tcpstack.plugins import PluginHost
@@ -110,21 +111,12 @@ def make_setup(
     }
     opts.update(options)
     info = ConnInfo(local=(LOCAL_ADDR, LOCAL_PORT), remote=(REMOTE_ADDR, REMOTE_PORT), mss=LOCAL_MSS)
-    setup = TcpSetup(info=info, options=TcpOptions(**opts))
     problems: list[str] = []
-    setup.features = merge({}, resolve(host.registry, features or {}, "features", problems))
-    if congestion_control is not None:
-        alg = host.registry.congestion.get(congestion_control)
-        if alg is None:
-            problems.append(f"congestion_control: unknown algorithm {congestion_control!r}")
-        else:
-            setup.congestion = alg.factory(info.mss, alg.settings() if alg.settings is not None else None)
-            setup.congestion.log = decision_log(info.label, congestion_control)
-            setup.congestion_name = congestion_control
+    resolved = merge({}, resolve_overrides(host.registry, features or {}, congestion_control, problems))
     if problems:
         raise ValueError("; ".join(problems))
-    host.pm.hook.tcp_connection_setup(setup=setup)
-    return setup
+    defaults = {name: alg.settings() for name, alg in host.registry.congestion.items() if alg.settings is not None}
+    return connection_setup(host, info, TcpOptions(**opts), resolved, congestion_control, defaults)
 
 
 def closed(

@@ -225,11 +225,11 @@ def test_by_name() -> None:
 
 
 def test_context_drop_counts_and_logs(log_output) -> None:
-    """ctx.drop counts by (layer, reason) and logs a debug packet.dropped event with the detail."""
+    """ctx.stats.drop counts by (layer, reason) and logs a debug packet.dropped event with the detail."""
     calls: Calls = []
     _, ctx, stats = build(Recorder("a", calls))
-    ctx.drop("ipv4", "bad_checksum", frame_no=3)
-    ctx.drop("ipv4", "bad_checksum")
+    ctx.stats.drop("ipv4", "bad_checksum", frame_no=3)
+    ctx.stats.drop("ipv4", "bad_checksum")
     assert stats.drops == {("ipv4", "bad_checksum"): 2}
     expected = {"event": "packet.dropped", "layer": "ipv4", "reason": "bad_checksum", "frame_no": 3}
     assert {**expected, "log_level": "debug"} in log_output.entries
