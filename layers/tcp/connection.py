@@ -48,7 +48,7 @@ from layers.ipv4.icmp import IcmpError
 from layers.tcp import receiver, recovery, sender
 from layers.tcp.congestion import CongestionControl
 from layers.tcp.events import Connected, ConnectionClosed, ConnectionFailed, SendSpaceAvailable, SoftError, TcpEvent
-from layers.tcp.policy import LossDetector, TcpSetup, overrides
+from layers.tcp.policy import LossDetector, TcpSetup
 from layers.tcp.rtt import RttEstimator
 from layers.tcp.scoreboard import Scoreboard
 from layers.tcp.seq import seq_add, seq_diff, seq_gt, seq_le, seq_lt
@@ -64,6 +64,23 @@ __all__ = ["DEFAULT_MSS", "MAX_WINDOW", "TcpConnection"]
 
 class TcpConnection(Tcb):
     """One connection (a TCB, RFC 9293 §3.3.1)."""
+
+    # Every attribute __init__ sets (no per-instance dictionary: memory per idle connection).
+    __slots__ = tuple(
+        """
+        _accept_ext _after_rto _challenge_count _challenge_window_start _check_ext _cwnd_limited
+        _cwnd_usage_seq _dsack_segs _dup_acks_out _fast_rexmit _fin_queued _fin_sent _fin_seq
+        _fin_seq_known _last_send _log _lt_credits _max_flight _out_ext _peer_fin_offset _persist_backoff
+        _probe_due _probe_out _recovery_head_due _rescue_done _rexmit_until _rst_out _rto_count _rtt_seq
+        _rtt_time _send_syn _sws_override _syn_retransmitted _synack_lost _tlp_due _undo _undo_from
+        _undo_retrans _undo_rexmit_at _undo_to ack_policy bytes_received bytes_sent cc closed_at
+        congestion_name created_at drop_reason dup_acks eof_received events extensions failure features
+        in_recovery info keepalive keepalive_probes_sent listener listener_ref loss_detector option_bytes
+        options passive recover recoveries retransmits retransmitted_bytes rst_ignored rtt sack_recovery
+        scoreboard segs_in segs_out send_policy setup slow_start soft_error spurious_recoveries state
+        timeouts ts_rtt tso_max tsval_at user_closed
+        """.split()
+    )
 
     def __init__(self, setup: TcpSetup, *, iss: int, now: float, passive: bool, local_mss: int) -> None:
         opts = setup.options
@@ -258,37 +275,12 @@ class TcpConnection(Tcb):
         *syn* is rebuilt from it: the connection only waits for the ACK it is given next."""
         self.state = S.LISTEN
         self._set_state(Trigger.RECV_SYN, now)
-        self._take_syn(syn, now)
+        receiver.take_syn(self, syn, now)
         self.snd_nxt = seq_add(self.iss, 1)
         self.snd_max = self.snd_nxt
         self._send_syn = not synack_sent
         if synack_sent:
             self.last_ack_sent = self.rcv_nxt  # RFC 7323 §4.3: what the cookie SYN-ACK acknowledged
-
-    def _take_syn(self, syn: TcpRepr, now: float) -> None:
-        """Record what the peer's SYN says (RFC 9293 §3.10.7.2-3)."""
-        self.irs = syn.seq
-        self.rcv_nxt = seq_add(syn.seq, 1)
-        self.rcv_adv = seq_add(self.rcv_nxt, min(self.rcvbuf.window, MAX_WINDOW))
-        # MUST-14/15 and RFC 6691: Eff.snd.MSS from the peer's MSS option, 536 without one.
-        peer_mss = syn.mss if syn.mss else DEFAULT_MSS
-        # Linux's tcp_min_snd_mss floor (CVE-2019-11479), never above our own MSS.
-        self.snd_mss = max(min(self.options.min_snd_mss, self.local_mss), min(peer_mss, self.local_mss))
-        self.info.mss = self.snd_mss
-        self.cc.set_mss(self.snd_mss)
-        # RFC 7323 §2.2: the window in a SYN is never scaled.
-        self.snd_wnd = syn.window
-        self.max_snd_wnd = max(self.max_snd_wnd, self.snd_wnd)
-        self.snd_wl1 = syn.seq
-        if self.extensions:
-            for ext in self.extensions:
-                ext.on_peer_syn(self, syn, now)
-            active = [e for e in self.extensions if e.active]
-            self._check_ext = [e for e in active if overrides(e, "check")]
-            self._accept_ext = [e for e in active if overrides(e, "accepted")]
-            self._out_ext = [e for e in active if overrides(e, "decorate")]
-        # Option bytes every segment carries (timestamps), which PMTU discovery must leave room for.
-        self.option_bytes = max(0, min(peer_mss, self.local_mss) - self.snd_mss)
 
     # ================================================================== user calls
 
@@ -450,7 +442,7 @@ class TcpConnection(Tcb):
                 self.max_snd_wnd = max(self.max_snd_wnd, self.snd_wnd)
                 self.snd_wl1 = seq
                 self.snd_wl2 = ack
-                self._our_syn_acked(now)
+                recovery.syn_acked(self, now)
                 self._become_established(now)
             else:
                 # §3.10.7.4: an unacceptable ACK in SYN-RECEIVED gets <SEQ=SEG.ACK><CTL=RST>.
@@ -518,12 +510,12 @@ class TcpConnection(Tcb):
             # FIN is legal: RFC 9293 §3.10.7.3 continues at the sixth step, so the FIN below
             # is processed once ESTABLISHED.
             return
-        self._take_syn(seg, now)
+        receiver.take_syn(self, seg, now)
         if ack_ok:
             self._syn_acked = True
             self.snd_una = seg.ack
             self.snd_wl2 = seg.ack
-            self._our_syn_acked(now)
+            recovery.syn_acked(self, now)
             self._set_state(Trigger.RECV_SYN_ACK, now)
             self._on_established(now)
             self._ack_now = True  # <SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK>
@@ -537,20 +529,6 @@ class TcpConnection(Tcb):
             # Simultaneous open (MUST-10): SYN-RECEIVED, send <SEQ=ISS><ACK=RCV.NXT><SYN,ACK>.
             self._set_state(Trigger.RECV_SYN, now)
             self._send_syn = True
-
-    def _our_syn_acked(self, now: float) -> None:
-        """Our SYN (or SYN-ACK) was acknowledged: stop its timer, take the RTT sample unless it
-        was retransmitted (Karn, RFC 6298 §3), and after a lost SYN apply RFC 6298 (5.7) and
-        RFC 5681 §3.1 (the initial window is one segment)."""
-        self.timers.rto = None
-        self.timers.stall_since = None
-        if self._rtt_seq is not None and not self._syn_retransmitted:
-            self.rtt.sample(now - self._rtt_time)
-        self._rtt_seq = None
-        if self._syn_retransmitted:
-            self.rtt.reset_after_syn_timeout()  # RFC 6298 (5.7): only after a timeout
-        if self._syn_retransmitted or self._synack_lost:
-            self.cc.cwnd = self.snd_mss
 
     def _become_established(self, now: float) -> None:
         self._set_state(Trigger.RECV_ACK_OF_SYN, now)
@@ -637,14 +615,7 @@ class TcpConnection(Tcb):
         if err.type == 3 and err.code == 4 and err.next_hop_mtu >= 68:
             # RFC 1191 §6.3: lower the send MSS to fit the path (less the options every segment
             # carries, RFC 9293 MUST-16), and resend at that size, as a retransmission.
-            new_mss = max(err.next_hop_mtu - 40 - self.option_bytes, 48)
-            if new_mss < self.snd_mss:
-                self.snd_mss = new_mss
-                self.info.mss = new_mss
-                self.cc.set_mss(new_mss)
-                self.snd_nxt = self.snd_una
-                if seq_lt(self.snd_una, self.snd_max):
-                    self._rexmit_until = self.snd_max
+            sender.lower_mss(self, max(err.next_hop_mtu - 40 - self.option_bytes, 48))
             return
         # MUST-56: soft errors are reported, never fatal.
         self.soft_error = err
@@ -691,42 +662,9 @@ class TcpConnection(Tcb):
     # ================================================================== output
 
     def segments_to_send(self, now: float) -> list[TcpRepr]:
-        """Everything to transmit now, in order. Clears the pending-ACK state it satisfies."""
-        out: list[TcpRepr] = []
-        if self._rst_out:
-            out.extend(self._rst_out)
-            self._rst_out.clear()
-        st = self.state
-        if st is S.CLOSED:
-            self._dup_acks_out.clear()
-            return out
-        if self._dup_acks_out:
-            out.extend(self._dup_acks_out)  # already decorated when they were built
-            self._dup_acks_out.clear()
-        first_new = len(out)
-        if self._probe_out is not None:
-            out.append(self._probe_out)
-            self._probe_out = None
-        if self._send_syn:
-            self._send_syn = False
-            out.append(sender.syn_segment(self, now))
-            self.segs_out += 1
-            return out
-        if st in _SEND_STATES:
-            sender.send_data(self, out, now)
-        if self._ack_now and st is not S.SYN_SENT:
-            seg = self._segment(self._ack_seq(), 0, ACK)
-            self._fill_ack(seg)
-            out.append(seg)
-        if out:
-            if self._out_ext:
-                for seg in out[first_new:]:
-                    if not seg.flags & (SYN | RST):
-                        for ext in self._out_ext:
-                            ext.decorate(self, seg, now)
-            self.segs_out += len(out)
-            self.ack_policy.on_ack_sent()
-        return out
+        """Everything to transmit now, in order (layers/tcp/sender.py). Clears the pending-ACK
+        state it satisfies."""
+        return sender.segments_to_send(self, now)
 
     # ================================================================== plugin-facing verbs
     # What plugins that own an algorithm (plugins/keepalive.py, plugins/rack_tlp.py) may call;

@@ -12,9 +12,11 @@ from typing import TYPE_CHECKING
 
 from layers.tcp.buffers import REFUSED
 from layers.tcp.events import DataReceived, EofReceived
+from layers.tcp.policy import overrides
 from layers.tcp.recovery import DUPACK_THRESHOLD
 from layers.tcp.seq import seq_add, seq_lt
 from layers.tcp.state import TcpState, Trigger
+from layers.tcp.tcb import DEFAULT_MSS, MAX_WINDOW
 from layers.tcp.wire import ACK, TcpRepr
 
 if TYPE_CHECKING:
@@ -99,3 +101,29 @@ def check_peer_fin(conn: TcpConnection, now: float) -> None:
     elif st is S.FIN_WAIT_2:
         conn._set_state(Trigger.RECV_FIN, now)
         conn._enter_time_wait(now)
+
+
+def take_syn(conn: TcpConnection, syn: TcpRepr, now: float) -> None:
+    """Record what the peer's SYN says (RFC 9293 §3.10.7.2-3)."""
+    conn.irs = syn.seq
+    conn.rcv_nxt = seq_add(syn.seq, 1)
+    conn.rcv_adv = seq_add(conn.rcv_nxt, min(conn.rcvbuf.window, MAX_WINDOW))
+    # MUST-14/15 and RFC 6691: Eff.snd.MSS from the peer's MSS option, 536 without one.
+    peer_mss = syn.mss if syn.mss else DEFAULT_MSS
+    # Linux's tcp_min_snd_mss floor (CVE-2019-11479), never above our own MSS.
+    conn.snd_mss = max(min(conn.options.min_snd_mss, conn.local_mss), min(peer_mss, conn.local_mss))
+    conn.info.mss = conn.snd_mss
+    conn.cc.set_mss(conn.snd_mss)
+    # RFC 7323 §2.2: the window in a SYN is never scaled.
+    conn.snd_wnd = syn.window
+    conn.max_snd_wnd = max(conn.max_snd_wnd, conn.snd_wnd)
+    conn.snd_wl1 = syn.seq
+    if conn.extensions:
+        for ext in conn.extensions:
+            ext.on_peer_syn(conn, syn, now)
+        active = [e for e in conn.extensions if e.active]
+        conn._check_ext = [e for e in active if overrides(e, "check")]
+        conn._accept_ext = [e for e in active if overrides(e, "accepted")]
+        conn._out_ext = [e for e in active if overrides(e, "decorate")]
+    # Option bytes every segment carries (timestamps), which PMTU discovery must leave room for.
+    conn.option_bytes = max(0, min(peer_mss, conn.local_mss) - conn.snd_mss)

@@ -470,3 +470,18 @@ def sack_resend(
 def retransmit_head(conn: TcpConnection, now: float) -> None:
     """Queue one segment at SND.UNA for retransmission without rewinding SND.NXT."""
     conn._fast_rexmit = True
+
+
+def syn_acked(conn: TcpConnection, now: float) -> None:
+    """Our SYN (or SYN-ACK) was acknowledged: stop its timer, take the RTT sample unless it
+    was retransmitted (Karn, RFC 6298 §3), and after a lost SYN apply RFC 6298 (5.7) and
+    RFC 5681 §3.1 (the initial window is one segment)."""
+    conn.timers.rto = None
+    conn.timers.stall_since = None
+    if conn._rtt_seq is not None and not conn._syn_retransmitted:
+        conn.rtt.sample(now - conn._rtt_time)
+    conn._rtt_seq = None
+    if conn._syn_retransmitted:
+        conn.rtt.reset_after_syn_timeout()  # RFC 6298 (5.7): only after a timeout
+    if conn._syn_retransmitted or conn._synack_lost:
+        conn.cc.cwnd = conn.snd_mss

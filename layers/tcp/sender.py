@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from layers.tcp.connection import TcpConnection
 
 S = TcpState
+_SEND_STATES = frozenset({S.ESTABLISHED, S.CLOSE_WAIT, S.FIN_WAIT_1, S.CLOSING, S.LAST_ACK})
 
 
 def send_data(conn: TcpConnection, out: list[TcpRepr], now: float) -> None:
@@ -302,3 +303,54 @@ def syn_segment(conn: TcpConnection, now: float) -> TcpRepr:
         conn._rtt_seq = seq_add(conn.iss, 1)
         conn._rtt_time = now
     return seg
+
+
+def segments_to_send(conn: TcpConnection, now: float) -> list[TcpRepr]:
+    """Everything to transmit now, in order. Clears the pending-ACK state it satisfies."""
+    out: list[TcpRepr] = []
+    if conn._rst_out:
+        out.extend(conn._rst_out)
+        conn._rst_out.clear()
+    st = conn.state
+    if st is S.CLOSED:
+        conn._dup_acks_out.clear()
+        return out
+    if conn._dup_acks_out:
+        out.extend(conn._dup_acks_out)  # already decorated when they were built
+        conn._dup_acks_out.clear()
+    first_new = len(out)
+    if conn._probe_out is not None:
+        out.append(conn._probe_out)
+        conn._probe_out = None
+    if conn._send_syn:
+        conn._send_syn = False
+        out.append(syn_segment(conn, now))
+        conn.segs_out += 1
+        return out
+    if st in _SEND_STATES:
+        send_data(conn, out, now)
+    if conn._ack_now and st is not S.SYN_SENT:
+        seg = conn._segment(conn._ack_seq(), 0, ACK)
+        conn._fill_ack(seg)
+        out.append(seg)
+    if out:
+        if conn._out_ext:
+            for seg in out[first_new:]:
+                if not seg.flags & (SYN | RST):
+                    for ext in conn._out_ext:
+                        ext.decorate(conn, seg, now)
+        conn.segs_out += len(out)
+        conn.ack_policy.on_ack_sent()
+    return out
+
+
+def lower_mss(conn: TcpConnection, new_mss: int) -> None:
+    """Path MTU discovery lowered the send MSS (RFC 1191 §6.3): resend what is in flight at the
+    new size, as a retransmission."""
+    if new_mss < conn.snd_mss:
+        conn.snd_mss = new_mss
+        conn.info.mss = new_mss
+        conn.cc.set_mss(new_mss)
+        conn.snd_nxt = conn.snd_una
+        if seq_lt(conn.snd_una, conn.snd_max):
+            conn._rexmit_until = conn.snd_max
