@@ -36,7 +36,7 @@ import structlog
 from framework.errors import InvalidStateError
 from layers.ipv4.icmp import IcmpError
 from layers.tcp.buffers import REFUSED, ReceiveBuffer, SendBuffer
-from layers.tcp.congestion import CongestionControl
+from layers.tcp.congestion import CongestionControl, CongestionControlProtocol
 from layers.tcp.events import (
     Connected,
     ConnectionClosed,
@@ -52,6 +52,7 @@ from layers.tcp.rtt import RttEstimator
 from layers.tcp.scoreboard import Scoreboard
 from layers.tcp.seq import MASK, seq_add, seq_diff, seq_ge, seq_gt, seq_le, seq_lt
 from layers.tcp.state import TcpState, Trigger, next_state
+from layers.tcp.view import ConnectionVerbs
 from layers.tcp.wire import ACK, FIN, PSH, RST, SYN, TcpRepr
 
 S = TcpState
@@ -66,7 +67,7 @@ _SEND_STATES = frozenset({S.ESTABLISHED, S.CLOSE_WAIT, S.FIN_WAIT_1, S.CLOSING, 
 _RECV_STATES = frozenset({S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2})
 
 
-class TcpConnection:
+class TcpConnection(ConnectionVerbs):
     """One connection (a TCB, RFC 9293 §3.3.1)."""
 
     def __init__(self, setup: TcpSetup, *, iss: int, now: float, passive: bool, local_mss: int) -> None:
@@ -113,7 +114,7 @@ class TcpConnection:
         self.user_closed = False  # close() (both directions) rather than shutdown()
 
         self.rtt = RttEstimator(min_rto=opts.min_rto, max_rto=opts.max_rto)
-        self.cc: CongestionControl = setup.congestion or CongestionControl(self.snd_mss)
+        self.cc: CongestionControlProtocol = setup.congestion or CongestionControl(self.snd_mss)
         self.cc.set_initial_window_rule(opts.initial_window)  # RFC 5681 §3.1 or RFC 6928 §2
         self.ack_policy = setup.ack_policy
         self.send_policy = setup.send_policy
