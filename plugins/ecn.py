@@ -80,7 +80,8 @@ class Ecn(Extension):
             # window that was in flight at the last reduction (our CWR segment starts right
             # after it) still reports the same congestion.
             if self.recover is None or seq_gt(seg.ack, seq_add(self.recover, 1)):
-                conn.cc.on_ecn(seq_diff(conn.snd_max, conn.snd_una), now)  # through the algorithm: CUBIC reduces by its beta
+                flight = seq_diff(conn.snd_max, conn.snd_una)
+                conn.cc.on_ecn(flight, now)  # through the algorithm: CUBIC reduces by its beta
                 self.recover = seq_add(conn.snd_max, -1)
                 self.cwr_pending = True
                 self.reductions += 1
