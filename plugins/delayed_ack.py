@@ -12,11 +12,10 @@ Enable per connection with ``features={"delayed_ack": {"timeout": 0.04}}``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from framework.plugins import hookimpl
 from framework.registry import Registry
-from layers.tcp.policy import AckPolicy, TcpSetup, decision_log
+from layers.tcp.policy import AckPolicy, DecisionLog, TcpSetup, decision_log
 
 NAME = "delayed_ack"
 MAX_OPTION_BYTES = 40  # RFC 9293 §3.1: a TCP header carries at most 40 bytes of options
@@ -40,7 +39,7 @@ class DelayedAck(AckPolicy):
 
     __slots__ = ("_unacked", "decisions", "log", "threshold", "timeout")
 
-    def __init__(self, settings: DelayedAckSettings, mss: int, log: Any = None) -> None:
+    def __init__(self, settings: DelayedAckSettings, mss: int, log: DecisionLog | None = None) -> None:
         self.log = log if log is not None else decision_log("?", NAME)
         self.timeout = settings.timeout
         # RFC 5681 §2 and RFC 6691 §2: a full-sized segment from the peer holds our MSS less the
@@ -75,7 +74,7 @@ def stack_register(registry: Registry) -> None:
 
 @hookimpl
 def tcp_connection_setup(setup: TcpSetup) -> None:
-    settings = setup.features.get(NAME)
+    settings = setup.feature(NAME, DelayedAckSettings)
     if settings is None:  # not enabled on this connection
         return
     setup.claim("ack_policy", by=NAME)

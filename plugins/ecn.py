@@ -18,13 +18,14 @@ switched together). Enable per connection with ``features={"ecn": {}}``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from framework.plugins import hookimpl
 from framework.registry import Registry
 from layers.tcp.policy import Extension, TcpOptions, TcpSetup
-from layers.tcp.seq import seq_add, seq_gt
+from layers.tcp.seq import seq_add, seq_diff, seq_gt
+from layers.tcp.state import TcpState
 from layers.tcp.syncookies import SynCookieCodec
+from layers.tcp.view import ConnectionView
 from layers.tcp.wire import CWR, ECE, SYN, TcpRepr
 
 NAME = "ecn"
@@ -52,21 +53,21 @@ class Ecn(Extension):
         self.reductions = 0
         self.ce_seen = 0
 
-    def syn_options(self, conn: Any, seg: Any, now: float) -> None:
-        if conn.state.value == "SYN-SENT":
+    def syn_options(self, conn: ConnectionView, seg: TcpRepr, now: float) -> None:
+        if conn.state is TcpState.SYN_SENT:
             seg.flags |= ECE | CWR  # ECN-setup SYN
         elif self.peer_setup:
             seg.flags |= ECE  # ECN-setup SYN-ACK, only in reply to an ECN-setup SYN
 
-    def on_peer_syn(self, conn: Any, syn: Any, now: float) -> None:
+    def on_peer_syn(self, conn: ConnectionView, syn: TcpRepr, now: float) -> None:
         flags = syn.flags
-        if conn.state.value == "SYN-RECEIVED":  # the peer's SYN
+        if conn.state is TcpState.SYN_RECEIVED:  # the peer's SYN
             self.peer_setup = flags & (ECE | CWR) == (ECE | CWR)
             self.active = self.peer_setup
         else:  # the SYN-ACK to our ECN-setup SYN
             self.active = flags & (ECE | CWR) == ECE
 
-    def accepted(self, conn: Any, seg: Any, now: float) -> None:
+    def accepted(self, conn: ConnectionView, seg: TcpRepr, now: float) -> None:
         if seg.flags & SYN:
             return
         if seg.flags & CWR:
@@ -79,13 +80,13 @@ class Ecn(Extension):
             # window that was in flight at the last reduction (our CWR segment starts right
             # after it) still reports the same congestion.
             if self.recover is None or seq_gt(seg.ack, seq_add(self.recover, 1)):
-                flight = (conn.snd_max - conn.snd_una) & 0xFFFFFFFF
+                flight = seq_diff(conn.snd_max, conn.snd_una)
                 conn.cc.on_ecn(flight, now)  # through the algorithm: CUBIC reduces by its beta
                 self.recover = seq_add(conn.snd_max, -1)
                 self.cwr_pending = True
                 self.reductions += 1
 
-    def decorate(self, conn: Any, seg: Any, now: float) -> None:
+    def decorate(self, conn: ConnectionView, seg: TcpRepr, now: float) -> None:
         if self.ece_pending:
             seg.flags |= ECE
         if len(seg.payload) and not seg.rexmit:
@@ -101,13 +102,13 @@ class EcnCookie(SynCookieCodec):
     bits = 1
     order = 30
 
-    def encode(self, syn: TcpRepr, synack: TcpRepr, settings: Any, options: TcpOptions) -> int:
+    def encode(self, syn: TcpRepr, synack: TcpRepr, settings: EcnSettings, options: TcpOptions) -> int:
         if syn.flags & (ECE | CWR) != ECE | CWR:
             return 0
         synack.flags |= ECE  # RFC 3168 §6.1.1: an ECN-setup SYN-ACK answers an ECN-setup SYN
         return 1
 
-    def decode(self, value: int, syn: TcpRepr, settings: Any) -> bool:
+    def decode(self, value: int, syn: TcpRepr, settings: EcnSettings) -> bool:
         if value:
             syn.flags |= ECE | CWR
         return True
@@ -122,7 +123,7 @@ def stack_register(registry: Registry) -> None:
 
 @hookimpl
 def tcp_connection_setup(setup: TcpSetup) -> None:
-    if setup.features.get(NAME) is None:
+    if setup.feature(NAME, EcnSettings) is None:
         return
     setup.claim(NAME, by=NAME)
     setup.extensions.append(Ecn())

@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
 
 from framework.plugins import hookimpl
 from framework.registry import Registry
-from layers.tcp.policy import TcpSetup, decision_log
+from layers.tcp.congestion import CongestionControlProtocol
+from layers.tcp.policy import DecisionLog, TcpSetup, decision_log
 from layers.tcp.seq import seq_ge
+from layers.tcp.view import RttView
 
 NAME = "hystart"
 INITIAL_SSTHRESH = 1 << 30  # RFC 5681 §3.1: "arbitrarily high" (the built-in algorithms' value)
@@ -79,7 +80,9 @@ class HyStartPlusPlus:
         "window_end",
     )
 
-    def __init__(self, settings: HyStartSettings, log: Any = None, initial_ssthresh: int = INITIAL_SSTHRESH) -> None:
+    def __init__(
+        self, settings: HyStartSettings, log: DecisionLog | None = None, initial_ssthresh: int = INITIAL_SSTHRESH
+    ) -> None:
         self.settings = settings
         self.initial_ssthresh = initial_ssthresh  # the algorithm's: a lower ssthresh means a later slow start
         self.log = log if log is not None else decision_log("?", NAME)
@@ -93,7 +96,9 @@ class HyStartPlusPlus:
         self.done = False
         self.seen = 0  # RTT samples of the estimator already looked at
 
-    def credit(self, cc: Any, rtt: Any, acked: int, una: int, snd_nxt: int, now: float) -> int:
+    def credit(
+        self, cc: CongestionControlProtocol, rtt: RttView, acked: int, una: int, snd_nxt: int, now: float
+    ) -> int:
         """An ACK of *acked* new bytes arrived in slow start (``cwnd < ssthresh``): return how
         many of them the algorithm's slow start may grow cwnd by; may end slow start by setting
         ``cc.ssthresh``."""
@@ -117,9 +122,10 @@ class HyStartPlusPlus:
                     return acked
             self.last_round_min, self.cur_round_min, self.samples = self.cur_round_min, math.inf, 0
             self.window_end = snd_nxt
-        if rtt.samples != self.seen:
+        latest = rtt.latest
+        if rtt.samples != self.seen and latest is not None:  # (never None once a sample was taken)
             self.seen = rtt.samples
-            self.cur_round_min = min(self.cur_round_min, rtt.latest)
+            self.cur_round_min = min(self.cur_round_min, latest)
             self.samples += 1
         enough = self.samples >= s.n_rtt_sample and self.cur_round_min < math.inf
         if not self.in_css:
@@ -150,9 +156,9 @@ class HyStartPlusPlus:
             self.log.debug("tcp.decision", decision="resume slow start", reason="RTT fell", rfc="RFC 9406 §4.2", t=now)
             return acked
         # CSS: a quarter of what slow start would grow by, min(N, L*SMSS) with our L = 2 (RFC 3465).
-        return min(acked, 2 * int(getattr(cc, "mss", acked))) // s.css_growth_divisor
+        return min(acked, 2 * cc.mss) // s.css_growth_divisor
 
-    def on_idle_restart(self, cc: Any, cwnd_before: int) -> None:
+    def on_idle_restart(self, cc: CongestionControlProtocol, cwnd_before: int) -> None:
         """RFC 5681 §4.1 cut cwnd back after an idle period: CSS would otherwise end at the small
         window. Keep what CSS learnt instead: ssthresh = the window before the restart."""
         if self.in_css and not self.done:
@@ -168,9 +174,9 @@ def stack_register(registry: Registry) -> None:
 
 @hookimpl
 def tcp_connection_setup(setup: TcpSetup) -> None:
-    settings = setup.features.get(NAME)
+    settings = setup.feature(NAME, HyStartSettings)
     if settings is None:
         return
     setup.claim("slow_start", by=NAME)
-    initial = int(getattr(setup.congestion, "ssthresh", INITIAL_SSTHRESH))
+    initial = setup.congestion.ssthresh if setup.congestion is not None else INITIAL_SSTHRESH
     setup.slow_start = HyStartPlusPlus(settings, decision_log(setup.info.label, NAME), initial)

@@ -26,7 +26,7 @@ from layers.tcp.policy import TcpSetup, decision_log
 from layers.tcp.state import TcpState
 
 if TYPE_CHECKING:
-    from layers.tcp.connection import TcpConnection
+    from layers.tcp.view import ConnectionView
 
 NAME = "keepalive"
 
@@ -75,7 +75,7 @@ class KeepAlive:
     def cancel(self) -> None:
         self.at = None
 
-    def on_timer(self, conn: TcpConnection, now: float) -> None:
+    def on_timer(self, conn: ConnectionView, now: float) -> None:
         ka = self.settings
         self.at = None
         if conn.state not in _PROBING_STATES:

@@ -15,11 +15,10 @@ segment can go or the sender SWS override timer (``sws_override``, 0.2 s) fires,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from framework.plugins import hookimpl
 from framework.registry import Registry
-from layers.tcp.policy import SendPolicy, TcpSetup, decision_log
+from layers.tcp.policy import DecisionLog, SendPolicy, TcpSetup, decision_log
 
 NAME = "nagle"
 
@@ -35,7 +34,7 @@ class Nagle(SendPolicy):
 
     __slots__ = ("cork", "held", "log")
 
-    def __init__(self, settings: NagleSettings, log: Any = None) -> None:
+    def __init__(self, settings: NagleSettings, log: DecisionLog | None = None) -> None:
         self.cork = settings.cork
         self.held = 0
         self.log = log if log is not None else decision_log("?", NAME)
@@ -63,7 +62,7 @@ def stack_register(registry: Registry) -> None:
 
 @hookimpl
 def tcp_connection_setup(setup: TcpSetup) -> None:
-    settings = setup.features.get(NAME)
+    settings = setup.feature(NAME, NagleSettings)
     if settings is None:  # off on this connection: what TCP_NODELAY does elsewhere (MUST-17)
         return
     setup.claim("send_policy", by=NAME)

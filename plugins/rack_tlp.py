@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sortedcontainers import SortedList
 
@@ -43,7 +43,9 @@ from framework.registry import Registry
 from layers.tcp.policy import Extension, TcpSetup, TimerPolicy, decision_log
 
 if TYPE_CHECKING:
-    from layers.tcp.connection import TcpConnection
+    from layers.tcp.policy import DecisionLog
+    from layers.tcp.view import ConnectionView
+    from layers.tcp.wire import TcpRepr
 
 NAME = "rack_tlp"
 WC_DEL_ACK = 0.2  # RFC 8985 §7.2: WCDelAckT, the worst-case delayed-ACK time
@@ -83,7 +85,7 @@ class TailLossProbe:
     def cancel(self) -> None:
         self.at = None
 
-    def on_timer(self, conn: TcpConnection, now: float) -> None:
+    def on_timer(self, conn: ConnectionView, now: float) -> None:
         """RFC 8985 §7.3: the probe goes first and the RTO restarts behind it."""
         self.at = None
         rack = self.rack
@@ -98,7 +100,7 @@ class TailLossProbe:
         )
         conn.request_tail_probe(now)
 
-    def arm(self, conn: TcpConnection, now: float) -> None:
+    def arm(self, conn: ConnectionView, now: float) -> None:
         """RFC 8985 §7.2: with data in flight, outside recovery, arm the probe timeout
         PTO = 2 * SRTT (+ WCDelAckT with a single segment in flight), unless the RTO is earlier."""
         flight = conn.in_flight
@@ -140,7 +142,7 @@ class Rack:
         "xmit_ts",
     )
 
-    def __init__(self, fraction: float, log: Any = None, *, tlp: bool = False) -> None:
+    def __init__(self, fraction: float, log: DecisionLog | None = None, *, tlp: bool = False) -> None:
         self.log = log if log is not None else decision_log("?", NAME)
         self.tlp = tlp  # send tail loss probes (RFC 8985 §7)
         self.probe = TailLossProbe(self)
@@ -149,7 +151,7 @@ class Rack:
         self.order: deque[_Sent] = deque()  # in first-transmission order
         # Segments neither delivered nor lost, by (xmit_ts, end, start): RFC 8985 §6.2 step 5
         # looks only at those sent before RACK.xmit_ts, a prefix here.
-        self._waiting: Any = SortedList()
+        self._waiting: SortedList = SortedList()
         # start of a delivered segment -> a position the chain of delivered segments from it
         # reaches (on_ack's walks jump over what they already walked).
         self._skip: dict[int, int] = {}
@@ -289,19 +291,19 @@ class Rack:
         """RACK's reorder timer after the RTO, TLP's probe timeout before it."""
         return ((self, False), (self.probe, True))
 
-    def on_transmit(self, conn: TcpConnection, start: int, end: int, now: float, retransmit: bool) -> None:
+    def on_transmit(self, conn: ConnectionView, start: int, end: int, now: float, retransmit: bool) -> None:
         self.on_sent(start, end, now, retransmit)  # RFC 8985 §6.1: record the xmit time
         if not retransmit:
             self.on_progress(conn, now)
 
-    def on_progress(self, conn: TcpConnection, now: float) -> None:
+    def on_progress(self, conn: ConnectionView, now: float) -> None:
         """New data or a FIN went out, or new data was acknowledged: (re)arm the PTO (§7.2)."""
         if self.tlp:
             self.probe.arm(conn, now)
         else:
             self.probe.at = None
 
-    def on_ack_received(self, conn: TcpConnection, una: int, sacked: list[tuple[int, int]], now: float) -> None:
+    def on_ack_received(self, conn: ConnectionView, una: int, sacked: list[tuple[int, int]], now: float) -> None:
         self.on_ack(una, sacked, now, conn.rtt.min_rtt)
         self.detect(conn, now)
 
@@ -309,7 +311,7 @@ class Rack:
         self.reorder_at = None
         self.probe.at = None
 
-    def detect(self, conn: TcpConnection, now: float) -> None:
+    def detect(self, conn: ConnectionView, now: float) -> None:
         """RFC 8985 §6.2 step 5: mark what RACK deems lost in the scoreboard; enter recovery if
         needed (§6.3), and arm the reorder timer for the rest."""
         lost, again = self.detect_loss(now, conn.rtt.min_rtt, conn.rtt.srtt, in_recovery=conn.in_recovery)
@@ -329,7 +331,7 @@ class Rack:
     def cancel(self) -> None:
         self.reorder_at = None
 
-    def on_timer(self, conn: TcpConnection, now: float) -> None:
+    def on_timer(self, conn: ConnectionView, now: float) -> None:
         self.reorder_at = None
         self.detect(conn, now)  # RFC 8985 §6.2: the reorder timer
 
@@ -341,11 +343,11 @@ class RackTlp(Extension):
     order = 95  # after sack (90), whose negotiation creates the scoreboard
     __slots__ = ("log", "settings")
 
-    def __init__(self, settings: RackTlpSettings, log: Any = None) -> None:
+    def __init__(self, settings: RackTlpSettings, log: DecisionLog | None = None) -> None:
         self.settings = settings
         self.log = log if log is not None else decision_log("?", NAME)
 
-    def on_peer_syn(self, conn: Any, syn: Any, now: float) -> None:
+    def on_peer_syn(self, conn: ConnectionView, syn: TcpRepr, now: float) -> None:
         if conn.scoreboard is None:  # RFC 8985 §3: RACK-TLP needs SACK
             self.log.debug("tcp.decision", decision="RACK-TLP off", reason="no SACK", rfc="RFC 8985 §3", t=now)
             return

@@ -24,14 +24,14 @@ Enable per connection with ``features={"sack": {}}``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from framework.plugins import hookimpl
 from framework.registry import Registry
-from layers.tcp.policy import Extension, TcpOptions, TcpSetup, decision_log
-from layers.tcp.scoreboard import Scoreboard
+from layers.tcp.policy import DecisionLog, Extension, TcpOptions, TcpSetup, decision_log
 from layers.tcp.seq import MASK, seq_diff
+from layers.tcp.state import TcpState
 from layers.tcp.syncookies import SynCookieCodec
+from layers.tcp.view import ConnectionView
 from layers.tcp.wire import TcpRepr
 
 NAME = "sack"
@@ -52,7 +52,7 @@ class Sack(Extension):
     order = 90
     __slots__ = ("blocks_sent", "dsack", "last", "log", "peer_offered", "recent", "report_dsack")
 
-    def __init__(self, *, dsack: bool, log: Any = None) -> None:
+    def __init__(self, *, dsack: bool, log: DecisionLog | None = None) -> None:
         self.log = log if log is not None else decision_log("?", NAME)
         self.peer_offered = False
         self.report_dsack = dsack
@@ -61,23 +61,22 @@ class Sack(Extension):
         self.recent: list[tuple[int, int]] = []  # blocks reported last time (stream offsets)
         self.blocks_sent = 0
 
-    def syn_options(self, conn: Any, seg: Any, now: float) -> None:
-        if conn.state.value == "SYN-SENT" or self.peer_offered:
+    def syn_options(self, conn: ConnectionView, seg: TcpRepr, now: float) -> None:
+        if conn.state is TcpState.SYN_SENT or self.peer_offered:
             seg.sack_perm = True
 
-    def on_peer_syn(self, conn: Any, syn: Any, now: float) -> None:
+    def on_peer_syn(self, conn: ConnectionView, syn: TcpRepr, now: float) -> None:
         if not syn.sack_perm:
             self.log.debug("tcp.decision", decision="no SACK", reason="not offered", rfc="RFC 2018 §2", t=now)
             return
         self.peer_offered = True
-        passive = conn.state.value == "SYN-RECEIVED"
-        if passive or conn.state.value == "SYN-SENT":
+        if conn.state is TcpState.SYN_RECEIVED or conn.state is TcpState.SYN_SENT:
             self.active = True
             # The sender side: RFC 6675 loss recovery from the peer's SACK blocks.
-            conn.scoreboard = Scoreboard(conn.snd_mss)
+            conn.start_sack_scoreboard()
             self.log.debug("tcp.decision", decision="SACK on", dsack=self.report_dsack, rfc="RFC 2018 §2", t=now)
 
-    def check(self, conn: Any, seg: Any, now: float) -> bool:
+    def check(self, conn: ConnectionView, seg: TcpRepr, now: float) -> bool:
         """Note where each data segment falls, before it is stored (and before old
         duplicates are answered without ever reaching the buffer)."""
         n = len(seg.payload)
@@ -102,7 +101,7 @@ class Sack(Extension):
             self.last = (start, end)
         return True
 
-    def decorate(self, conn: Any, seg: Any, now: float) -> None:
+    def decorate(self, conn: ConnectionView, seg: TcpRepr, now: float) -> None:
         buf = conn.rcvbuf
         blocks: list[tuple[int, int]] = []  # stream offsets, except the D-SACK block
         dsack = self.dsack
@@ -144,11 +143,11 @@ class SackCookie(SynCookieCodec):
     bits = 1
     order = 20
 
-    def encode(self, syn: TcpRepr, synack: TcpRepr, settings: Any, options: TcpOptions) -> int:
+    def encode(self, syn: TcpRepr, synack: TcpRepr, settings: SackSettings, options: TcpOptions) -> int:
         synack.sack_perm = syn.sack_perm  # RFC 2018 §2: only in reply to a SYN that had it
         return 1 if syn.sack_perm else 0
 
-    def decode(self, value: int, syn: TcpRepr, settings: Any) -> bool:
+    def decode(self, value: int, syn: TcpRepr, settings: SackSettings) -> bool:
         syn.sack_perm = bool(value)
         return True
 
@@ -162,7 +161,7 @@ def stack_register(registry: Registry) -> None:
 
 @hookimpl
 def tcp_connection_setup(setup: TcpSetup) -> None:
-    settings = setup.features.get(NAME)
+    settings = setup.feature(NAME, SackSettings)
     if settings is None:
         return
     setup.claim(NAME, by=NAME)

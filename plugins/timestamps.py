@@ -22,14 +22,15 @@ Enable per connection with ``features={"timestamps": {}}``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from framework.plugins import hookimpl
 from framework.registry import Registry
 from layers.tcp.policy import Extension, TcpSetup
 from layers.tcp.seq import MASK, seq_gt, seq_le
+from layers.tcp.state import TcpState
 from layers.tcp.syncookies import OPTION_BITS, SynCookieCodec
-from layers.tcp.wire import TcpRepr
+from layers.tcp.view import ConnectionView
+from layers.tcp.wire import ACK, RST, TcpRepr
 
 NAME = "timestamps"
 OPTION_BYTES = 12  # NOP NOP + kind 8, length 10 (or SACK-permitted + kind 8 on a SYN)
@@ -74,15 +75,15 @@ class Timestamps(Extension):
         """RFC 7323 §5.4: a 1 ms clock with a random per-connection offset (§7.1)."""
         return (int(now * 1000) + (self.offset or 0)) & MASK
 
-    def syn_options(self, conn: Any, seg: Any, now: float) -> None:
+    def syn_options(self, conn: ConnectionView, seg: TcpRepr, now: float) -> None:
         if self.offset is None:
             self.offset = offset_for(conn.iss)
-        if conn.state.value == "SYN-SENT":
+        if conn.state is TcpState.SYN_SENT:
             seg.ts = (self.tsval(now), 0)
         elif self.peer_offered:
             seg.ts = (self.tsval(now), self.ts_recent)
 
-    def on_peer_syn(self, conn: Any, syn: Any, now: float) -> None:
+    def on_peer_syn(self, conn: ConnectionView, syn: TcpRepr, now: float) -> None:
         if syn.ts is None:
             return  # §3.2: never send the option unless both SYNs carried it
         self.peer_offered = True
@@ -91,31 +92,28 @@ class Timestamps(Extension):
             self.offset = offset_for(conn.iss)
         self.ts_recent = syn.ts[0]
         self.ts_recent_at = now
-        conn.ts_rtt = True
-        conn.tsval_at = self.tsval  # RFC 3522 §2: Eifel detection compares echoes with it
+        # §4.1 RTTM; RFC 3522 §2: Eifel detection compares echoes with our clock.
+        conn.time_rtt_by_timestamps(self.tsval)
         # MUST-16: options take room from the payload of every segment.
-        mss = max(conn.snd_mss - OPTION_BYTES, 1)
-        conn.snd_mss = mss
-        conn.info.mss = mss
-        conn.cc.set_mss(mss)
+        conn.set_send_mss(max(conn.snd_mss - OPTION_BYTES, 1))
 
-    def check(self, conn: Any, seg: Any, now: float) -> bool:
+    def check(self, conn: ConnectionView, seg: TcpRepr, now: float) -> bool:
         ts = seg.ts
         if ts is None:
-            if seg.flags & 0x04 or not self.strict:  # RST
+            if seg.flags & RST or not self.strict:
                 return True
             self.no_option_drops += 1
             return False  # RFC 7323 §3.2: silently drop
-        if seg.flags & 0x04:
+        if seg.flags & RST:
             return True  # PAWS never applies to a RST
         # §5.3 R1: TSval older than TS.Recent, with TS.Recent still valid: ACK and drop.
         if (ts[0] - self.ts_recent) & MASK >= _HALF and now - self.ts_recent_at <= PAWS_IDLE:
             self.paws_drops += 1
-            conn._ack_now = True
+            conn.request_ack()
             return False
         return True
 
-    def accepted(self, conn: Any, seg: Any, now: float) -> None:
+    def accepted(self, conn: ConnectionView, seg: TcpRepr, now: float) -> None:
         ts = seg.ts
         if ts is None:
             return
@@ -128,13 +126,13 @@ class Timestamps(Extension):
             self.ts_recent_at = now
         # §4.1 RTTM: an ACK of new data echoing one of our TSvals gives an RTT sample.
         ecr = ts[1]
-        if ecr and seg.flags & 0x10 and seq_gt(seg.ack, conn.snd_una):
+        if ecr and seg.flags & ACK and seq_gt(seg.ack, conn.snd_una):
             rtt_ms = (self.tsval(now) - ecr) & MASK
             if rtt_ms < _HALF:
-                conn.rtt.sample(max(rtt_ms, 0) / 1000.0)
+                conn.sample_rtt(max(rtt_ms, 0) / 1000.0)
                 self.samples += 1
 
-    def decorate(self, conn: Any, seg: Any, now: float) -> None:
+    def decorate(self, conn: ConnectionView, seg: TcpRepr, now: float) -> None:
         seg.ts = (self.tsval(now), self.ts_recent)
 
 
@@ -179,7 +177,7 @@ def stack_register(registry: Registry) -> None:
 
 @hookimpl
 def tcp_connection_setup(setup: TcpSetup) -> None:
-    settings = setup.features.get(NAME)
+    settings = setup.feature(NAME, TimestampsSettings)
     if settings is None:
         return
     setup.claim(NAME, by=NAME)

@@ -15,12 +15,13 @@ Enable per connection with ``features={"window_scaling": {}}``; ``shift`` forces
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from framework.plugins import hookimpl
 from framework.registry import Registry
-from layers.tcp.policy import Extension, TcpOptions, TcpSetup, decision_log
+from layers.tcp.policy import DecisionLog, Extension, TcpOptions, TcpSetup, decision_log
+from layers.tcp.state import TcpState
 from layers.tcp.syncookies import SynCookieCodec
+from layers.tcp.view import ConnectionView
 from layers.tcp.wire import TcpRepr
 
 NAME = "window_scaling"
@@ -48,28 +49,27 @@ class WindowScaling(Extension):
     order = 10
     __slots__ = ("log", "offered", "peer_shift", "shift")
 
-    def __init__(self, shift: int, log: Any = None) -> None:
+    def __init__(self, shift: int, log: DecisionLog | None = None) -> None:
         self.log = log if log is not None else decision_log("?", NAME)
         self.shift = shift
         self.peer_shift: int | None = None
         self.offered = False
 
-    def syn_options(self, conn: Any, seg: Any, now: float) -> None:
-        if conn.state.value == "SYN-SENT" or self.peer_shift is not None:
+    def syn_options(self, conn: ConnectionView, seg: TcpRepr, now: float) -> None:
+        if conn.state is TcpState.SYN_SENT or self.peer_shift is not None:
             seg.wscale = self.shift  # §2.2: on our SYN, or on a SYN-ACK to a SYN that offered it
             self.offered = True
 
-    def on_peer_syn(self, conn: Any, syn: Any, now: float) -> None:
+    def on_peer_syn(self, conn: ConnectionView, syn: TcpRepr, now: float) -> None:
         if syn.wscale is None:
             # The peer did not offer: neither side scales (§2.2).
             self.log.debug("tcp.decision", decision="no scaling", reason="not offered", rfc="RFC 7323 §2.2", t=now)
             return
         self.peer_shift = min(syn.wscale, MAX_SHIFT)  # §2.3: treat a shift above 14 as 14
-        passive = conn.state.value == "SYN-RECEIVED"
+        passive = conn.state is TcpState.SYN_RECEIVED
         if passive or self.offered:
             self.active = True
-            conn.snd_wscale = self.peer_shift
-            conn.rcv_wscale = self.shift
+            conn.set_window_scale(self.peer_shift, self.shift)
             self.log.debug(
                 "tcp.decision",
                 decision="windows scaled",
@@ -87,13 +87,13 @@ class WindowScalingCookie(SynCookieCodec):
     bits = 4
     order = 10
 
-    def encode(self, syn: TcpRepr, synack: TcpRepr, settings: Any, options: TcpOptions) -> int:
+    def encode(self, syn: TcpRepr, synack: TcpRepr, settings: WindowScalingSettings, options: TcpOptions) -> int:
         if syn.wscale is None:
             return 0xF
         synack.wscale = settings.shift if settings.shift is not None else shift_for(options.recv_buffer)
         return min(syn.wscale, MAX_SHIFT)  # §2.3: a shift above 14 is taken as 14
 
-    def decode(self, value: int, syn: TcpRepr, settings: Any) -> bool:
+    def decode(self, value: int, syn: TcpRepr, settings: WindowScalingSettings) -> bool:
         if value == 0xF:
             return True
         if value > MAX_SHIFT:
@@ -111,7 +111,7 @@ def stack_register(registry: Registry) -> None:
 
 @hookimpl
 def tcp_connection_setup(setup: TcpSetup) -> None:
-    settings = setup.features.get(NAME)
+    settings = setup.feature(NAME, WindowScalingSettings)
     if settings is None:
         return
     setup.claim(NAME, by=NAME)

@@ -8,7 +8,10 @@ three duplicates or by the retransmission timer); this class decides what that d
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from layers.tcp.policy import DecisionLog
 
 
 def initial_window(mss: int, rule: str = "rfc5681") -> int:
@@ -30,6 +33,31 @@ class _NoLog:
 _NO_LOG = _NoLog()
 
 
+class CongestionControlProtocol(Protocol):
+    """What the connection needs of a congestion-control algorithm (the ``setup.congestion``
+    slot). The connection decides *when* each event happened; the algorithm what it does to
+    ``cwnd`` and ``ssthresh`` (bytes, RFC 5681 §3). :class:`CongestionControl` is the default
+    and the base class of the built-in algorithms; the events are described there."""
+
+    name: str
+    mss: int
+    cwnd: int
+    ssthresh: int
+    log: DecisionLog
+    """Where window reductions are logged; the layer sets it to the connection's decision log."""
+
+    def set_mss(self, mss: int) -> None: ...
+    def set_initial_window_rule(self, rule: str) -> None: ...
+    def on_ack(self, acked: int, in_flight: int, now: float, rtt: float | None = None) -> None: ...
+    def on_loss(self, in_flight: int, now: float) -> None: ...
+    def on_ecn(self, in_flight: int, now: float) -> None: ...
+    def on_dup_ack_in_recovery(self) -> None: ...
+    def on_partial_ack(self, acked: int) -> None: ...
+    def on_recovery_end(self, in_flight: int) -> None: ...
+    def on_timeout(self, in_flight: int, now: float) -> None: ...
+    def on_idle_restart(self) -> None: ...
+
+
 class CongestionControl:
     """RFC 5681 slow start, congestion avoidance, fast retransmit and fast recovery."""
 
@@ -39,7 +67,7 @@ class CongestionControl:
 
     def __init__(self, mss: int) -> None:
         self.mss = mss
-        self.log: Any = _NO_LOG
+        self.log: DecisionLog = _NO_LOG
         self.iw_rule = "rfc5681"
         self.cwnd = initial_window(mss)
         self.ssthresh = 1 << 30  # RFC 5681 §3.1: "arbitrarily high"

@@ -46,7 +46,7 @@ import structlog
 from framework.errors import InvalidStateError
 from layers.ipv4.icmp import IcmpError
 from layers.tcp import receiver, recovery, sender
-from layers.tcp.congestion import CongestionControl
+from layers.tcp.congestion import CongestionControl, CongestionControlProtocol
 from layers.tcp.events import Connected, ConnectionClosed, ConnectionFailed, SendSpaceAvailable, SoftError, TcpEvent
 from layers.tcp.policy import LossDetector, TcpSetup
 from layers.tcp.rtt import RttEstimator
@@ -54,6 +54,7 @@ from layers.tcp.scoreboard import Scoreboard
 from layers.tcp.seq import seq_add, seq_diff, seq_gt, seq_le, seq_lt
 from layers.tcp.state import TcpState, Trigger, next_state
 from layers.tcp.tcb import DEFAULT_MSS, MAX_WINDOW, Tcb
+from layers.tcp.view import ConnectionVerbs
 from layers.tcp.wire import ACK, FIN, RST, SYN, TcpRepr
 
 S = TcpState
@@ -62,7 +63,7 @@ _RECV_STATES = frozenset({S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2})
 __all__ = ["DEFAULT_MSS", "MAX_WINDOW", "TcpConnection"]
 
 
-class TcpConnection(Tcb):
+class TcpConnection(Tcb, ConnectionVerbs):
     """One connection (a TCB, RFC 9293 §3.3.1)."""
 
     # Every attribute __init__ sets (no per-instance dictionary: memory per idle connection).
@@ -113,7 +114,7 @@ class TcpConnection(Tcb):
 
         # Policies (layers/tcp/policy.py), installed by plugins when the connection was set up.
         self.rtt = RttEstimator(min_rto=opts.min_rto, max_rto=opts.max_rto)
-        self.cc: CongestionControl = setup.congestion or CongestionControl(self.snd_mss)
+        self.cc: CongestionControlProtocol = setup.congestion or CongestionControl(self.snd_mss)
         self.cc.set_initial_window_rule(opts.initial_window)  # RFC 5681 §3.1 or RFC 6928 §2
         self.ack_policy = setup.ack_policy
         self.send_policy = setup.send_policy
@@ -667,13 +668,9 @@ class TcpConnection(Tcb):
         return sender.segments_to_send(self, now)
 
     # ================================================================== plugin-facing verbs
-    # What plugins that own an algorithm (plugins/keepalive.py, plugins/rack_tlp.py) may call;
-    # together with the read-only fields state, label, snd_una, snd_nxt, snd_mss, in_flight,
-    # rtt, in_recovery and scoreboard, and the timers they add (conn.timers.add).
-
-    def request_ack(self) -> None:
-        """Send an ACK at the end of this batch (RFC 9293 §3.10.7.4)."""
-        self._ack_now = True
+    # What plugins that own an algorithm (plugins/keepalive.py, plugins/rack_tlp.py) may call,
+    # beyond the verbs every plugin has (layers/tcp/view.py: ConnectionVerbs); listed in
+    # layers/tcp/view.py's ConnectionView.
 
     @property
     def send_idle(self) -> bool:

@@ -1,34 +1,53 @@
 """Per-connection settings and the policy objects a connection calls on its hot path.
 
 A connection is built from a :class:`TcpSetup`: the addresses, the validated
-:class:`TcpOptions`, and plain policy objects (ACK timing, small-segment sending, congestion
-control). Plugins install policies once, when the connection opens, through the
-``tcp_connection_setup`` hook; after that the per-segment path calls these objects directly,
-never pluggy (docs/architecture.md). The base classes here are the defaults: ACK at once, no
-Nagle, and RFC 5681 congestion control.
+:class:`TcpOptions`, and plain policy objects (ACK timing, small-segment sending, option
+extensions, congestion control, slow start). Plugins install policies once, when the connection
+opens, through the ``tcp_connection_setup`` hook; after that the per-segment path calls these
+objects directly, never pluggy (docs/architecture.md).
+
+Each slot has a :class:`~typing.Protocol` type (:class:`AckPolicyProtocol`,
+:class:`SendPolicyProtocol`, :class:`ExtensionProtocol`, :class:`SlowStartProtocol`,
+:class:`KeepAlivePolicy`, and
+:class:`~layers.tcp.congestion.CongestionControlProtocol`): a policy need not subclass
+anything. The base classes here are the defaults and convenient parents: ACK at once, no
+Nagle, an extension that does nothing, and RFC 5681 congestion control
+(:class:`~layers.tcp.congestion.CongestionControl`). Extensions see the connection through
+:class:`~layers.tcp.view.ConnectionView`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 import structlog
 
 from framework.errors import PluginError
 
 if TYPE_CHECKING:
-    from layers.tcp.connection import TcpConnection
+    from layers.tcp.congestion import CongestionControlProtocol
+    from layers.tcp.view import ConnectionView, RttView
+    from layers.tcp.wire import TcpRepr
+
+T = TypeVar("T")
 
 
-def decision_log(label: str, plugin: str) -> Any:
+class DecisionLog(Protocol):
+    """A logger for decisions: ``log.debug("tcp.decision", decision=..., rfc=..., t=now)``."""
+
+    def debug(self, event: str, /, **kw: object) -> object: ...
+
+
+def decision_log(label: str, plugin: str) -> DecisionLog:
     """A logger for a policy's decisions on one connection: debug-level ``tcp.decision``
     events that name the connection and the plugin (filtered debug calls cost ~0.1 µs).
 
     A fresh lazy logger per call (once per connection): binding a module-level one under
     ``cache_logger_on_first_use`` would freeze the configuration of whoever bound it first
     (a trial setup while the configuration is checked, for example) for every later logger."""
-    return structlog.get_logger("tcpstack.decision").bind(conn=label, plugin=plugin)
+    log: DecisionLog = structlog.get_logger("tcpstack.decision").bind(conn=label, plugin=plugin)
+    return log
 
 
 @dataclass(slots=True)
@@ -127,6 +146,53 @@ class ConnInfo:
         return f"{'.'.join(map(str, la))}:{lp}>{'.'.join(map(str, ra))}:{rp}"
 
 
+class AckPolicyProtocol(Protocol):
+    """The ``setup.ack_policy`` slot: when to acknowledge received data."""
+
+    def on_data(self, seg_len: int, now: float) -> float | None:
+        """*seg_len* bytes of in-order data arrived: return the latest time the ACK may be
+        sent, or ``None`` to ACK immediately."""
+
+    def on_ack_sent(self) -> None:
+        """An ACK (pure or piggy-backed) just left."""
+
+
+class SendPolicyProtocol(Protocol):
+    """The ``setup.send_policy`` slot: whether to send a segment smaller than the MSS now."""
+
+    def may_send_small(self, size: int, in_flight: int, now: float) -> bool:
+        """*size* bytes (less than a full segment) are ready; *in_flight* bytes are unacked."""
+
+
+class ExtensionProtocol(Protocol):
+    """An entry of the ``setup.extensions`` list; :class:`Extension` documents the calls."""
+
+    name: str
+    active: bool
+    order: int
+
+    def syn_options(self, conn: ConnectionView, seg: TcpRepr, now: float) -> None: ...
+    def on_peer_syn(self, conn: ConnectionView, syn: TcpRepr, now: float) -> None: ...
+    def check(self, conn: ConnectionView, seg: TcpRepr, now: float) -> bool: ...
+    def accepted(self, conn: ConnectionView, seg: TcpRepr, now: float) -> None: ...
+    def decorate(self, conn: ConnectionView, seg: TcpRepr, now: float) -> None: ...
+
+
+class SlowStartProtocol(Protocol):
+    """The ``setup.slow_start`` slot (HyStart++, RFC 9406): asked during slow start how much of
+    each ACK the algorithm's slow start may grow cwnd by."""
+
+    def credit(
+        self, cc: CongestionControlProtocol, rtt: RttView, acked: int, una: int, snd_nxt: int, now: float
+    ) -> int:
+        """An ACK of *acked* new bytes arrived in slow start (``cc.cwnd < cc.ssthresh``); *una*
+        is the new SND.UNA, *snd_nxt* the highest sequence number sent. Return how many of the
+        bytes count for growth; may end slow start by setting ``cc.ssthresh``."""
+
+    def on_idle_restart(self, cc: CongestionControlProtocol, cwnd_before: int) -> None:
+        """RFC 5681 §4.1 restarted cwnd after an idle period; it was *cwnd_before*."""
+
+
 class AckPolicy:
     """When to acknowledge received data. The default acknowledges at once; ACKs are still
     aggregated over one batch of received frames (RFC 9293 MUST-58)."""
@@ -168,27 +234,28 @@ class Extension:
     - :meth:`decorate` for every outgoing segment other than SYN and RST.
     """
 
-    name = "extension"
-    active = False
-    order = 50
+    name: str = "extension"
+    active: bool = False
+    order: int = 50
     """Extensions run in ascending ``order`` (then installation order): fixed-size options
     first, an extension that fills the remaining option space (SACK) last."""
 
-    def syn_options(self, conn: Any, seg: Any, now: float) -> None:
-        """Add this extension's options to an outgoing SYN (``conn.state`` SYN-SENT) or
-        SYN-ACK (SYN-RECEIVED: add them only if the peer offered)."""
+    def syn_options(self, conn: ConnectionView, seg: TcpRepr, now: float) -> None:
+        """Add this extension's options to an outgoing SYN (``conn.state`` is
+        ``TcpState.SYN_SENT``) or SYN-ACK (``SYN_RECEIVED``: add them only if the peer offered)."""
 
-    def on_peer_syn(self, conn: Any, syn: Any, now: float) -> None:
-        """The peer's SYN (passive open) or SYN-ACK (active open) arrived."""
+    def on_peer_syn(self, conn: ConnectionView, syn: TcpRepr, now: float) -> None:
+        """The peer's SYN (passive open: ``conn.state`` is ``SYN_RECEIVED``) or SYN-ACK
+        (active open: ``SYN_SENT``) arrived."""
 
-    def check(self, conn: Any, seg: Any, now: float) -> bool:
+    def check(self, conn: ConnectionView, seg: TcpRepr, now: float) -> bool:
         """Vet an arriving segment before the sequence check; ``False`` drops it."""
         return True
 
-    def accepted(self, conn: Any, seg: Any, now: float) -> None:
+    def accepted(self, conn: ConnectionView, seg: TcpRepr, now: float) -> None:
         """An arriving segment passed the sequence check."""
 
-    def decorate(self, conn: Any, seg: Any, now: float) -> None:
+    def decorate(self, conn: ConnectionView, seg: TcpRepr, now: float) -> None:
         """Add options to an outgoing non-SYN, non-RST segment."""
 
 
@@ -204,7 +271,7 @@ class TimerPolicy(Protocol):
         """When :meth:`on_timer` should run next (absolute time), or ``None``."""
         ...
 
-    def on_timer(self, conn: TcpConnection, now: float) -> None:
+    def on_timer(self, conn: ConnectionView, now: float) -> None:
         """The deadline has come (run only while it is not ``None`` and ``now >= deadline()``)."""
         ...
 
@@ -223,7 +290,7 @@ class KeepAlivePolicy(TimerPolicy, Protocol):
 
 class LossDetector(Protocol):
     """Time-based loss detection beside RFC 6675's DupThresh (RACK-TLP, RFC 8985), installed
-    on a connection with :meth:`TcpConnection.install_loss_detector` once SACK is in use.
+    on a connection with :meth:`ConnectionView.install_loss_detector` once SACK is in use.
 
     Positions (*start*, *end*, *una*, *sacked*) are those of the SACK scoreboard
     (layers/tcp/scoreboard.py), not sequence numbers, so they never wrap. The connection
@@ -237,13 +304,16 @@ class LossDetector(Protocol):
 
     Its timers are the :class:`TimerPolicy` objects in ``timers`` (with ``before_rto``)."""
 
-    timers: tuple[tuple[TimerPolicy, bool], ...]
+    @property
+    def timers(self) -> tuple[tuple[TimerPolicy, bool], ...]:
+        """Its timers, each with ``before_rto`` (run before the retransmission timer)."""
+        ...
 
-    def on_transmit(self, conn: TcpConnection, start: int, end: int, now: float, retransmit: bool) -> None: ...
+    def on_transmit(self, conn: ConnectionView, start: int, end: int, now: float, retransmit: bool) -> None: ...
 
-    def on_progress(self, conn: TcpConnection, now: float) -> None: ...
+    def on_progress(self, conn: ConnectionView, now: float) -> None: ...
 
-    def on_ack_received(self, conn: TcpConnection, una: int, sacked: list[tuple[int, int]], now: float) -> None: ...
+    def on_ack_received(self, conn: ConnectionView, una: int, sacked: list[tuple[int, int]], now: float) -> None: ...
 
     def on_recovery(self) -> None: ...
 
@@ -252,7 +322,7 @@ class LossDetector(Protocol):
     def on_rto(self) -> None: ...
 
 
-def overrides(ext: Extension, method: str) -> bool:
+def overrides(ext: ExtensionProtocol, method: str) -> bool:
     """True if *ext* implements *method* itself (the connection skips inherited no-ops)."""
     return getattr(type(ext), method) is not getattr(Extension, method)
 
@@ -269,22 +339,34 @@ class TcpSetup:
     info: ConnInfo
     options: TcpOptions
     features: dict[str, Any] = field(default_factory=dict)
-    ack_policy: AckPolicy = field(default_factory=AckPolicy)
-    send_policy: SendPolicy = field(default_factory=SendPolicy)
-    congestion: Any = None
+    """Every feature enabled on this connection: its validated settings object (read it typed
+    with :meth:`feature`); ``None`` for a feature turned off."""
+    ack_policy: AckPolicyProtocol = field(default_factory=AckPolicy)
+    send_policy: SendPolicyProtocol = field(default_factory=SendPolicy)
+    congestion: CongestionControlProtocol | None = None
+    """The congestion-control algorithm (the layer fills it from ``congestion_name``)."""
     congestion_name: str = "reno"
-    extensions: list[Any] = field(default_factory=list)
+    extensions: list[ExtensionProtocol] = field(default_factory=list)
     keepalive: KeepAlivePolicy | None = None
     """Keep-alive probing (RFC 1122 §4.2.3.6): a per-connection timer policy."""
-    slow_start: Any = None
-    """An object with ``credit(cc, rtt, acked, una, snd_nxt, now) -> int``, asked in slow start
-    how many newly acknowledged bytes the algorithm may grow cwnd by, and
-    ``on_idle_restart(cc, cwnd_before)`` (HyStart++, RFC 9406)."""
+    slow_start: SlowStartProtocol | None = None
+    """Asked in slow start how many newly acknowledged bytes the algorithm may grow cwnd by
+    (HyStart++, RFC 9406)."""
     claims: dict[str, str] = field(default_factory=dict)
     trial: bool = False
     """A trial setup (no connection will follow): the configuration or an API call is being
     checked for plugins that clash. Plugins should install as usual and keep no state of their
     own for it."""
+
+    def feature(self, name: str, settings: type[T]) -> T | None:
+        """The settings of feature *name* on this connection, as the *settings* class it was
+        registered with, or ``None`` when the feature is not enabled here."""
+        value = self.features.get(name)
+        if value is None:
+            return None
+        if not isinstance(value, settings):
+            raise PluginError(f"feature {name!r} has settings {type(value).__name__}, not {settings.__name__}")
+        return value
 
     def claim(self, slot: str, *, by: str) -> None:
         """Reserve a policy slot for plugin *by*; a second claimant is a :class:`PluginError`."""

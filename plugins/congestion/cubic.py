@@ -19,8 +19,6 @@ for the cubic function, whose constants are defined in segments (RFC 9438 §4.1)
 
 from __future__ import annotations
 
-from typing import Any
-
 from framework.plugins import hookimpl
 from framework.registry import Registry
 from layers.tcp.congestion import CongestionControl
@@ -132,7 +130,7 @@ class Cubic(CongestionControl):
         self.epoch_start = None
 
 
-def _cubic(mss: int, settings: Any) -> Cubic:
+def _cubic(mss: int, settings: object) -> Cubic:
     return Cubic(mss)
 
 

@@ -8,14 +8,12 @@ exponential backoff). This plugin only makes it selectable by name.
 
 from __future__ import annotations
 
-from typing import Any
-
 from framework.plugins import hookimpl
 from framework.registry import Registry
 from layers.tcp.congestion import CongestionControl
 
 
-def _reno(mss: int, settings: Any) -> CongestionControl:
+def _reno(mss: int, settings: object) -> CongestionControl:
     return CongestionControl(mss)
 
 

@@ -60,6 +60,27 @@ def test_guide_feature_plugin_delays_acks_on_one_connection(monkeypatch: pytest.
     assert type(plain.ack_policy).__name__ == "AckPolicy"
 
 
+def test_guide_extension_acks_psh_segments_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The guide's pshack extension uses the typed connection view: with delayed ACKs on, a data segment
+    carrying PSH is acknowledged at once, one without waits for the delayed-ACK timer."""
+    from layers.tcp.wire import ACK, PSH
+    from tcpstack.testing import ConnectionBuilder, VirtualClock
+
+    text = DOC.read_text()
+    code = re.search(r"```python\n(# pshack\.py.*?)```", text, re.S)
+    assert code is not None, "the extension example is missing from the guide"
+    mod = types.ModuleType("pshack")
+    monkeypatch.setitem(sys.modules, "pshack", mod)
+    exec(compile(code.group(1), str(DOC), "exec"), mod.__dict__)
+    build = ConnectionBuilder(PluginHost(entry_points=False, extra=[mod]), VirtualClock())
+    features = {"delayed_ack": {"timeout": 0.2}}
+    for pshack, flags, acked_at_once in ((True, ACK | PSH, True), (True, ACK, False), (False, ACK | PSH, False)):
+        conn = build("ESTABLISHED", {**features, "pshack": {}} if pshack else features, recv_buffer=8192)
+        build.drain(conn)
+        build.send(conn, build.segment(conn, b"hello", flags=flags))
+        assert bool(build.recv(conn)) is acked_at_once, (pshack, flags)
+
+
 def test_the_algorithm_example_of_plugins_md_runs_with_its_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     """docs/plugins.md: the `slow` algorithm example registers, takes its settings from the tcp layer's
     `congestion` table and keeps the base class's slow start."""

@@ -18,6 +18,7 @@ MSS = 1448
 class FakeCc:
     cwnd: int = 10 * MSS
     ssthresh: int = INITIAL_SSTHRESH
+    mss: int = MSS
 
 
 @dataclass

@@ -12,9 +12,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import LogCapture
 
-from framework.errors import PluginError
-from layers.tcp.policy import AckPolicy
-from plugins.delayed_ack import DelayedAck
+from tcpstack.plugin import AckPolicy, DelayedAck, PluginError
 from tcpstack.plugins import PluginHost
 from tcpstack.testing import ConnectionBuilder, PairConnection, StackPair, VirtualClock
 

@@ -19,12 +19,8 @@ policy, so it cannot be combined with ``delayed_ack`` on the same connection (bo
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
-from framework.plugins import hookimpl
-from framework.registry import Registry
-from layers.tcp.policy import TcpSetup, decision_log
-from plugins.delayed_ack import DelayedAck, DelayedAckSettings
+from tcpstack.plugin import DecisionLog, DelayedAck, DelayedAckSettings, Registry, TcpSetup, decision_log, hookimpl
 
 NAME = "quickack"
 
@@ -43,7 +39,7 @@ class QuickAck(DelayedAck):
 
     __slots__ = ("quick_left",)
 
-    def __init__(self, settings: QuickAckSettings, mss: int, log: Any = None) -> None:
+    def __init__(self, settings: QuickAckSettings, mss: int, log: DecisionLog | None = None) -> None:
         super().__init__(settings, mss, log if log is not None else decision_log("?", NAME))
         self.quick_left = settings.quick
 
@@ -63,7 +59,7 @@ def stack_register(registry: Registry) -> None:
 
 @hookimpl
 def tcp_connection_setup(setup: TcpSetup) -> None:
-    settings = setup.features.get(NAME)
+    settings = setup.feature(NAME, QuickAckSettings)
     if settings is None:  # not enabled on this connection: change nothing
         return
     setup.claim("ack_policy", by=NAME)
