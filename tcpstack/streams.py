@@ -120,12 +120,12 @@ class StackApi:
 
         :raises OSError: ``EADDRNOTAVAIL`` for any other address, as ``bind()`` would.
         """
+        if isinstance(host, int):
+            raise TypeError(f"host must be a string, not {host!r} (the port goes by keyword: port={host})")
         hosts: Iterable[object] = [host] if host is None or isinstance(host, str) else host  # type: ignore[assignment]
         own = self.address
         chosen = "0.0.0.0"
         for h in hosts:
-            if isinstance(h, int):
-                raise TypeError(f"host must be a string, not {h!r} (the port is a keyword: port={h})")
             if h in _ANY_HOST:
                 continue
             if h != own:

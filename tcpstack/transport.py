@@ -16,13 +16,14 @@ written for asyncio's own sockets runs unchanged. It behaves as asyncio's socket
 - flow control: the connection's send buffer (the ``send_buffer`` option) plays the kernel
   socket buffer; what does not fit waits in the transport, and ``get_write_buffer_size()`` is
   that overflow. Above the high-water mark the protocol gets ``pause_writing()``, at or below
-  the low-water mark ``resume_writing()`` (``set_write_buffer_limits``; both 0 by default: pause
-  while anything waits, so ``await writer.drain()`` waits exactly while the send buffer is
-  full). ``pause_reading()`` stops taking bytes out of the connection, so the advertised window
+  the low-water mark ``resume_writing()`` (``set_write_buffer_limits``, asyncio's rule; both 0
+  by default: pause while anything waits, so ``await writer.drain()`` waits exactly while the
+  send buffer is full). ``pause_reading()`` stops taking bytes out of the connection, so the advertised window
   closes and the peer stops (RFC 9293 §3.8.6.2.2);
 - ``get_extra_info``: ``peername`` and ``sockname`` as ``(host, port)``, ``socket`` is ``None``
   (there is none), plus ``tcp_state``, ``tcp_info`` (what ``tcpstack ss`` shows), ``soft_error``
   and ``connection`` (the :class:`~layers.tcp.connection.TcpConnection`);
+- ``loop.sendfile(transport, file)`` works (asyncio's fallback: read and ``write()``);
 - an exception raised by a protocol callback is reported to the loop's exception handler and
   aborts that connection (asyncio's "Fatal error: protocol.data_received() call failed.").
 """
@@ -31,6 +32,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from asyncio.constants import _SendfileMode
+from asyncio.transports import _FlowControlMixin
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -71,19 +74,25 @@ def _addr(raw: tuple[bytes, int]) -> tuple[str, int]:
     return (socket.inet_ntoa(raw[0]), raw[1])
 
 
-class TcpTransport(asyncio.Transport):
-    """An asyncio transport over one TCP connection of a stack."""
+class TcpTransport(_FlowControlMixin):
+    """An asyncio transport over one TCP connection of a stack.
+
+    It derives from asyncio's own flow-control base of its socket transports (the write-buffer
+    limits and the ``pause_writing``/``resume_writing`` rule) because ``loop.sendfile()`` accepts
+    no other transports; aiohttp's ``web.FileResponse`` sends files through it.
+    """
+
+    _sendfile_compatible = _SendfileMode.FALLBACK  # loop.sendfile(): read the file, write() it
 
     def __init__(self, api: StackApi, conn: TcpConnection) -> None:
-        super().__init__()
+        super().__init__(None, api.loop)
+        # Pause while anything waits beyond the connection's send buffer. (The mixin's private
+        # helpers are not in typeshed, hence the ignores here and below.)
+        self._set_write_buffer_limits(high=0, low=0)  # type: ignore[attr-defined]
         self._api = api
-        self._loop = api.loop
         self._conn = conn
         self._protocol: asyncio.BaseProtocol | None = None
         self._pending = bytearray()  # written but not yet in the connection's send buffer
-        self._high = 0
-        self._low = 0
-        self._protocol_paused = False
         self._reading = True
         self._closing = False
         self._eof_requested = False
@@ -178,7 +187,7 @@ class TcpTransport(asyncio.Transport):
             if taken < len(data):
                 self._pending += memoryview(data)[taken:]
             self._api.kick(conn)
-        self._maybe_pause_protocol()
+        self._maybe_pause_protocol()  # type: ignore[attr-defined]
 
     def writelines(self, list_of_data: Any) -> None:
         self.write(b"".join(list_of_data))
@@ -198,21 +207,6 @@ class TcpTransport(asyncio.Transport):
     def get_write_buffer_size(self) -> int:
         """Bytes written that wait for room in the connection's send buffer."""
         return len(self._pending)
-
-    def get_write_buffer_limits(self) -> tuple[int, int]:
-        return (self._low, self._high)
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        """asyncio's rule: *high* defaults to 64 KiB (four times *low* if only that is given),
-        *low* to a quarter of *high*; ``high >= low >= 0`` or :class:`ValueError`."""
-        if high is None:
-            high = 64 * 1024 if low is None else 4 * low
-        if low is None:
-            low = high // 4
-        if not high >= low >= 0:
-            raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
-        self._high, self._low = high, low
-        self._maybe_pause_protocol()
 
     def abort(self) -> None:
         """Reset the connection (RST, RFC 9293 §3.10.5) and drop everything buffered."""
@@ -235,28 +229,6 @@ class TcpTransport(asyncio.Transport):
             return
         self._deliver_data()
         self._maybe_deliver_eof()
-
-    def _maybe_pause_protocol(self) -> None:
-        if self._protocol_paused or len(self._pending) <= self._high or self._protocol is None:
-            return
-        self._protocol_paused = True
-        try:
-            self._protocol.pause_writing()
-        except Exception as exc:
-            self._loop.call_exception_handler(
-                {"message": "protocol.pause_writing() failed", "exception": exc, "transport": self}
-            )
-
-    def _maybe_resume_protocol(self) -> None:
-        if not self._protocol_paused or len(self._pending) > self._low or self._protocol is None:
-            return
-        self._protocol_paused = False
-        try:
-            self._protocol.resume_writing()
-        except Exception as exc:
-            self._loop.call_exception_handler(
-                {"message": "protocol.resume_writing() failed", "exception": exc, "transport": self}
-            )
 
     # ------------------------------------------------------------------ events from the stack
 
@@ -318,7 +290,7 @@ class TcpTransport(asyncio.Transport):
             if taken:
                 del self._pending[:taken]
                 self._api.kick(conn)
-        self._maybe_resume_protocol()
+        self._maybe_resume_protocol()  # type: ignore[attr-defined]
         if not self._pending:
             if self._closing:
                 self._close_connection()
@@ -340,7 +312,7 @@ class TcpTransport(asyncio.Transport):
         self._lost = True
         self._pending.clear()
         if self._protocol is not None and (self._connected is None or self._connected.done()):
-            self._loop.call_soon(self._call_connection_lost, exc)
+            self._api.loop.call_soon(self._call_connection_lost, exc)
 
     def _call_connection_lost(self, exc: Exception | None) -> None:
         protocol = self._protocol
@@ -349,13 +321,13 @@ class TcpTransport(asyncio.Transport):
         try:
             protocol.connection_lost(exc)
         except Exception as error:
-            self._loop.call_exception_handler(
+            self._api.loop.call_exception_handler(
                 {"message": "protocol.connection_lost() call failed.", "exception": error, "transport": self}
             )
 
     def _fatal_error(self, exc: Exception, message: str) -> None:
         """A protocol callback raised: report it and reset this connection (asyncio does the same)."""
-        self._loop.call_exception_handler(
+        self._api.loop.call_exception_handler(
             {"message": f"Fatal error: {message}", "exception": exc, "transport": self, "protocol": self._protocol}
         )
         self._pending.clear()
@@ -366,4 +338,4 @@ class TcpTransport(asyncio.Transport):
         self._lose(exc)
 
     def _now(self) -> float:
-        return self._loop.time()
+        return self._api.loop.time()
