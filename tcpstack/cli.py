@@ -323,7 +323,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         control: bool | Path = Path(args.control) if args.control else True
-        async with run_stack(opened, control=control) as api:
+        async with run_stack(opened, control=control, log_down=True) as api:
             if (serves or apps) and api._tcp is None:
                 raise StackError("--serve and --app need a tcp layer in the configuration")
             for name, port in serves:
@@ -351,7 +351,6 @@ def cmd_up(args: argparse.Namespace) -> int:
                 control=str(api.control_path) if api.control_path else None,
             )
             await stop.wait()
-        logger.info("stack.down", frames_in=stack.frames_in, **stack.stats.as_dict())
 
     try:
         asyncio.run(run())

@@ -326,13 +326,16 @@ def _control_path(control: bool | str | Path, device: str | None) -> Path | None
 
 
 @contextlib.asynccontextmanager
-async def run_stack(prepared: PreparedStack, *, control: bool | str | Path = True) -> AsyncIterator[RunningStack]:
+async def run_stack(
+    prepared: PreparedStack, *, control: bool | str | Path = True, log_down: bool = False
+) -> AsyncIterator[RunningStack]:
     """Run *prepared* on the running loop until the block ends (the link stays open).
 
     :param control: serve the control socket (``tcpstack ss``/``stats``/``fetch``): ``True`` at
         the default path of the device (``/run/tcpstack/DEVICE.sock``; none for an in-memory
         link), a path, or ``False``. If it cannot be served, a warning says why and the stack
         runs without it.
+    :param log_down: log ``stack.down`` with every counter once stopped (``tcpstack up`` does).
     """
     from layers.middleware.pcap import PcapWriter
     from tcpstack.control import ControlServer
@@ -368,6 +371,8 @@ async def run_stack(prepared: PreparedStack, *, control: bool | str | Path = Tru
                     await asyncio.sleep(SHUTDOWN_GRACE)
         finally:
             driver.stop()  # plugins hear stack_closed; the capture is closed
+            if log_down:
+                logger.info("stack.down", frames_in=stack.frames_in, **stack.stats.as_dict())
             link_pcap(None)
 
 
