@@ -32,7 +32,6 @@ from tcpstack.config import build_stack, config_from_dict, default_config_dict, 
 from tcpstack.io.driver import AsyncioDriver
 from tcpstack.io.link import Link
 from tcpstack.logging import link_pcap
-from tcpstack.server import TcpServer
 from tcpstack.streams import StackApi
 
 logger = structlog.get_logger("tcpstack.embed")
@@ -297,22 +296,12 @@ class RunningStack(StackApi):
         self.link = prepared.link
         self.control_path: Path | None = None
         """Where the control socket listens (``tcpstack ss --control PATH``), or ``None``."""
-        self._servers: list[TcpServer] = []
 
     @property
     def device(self) -> str | None:
         """The TUN device's name (``None`` on an in-memory link)."""
         name = getattr(self.link, "name", None)
         return name if isinstance(name, str) else None
-
-    async def create_server(self, *args: Any, **kwargs: Any) -> TcpServer:
-        server = await super().create_server(*args, **kwargs)
-        self._servers.append(server)
-        return server
-
-    def close_servers(self) -> None:
-        for server in self._servers:
-            server.close()
 
 
 def _control_path(control: bool | str | Path, device: str | None) -> Path | None:

@@ -71,6 +71,7 @@ class StackApi:
         self.driver = driver
         self.loop = driver.loop
         self._tcp = find_tcp_layer(stack)
+        self._servers: list[TcpServer] = []
 
     @property
     def tcp(self) -> TcpLayer:
@@ -93,6 +94,12 @@ class StackApi:
             conn.abort(now, reason="shutdown")
             self._tcp.touch(conn)
         self.driver.schedule_transmit()
+
+    def close_servers(self) -> None:
+        """Close every server opened through this API (connections already accepted carry on)."""
+        for server in self._servers:
+            server.close()
+        self._servers.clear()
 
     def kick(self, conn: TcpConnection) -> None:
         """A user call changed *conn*: send its output on the next loop turn."""
@@ -240,7 +247,9 @@ class StackApi:
         listener = self.tcp.listen(
             port or self._free_port(), backlog=backlog, options=opts, on_accept=on_accept, syn_backlog=syn_backlog
         )
-        return TcpServer(self, listener, address)
+        server = TcpServer(self, listener, address)
+        self._servers.append(server)
+        return server
 
     # ------------------------------------------------------------------ the streams API
 
