@@ -118,10 +118,8 @@ def up_config(
             link["create"] = True
         if offload:
             link["offload"] = True
-    if mtu is not None:
-        bottom = link or _layer(layers, "memory")
-        if bottom is None:
-            raise ConfigError(["layers: --mtu needs a link layer ('tun' or 'memory')"])
+    bottom = link or _layer(layers, "memory")
+    if mtu is not None and bottom is not None:  # (no link layer: validation reports it)
         bottom["mtu"] = mtu
     if address is not None:
         _apply_addresses(layers, address)
