@@ -16,8 +16,9 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from framework._moved import module_getattr as _moved_getattr
 from framework.errors import ConfigError
 from framework.plugins import PluginHost
 from framework.registry import LayerType
@@ -252,3 +253,8 @@ def build_stack(config: StackConfig) -> Stack:
     stack = Stack(pipeline, host=host, config=config)
     host.stack_configured(stack)
     return stack
+
+
+if not TYPE_CHECKING:  # (so that mypy still reports unknown names)
+    # Names that moved to the application package fail with an ImportError naming their new module.
+    __getattr__ = _moved_getattr("framework.config")

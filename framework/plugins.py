@@ -19,6 +19,7 @@ import pluggy
 import structlog
 
 from framework import hookspecs
+from framework._moved import module_getattr as _moved_getattr
 from framework.errors import ConfigError, PluginError
 from framework.registry import Registry
 
@@ -159,3 +160,8 @@ def _disable_hint(name: str, known: set[str], builtin: tuple[str, ...]) -> str:
             )
     close = difflib.get_close_matches(name, sorted(known), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+if not TYPE_CHECKING:  # (so that mypy still reports unknown names)
+    # Names that moved to the application package fail with an ImportError naming their new module.
+    __getattr__ = _moved_getattr("framework.plugins")

@@ -15,13 +15,16 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 import structlog
 
 from framework.errors import ConfigError, LinkError, StackError
-from tcpstack.config import build_stack, default_config_dict, read_toml
-from tcpstack.logging import LEVELS, configure_logging, link_pcap
+from tcpstack.apps import AppError, AppSpec, load_app, parse_app
+from tcpstack.embed import PreparedStack, load_config_data, parse_feature, prepare_stack, run_stack, up_config
+from tcpstack.logging import LEVELS, configure_logging
+
+__all__ = ["build_parser", "main", "parse_feature"]
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -75,6 +78,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="NAME[:PORT]",
         help="run a service: echo, discard, daytime, chargen or http (repeatable; default ports 7, 9, 13, 19, 80)",
+    )
+    up.add_argument(
+        "--app",
+        action="append",
+        default=[],
+        metavar="[HOST:]PORT=MODULE:CALLABLE",
+        help="serve your streams handler, an async callable of (reader, writer), imported from MODULE (repeatable)",
+    )
+    up.add_argument(
+        "--app-protocol",
+        action="append",
+        default=[],
+        metavar="[HOST:]PORT=MODULE:FACTORY",
+        help="serve your asyncio protocol factory, called once per connection, imported from MODULE (repeatable)",
     )
     up.add_argument(
         "--control",
@@ -203,35 +220,6 @@ def _add_feature_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _parse_value(text: str) -> object:
-    low = text.lower()
-    if low in ("true", "false"):
-        return low == "true"
-    for conv in (int, float):
-        try:
-            return conv(text)
-        except ValueError:
-            pass
-    return text
-
-
-def parse_feature(spec: str, option: str = "--feature") -> tuple[str, dict[str, object]]:
-    """``"keepalive:idle=60,count=3"`` to ``("keepalive", {"idle": 60, "count": 3})``.
-
-    :raises ValueError: for a malformed specification.
-    """
-    name, _, rest = spec.partition(":")
-    if not name:
-        raise ValueError(f"{option} {spec!r}: missing name")
-    settings: dict[str, object] = {}
-    for item in filter(None, rest.split(",")):
-        key, eq, value = item.partition("=")
-        if not eq or not key:
-            raise ValueError(f"{option} {spec!r}: expected KEY=VALUE, got {item!r}")
-        settings[key.strip()] = _parse_value(value.strip())
-    return name, settings
-
-
 def _add_logging_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-format", choices=("console", "json"), default="console", help="log as text or JSON lines")
     p.add_argument("--log-level", choices=LEVELS, default="info", type=str.lower, help="least severe level shown")
@@ -244,134 +232,89 @@ def _fail(message: str, code: int = EXIT_FAILURE) -> int:
 
 def _up_config(args: argparse.Namespace) -> dict[str, Any]:
     """The configuration as plain data, with command-line overrides applied."""
-    data: dict[str, Any] = read_toml(args.config) if args.config else default_config_dict()
-    layers = data.get("layers")
-    if not isinstance(layers, list):
-        return data  # validation reports it
-    # Where the layers are is checked afterwards, by the validation `config check` runs too
-    # (configcmd.validate_for_up): here only the options are applied.
-    tun = _layer(layers, "tun")
-    if tun is not None:
-        if args.tun is not None:
-            tun["device"] = args.tun
-        if args.create:
-            tun["create"] = True
-        if getattr(args, "offload", False):
-            tun["offload"] = True
-        if args.mtu is not None:
-            tun["mtu"] = args.mtu
-    if args.address is not None:
-        ip = _layer(layers, "ipv4")
-        if ip is None:
-            raise ConfigError(["layers: --address needs a layer of type 'ipv4'"])
-        ip["address"] = args.address
-    features = getattr(args, "feature", []) or []
-    no_features = getattr(args, "no_feature", []) or []
-    algorithm = getattr(args, "congestion_control", None)
-    if features or no_features or algorithm:
-        tcp = _layer(layers, "tcp")
-        if tcp is None:
-            raise ConfigError(["layers: --feature, --no-feature and --congestion-control need a 'tcp' layer"])
-        table = tcp.setdefault("features", {})
-        if not isinstance(table, dict):
-            raise ConfigError(["layers: the tcp layer's features must be a table"])
-        for spec in features:
-            try:
-                name, settings = parse_feature(spec)
-            except ValueError as exc:
-                raise ConfigError([str(exc)]) from None
-            table[name] = settings
-        for name in no_features:
-            table[name] = False
-        if algorithm:
-            try:
-                name, settings = parse_feature(algorithm, option="--congestion-control")
-            except ValueError as exc:
-                raise ConfigError([str(exc)]) from None
-            tcp["congestion_control"] = name
-            if settings:
-                algorithms = tcp.setdefault("congestion", {})
-                if not isinstance(algorithms, dict):
-                    raise ConfigError(["layers: the tcp layer's congestion must be a table"])
-                algorithms[name] = settings
-    if getattr(args, "no_checksum_verify", False):
-        for x in layers:
-            if isinstance(x, dict) and x.get("type") in ("ipv4", "tcp"):
-                x["verify_checksum"] = False
-    pcap = _layer(layers, "pcap")
-    if args.pcap is not None:
-        if pcap is None:
-            pcap = {"type": "pcap", "path": args.pcap}
-            layers.insert(1, pcap)  # just above the link: it records whole datagrams
-        else:
-            pcap["path"] = args.pcap
-    if getattr(args, "snaplen", None) is not None:
-        if pcap is None:
-            raise ConfigError(["--snaplen: no capture to apply it to (add --pcap FILE)"])
-        pcap["snaplen"] = args.snaplen  # validated with the layer's settings (68..262144)
-    return data
+    data = load_config_data(args.config)
+    return up_config(data, **_overrides(args))
 
 
-def _layer(layers: list[Any], type_name: str) -> dict[str, Any] | None:
-    """The first layer table of *type_name* in a configuration's ``layers`` (None if absent)."""
-    return next((x for x in layers if isinstance(x, dict) and x.get("type") == type_name), None)
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The command line's options as :func:`tcpstack.embed.up_config` keywords.
+
+    :raises ConfigError: for a malformed ``--feature``.
+    """
+    features: dict[str, Any] = {}
+    for spec in getattr(args, "feature", []) or []:
+        try:
+            name, settings = parse_feature(spec)
+        except ValueError as exc:
+            raise ConfigError([str(exc)]) from None
+        features[name] = settings
+    for name in getattr(args, "no_feature", []) or []:
+        features[name] = False
+    return {
+        "tun": args.tun,
+        "address": args.address,
+        "create": args.create,
+        "offload": getattr(args, "offload", False),
+        "mtu": args.mtu,
+        "features": features,
+        "congestion_control": getattr(args, "congestion_control", None),
+        "verify_checksums": not getattr(args, "no_checksum_verify", False),
+        "pcap": args.pcap,
+        "snaplen": getattr(args, "snaplen", None),
+    }
 
 
-def _open(args: argparse.Namespace) -> tuple[Any, Any, Any] | int:
-    """Validate the configuration, open the TUN link and build the stack (or an exit code)."""
-    from tcpstack.configcmd import validate_for_up
-    from tcpstack.io.tun import TunLink
-
+def _open(args: argparse.Namespace) -> PreparedStack | int:
+    """Validate the configuration, open the TUN link and build the stack (or an exit code):
+    :func:`tcpstack.embed.prepare_stack`, which :func:`tcpstack.open_stack` runs too."""
     try:
-        config = validate_for_up(_up_config(args))  # what `config check` runs; opens nothing
-        tun_cfg = config.layers[0].settings
-        link = TunLink(
-            tun_cfg.device,
-            mtu=tun_cfg.mtu,
-            create=tun_cfg.create,
-            kernel_address=tun_cfg.kernel_address,
-            offload=tun_cfg.offload,
-        )
+        return prepare_stack(config=args.config, **_overrides(args))
     except ConfigError as exc:
         for problem in exc.problems[:-1]:
             print(f"tcpstack: error: {problem}", file=sys.stderr)
         return _fail(exc.problems[-1], EXIT_USAGE)
     except LinkError as exc:
         return _fail(str(exc))
-    try:
-        stack = build_stack(config)
-    except ConfigError as exc:
-        link.close()
-        return _fail("; ".join(exc.problems), EXIT_USAGE)
-    from layers.middleware.pcap import PcapWriter
 
-    # Log events name the capture's frame (pcap_frame) so the log and the pcap can be matched.
-    link_pcap(next((h for h in stack.pipeline.handlers if isinstance(h, PcapWriter)), None))
-    return config, link, stack
+
+def _load_apps(args: argparse.Namespace) -> list[tuple[AppSpec, Any]] | int:
+    """``--app`` and ``--app-protocol``: parsed and imported before anything is opened."""
+    loaded: list[tuple[AppSpec, Any]] = []
+    try:
+        specs = [parse_app(spec, "--app") for spec in args.app]
+        specs += [parse_app(spec, "--app-protocol") for spec in args.app_protocol]
+        for spec in specs:
+            loaded.append((spec, load_app(spec)))
+    except AppError as exc:
+        return _fail(str(exc), EXIT_USAGE if exc.usage else EXIT_FAILURE)
+    return loaded
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from tcpstack.control import ControlServer, default_path
-    from tcpstack.io.driver import AsyncioDriver
     from tcpstack.services import SERVICES, parse_serve
-    from tcpstack.streams import StackApi
 
     try:
         serves = [parse_serve(spec) for spec in args.serve]
     except ValueError as exc:
         return _fail(str(exc), EXIT_USAGE)
-    if len({port for _, port in serves}) != len(serves):
-        return _fail("--serve: two services on one port", EXIT_USAGE)
+    apps = _load_apps(args)
+    if isinstance(apps, int):
+        return apps
+    ports = [port for _, port in serves] + [spec.port for spec, _ in apps]
+    if len(set(ports)) != len(ports):
+        return _fail("--serve, --app, --app-protocol: two servers on one port", EXIT_USAGE)
     opened = _open(args)
     if isinstance(opened, int):
         return opened
-    config, link, stack = opened
+    from tcpstack.io.tun import TunLink
+
+    config, link, stack = opened.config, cast(TunLink, opened.link), opened.stack
     pid_file = Path(args.pid_file) if args.pid_file else None
     if pid_file is not None:
         try:
             pid_file.write_text(f"{os.getpid()}\n")
         except OSError as exc:
-            link.close()
+            opened.close()
             return _fail(f"--pid-file {pid_file}: cannot write: {exc.strerror or exc}")
 
     async def run() -> None:
@@ -379,59 +322,42 @@ def cmd_up(args: argparse.Namespace) -> int:
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        driver = AsyncioDriver(stack, link, loop)
-        driver.start()
-        try:
-            api: StackApi | None = StackApi(stack, driver)
-        except ValueError:  # a configuration without a tcp layer: ss and stats still work
-            api = None
-        control: ControlServer | None = ControlServer(
-            stack, Path(args.control) if args.control else default_path(link.name), api
-        )
-        try:
-            await control.start()  # type: ignore[union-attr]
-        except OSError as exc:
-            logger.warning("control.unavailable", error=str(exc))
-            control = None
-        servers = []
-        if serves:
-            if api is None:
-                raise StackError("--serve needs a tcp layer in the configuration")
+        control: bool | Path = Path(args.control) if args.control else True
+        async with run_stack(opened, control=control, log_down=True) as api:
+            if (serves or apps) and api._tcp is None:
+                raise StackError("--serve and --app need a tcp layer in the configuration")
             for name, port in serves:
-                servers.append(await api.start_server(SERVICES[name], port))
-        ipv4 = config.layer("ipv4")
-        logger.info(
-            "stack.up",
-            device=link.name,
-            created=link.created,
-            address=ipv4.settings.address if ipv4 else None,
-            mtu=link.mtu,
-            offload=getattr(link, "offload", False),
-            layers=[layer.type for layer in config.layers],
-            services=[f"{name}:{port}" for name, port in serves],
-            plugins=stack.host.plugin_names() if stack.host else [],
-        )
-        try:
+                await api.start_server(SERVICES[name], port=port)
+            for spec, target in apps:
+                try:
+                    if spec.option == "--app":
+                        await api.start_server(target, spec.host, spec.port)
+                    else:
+                        await api.create_server(target, spec.host, spec.port)
+                except OSError as exc:
+                    raise StackError(f"{spec.option} {spec.spec!r}: {exc.strerror or exc}") from None
+            ipv4 = config.layer("ipv4")
+            logger.info(
+                "stack.up",
+                device=link.name,
+                created=link.created,
+                address=ipv4.settings.address if ipv4 else None,
+                mtu=link.mtu,
+                offload=getattr(link, "offload", False),
+                layers=[layer.type for layer in config.layers],
+                services=[f"{name}:{port}" for name, port in serves],
+                apps=[spec.label for spec, _ in apps],
+                plugins=stack.host.plugin_names() if stack.host else [],
+                control=str(api.control_path) if api.control_path else None,
+            )
             await stop.wait()
-        finally:
-            if control is not None:
-                await control.stop()  # cancels a running fetch
-            for server in servers:
-                server.close()
-            if api is not None and api.tcp.connections:
-                # Reset what is still open (served or fetched) so peers learn at once, then let
-                # handlers finish.
-                api.abort_all()
-                await asyncio.sleep(0.05)
-            driver.stop()
-            logger.info("stack.down", frames_in=stack.frames_in, **stack.stats.as_dict())
 
     try:
         asyncio.run(run())
     except StackError as exc:
         return _fail(str(exc))
     finally:
-        link.close()
+        opened.close()
         if pid_file is not None:
             _remove_pid_file(pid_file)
     return EXIT_OK
@@ -449,9 +375,6 @@ def _remove_pid_file(path: Path) -> None:
 def cmd_connect(args: argparse.Namespace) -> int:
     import ipaddress
 
-    from tcpstack.io.driver import AsyncioDriver
-    from tcpstack.streams import StackApi
-
     # Checked before the device is opened: a typo costs nothing.
     try:
         ipaddress.IPv4Address(args.host)
@@ -464,7 +387,6 @@ def cmd_connect(args: argparse.Namespace) -> int:
     opened = _open(args)
     if isinstance(opened, int):
         return opened
-    _config, link, stack = opened
     result: list[int] = [EXIT_OK]
 
     async def pump_stdin(writer: asyncio.StreamWriter) -> None:
@@ -481,31 +403,25 @@ def cmd_connect(args: argparse.Namespace) -> int:
             out.flush()
 
     async def run() -> None:
-        loop = asyncio.get_running_loop()
-        driver = AsyncioDriver(stack, link, loop)
-        driver.start()
-        api = StackApi(stack, driver)
-        try:
-            reader, writer = await api.open_connection(args.host, args.port, timeout=args.timeout)
-        except (OSError, ValueError) as exc:
-            result[0] = _fail(f"connect to {args.host}:{args.port}: {_describe(exc)}")
-            driver.stop()
-            return
-        logger.debug("connect.established", peer=f"{args.host}:{args.port}")
-        sender = asyncio.ensure_future(pump_stdin(writer))
-        try:
-            await pump_stdout(reader)
-            await sender
-            writer.close()
-            await writer.wait_closed()
-            # Let the final ACK of the peer's FIN leave before the stack goes away.
-            await asyncio.sleep(0.05)
-        except OSError as exc:
-            sender.cancel()
-            sender.add_done_callback(lambda t: t.cancelled() or t.exception())  # reported just below
-            result[0] = _fail(f"connection to {args.host}:{args.port}: {_describe(exc)}")
-        finally:
-            driver.stop()
+        async with run_stack(opened, control=False) as api:
+            try:
+                reader, writer = await api.open_connection(args.host, args.port, timeout=args.timeout)
+            except (OSError, ValueError) as exc:
+                result[0] = _fail(f"connect to {args.host}:{args.port}: {_describe(exc)}")
+                return
+            logger.debug("connect.established", peer=f"{args.host}:{args.port}")
+            sender = asyncio.ensure_future(pump_stdin(writer))
+            try:
+                await pump_stdout(reader)
+                await sender
+                writer.close()
+                await writer.wait_closed()
+                # Let the final ACK of the peer's FIN leave before the stack goes away.
+                await asyncio.sleep(0.05)
+            except OSError as exc:
+                sender.cancel()
+                sender.add_done_callback(lambda t: t.cancelled() or t.exception())  # reported just below
+                result[0] = _fail(f"connection to {args.host}:{args.port}: {_describe(exc)}")
 
     try:
         asyncio.run(run())
@@ -514,7 +430,7 @@ def cmd_connect(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 130
     finally:
-        link.close()
+        opened.close()
     return result[0]
 
 

@@ -1,8 +1,14 @@
 """Logging with structlog.
 
 Library modules only call ``structlog.get_logger(__name__)`` and log events as dotted nouns with
-keyword values (``log.info("tcp.state", old=..., new=...)``). Only the command-line program
-calls :func:`configure_logging`; importing the library never configures anything.
+keyword values (``log.info("tcp.state", old=..., new=...)``).
+
+The library is quiet unless the application configures logging: importing :mod:`tcpstack`
+installs :func:`install_quiet_default` (warnings and errors only, one line each, on standard
+error), unless structlog was configured before. structlog's own default would print every
+debug event to standard output, which costs a busy stack two thirds of its throughput. An
+application that wants the stack's events calls :func:`configure_logging` (``tcpstack up``
+does, from its ``--log-format`` and ``--log-level``), or configures structlog itself.
 
 With a capture running, :func:`link_pcap` makes every event that is emitted carry
 ``pcap_frame``: the number of the last frame written to the pcap (Wireshark's ``frame.number``),
@@ -44,10 +50,40 @@ def add_pcap_frame(logger: Any, method: str, event: dict[str, Any]) -> dict[str,
     return event
 
 
+class _StderrLoggerFactory:
+    """A :class:`structlog.PrintLogger` on whatever ``sys.stderr`` is when a logger is made."""
+
+    def __call__(self, *args: Any) -> structlog.PrintLogger:
+        return structlog.PrintLogger(sys.stderr)
+
+
+def install_quiet_default() -> bool:
+    """Unless structlog is configured already: warnings and errors only, one line each on standard
+    error; everything below ``warning`` costs one no-op call. Returns whether it installed.
+
+    Nothing is cached (``cache_logger_on_first_use`` stays off), so a later
+    :func:`configure_logging` (or ``structlog.configure``) takes effect for every logger.
+    """
+    if structlog.is_configured():
+        return False
+    structlog.configure(
+        cache_logger_on_first_use=False,
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.dev.ConsoleRenderer(colors=False),
+        ],
+        logger_factory=_StderrLoggerFactory(),
+    )
+    return True
+
+
 def configure_logging(
     *, fmt: str = "console", level: str = "info", stream: TextIO | None = None, cache: bool = True
 ) -> None:
-    """Configure structlog for an application: ``fmt`` is ``"console"`` or ``"json"``.
+    """Configure structlog for an application: ``fmt`` is ``"console"`` or ``"json"``, events at
+    *level* and above go to *stream* (default: standard error).
 
     With *cache* (the default, for speed), each logger freezes this configuration the first
     time it is used; a test suite that configures logging many times passes ``cache=False``.

@@ -32,7 +32,7 @@ def run_fetch(handler: Handler, url_path: str = "/x", **kw: Any) -> tuple[dict[s
         da.start()
         db.start()
         try:
-            server = await StackApi(sb, db).start_server(handler, 80)
+            server = await StackApi(sb, db).start_server(handler, port=80)
             client = StackApi(sa, da)
             try:
                 result: dict[str, Any] | BaseException = await fetch(client, f"http://10.0.0.2:80{url_path}", **kw)

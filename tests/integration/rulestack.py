@@ -18,6 +18,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import tcpstack.cli as cli
+import tcpstack.embed as embed
 from layers.middleware.fault import FaultInjector
 
 
@@ -49,7 +50,7 @@ def lost_twice(nth: int) -> Any:
 
 def main() -> int:
     nth = int(sys.argv[1])
-    build = cli.build_stack
+    build = embed.build_stack
 
     def build_with_rule(config: Any) -> Any:
         stack = build(config)
@@ -58,7 +59,7 @@ def main() -> int:
         fault.add_rule("drop", direction="out", match=lost_twice(nth), count=2)
         return stack
 
-    cli.build_stack = build_with_rule  # type: ignore[assignment]
+    embed.build_stack = build_with_rule  # type: ignore[assignment]
     return cli.main(["up", *sys.argv[2:]])
 
 

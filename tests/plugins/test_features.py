@@ -213,7 +213,7 @@ class TestOverrides:
                 writer.close()
 
             try:
-                server = await StackApi(sb, db).start_server(echo, 7, features={"delayed_ack": {"timeout": 0.01}})
+                server = await StackApi(sb, db).start_server(echo, port=7, features={"delayed_ack": {"timeout": 0.01}})
                 reader, writer = await asyncio.wait_for(
                     StackApi(sa, da).open_connection(
                         "10.0.0.2", 7, features={"nagle": True}, congestion_control="reno"

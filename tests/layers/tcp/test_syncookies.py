@@ -365,8 +365,8 @@ class TestSettings:
             try:
                 api = StackApi(sb, db)
                 with pytest.raises(ValueError, match="syncookies must be one of"):
-                    await api.start_server(echo, 7, syncookies="alwyas")
-                server = await api.start_server(echo, 7, syncookies="always", syn_backlog=2)
+                    await api.start_server(echo, port=7, syncookies="alwyas")
+                server = await api.start_server(echo, port=7, syncookies="always", syn_backlog=2)
                 assert server.listener.syn_backlog == 2 and server.listener.options.syncookies == "always"
                 reader, writer = await asyncio.wait_for(StackApi(sa, da).open_connection("10.0.0.2", 7), 5)
                 writer.write(b"hello")
