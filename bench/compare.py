@@ -1,0 +1,120 @@
+"""bench/segment.py on two checkouts, interleaved: the per-segment cost before and after a change.
+
+Run:  .venv/bin/python bench/compare.py --before /work/wt/before --after . [--rounds 5] [--segments 30000]
+
+Both sides run *this* checkout's bench/segment.py (the same measuring code), each with its own
+interpreter (``CHECKOUT/.venv/bin/python`` unless ``--before-python``/``--after-python``) and
+``--root CHECKOUT``, so each measures its own code. A round runs one side, then the other
+(the order alternating from round to round, so a drift of machine load during the run weighs
+on both sides alike); each run is ``segment.py --runs 1 --json`` in a fresh process. The table
+gives, per case, the median µs per segment of each side over the rounds, the ratio
+after/before of the medians, and the spread of the per-round ratios. ``--json`` prints the
+raw figures. The issue 10 criterion: every ratio at most 1.05 with at least 5 rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+SEGMENT = Path(__file__).resolve().parent / "segment.py"
+
+
+def run_side(python: str, root: Path, args: argparse.Namespace) -> dict[str, Any]:
+    cmd = [python, str(SEGMENT), "--json", "--runs", "1", "--root", str(root)]
+    cmd += ["--segments", str(args.segments), "--warmup", str(args.warmup), "--cases", args.cases]
+    if args.cpu is not None:
+        cmd = ["taskset", "-c", str(args.cpu), *cmd]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=root)
+    report: dict[str, Any] = json.loads(out.stdout)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--before", type=Path, required=True, help="checkout measured as 'before'")
+    ap.add_argument("--after", type=Path, required=True, help="checkout measured as 'after'")
+    ap.add_argument("--before-python", help="interpreter for 'before' (default: BEFORE/.venv/bin/python)")
+    ap.add_argument("--after-python", help="interpreter for 'after' (default: AFTER/.venv/bin/python)")
+    ap.add_argument("--rounds", type=int, default=5, help="runs of each side, interleaved (default 5)")
+    ap.add_argument("--segments", type=int, default=30_000, help="timed segments per case and run (default 30000)")
+    ap.add_argument("--warmup", type=int, default=2_000, help="untimed segments first (default 2000)")
+    ap.add_argument("--cases", default="receive/default,receive/none,send/default,send/none")
+    ap.add_argument("--cpu", type=int, default=None, help="pin both sides to this CPU (taskset)")
+    ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = ap.parse_args(argv)
+    if args.rounds < 1:
+        ap.error("--rounds must be at least 1")
+    sides = {}
+    for name, root, python in (
+        ("before", args.before, args.before_python),
+        ("after", args.after, args.after_python),
+    ):
+        root = root.resolve()
+        python = python or str(root / ".venv" / "bin" / "python")
+        if not Path(python).exists():
+            ap.error(f"no interpreter {python} for '{name}' (run scripts/setup in {root}, or pass --{name}-python)")
+        sides[name] = (python, root)
+
+    reports: dict[str, list[dict[str, Any]]] = {"before": [], "after": []}
+    for i in range(args.rounds):
+        order = ("before", "after") if i % 2 == 0 else ("after", "before")
+        for name in order:
+            python, root = sides[name]
+            reports[name].append(run_side(python, root, args))
+            print(f"round {i + 1}/{args.rounds}: {name} done", file=sys.stderr)
+
+    cases = list(reports["before"][0]["cases"])
+    result: dict[str, Any] = {
+        "benchmark": "segment-compare",
+        "rounds": args.rounds,
+        "segments": args.segments,
+        "before": reports["before"][0]["layout"],
+        "after": reports["after"][0]["layout"],
+        "cases": {},
+    }
+    for case in cases:
+        b = [r["cases"][case]["median_us"] for r in reports["before"]]
+        a = [r["cases"][case]["median_us"] for r in reports["after"]]
+        ratios = [x / y for x, y in zip(a, b, strict=True)]
+        result["cases"][case] = {
+            "before_us": b,
+            "after_us": a,
+            "before_median_us": statistics.median(b),
+            "after_median_us": statistics.median(a),
+            "ratio": statistics.median(a) / statistics.median(b),
+            "round_ratio_min": min(ratios),
+            "round_ratio_max": max(ratios),
+        }
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    bl, al = result["before"], result["after"]
+    table = Table(
+        title=f"µs per segment, before {bl['root']} @ {bl['commit']} vs after {al['root']} @ {al['commit']}, "
+        f"median of {args.rounds} interleaved rounds of {args.segments} segments"
+    )
+    for col in ("case", "before µs", "after µs", "after/before", "per-round ratios"):
+        table.add_column(col, justify="left" if col == "case" else "right")
+    for case, c in result["cases"].items():
+        table.add_row(
+            case,
+            f"{c['before_median_us']:.2f}",
+            f"{c['after_median_us']:.2f}",
+            f"{c['ratio']:.3f}",
+            f"{c['round_ratio_min']:.3f}-{c['round_ratio_max']:.3f}",
+        )
+    Console().print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
