@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['rss_bytes_per_conn']:,.0f}",
             f"{r['handshake_us']:.0f}",
         )
-    Console().print(table)
+    Console(width=120).print(table)
     return 0
 
 
