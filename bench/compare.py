@@ -42,8 +42,8 @@ def run_side(python: str, root: Path, args: argparse.Namespace) -> dict[str, Any
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--before", type=Path, required=True, help="checkout measured as 'before'")
-    ap.add_argument("--after", type=Path, required=True, help="checkout measured as 'after'")
+    ap.add_argument("--before", type=Path, help="checkout measured as 'before'")
+    ap.add_argument("--after", type=Path, help="checkout measured as 'after'")
     ap.add_argument("--before-python", help="interpreter for 'before' (default: BEFORE/.venv/bin/python)")
     ap.add_argument("--after-python", help="interpreter for 'after' (default: AFTER/.venv/bin/python)")
     ap.add_argument("--rounds", type=int, default=5, help="runs of each side, interleaved (default 5)")
@@ -58,9 +58,27 @@ def main(argv: list[str] | None = None) -> int:
         help="run both sides at this niceness (e.g. -15 as root, on a machine busy with other work)",
     )
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ap.add_argument("--markdown", action="store_true", help="print a Markdown table instead")
+    ap.add_argument("--load", type=Path, help="do not run: show the JSON a previous --json run printed")
     args = ap.parse_args(argv)
-    if args.rounds < 1:
+    if args.load is not None:
+        result = json.loads(args.load.read_text())
+    elif args.before is None or args.after is None:
+        ap.error("--before and --after are required (or --load)")
+    elif args.rounds < 1:
         ap.error("--rounds must be at least 1")
+    else:
+        result = compare(ap, args)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    elif args.markdown:
+        print(markdown(result))
+    else:
+        show(result)
+    return 0
+
+
+def compare(ap: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, Any]:
     sides = {}
     for name, root, python in (
         ("before", args.before, args.before_python),
@@ -106,31 +124,53 @@ def main(argv: list[str] | None = None) -> int:
                 f"{clock}round_ratio_max": max(ratios),
             }
         result["cases"][case] = row
-    if args.json:
-        print(json.dumps(result, indent=2))
-        return 0
+    return result
+
+
+def _rows(result: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
+    rows = []
+    for case, c in result["cases"].items():
+        for clock, name in (("", "wall"), ("cpu_", "CPU")):
+            rows.append(
+                (
+                    case,
+                    name,
+                    f"{c[clock + 'before_median_us']:.2f}",
+                    f"{c[clock + 'after_median_us']:.2f}",
+                    f"{c[clock + 'ratio']:.3f}",
+                    f"{c[clock + 'round_ratio_min']:.3f}-{c[clock + 'round_ratio_max']:.3f}",
+                )
+            )
+    return rows
+
+
+COLUMNS = ("case", "clock", "before µs", "after µs", "after/before", "per-round ratios")
+
+
+def _title(result: dict[str, Any]) -> str:
+    bl, al = result["before"], result["after"]
+    return (
+        f"µs per segment, before {bl['root']} @ {bl['commit']} vs after {al['root']} @ {al['commit']}, "
+        f"median of {result['rounds']} interleaved rounds of {result['segments']} segments"
+    )
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = [_title(result), "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(row) + " |" for row in _rows(result)]
+    return "\n".join(lines)
+
+
+def show(result: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    bl, al = result["before"], result["after"]
-    table = Table(
-        title=f"µs per segment, before {bl['root']} @ {bl['commit']} vs after {al['root']} @ {al['commit']}, "
-        f"median of {args.rounds} interleaved rounds of {args.segments} segments"
-    )
-    for col in ("case", "clock", "before µs", "after µs", "after/before", "per-round ratios"):
+    table = Table(title=_title(result))
+    for col in COLUMNS:
         table.add_column(col, justify="left" if col in ("case", "clock") else "right")
-    for case, c in result["cases"].items():
-        for clock, name in (("", "wall"), ("cpu_", "CPU")):
-            table.add_row(
-                case if not clock else "",
-                name,
-                f"{c[clock + 'before_median_us']:.2f}",
-                f"{c[clock + 'after_median_us']:.2f}",
-                f"{c[clock + 'ratio']:.3f}",
-                f"{c[clock + 'round_ratio_min']:.3f}-{c[clock + 'round_ratio_max']:.3f}",
-            )
+    for row in _rows(result):
+        table.add_row(*row)
     Console(width=150).print(table)
-    return 0
 
 
 if __name__ == "__main__":
