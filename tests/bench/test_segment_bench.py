@@ -12,16 +12,15 @@ import json
 import math
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
 
 from bench import inproc
 from layers.ipv4.wire import Ipv4Repr
 from layers.tcp.wire import TcpRepr, pseudo_base
+from tcpstack.config import build_stack, config_from_dict
 
 ROOT = Path(__file__).resolve().parents[2]
 CASES = {"receive/default", "receive/none", "send/default", "send/none"}
@@ -101,28 +100,14 @@ def test_the_peers_frames_parse_with_valid_checksums() -> None:
     assert (seg.mss, seg.sack_perm, seg.ts, seg.wscale) == (inproc.LINUX_MSS, True, (5, 0), inproc.PEER_WSCALE)
 
 
-@pytest.fixture
-def restore_structlog() -> Iterator[None]:
-    """The benchmark configures structlog (warnings only); put the previous configuration back."""
-    was_configured = structlog.is_configured()
-    saved = structlog.get_config()
-    try:
-        yield
-    finally:
-        if was_configured:
-            structlog.configure(**saved)
-        else:
-            structlog.reset_defaults()
-
-
-@pytest.mark.usefixtures("restore_structlog")
 def test_a_stack_that_loses_data_cannot_report_a_figure(monkeypatch: pytest.MonkeyPatch) -> None:
     """With a fault layer dropping 5% of what arrives, the application does not read every
     byte, and the receive benchmark says so instead of timing it."""
     monkeypatch.syspath_prepend(str(ROOT / "bench"))
     import segment  # the module as the script runs it (with its own ``inproc``)
 
-    layout = segment.inproc.load(ROOT)
+    # Not inproc.load(): it configures logging for the whole process (as the script should).
+    layout = segment.inproc.Layout(ROOT, "tcpstack.config", config_from_dict, build_stack)
     config_dict = segment.inproc.config_dict
 
     def lossy(features: str, **tcp: Any) -> dict[str, Any]:
