@@ -137,10 +137,13 @@ def check_shape(
         taken: dict[int, int] = {}
         for c in children[p]:
             if not keys[c]:
-                offers = ", ".join(sorted(types[c].accepts)) or "none"
+                lt = types[c]
+                if lt.accepts or lt.demux:
+                    why = f"(it takes: {', '.join(sorted(lt.accepts)) or 'none'})"
+                else:
+                    why = "(a middleware takes the keys of the layers above it, and nothing sits on it)"
                 problems.append(
-                    f"{label(c)}: sits on {label(p)} beside other layers, chosen by {key}, "
-                    f"but takes no {key} (it takes: {offers})"
+                    f"{label(c)}: sits on {label(p)} beside other layers, chosen by {key}, but takes no {key} {why}"
                 )
             for k in keys[c]:
                 if k in taken:

@@ -303,6 +303,10 @@ def _up_config(args: argparse.Namespace) -> dict[str, Any]:
         if pcap is None:
             pcap = {"type": "pcap", "path": args.pcap}
             layers.insert(1, pcap)  # just above the link: it records whole datagrams
+            link = layers[0].get("type") if isinstance(layers[0], dict) else None
+            for x in layers[2:]:  # layers that name the link as theirs now sit on the capture
+                if isinstance(x, dict) and link is not None and x.get("below") == link:
+                    x["below"] = "pcap"
         else:
             pcap["path"] = args.pcap
     if getattr(args, "snaplen", None) is not None:

@@ -393,15 +393,12 @@ BAD_SHAPES: dict[str, tuple[list[dict[str, Any]], list[str]]] = {
         [MEMORY, IPV4, TCP, {"type": "tap", "below": "ipv4"}],
         [
             "layers[3] (tap): sits on layers[1] (ipv4) beside other layers, chosen by ip.protocol, but takes "
-            "no ip.protocol (it takes: none)"
+            "no ip.protocol (a middleware takes the keys of the layers above it, and nothing sits on it)"
         ],
     ),
     "a layer on a transport": (
         [MEMORY, IPV4, TCP, {"type": "echo", "below": "tcp"}],
-        [
-            "layers[3] (echo): never sees traffic: layers[2] (tcp) below it passes nothing up; "
-            "place it below layers[2]"
-        ],
+        ["layers[3] (echo): never sees traffic: layers[2] (tcp) below it passes nothing up; place it below layers[2]"],
     ),
 }
 
@@ -506,3 +503,40 @@ def test_pipeline_rejects_bad_trees(layers: Any, expected: list[str]) -> None:
     with pytest.raises(ConfigError) as info:
         Pipeline(layers(lambda name: Mark(name, calls)))
     assert info.value.problems == expected
+
+
+# ====================================================================== the command line
+
+
+def test_pcap_option_sits_below_every_layer_on_the_link(tmp_path: Path) -> None:
+    """``--pcap`` inserts the capture just above the link; a layer that named the link as the one it
+    sits on now sits on the capture, so the capture still sees every frame."""
+    from tcpstack.cli import _up_config, build_parser
+
+    path = tmp_path / "stack.toml"
+    path.write_text(
+        '[[layers]]\ntype = "tun"\n[[layers]]\ntype = "ipv4"\n[[layers]]\ntype = "ipv6ish"\nbelow = "tun"\n'
+    )
+    data = _up_config(build_parser().parse_args(["up", "--config", str(path), "--pcap", "x.pcap"]))
+    assert data["layers"] == [
+        {"type": "tun"},
+        {"type": "pcap", "path": "x.pcap"},
+        {"type": "ipv4"},
+        {"type": "ipv6ish", "below": "pcap"},
+    ]
+
+
+def test_config_check_shows_the_branches() -> None:
+    """``tcpstack config check`` names the layer a branch sits on."""
+    from tcpstack.configcmd import describe
+
+    lines = describe(configure(ECHO_BESIDE_TCP))
+    assert lines[:6] == [
+        "layers (bottom to top):",
+        "  0. memory: mtu=1500",
+        "  1. tap",
+        lines[3],
+        lines[4],
+        "  4. echo (on ipv4): reply=True",
+    ]
+    assert lines[3].startswith("  2. ipv4: ") and lines[4].startswith("  3. tcp: ")
