@@ -1,5 +1,8 @@
 """Configuration: a TOML file naming the layers bottom to top, plus plugin settings.
 
+The layers form a tree rooted at the link: each ``[[layers]]`` entry sits on the previous one,
+or on the layer its ``below`` key names (:mod:`framework.topology` checks the shape).
+
 Layers come from plugins (``stack_register``); this module knows none of them by name. The
 application package (``tcpstack.config``) holds the built-in default configuration and the list
 of built-in plugins.
@@ -24,6 +27,18 @@ from framework.plugins import PluginHost
 from framework.registry import LayerType
 from framework.settings import validate_settings
 from framework.stack import Stack
+from framework.topology import check_shape, resolve_below
+
+__all__ = [
+    "MAX_CONFIG_BYTES",
+    "LayerConfig",
+    "StackConfig",
+    "build_stack",
+    "check_shape",
+    "config_from_dict",
+    "load_config",
+    "read_toml",
+]
 
 
 @dataclass(slots=True)
@@ -33,6 +48,11 @@ class LayerConfig:
     type: str
     name: str
     settings: Any
+    below: str | None = None
+    """The name of the layer it sits on (``None`` for the bottom layer)."""
+    keys: tuple[int, ...] = ()
+    """The demultiplexing keys under which it takes packets from the layer below (resolved
+    from its type's ``accepts``, or for a middleware from the layers above it)."""
 
 
 @dataclass(slots=True)
@@ -141,6 +161,7 @@ def config_from_dict(
 
     layers: list[LayerConfig] = []
     types: list[LayerType | None] = []  # per [[layers]] entry, None if its type is unknown
+    entries: list[LayerConfig | None] = []  # per [[layers]] entry, None if it is not valid
     raw_layers = data.get("layers")
     if raw_layers is None:
         problems.append("layers: missing; list the layers bottom to top as [[layers]] tables")
@@ -148,12 +169,23 @@ def config_from_dict(
     elif not isinstance(raw_layers, list) or not raw_layers:
         problems.append("layers: expected a non-empty array of tables ([[layers]])")
         raw_layers = []
+    # A layer's name is its type; ``below`` names the layer an entry sits on (default: the previous).
+    names = [
+        raw.get("type") if isinstance(raw, Mapping) and isinstance(raw.get("type"), str) else None for raw in raw_layers
+    ]
+    parents: list[int | None] = []
+    placed = True  # every entry's below resolved
     for i, raw in enumerate(raw_layers):
         path = f"layers[{i}]"
         types.append(None)
+        entries.append(None)
+        parents.append(None)
         if not isinstance(raw, Mapping):
             problems.append(f"{path}: expected a table")
             continue
+        before = len(problems)
+        parents[i] = resolve_below(raw, i, names, problems)
+        placed = placed and len(problems) == before
         type_name = raw.get("type")
         if not isinstance(type_name, str):
             problems.append(f"{path}.type: required, one of: {', '.join(sorted(registry.layers))}")
@@ -165,7 +197,7 @@ def config_from_dict(
             )
             continue
         types[i] = lt
-        settings = {k: v for k, v in raw.items() if k != "type"}
+        settings = {k: v for k, v in raw.items() if k not in ("type", "below")}
         obj = validate_settings(lt.settings, settings, path, problems)
         if obj is not None:
             # Settings that name things plugins provide (features, algorithms) check them here.
@@ -179,47 +211,37 @@ def config_from_dict(
             # ... and may check the layers below them (e.g. an MTU against the link's).
             neighbours = getattr(obj, "check_below", None)
             if callable(neighbours):
-                neighbours(list(reversed(layers)), path, problems)
-            layers.append(LayerConfig(type_name, type_name, obj))
-    names = [layer.name for layer in layers]
-    for n in sorted({n for n in names if names.count(n) > 1}):
+                neighbours(_path_down(i, parents, entries), path, problems)
+            parent = parents[i]
+            entry = LayerConfig(type_name, type_name, obj, names[parent] if parent is not None else None)
+            entries[i] = entry
+            layers.append(entry)
+    valid = [layer.name for layer in layers]
+    for n in sorted({n for n in valid if valid.count(n) > 1}):
         problems.append(f"layers: more than one layer of type {n!r}")
-    if all(t is not None for t in types):  # an unknown type could provide anything: no guessing
-        check_shape([t for t in types if t is not None], problems)
+    known = [t for t in types if t is not None]
+    # An unknown type could provide anything, an unresolved below could be anywhere: no guessing.
+    if len(known) == len(types) and placed:
+        keys = check_shape(known, problems, parents)
+        for valid_entry, k in zip(entries, keys, strict=True):
+            if valid_entry is not None:
+                valid_entry.keys = k
 
     if problems:
         raise ConfigError(problems)
     return StackConfig(layers=layers, disable=disable, plugin_settings_=plugin_settings, host=host)
 
 
-def check_shape(types: Sequence[LayerType], problems: list[str]) -> None:
-    """Check the order of the layers (bottom first) against what their types declared when
-    they were registered (:meth:`~framework.registry.Registry.add_layer`): a ``bottom`` layer
-    is at the bottom; whatever a layer ``requires`` is ``provided`` by a layer below it; and
-    nothing sits above a layer that passes nothing up (it would never see a packet). Knows no
-    protocol: the names are the layer types' own. Appends one problem per misplaced layer."""
-    blocker: int | None = None  # the lowest layer that passes nothing up
-    for i, lt in enumerate(types):
-        label = f"layers[{i}] ({lt.type_name})"
-        if lt.bottom and i:
-            problems.append(f"{label}: must be the bottom layer, below layers[0] ({types[0].type_name})")
-        for need in lt.requires:
-            if any(need in below.provides for below in types[:i]):
-                continue
-            above = next((j for j in range(i + 1, len(types)) if need in types[j].provides), None)
-            where = f" (layers[{above}] ({types[above].type_name}) is above it)" if above is not None else ""
-            problems.append(f"{label}: needs {_article(need)} {need} layer below it{where}")
-        if blocker is not None:
-            problems.append(
-                f"{label}: never sees traffic: layers[{blocker}] ({types[blocker].type_name}) below it "
-                f"passes nothing up; place it below layers[{blocker}]"
-            )
-        elif not lt.passes_up:
-            blocker = i
-
-
-def _article(word: str) -> str:
-    return "an" if word[:1].lower() in "aeio" else "a"
+def _path_down(i: int, parents: Sequence[int | None], entries: Sequence[LayerConfig | None]) -> list[LayerConfig]:
+    """The valid entries below ``layers[i]``, nearest first."""
+    out: list[LayerConfig] = []
+    p = parents[i]
+    while p is not None:
+        entry = entries[p]
+        if entry is not None:
+            out.append(entry)
+        p = parents[p]
+    return out
 
 
 def build_stack(config: StackConfig) -> Stack:
@@ -227,15 +249,18 @@ def build_stack(config: StackConfig) -> Stack:
 
     :raises ConfigError: if the layers cannot work together (e.g. no link at the bottom).
     """
-    from framework.pipeline import Pipeline
+    from framework.pipeline import Node, Pipeline
 
     host = config.host or PluginHost(disabled=config.disable)
     registry = host.registry
     handlers = []
+    nodes = []
     problems: list[str] = []
     for i, layer in enumerate(config.layers):
         try:
-            handlers.append(registry.layers[layer.type].factory(layer.name, layer.settings))
+            handler = registry.layers[layer.type].factory(layer.name, layer.settings)
+            handlers.append(handler)
+            nodes.append(Node(handler, layer.below, layer.keys))
         except ConfigError as exc:
             problems.extend(f"layers[{i}]: {p}" for p in exc.problems)
         except ValueError as exc:
@@ -243,7 +268,7 @@ def build_stack(config: StackConfig) -> Stack:
     try:
         if problems:
             raise ConfigError(problems)
-        pipeline = Pipeline(handlers)
+        pipeline = Pipeline(nodes)
     except ConfigError:
         for h in handlers:  # release what was opened (a pcap file) before failing
             close = getattr(h, "close", None)

@@ -1,6 +1,7 @@
 """The one packet-handler interface that every layer and middleware implements.
 
-Call order per inbound frame, bottom-up::
+Call order per inbound frame, bottom-up (where several layers sit on one, the one taking the
+key the layer below set in ``pkt.upper``; docs/architecture.md, "Pipeline graph")::
 
     link.receive -> [middleware.receive] -> ipv4.receive -> tcp.receive
 
@@ -31,10 +32,12 @@ class PacketHandler(Protocol):
     """Instance name, unique in a pipeline (the configuration's ``name``, default the type)."""
 
     def attach(self, below: Sequence[PacketHandler], above: Sequence[PacketHandler]) -> None:
-        """Called once when the pipeline is assembled, with the handlers below (nearest
-        first) and above (nearest first). Use it to learn the link MTU or which protocols
-        the layers above handle. Raise :class:`~framework.errors.ConfigError` if the
-        neighbours make this handler unusable."""
+        """Called once when the pipeline is assembled, with the handlers below (the path down
+        to the link, nearest first) and above (nearest first; breadth-first where several
+        layers sit on one). *above* is a :class:`~framework.pipeline.Above`, which also says
+        which demultiplexing keys the layers directly above take (``above.keys``). Use it to
+        learn the link MTU or which protocols the layers above handle. Raise
+        :class:`~framework.errors.ConfigError` if the neighbours make this handler unusable."""
         ...
 
     def receive(self, pkt: Packet, ctx: Context) -> Packet | None:

@@ -51,9 +51,13 @@ class Packet:
         field; the link asks the kernel to complete it (TUN offload).
     :ivar gso_size: outbound, a TCP super-segment the kernel cuts into segments of this many
         payload bytes (TUN segmentation offload); 0 for an ordinary datagram.
+    :ivar upper: inbound, the demultiplexing key of the packet, set by the layer below the one it
+        goes to next (IPv4: the IP protocol number; a raw-IP link: the IP version): where several
+        layers sit on one, the pipeline hands the packet to the one that takes this key. A
+        middleware that replaces the packet copies it. -1 until a layer sets it.
     """
 
-    __slots__ = ("csum_ok", "csum_partial", "frame_no", "gso_size", "headers", "icmp_error", "net", "payload")
+    __slots__ = ("csum_ok", "csum_partial", "frame_no", "gso_size", "headers", "icmp_error", "net", "payload", "upper")
 
     def __init__(self, payload: BytesLike, net: Any = None) -> None:
         self.payload: BytesLike = payload
@@ -64,6 +68,7 @@ class Packet:
         self.csum_ok = False
         self.csum_partial = False
         self.gso_size = 0
+        self.upper = -1
 
     @classmethod
     def inbound(cls, frame: BytesLike, frame_no: int = 0) -> Packet:

@@ -6,8 +6,8 @@ third-party plugin would, so nothing about a layer is special-cased in the frame
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from framework.errors import PluginError
@@ -36,6 +36,13 @@ class LayerType:
     passes_up: bool = True
     """It hands inbound packets to the layer above; ``False`` for a top layer (a transport
     consumes every packet), so nothing above it would ever see traffic."""
+    demux: str | None = None
+    """The demultiplexing key it sets in ``pkt.upper`` on every packet it passes up
+    (``"ip.protocol"``, ``"ip.version"``): several layers may sit on it, told apart by it."""
+    accepts: Mapping[str, tuple[int, ...]] = field(default_factory=dict, hash=False)
+    """The keys, per demultiplexing key, under which it takes packets from the layer below
+    (``{"ip.protocol": (6,)}`` for TCP). A layer with neither ``demux`` nor ``accepts`` is a
+    pass-through middleware: it takes the keys of the layers above it."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -85,6 +92,8 @@ class Registry:
         requires: Iterable[str] = (),
         bottom: bool = False,
         passes_up: bool = True,
+        demux: str | None = None,
+        accepts: Mapping[str, Iterable[int]] | None = None,
     ) -> None:
         """Make ``type = "<type_name>"`` valid in ``[[layers]]``.
 
@@ -96,6 +105,15 @@ class Registry:
         :param bottom: this layer must be the bottom one (a link).
         :param passes_up: ``False`` if this layer never hands an inbound packet to the layer
             above it (a transport at the top): a layer placed above it is an error.
+        :param demux: the name of the demultiplexing key this layer sets in ``pkt.upper`` on
+            every packet it passes up (IPv4 ``"ip.protocol"``: the protocol number; a link of
+            bare IP datagrams ``"ip.version"``). Several layers may then sit on it, each
+            taking its own keys.
+        :param accepts: the keys under which this layer takes packets from a layer below that
+            sets them, by key name: TCP ``{"ip.protocol": [6]}``, IPv4 ``{"ip.version": [4]}``.
+            Leave both ``demux`` and ``accepts`` out for a pass-through middleware (pcap,
+            fault): it passes on ``pkt.upper`` untouched and takes the keys of the layers
+            above it. ``docs/configuration.md`` ("Topology") shows where layers may sit.
         :raises PluginError: if another plugin already registered *type_name*.
         """
         if type_name in self.layers:
@@ -113,6 +131,8 @@ class Registry:
             requires=tuple(requires),
             bottom=bottom,
             passes_up=passes_up,
+            demux=demux,
+            accepts={k: tuple(int(v) for v in vals) for k, vals in (accepts or {}).items()},
         )
 
     def add_feature(self, name: str, settings: type[Any], *, doc: str = "", syncookie: Any = None) -> None:

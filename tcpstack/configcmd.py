@@ -103,7 +103,9 @@ def describe(config: StackConfig) -> list[str]:
     lines = ["layers (bottom to top):"]
     for i, layer in enumerate(config.layers):
         settings = _settings_summary(layer.settings, everything=True)
-        lines.append(f"  {i}. {layer.type}{': ' + settings if settings else ''}")
+        # A layer on another than the one listed before it (a branch of the tree) says which.
+        on = f" (on {layer.below})" if i and layer.below != config.layers[i - 1].name else ""
+        lines.append(f"  {i}. {layer.type}{on}{': ' + settings if settings else ''}")
     host = config.host
     if host is not None:
         lines.append(f"plugins: {', '.join(host.plugin_names())}")

@@ -156,6 +156,10 @@ def up_config(
         if capture is None:
             capture = {"type": "pcap", "path": str(pcap)}
             layers.insert(1, capture)  # just above the link: it records whole datagrams
+            link = layers[0].get("type") if isinstance(layers[0], dict) else None
+            for x in layers[2:]:  # layers that name the link as theirs now sit on the capture
+                if isinstance(x, dict) and link is not None and x.get("below") == link:
+                    x["below"] = "pcap"
         else:
             capture["path"] = str(pcap)
     if snaplen is not None:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from framework.context import Context
 from framework.handler import BaseHandler
 from framework.packet import Packet
-from framework.pipeline import Pipeline
+from framework.pipeline import Node, Pipeline
 from framework.stack import Stack
 from layers.ipv4.handler import Ipv4Layer, Ipv4Settings
 from layers.link.handler import MemorySettings, RawIpLink
@@ -17,12 +17,17 @@ PEER = "10.0.0.1"
 
 
 class Sink(BaseHandler):
-    """A top-of-pipeline handler that records what reaches it and claims IP protocols."""
+    """A top-of-pipeline handler that records what reaches it and claims IP protocols (placed
+    with :meth:`node`, under which the layer below passes it those protocols)."""
 
     def __init__(self, name: str = "sink", ip_protocols: Sequence[int] = (6,)) -> None:
         self.name = name
         self.ip_protocols = tuple(ip_protocols)
         self.received: list[Packet] = []
+
+    def node(self) -> Node:
+        """This sink in a pipeline, taking its IP protocols from the layer below."""
+        return Node(self, keys=self.ip_protocols)
 
     def receive(self, pkt: Packet, ctx: Context) -> Packet | None:
         pkt.payload = bytes(pkt.payload)  # detach from the frame buffer
@@ -35,5 +40,5 @@ def ipv4_stack(*, mtu: int = 1500, sink: Sink | None = None, **ipv4: object) -> 
     sink = sink or Sink()
     settings = Ipv4Settings(**{"address": f"{OWN}/24", "ident_seed": 0, **ipv4})  # type: ignore[arg-type]
     ip = Ipv4Layer("ipv4", settings)
-    stack = Stack(Pipeline([RawIpLink("memory", mtu, MemorySettings(mtu=mtu)), ip, sink]))
+    stack = Stack(Pipeline([RawIpLink("memory", mtu, MemorySettings(mtu=mtu)), ip, sink.node()]))
     return stack, ip, sink

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -24,6 +24,7 @@ from framework.context import Context
 from framework.errors import ConfigError, WireError
 from framework.handler import BaseHandler, PacketHandler
 from framework.packet import Packet
+from framework.pipeline import Above
 from framework.plugins import hookimpl
 from framework.registry import Registry
 from layers.ipv4 import icmp
@@ -147,10 +148,9 @@ class Ipv4Layer(BaseHandler):
         if self.mtu and link_mtu and self.mtu > link_mtu:
             raise ConfigError([f"ipv4.mtu {self.mtu} exceeds the link MTU {link_mtu}"])
         self.mtu = self.mtu or int(link_mtu or 0)
-        protos: set[int] = set()
-        for h in above:
-            protos.update(_claimed_protocols(h))
-        self.protocols = frozenset(protos)
+        # The protocols the layers above take (their keys in the pipeline graph): anything else
+        # gets Destination Unreachable (protocol) below.
+        self.protocols = above.keys if isinstance(above, Above) else frozenset()
 
     # ------------------------------------------------------------------ receive
 
@@ -204,6 +204,7 @@ class Ipv4Layer(BaseHandler):
         if proto in self.protocols:
             pkt.net = hdr
             pkt.payload = payload
+            pkt.upper = proto  # the pipeline hands it to the layer above that takes this protocol
             return pkt
         ctx.stats.drop("ipv4", "unknown_protocol")
         # RFC 1122 §3.2.2.1: a host SHOULD generate Destination Unreachable (protocol).
@@ -250,6 +251,7 @@ class Ipv4Layer(BaseHandler):
             err = Packet(quoted_payload, quoted)
             err.icmp_error = icmp.IcmpError.from_message(msg)
             err.frame_no = 0
+            err.upper = quoted.protocol
             ctx.stats.count("icmp.errors_received")
             return err
         if t == icmp.SOURCE_QUENCH:
@@ -345,11 +347,6 @@ class Ipv4Layer(BaseHandler):
                 self._send_error(icmp.TIME_EXCEEDED, icmp.REASSEMBLY_EXCEEDED, first, gone.first, ctx)
 
 
-def _claimed_protocols(h: PacketHandler) -> Iterable[int]:
-    protos = getattr(h, "ip_protocols", ())
-    return [int(p) for p in protos]
-
-
 def _ipv4(name: str, settings: Ipv4Settings) -> Ipv4Layer:
     return Ipv4Layer(name, settings)
 
@@ -363,4 +360,6 @@ def stack_register(registry: Registry) -> None:
         doc="IPv4 with ICMP echo, errors and fragment reassembly",
         provides=("ipv4",),
         requires=("link",),
+        demux="ip.protocol",  # pkt.upper: the protocol number (RFC 791 §3.1)
+        accepts={"ip.version": [4]},  # RFC 791 §3.1: Version 4
     )

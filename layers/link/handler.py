@@ -134,6 +134,7 @@ class RawIpLink(BaseHandler):
         if self.vnet:
             return self._receive_vnet(pkt, ctx)
         ctx.stats.count("frames_in")
+        pkt.upper = pkt.payload[0] >> 4  # the IP version (RFC 791 §3.1, RFC 8200 §3) picks the layer above
         return pkt
 
     def _receive_vnet(self, pkt: Packet, ctx: Context) -> Packet | None:
@@ -146,6 +147,7 @@ class RawIpLink(BaseHandler):
             ctx.stats.drop("link", "unsupported_gso")  # UDP or IPv6 super-packets: not ours to split
             return None
         pkt.payload = frame[VNET_HDR_LEN:]
+        pkt.upper = frame[VNET_HDR_LEN] >> 4  # the IP version picks the layer above
         if flags & (VNET_F_NEEDS_CSUM | VNET_F_DATA_VALID):
             pkt.csum_ok = True
         ctx.stats.count("frames_in")
@@ -184,7 +186,13 @@ def _memory(name: str, settings: MemorySettings) -> RawIpLink:
 @hookimpl
 def stack_register(registry: Registry) -> None:
     registry.add_layer(
-        "tun", _tun, TunSettings, doc="Linux TUN device carrying bare IP datagrams", provides=("link",), bottom=True
+        "tun",
+        _tun,
+        TunSettings,
+        doc="Linux TUN device carrying bare IP datagrams",
+        provides=("link",),
+        bottom=True,
+        demux="ip.version",
     )
     registry.add_layer(
         "memory",
@@ -193,4 +201,5 @@ def stack_register(registry: Registry) -> None:
         doc="in-memory link for tests and simulation",
         provides=("link",),
         bottom=True,
+        demux="ip.version",
     )

@@ -334,6 +334,7 @@ def _fresh(data: bytes, pkt: Packet, inbound: bool) -> Packet:
     super-segments) so the link still describes it right."""
     new = Packet.inbound(data, pkt.frame_no) if inbound else Packet(data, pkt.net)
     new.csum_ok, new.csum_partial, new.gso_size = pkt.csum_ok, pkt.csum_partial, pkt.gso_size
+    new.upper = pkt.upper  # the key that picks the layer above (docs/architecture.md, "Pipeline graph")
     return new
 
 

@@ -44,7 +44,7 @@ class SeqShift(BaseHandler):
             if out is not None:
                 # The rewrite computes the full checksum, so the frame is valid whatever the link said.
                 new = Packet.inbound(out, pkt.frame_no)
-                new.csum_ok = pkt.csum_ok
+                new.csum_ok, new.upper = pkt.csum_ok, pkt.upper
                 return new
         return pkt
 

@@ -106,8 +106,6 @@ class Listener:
 class TcpLayer(BaseHandler):
     """The TCP pipeline handler: owns every connection and listener of the stack."""
 
-    ip_protocols = (PROTO_TCP,)
-
     def __init__(self, name: str, settings: TcpSettings) -> None:
         self.name = name
         self.settings = settings
@@ -703,6 +701,7 @@ def stack_register(registry: Registry) -> None:
         doc="TCP (RFC 9293) with listeners, RST handling and timers",
         requires=("ipv4",),
         passes_up=False,  # it consumes every segment: a layer above it would never see one
+        accepts={"ip.protocol": [PROTO_TCP]},
     )
 
 

@@ -36,7 +36,7 @@ def mtu_stack(*, link_mtu: int = 1500, **ipv4: object) -> tuple[Stack, Ipv4Layer
     sink = Sink()
     settings = Ipv4Settings(**{"address": f"{OWN}/24", "ident_seed": 0, **ipv4})  # type: ignore[arg-type]
     ip = Ipv4Layer("ipv4", settings)
-    stack = Stack(Pipeline([RawIpLink("memory", link_mtu, MemorySettings(mtu=link_mtu)), ip, sink]))
+    stack = Stack(Pipeline([RawIpLink("memory", link_mtu, MemorySettings(mtu=link_mtu)), ip, sink.node()]))
     return stack, ip, sink
 
 

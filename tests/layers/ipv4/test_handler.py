@@ -421,9 +421,9 @@ class TestAssembly:
         """Without a link below, an MTU must be configured (RFC 1122 §3.3.3)."""
         ip = Ipv4Layer("ipv4", Ipv4Settings(ident_seed=0))
         with pytest.raises(ConfigError):
-            Pipeline([ip, Sink()])
+            Pipeline([ip, Sink().node()])
         ip = Ipv4Layer("ipv4", Ipv4Settings(ident_seed=0, mtu=576))
-        Pipeline([ip, Sink()])
+        Pipeline([ip, Sink().node()])
         assert ip.mtu == 576 and ip.protocols == frozenset({6})
 
     def test_no_timer_when_idle(self):
