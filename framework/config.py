@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from framework.capabilities import LinkCapabilities
 from framework.errors import ConfigError
 from framework.plugins import PluginHost
-from framework.registry import LayerType
+from framework.registry import LayerType, Registry
 from framework.settings import validate_settings
 from framework.stack import Stack
 
@@ -52,6 +53,42 @@ class StackConfig:
         for layer in self.layers:
             if layer.type == type_name:
                 return layer
+        return None
+
+
+@dataclass(slots=True)
+class CheckContext:
+    """What a layer type's own check (``registry.add_layer(..., check=)``) is given besides its
+    validated settings: where it is, the rest of the configuration, and where to report.
+
+    The check appends one line per problem to :attr:`problems`, each starting with
+    :attr:`path` and the key (``f"{context.path}.mtu: ..."``), and raises nothing.
+    """
+
+    path: str
+    """The layer's key path (``"layers[2]"``)."""
+    problems: list[str]
+    """Every problem found in the configuration so far (append to it; a check that only makes
+    sense on an otherwise valid configuration tests it for emptiness)."""
+    host: PluginHost
+    """The plugin host the configuration is validated against (for trial runs of hooks)."""
+    below: Sequence[LayerConfig]
+    """The validated layers below this one, nearest first."""
+    types: Mapping[str, LayerType] = field(default_factory=dict)
+    """The registered layer types, by name."""
+
+    @property
+    def registry(self) -> Registry:
+        """What plugins registered (layer types, settings, extension kinds)."""
+        return self.host.registry
+
+    def link_below(self) -> tuple[LayerConfig, LinkCapabilities] | None:
+        """The nearest layer below whose type declared link capabilities, with them (computed
+        from its settings: nothing is built), or ``None``."""
+        for layer in self.below:
+            lt = self.types.get(layer.type)
+            if lt is not None and lt.capabilities is not None:
+                return layer, lt.capabilities(layer.settings)
         return None
 
 
@@ -167,18 +204,8 @@ def config_from_dict(
         settings = {k: v for k, v in raw.items() if k != "type"}
         obj = validate_settings(lt.settings, settings, path, problems)
         if obj is not None:
-            # Settings that name things plugins provide (features, algorithms) check them here.
-            check = getattr(obj, "check_registry", None)
-            if callable(check):
-                check(registry, path, problems)
-            # ... and may try the plugins' hooks on them (e.g. two features claiming one slot).
-            trial = getattr(obj, "check_host", None)
-            if callable(trial) and not problems:
-                trial(host, path, problems)
-            # ... and may check the layers below them (e.g. an MTU against the link's).
-            neighbours = getattr(obj, "check_below", None)
-            if callable(neighbours):
-                neighbours(list(reversed(layers)), path, problems)
+            if lt.check is not None:  # the layer type's own check (names, layers below)
+                lt.check(obj, CheckContext(path, problems, host, list(reversed(layers)), registry.layers))
             layers.append(LayerConfig(type_name, type_name, obj))
     names = [layer.name for layer in layers]
     for n in sorted({n for n in names if names.count(n) > 1}):

@@ -22,6 +22,7 @@ from typing import Any
 
 from framework.plugins import hookimpl
 from framework.registry import Registry
+from layers.tcp.extensions import add_feature
 from layers.tcp.policy import Extension, TcpOptions, TcpSetup
 from layers.tcp.seq import seq_add, seq_gt
 from layers.tcp.syncookies import SynCookieCodec
@@ -115,8 +116,8 @@ class EcnCookie(SynCookieCodec):
 
 @hookimpl
 def stack_register(registry: Registry) -> None:
-    registry.add_feature(
-        NAME, EcnSettings, doc="Explicit Congestion Notification (RFC 3168 §6.1)", syncookie=EcnCookie()
+    add_feature(
+        registry, NAME, EcnSettings, doc="Explicit Congestion Notification (RFC 3168 §6.1)", syncookie=EcnCookie()
     )
 
 

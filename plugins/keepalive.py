@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from framework.plugins import hookimpl
 from framework.registry import Registry
+from layers.tcp.extensions import add_feature
 from layers.tcp.policy import TcpSetup
 
 NAME = "keepalive"
@@ -39,7 +40,7 @@ class KeepAliveSettings:
 
 @hookimpl
 def stack_register(registry: Registry) -> None:
-    registry.add_feature(NAME, KeepAliveSettings, doc="keep-alive probes (RFC 1122 §4.2.3.6)")
+    add_feature(registry, NAME, KeepAliveSettings, doc="keep-alive probes (RFC 1122 §4.2.3.6)")
 
 
 @hookimpl

@@ -28,6 +28,7 @@ from typing import Any
 
 from framework.plugins import hookimpl
 from framework.registry import Registry
+from layers.tcp.extensions import add_feature
 from layers.tcp.policy import Extension, TcpOptions, TcpSetup, decision_log
 from layers.tcp.scoreboard import Scoreboard
 from layers.tcp.seq import MASK, seq_diff
@@ -155,8 +156,12 @@ class SackCookie(SynCookieCodec):
 
 @hookimpl
 def stack_register(registry: Registry) -> None:
-    registry.add_feature(
-        NAME, SackSettings, doc="selective acknowledgments (RFC 2018, RFC 2883, RFC 6675)", syncookie=SackCookie()
+    add_feature(
+        registry,
+        NAME,
+        SackSettings,
+        doc="selective acknowledgments (RFC 2018, RFC 2883, RFC 6675)",
+        syncookie=SackCookie(),
     )
 
 

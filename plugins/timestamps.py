@@ -26,6 +26,7 @@ from typing import Any
 
 from framework.plugins import hookimpl
 from framework.registry import Registry
+from layers.tcp.extensions import add_feature
 from layers.tcp.policy import Extension, TcpSetup
 from layers.tcp.seq import MASK, seq_gt, seq_le
 from layers.tcp.syncookies import OPTION_BITS, SynCookieCodec
@@ -172,8 +173,12 @@ class TimestampsCookie(SynCookieCodec):
 
 @hookimpl
 def stack_register(registry: Registry) -> None:
-    registry.add_feature(
-        NAME, TimestampsSettings, doc="timestamps, RTTM and PAWS (RFC 7323 §3-5)", syncookie=TimestampsCookie()
+    add_feature(
+        registry,
+        NAME,
+        TimestampsSettings,
+        doc="timestamps, RTTM and PAWS (RFC 7323 §3-5)",
+        syncookie=TimestampsCookie(),
     )
 
 

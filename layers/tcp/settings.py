@@ -6,10 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from framework.config import CheckContext
 from framework.errors import PluginError
 from framework.plugins import PluginHost
 from framework.registry import Registry
 from layers.tcp.congestion import CongestionControl
+from layers.tcp.extensions import congestion_controls
 from layers.tcp.features import (
     DEFAULT_CONGESTION_CONTROL,
     check_algorithm,
@@ -154,7 +156,7 @@ def trial_setup(
     info = ConnInfo(local=(bytes(4), 0), remote=(bytes(4), 0), mss=536)
     setup = TcpSetup(info=info, options=options, features=features, congestion_name=congestion_control or "reno")
     setup.trial = True
-    alg = host.registry.congestion.get(congestion_control or "")
+    alg = congestion_controls(host.registry).get(congestion_control or "")
     settings = (algorithm_settings or {}).get(congestion_control or "")
     setup.congestion = alg.factory(info.mss, settings) if alg is not None else CongestionControl(info.mss)
     try:
@@ -176,4 +178,12 @@ def _is_key(text: str) -> bool:
         return False
 
 
-__all__ = ["TcpSettings", "trial_setup"]
+def check_settings(settings: TcpSettings, context: CheckContext) -> None:
+    """The ``tcp`` layer type's configuration check (``add_layer(check=)``): features and
+    algorithms against what plugins registered, then, if nothing is wrong so far, a trial setup."""
+    settings.check_registry(context.registry, context.path, context.problems)
+    if not context.problems:
+        settings.check_host(context.host, context.path, context.problems)
+
+
+__all__ = ["TcpSettings", "check_settings", "trial_setup"]

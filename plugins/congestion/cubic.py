@@ -24,6 +24,7 @@ from typing import Any
 from framework.plugins import hookimpl
 from framework.registry import Registry
 from layers.tcp.congestion import CongestionControl
+from layers.tcp.extensions import add_congestion_control
 
 C = 0.4  # RFC 9438 §4.2
 BETA = 0.7  # RFC 9438 §4.6
@@ -138,4 +139,4 @@ def _cubic(mss: int, settings: Any) -> Cubic:
 
 @hookimpl
 def stack_register(registry: Registry) -> None:
-    registry.add_congestion_control("cubic", _cubic, doc="RFC 9438 CUBIC with fast convergence")
+    add_congestion_control(registry, "cubic", _cubic, doc="RFC 9438 CUBIC with fast convergence")

@@ -13,6 +13,7 @@ from typing import Any
 from framework.plugins import hookimpl
 from framework.registry import Registry
 from layers.tcp.congestion import CongestionControl
+from layers.tcp.extensions import add_congestion_control
 
 
 def _reno(mss: int, settings: Any) -> CongestionControl:
@@ -21,4 +22,4 @@ def _reno(mss: int, settings: Any) -> CongestionControl:
 
 @hookimpl
 def stack_register(registry: Registry) -> None:
-    registry.add_congestion_control("reno", _reno, doc="RFC 5681 + RFC 6582 NewReno, with RFC 3465 byte counting")
+    add_congestion_control(registry, "reno", _reno, doc="RFC 5681 + RFC 6582 NewReno, with RFC 3465 byte counting")

@@ -14,6 +14,7 @@ from layers.tcp.connection import TcpConnection
 from layers.tcp.events import (
     TcpEvent,
 )
+from layers.tcp.extensions import congestion_controls
 from layers.tcp.features import merge, resolve
 from layers.tcp.policy import ConnInfo, TcpOptions, TcpSetup, decision_log
 from layers.tcp.state import TcpState
@@ -114,7 +115,7 @@ def make_setup(
     problems: list[str] = []
     setup.features = merge({}, resolve(host.registry, features or {}, "features", problems))
     if congestion_control is not None:
-        alg = host.registry.congestion.get(congestion_control)
+        alg = congestion_controls(host.registry).get(congestion_control)
         if alg is None:
             problems.append(f"congestion_control: unknown algorithm {congestion_control!r}")
         else:

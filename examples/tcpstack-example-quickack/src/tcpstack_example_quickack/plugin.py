@@ -23,6 +23,7 @@ from typing import Any
 
 from framework.plugins import hookimpl
 from framework.registry import Registry
+from layers.tcp.extensions import add_feature
 from layers.tcp.policy import TcpSetup, decision_log
 from plugins.delayed_ack import DelayedAck, DelayedAckSettings
 
@@ -58,7 +59,7 @@ class QuickAck(DelayedAck):
 
 @hookimpl
 def stack_register(registry: Registry) -> None:
-    registry.add_feature(NAME, QuickAckSettings, doc="ACK the first segments at once, then delay ACKs")
+    add_feature(registry, NAME, QuickAckSettings, doc="ACK the first segments at once, then delay ACKs")
 
 
 @hookimpl
