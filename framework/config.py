@@ -1,8 +1,7 @@
 """Configuration: a TOML file naming the layers bottom to top, plus plugin settings.
 
 Layers come from plugins (``stack_register``); this module knows none of them by name. The
-application package (``tcpstack.config``) holds the built-in default configuration and the list
-of built-in plugins.
+application package holds the built-in default configuration and the list of built-in plugins.
 
 Validation happens entirely in :func:`config_from_dict`: every unknown key, bad value, unknown
 layer type or plugin is collected with its key path and raised as one

@@ -2,11 +2,15 @@
 
 Call order per inbound frame, bottom-up::
 
-    link.receive -> [middleware.receive] -> ipv4.receive -> tcp.receive
+    link.receive -> [middleware.receive] -> network.receive -> transport.receive
 
 Call order per outbound packet, top-down::
 
-    tcp (ctx.transmit) -> ipv4.send -> [middleware.send] -> link.send -> Stack tx queue
+    transport (ctx.transmit) -> network.send -> [middleware.send] -> link.send -> Stack tx queue
+
+What neighbours learn about each other at assembly is typed: a link offers
+:class:`~framework.capabilities.LinkCapabilities`, a network layer implements
+:class:`~framework.netlayer.NetworkLayer` for the transports above it.
 
 Timers follow aioquic/smoltcp: each handler says when it next needs to run (``poll_at``) and
 is called back (``handle_timer``) at or after that time. Nothing here reads a clock.
@@ -32,8 +36,10 @@ class PacketHandler(Protocol):
 
     def attach(self, below: Sequence[PacketHandler], above: Sequence[PacketHandler]) -> None:
         """Called once when the pipeline is assembled, with the handlers below (nearest
-        first) and above (nearest first). Use it to learn the link MTU or which protocols
-        the layers above handle. Raise :class:`~framework.errors.ConfigError` if the
+        first) and above (nearest first). Use it to learn the link's capabilities
+        (:func:`~framework.capabilities.capabilities_below`), the network layer below
+        (:func:`~framework.netlayer.network_layer_below`) or which protocols the layers above
+        handle. Raise :class:`~framework.errors.ConfigError` if the
         neighbours make this handler unusable."""
         ...
 

@@ -97,7 +97,18 @@ class PluginHost:
                     for n in unknown
                 ]
             )
-        self.pm.check_pending()  # a hookimpl without a spec is an error, not a silent no-op
+        try:
+            self.pm.check_pending()  # a hookimpl without a spec is an error, not a silent no-op
+        except pluggy.PluginValidationError as exc:
+            if not disabled:
+                raise
+            # A layer's hooks exist only while the layer's plugin is registered.
+            raise ConfigError(
+                [
+                    f"plugins.disable: {exc}: the plugin that declares that hook may be disabled ({', '.join(disabled)}); "
+                    "disable the plugins that implement it too"
+                ]
+            ) from None
         if os.environ.get("TCPSTACK_TRACE_PLUGINS"):
             self.pm.add_hookcall_monitoring(_before_hook, _after_hook)
         self.registry = self._build_registry()
