@@ -73,8 +73,6 @@ class CheckContext:
     """The plugin host the configuration is validated against (for trial runs of hooks)."""
     below: Sequence[LayerConfig]
     """The validated layers below this one, nearest first."""
-    types: Mapping[str, LayerType] = field(default_factory=dict)
-    """The registered layer types, by name."""
 
     @property
     def registry(self) -> Registry:
@@ -85,7 +83,7 @@ class CheckContext:
         """The nearest layer below whose type declared link capabilities, with them (computed
         from its settings: nothing is built), or ``None``."""
         for layer in self.below:
-            lt = self.types.get(layer.type)
+            lt = self.registry.layers.get(layer.type)
             if lt is not None and lt.capabilities is not None:
                 return layer, lt.capabilities(layer.settings)
         return None
@@ -204,7 +202,7 @@ def config_from_dict(
         obj = validate_settings(lt.settings, settings, path, problems)
         if obj is not None:
             if lt.check is not None:  # the layer type's own check (names, layers below)
-                lt.check(obj, CheckContext(path, problems, host, list(reversed(layers)), registry.layers))
+                lt.check(obj, CheckContext(path, problems, host, list(reversed(layers))))
             layers.append(LayerConfig(type_name, type_name, obj))
     names = [layer.name for layer in layers]
     for n in sorted({n for n in names if names.count(n) > 1}):

@@ -103,9 +103,10 @@ class PluginHost:
             if not disabled:
                 raise
             # A layer's hooks exist only while the layer's plugin is registered.
+            names = ", ".join(disabled)
             raise ConfigError(
                 [
-                    f"plugins.disable: {exc}: the plugin that declares that hook may be disabled ({', '.join(disabled)}); "
+                    f"plugins.disable: {exc}: the plugin that declares that hook may be disabled ({names}); "
                     "disable the plugins that implement it too"
                 ]
             ) from None
