@@ -58,6 +58,7 @@ from framework.simulation import Simulation  # noqa: E402
 from framework.stack import Stack  # noqa: E402
 from layers.tcp.connection import TcpConnection  # noqa: E402
 from layers.tcp.events import ConnectionFailed, DataReceived, EofReceived, TcpEvent  # noqa: E402
+from layers.tcp.extensions import congestion_controls, features  # noqa: E402
 from layers.tcp.handler import TcpLayer  # noqa: E402
 from layers.tcp.state import TcpState  # noqa: E402
 from tcpstack.config import build_stack, config_from_dict  # noqa: E402
@@ -100,8 +101,8 @@ class PluginSet:
 
     def missing(self, registry: Registry) -> list[str]:
         """What this row needs that no plugin registers (empty: the row can run)."""
-        out = [f for f in (*BASE_FEATURES, *self.features) if f not in registry.features]
-        if self.congestion_control not in registry.congestion:
+        out = [f for f in (*BASE_FEATURES, *self.features) if f not in features(registry)]
+        if self.congestion_control not in congestion_controls(registry):
             out.append(self.congestion_control)
         return out
 
@@ -387,8 +388,8 @@ def header_lines(size: int = TRANSFER) -> list[str]:
         "",
         "## Plugins",
         "",
-        f"- features registered: {', '.join(sorted(reg.features))}",
-        f"- congestion control registered: {', '.join(sorted(reg.congestion))}",
+        f"- features registered: {', '.join(sorted(features(reg)))}",
+        f"- congestion control registered: {', '.join(sorted(congestion_controls(reg)))}",
     ]
     skipped = [(ps, ps.missing(reg)) for ps in PLUGIN_SETS if ps.missing(reg)]
     if skipped:

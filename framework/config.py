@@ -4,8 +4,7 @@ The layers form a tree rooted at the link: each ``[[layers]]`` entry sits on the
 or on the layer its ``below`` key names (:mod:`framework.topology` checks the shape).
 
 Layers come from plugins (``stack_register``); this module knows none of them by name. The
-application package (``tcpstack.config``) holds the built-in default configuration and the list
-of built-in plugins.
+application package holds the built-in default configuration and the list of built-in plugins.
 
 Validation happens entirely in :func:`config_from_dict`: every unknown key, bad value, unknown
 layer type or plugin is collected with its key path and raised as one
@@ -22,9 +21,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from framework._moved import module_getattr as _moved_getattr
+from framework.capabilities import LinkCapabilities
 from framework.errors import ConfigError
 from framework.plugins import PluginHost
-from framework.registry import LayerType
+from framework.registry import LayerType, Registry
 from framework.settings import validate_settings
 from framework.stack import Stack
 from framework.topology import check_shape, resolve_below
@@ -73,6 +73,40 @@ class StackConfig:
         for layer in self.layers:
             if layer.type == type_name:
                 return layer
+        return None
+
+
+@dataclass(slots=True)
+class CheckContext:
+    """What a layer type's own check (``registry.add_layer(..., check=)``) is given besides its
+    validated settings: where it is, the rest of the configuration, and where to report.
+
+    The check appends one line per problem to :attr:`problems`, each starting with
+    :attr:`path` and the key (``f"{context.path}.mtu: ..."``), and raises nothing.
+    """
+
+    path: str
+    """The layer's key path (``"layers[2]"``)."""
+    problems: list[str]
+    """Every problem found in the configuration so far (append to it; a check that only makes
+    sense on an otherwise valid configuration tests it for emptiness)."""
+    host: PluginHost
+    """The plugin host the configuration is validated against (for trial runs of hooks)."""
+    below: Sequence[LayerConfig]
+    """The validated layers below this one, nearest first."""
+
+    @property
+    def registry(self) -> Registry:
+        """What plugins registered (layer types, settings, extension kinds)."""
+        return self.host.registry
+
+    def link_below(self) -> tuple[LayerConfig, LinkCapabilities] | None:
+        """The nearest layer below whose type declared link capabilities, with them (computed
+        from its settings: nothing is built), or ``None``."""
+        for layer in self.below:
+            lt = self.registry.layers.get(layer.type)
+            if lt is not None and lt.capabilities is not None:
+                return layer, lt.capabilities(layer.settings)
         return None
 
 
@@ -200,20 +234,10 @@ def config_from_dict(
         settings = {k: v for k, v in raw.items() if k not in ("type", "below")}
         obj = validate_settings(lt.settings, settings, path, problems)
         if obj is not None:
-            # Settings that name things plugins provide (features, algorithms) check them here.
-            check = getattr(obj, "check_registry", None)
-            if callable(check):
-                check(registry, path, problems)
-            # ... and may try the plugins' hooks on them (e.g. two features claiming one slot).
-            trial = getattr(obj, "check_host", None)
-            if callable(trial) and not problems:
-                trial(host, path, problems)
-            # ... and may check the layers below them (e.g. an MTU against the link's).
-            neighbours = getattr(obj, "check_below", None)
-            if callable(neighbours):
-                neighbours(_path_down(i, parents, entries), path, problems)
             parent = parents[i]
             entry = LayerConfig(type_name, type_name, obj, names[parent] if parent is not None else None)
+            if lt.check is not None:  # the layer type's own check (names, layers below)
+                lt.check(obj, CheckContext(path, problems, host, _path_down(i, parents, entries)))
             entries[i] = entry
             layers.append(entry)
     valid = [layer.name for layer in layers]

@@ -3,11 +3,15 @@
 Call order per inbound frame, bottom-up (where several layers sit on one, the one taking the
 key the layer below set in ``pkt.upper``; docs/architecture.md, "Pipeline graph")::
 
-    link.receive -> [middleware.receive] -> ipv4.receive -> tcp.receive
+    link.receive -> [middleware.receive] -> network.receive -> transport.receive
 
 Call order per outbound packet, top-down::
 
-    tcp (ctx.transmit) -> ipv4.send -> [middleware.send] -> link.send -> Stack tx queue
+    transport (ctx.transmit) -> network.send -> [middleware.send] -> link.send -> Stack tx queue
+
+What neighbours learn about each other at assembly is typed: a link offers
+:class:`~framework.capabilities.LinkCapabilities`, a network layer implements
+:class:`~framework.netlayer.NetworkLayer` for the transports above it.
 
 Timers follow aioquic/smoltcp: each handler says when it next needs to run (``poll_at``) and
 is called back (``handle_timer``) at or after that time. Nothing here reads a clock.
@@ -36,8 +40,10 @@ class PacketHandler(Protocol):
         to the link, nearest first) and above (nearest first; breadth-first where several
         layers sit on one). *above* is a :class:`~framework.pipeline.Above`, which also says
         which demultiplexing keys the layers directly above take (``above.keys``). Use it to
-        learn the link MTU or which protocols the layers above handle. Raise
-        :class:`~framework.errors.ConfigError` if the neighbours make this handler unusable."""
+        learn the link's capabilities (:func:`~framework.capabilities.capabilities_below`), the
+        network layer below (:func:`~framework.netlayer.network_layer_below`) or which
+        protocols the layers above handle. Raise :class:`~framework.errors.ConfigError` if the
+        neighbours make this handler unusable."""
         ...
 
     def receive(self, pkt: Packet, ctx: Context) -> Packet | None:

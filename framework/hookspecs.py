@@ -1,11 +1,13 @@
-"""Hook specifications for tcpstack plugins.
+"""Hook specifications of the stack as a whole (layers declare their own, see below).
 
 Hooks fire when a stack is *assembled* and at rare events, never per packet: a pluggy call costs
 about 1-2 µs, a plain method call about 30 ns (docs/architecture.md). Per-packet behaviour lives
 in the plain objects these hooks register or install.
 
-Every hook here has a section in ``docs/hooks.md``; ``tests/framework/test_hooks_documented.py``
-fails otherwise.
+A layer's own hooks (per connection, say) live in a hookspec module of the layer's package,
+added through :func:`stack_addhooks`. Every hook of every module a
+:class:`~framework.plugins.PluginHost` knows has a section in ``docs/hooks.md``;
+``tests/framework/test_hooks_documented.py`` fails otherwise.
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
+    from framework.plugins import PluginHost
     from framework.registry import Registry
     from framework.stack import Stack
-    from layers.tcp.policy import TcpSetup
 
 PROJECT = "tcpstack"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -26,16 +28,29 @@ hookspec = pluggy.HookspecMarker(PROJECT)
 # -------------------------------------------------------------------- assembly hooks
 
 
+@hookspec(historic=True)
+def stack_addhooks(host: PluginHost) -> None:
+    """Add hook specifications: a layer declares the hooks it calls (pytest's
+    ``pytest_addhooks``).
+
+    :param host: call ``host.add_hookspecs(module)`` with a module of functions marked with
+        ``hookspec`` (``pluggy.HookspecMarker("tcpstack")``).
+
+    Historic: called for every plugin as it registers, before the host checks that each hook
+    implementation matches a declared hook, so the order plugins register in does not matter.
+    """
+
+
 @hookspec
 def stack_register(registry: Registry) -> None:
-    """Register what configuration can name: layer types, per-connection features,
-    congestion-control algorithms and plugin settings.
+    """Register what configuration can name: layer types, plugin settings, and entries of the
+    kinds of extension layers define.
 
     :param registry: call ``registry.add_layer(type_name, factory, settings_cls, doc=...)``
-        for each layer or middleware type, ``registry.add_feature(name, settings_cls)`` for a
-        per-connection TCP feature, ``registry.add_congestion_control(name, factory)`` for an
-        algorithm, and ``registry.add_settings(plugin_name, settings_cls)`` for settings under
-        ``[plugins.<plugin_name>]``. Names must be unique across all plugins; a clash is a
+        for each layer or middleware type, ``registry.add_settings(plugin_name, settings_cls)``
+        for settings under ``[plugins.<plugin_name>]``, and
+        ``registry.kind(KIND).add(name, entry)`` (or the typed helper the layer offers) for an
+        extension of a layer. Names must be unique across all plugins; a clash is a
         :class:`~framework.errors.PluginError`.
 
     Called once per :class:`~framework.plugins.PluginHost`, before any configuration is
@@ -60,26 +75,4 @@ def stack_closed(stack: Stack) -> None:
     """The stack is shutting down (the driver stopped). Flush and release what you hold.
 
     :param stack: the stack being closed; it will receive no more frames.
-    """
-
-
-# -------------------------------------------------------------------- connection hooks
-
-
-@hookspec
-def tcp_connection_setup(setup: TcpSetup) -> None:
-    """Install per-connection policies before the connection's first segment is built.
-
-    :param setup: ``setup.features`` maps each feature enabled on this connection to its
-        validated settings object (stack defaults merged with listener and connection
-        overrides). Install plain policy objects: assign ``setup.ack_policy``,
-        ``setup.send_policy`` or ``setup.congestion``, or append to ``setup.extensions``.
-        Call ``setup.claim(slot, by=NAME)`` first so two plugins cannot silently fight over
-        one slot (a second claimant raises :class:`~framework.errors.PluginError`).
-
-    Called once for every active open and for every SYN a listener accepts. Never per
-    segment: the objects installed here are what the segment path calls. Also called on a
-    *trial* setup (``setup.trial`` true, port 0 on both ends) when a configuration is checked
-    and when an API call names features or an algorithm, so that clashing plugins
-    (``PluginError``) are reported before any connection exists; keep no state for a trial.
     """

@@ -6,7 +6,7 @@ layer above should see and attaches its parsed header (``net`` for the network l
 Outbound, the top layer creates a packet with its payload and pushes a header object; each
 layer below pushes its own. :meth:`Packet.to_bytes` then allocates one buffer for all headers
 and the payload and lets each header ``emit`` itself in place, innermost first, so a header that
-checksums what follows it (TCP, ICMP) sees the final bytes. Middleware that needs the bytes
+checksums what follows it (a transport header) sees the final bytes. Middleware that needs the bytes
 (pcap, fault injection) calls ``to_bytes()``, which caches the result as the new payload.
 """
 
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from framework.checksum import BytesLike
 
 if TYPE_CHECKING:
-    from layers.ipv4.icmp import IcmpError
+    from framework.netlayer import NetError
 
 
 class Header(Protocol):
@@ -38,32 +38,39 @@ class Packet:
     :ivar payload: inbound, the bytes the current layer still has to consume; outbound, the
         bytes that follow the headers pushed so far.
     :ivar headers: outbound headers, innermost (pushed first) first.
-    :ivar net: the network-layer header: inbound, the parsed :class:`~layers.ipv4.wire.Ipv4Repr`;
-        outbound, the header the transport asks the network layer to use.
-    :ivar icmp_error: set when the packet is an ICMP error delivered to the transport that the
+    :ivar net: the network-layer header: inbound, the parsed header (at least the fields of
+        :class:`~framework.netlayer.NetHeader`); outbound, the header the transport asks the
+        network layer to use (:meth:`~framework.netlayer.NetworkLayer.make_header`).
+    :ivar error: set when the packet is a network layer's report of an error about a datagram
+        we sent (a :class:`~framework.netlayer.NetError`), delivered to the transport that the
         quoted header names; ``net`` and ``payload`` are then the *quoted* header and bytes.
     :ivar frame_no: inbound frame counter value (matches the pcap frame order of inbound frames).
+
+    Link-offload metadata (what the device does for the stack, announced by the link's
+    :class:`~framework.capabilities.LinkCapabilities`); plain slots, read on the per-segment path:
+
     :ivar csum_ok: inbound, the link vouches for the transport checksum: a frame the local
-        kernel handed over with a partial checksum (TUN offload, ``VIRTIO_NET_HDR_F_NEEDS_CSUM``)
-        never crossed a wire, and its checksum field holds only the pseudo-header sum, so the
-        transport must not verify it.
+        kernel handed over with a partial checksum never crossed a wire, and its checksum field
+        holds only the pseudo-header sum, so the transport must not verify it
+        (``LinkCapabilities.checksum_rx``).
     :ivar csum_partial: outbound, the transport put only the pseudo-header sum in its checksum
-        field; the link asks the kernel to complete it (TUN offload).
-    :ivar gso_size: outbound, a TCP super-segment the kernel cuts into segments of this many
-        payload bytes (TUN segmentation offload); 0 for an ordinary datagram.
+        field; the link has the device complete it (``LinkCapabilities.checksum_tx``).
+    :ivar gso_size: outbound, a super-segment the device cuts into pieces of this many payload
+        bytes each (segmentation offload, ``LinkCapabilities.max_super_segment``); 0 for an
+        ordinary datagram.
     :ivar upper: inbound, the demultiplexing key of the packet, set by the layer below the one it
         goes to next (IPv4: the IP protocol number; a raw-IP link: the IP version): where several
         layers sit on one, the pipeline hands the packet to the one that takes this key. A
         middleware that replaces the packet copies it. -1 until a layer sets it.
     """
 
-    __slots__ = ("csum_ok", "csum_partial", "frame_no", "gso_size", "headers", "icmp_error", "net", "payload", "upper")
+    __slots__ = ("csum_ok", "csum_partial", "error", "frame_no", "gso_size", "headers", "net", "payload", "upper")
 
     def __init__(self, payload: BytesLike, net: Any = None) -> None:
         self.payload: BytesLike = payload
         self.headers: list[Header] = []
         self.net: Any = net
-        self.icmp_error: IcmpError | None = None
+        self.error: NetError | None = None
         self.frame_no = 0
         self.csum_ok = False
         self.csum_partial = False

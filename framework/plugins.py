@@ -4,6 +4,11 @@ Built-in plugins are registered by module name (pytest's ``default_plugins``), t
 plugins come from the entry-point group ``tcpstack``, and any plugin can be disabled by name
 (``[plugins] disable = ["<module name>"]``, like ``-p no:NAME`` in pytest).
 
+Hooks of the stack as a whole are declared in :mod:`framework.hookspecs`. A layer declares its
+own hooks in a hookspec module of its package and adds them from its ``stack_addhooks``
+implementation (pytest's ``pytest_addhooks``): the call is historic, so a plugin registered at
+any time adds its hookspecs as it registers, before implementations are checked against them.
+
 Set ``TCPSTACK_TRACE_PLUGINS=1`` to log every hook call (pluggy's hook-call monitoring).
 """
 
@@ -13,6 +18,7 @@ import difflib
 import importlib
 import os
 from collections.abc import Iterable
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, Final
 
 import pluggy
@@ -56,7 +62,12 @@ class PluginHost:
         extra: Iterable[object] = (),
     ) -> None:
         self.pm = pluggy.PluginManager(PROJECT)
-        self.pm.add_hookspecs(hookspecs)
+        self.hookspec_modules: list[ModuleType] = []
+        """Every module that declared hooks on this host, the stack's own first."""
+        self.add_hookspecs(hookspecs)
+        # Historic: each plugin that implements it is called as it registers, so its hookspecs
+        # exist before check_pending() below looks for implementations without a spec.
+        self.pm.hook.stack_addhooks.call_historic(kwargs={"host": self})
         disabled = list(disabled)
         for name in disabled:
             self.pm.set_blocked(name)
@@ -77,10 +88,29 @@ class PluginHost:
             known |= _entry_point_names()
         unknown = [n for n in disabled if n not in known]
         if unknown:
+            try:  # what the plugins registered tells what a misplaced name probably meant
+                registry: Registry | None = self._build_registry()
+            except Exception:
+                registry = None
             raise ConfigError(
-                [f"plugins.disable: no plugin named {n!r}{_disable_hint(n, known, self.builtin)}" for n in unknown]
+                [
+                    f"plugins.disable: no plugin named {n!r}{_disable_hint(n, known, self.builtin, registry)}"
+                    for n in unknown
+                ]
             )
-        self.pm.check_pending()  # a hookimpl without a spec is an error, not a silent no-op
+        try:
+            self.pm.check_pending()  # a hookimpl without a spec is an error, not a silent no-op
+        except pluggy.PluginValidationError as exc:
+            if not disabled:
+                raise
+            # A layer's hooks exist only while the layer's plugin is registered.
+            names = ", ".join(disabled)
+            raise ConfigError(
+                [
+                    f"plugins.disable: {exc}: the plugin that declares that hook may be disabled ({names}); "
+                    "disable the plugins that implement it too"
+                ]
+            ) from None
         if os.environ.get("TCPSTACK_TRACE_PLUGINS"):
             self.pm.add_hookcall_monitoring(_before_hook, _after_hook)
         self.registry = self._build_registry()
@@ -99,6 +129,23 @@ class PluginHost:
                 raise PluginError(f"plugin {registry._current_plugin!r} failed in stack_register: {exc}") from exc
         registry._current_plugin = "?"
         return registry
+
+    def add_hookspecs(self, module: ModuleType) -> None:
+        """Declare the hooks of *module* (functions marked with ``hookspec``); a layer calls
+        this from its ``stack_addhooks`` implementation. Adding a module twice is harmless."""
+        if module in self.hookspec_modules:
+            return
+        self.pm.add_hookspecs(module)
+        self.hookspec_modules.append(module)
+
+    def hook_names(self) -> dict[str, ModuleType]:
+        """Every declared hook, by name, with the module that declares it (for docs and tests)."""
+        out: dict[str, ModuleType] = {}
+        for module in self.hookspec_modules:
+            for name in dir(module):
+                if getattr(getattr(module, name), f"{PROJECT}_spec", None) is not None:
+                    out.setdefault(name, module)
+        return out
 
     def register(self, plugin: object, name: str | None = None) -> None:
         """Register one more plugin object (e.g. a class instance defined in a test).
@@ -150,14 +197,16 @@ def _after_hook(outcome: Any, hook_name: str, hook_impls: Any, kwargs: Any) -> N
     logger.debug("plugin.hook_done", hook=hook_name)
 
 
-def _disable_hint(name: str, known: set[str], builtin: tuple[str, ...]) -> str:
+def _disable_hint(name: str, known: set[str], builtin: tuple[str, ...], registry: Registry | None) -> str:
     """Why a name in ``[plugins] disable`` matched nothing, and what was probably meant."""
     for module in builtin:
         if module.rsplit(".", 1)[-1] == name:
-            return (
-                f" (built-in plugins are named by module: {module!r}; to turn the feature off for "
-                f"connections instead, set features = {{ {name} = false }} in the tcp layer)"
-            )
+            hint = f" (built-in plugins are named by module: {module!r}"
+            for table in registry.kinds.values() if registry is not None else ():
+                if table.kind.turn_off and name in table:
+                    hint += "; " + table.kind.turn_off.format(name=name)
+                    break
+            return hint + ")"
     close = difflib.get_close_matches(name, sorted(known), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 

@@ -1,20 +1,42 @@
-"""What configuration can name: layer types and plugin settings, registered by plugins.
+"""What configuration can name: layer types, plugin settings, and the kinds of extension that
+layers define, registered by plugins.
 
 Built-in layers register themselves through the ``stack_register`` hook exactly like a
 third-party plugin would, so nothing about a layer is special-cased in the framework.
+
+A layer that lets plugins extend it defines its own *kind* of extension (an
+:class:`ExtensionKind`: a name, a noun for messages and the type of its entries); plugins add
+entries to that kind's table (:meth:`Registry.kind`), and the layer reads them back. The core
+only keeps the tables and reports two plugins registering one name; what an entry means is the
+layer's business.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from framework.capabilities import LinkCapabilities
 from framework.errors import PluginError
 from framework.handler import PacketHandler
 
+if TYPE_CHECKING:
+    from framework.config import CheckContext
+
 #: ``factory(name, settings) -> handler``. ``settings`` is an instance of the settings class.
 LayerFactory = Callable[[str, Any], PacketHandler]
+
+#: ``check(settings, context)``: a layer type's own validation of its validated settings
+#: against the rest of the configuration (what plugins registered, the layers below it); it
+#: appends to ``context.problems``. See :class:`~framework.config.CheckContext`.
+LayerCheck = Callable[[Any, "CheckContext"], None]
+
+#: ``capabilities(settings) -> LinkCapabilities``: what a link layer type will offer the layers
+#: above, known from its settings alone (configuration checks build nothing).
+CapabilitiesOf = Callable[[Any], LinkCapabilities]
+
+T = TypeVar("T")
 
 
 @dataclass(slots=True, frozen=True)
@@ -43,43 +65,103 @@ class LayerType:
     """The keys, per demultiplexing key, under which it takes packets from the layer below
     (``{"ip.protocol": (6,)}`` for TCP). A layer with neither ``demux`` nor ``accepts`` is a
     pass-through middleware: it takes the keys of the layers above it."""
+    check: LayerCheck | None = None
+    """Its own validation against the rest of the configuration (``add_layer(check=)``)."""
+    capabilities: CapabilitiesOf | None = None
+    """For a link: the capabilities it offers, from its settings (``add_layer(capabilities=)``)."""
 
 
-@dataclass(slots=True, frozen=True)
-class Feature:
-    """A per-connection behaviour a plugin provides (enabled per connection by name)."""
+@dataclass(frozen=True, slots=True)
+class ExtensionKind(Generic[T]):
+    """A kind of extension a layer defines, with entries of type ``T``: plugins add entries to
+    its table by name (``registry.kind(KIND).add(name, entry)``), the layer reads them.
 
-    name: str
-    settings: type[Any]
-    doc: str
-    plugin: str
-    syncookie: Any = None
-    """The feature's part of a SYN cookie (an object the transport layer defines), or ``None``."""
-
-
-@dataclass(slots=True, frozen=True)
-class CongestionAlgorithm:
-    """A congestion-control algorithm: ``factory(mss, settings)`` returns a controller."""
+    Define one constant per kind in the layer's package and use it everywhere: two different
+    kinds with one name are a :class:`~framework.errors.PluginError`.
+    """
 
     name: str
-    factory: Callable[..., Any]
-    settings: type[Any] | None
-    doc: str
-    plugin: str
+    """Dotted, prefixed by the layer type that defines it: ``"<layer>.<what>"``."""
+    noun: str
+    """What one entry is called in messages (``"<noun> 'x' registered twice (...)"``)."""
+    doc: str = ""
+    turn_off: str = ""
+    """How a user turns one entry off without disabling the plugin that registered it, with
+    ``{name}`` for the entry's name; shown when ``[plugins] disable`` names an entry instead of
+    a plugin."""
+
+
+class Extensions(Mapping[str, T]):
+    """The table of one :class:`ExtensionKind`: entries by name, each with the plugin that
+    registered it. Read it like a ``dict``; add to it with :meth:`add`."""
+
+    def __init__(self, kind: ExtensionKind[T], registry: Registry) -> None:
+        self.kind = kind
+        self._registry = registry
+        self._entries: dict[str, T] = {}
+        self._plugins: dict[str, str] = {}
+
+    def add(self, name: str, entry: T) -> None:
+        """Register *entry* as *name*.
+
+        :raises PluginError: if another plugin (or this one) already registered *name*.
+        """
+        if name in self._entries:
+            first, second = self._plugins[name], self._registry.current_plugin
+            raise PluginError(f"{self.kind.noun} {name!r} registered twice ({first} and {second})")
+        self._entries[name] = entry
+        self._plugins[name] = self._registry.current_plugin
+
+    def plugin(self, name: str) -> str:
+        """The plugin that registered *name*."""
+        return self._plugins[name]
+
+    def __getitem__(self, name: str) -> T:
+        return self._entries[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __repr__(self) -> str:
+        return f"<Extensions {self.kind.name}: {', '.join(sorted(self._entries)) or 'none'}>"
 
 
 class Registry:
-    """Layer types, per-connection features, congestion-control algorithms and plugin settings
-    classes, by name."""
+    """Layer types, plugin settings classes and the tables of the kinds of extension layers
+    define, by name."""
 
     def __init__(self) -> None:
         self.layers: dict[str, LayerType] = {}
         self.settings: dict[str, type] = {}
-        self.features: dict[str, Feature] = {}
-        self.congestion: dict[str, CongestionAlgorithm] = {}
+        self.kinds: dict[str, Extensions[Any]] = {}
+        """The table of every kind of extension, by kind name (for listings and docs)."""
         self.disabled: list[str] = []
         """Plugins ``[plugins] disable`` blocked (named in errors about what they would provide)."""
         self._current_plugin = "?"
+
+    @property
+    def current_plugin(self) -> str:
+        """The plugin whose ``stack_register`` is running (for messages and listings)."""
+        return self._current_plugin
+
+    def kind(self, kind: ExtensionKind[T]) -> Extensions[T]:
+        """The table of *kind*, created on first use, so neither the layer that defines the
+        kind nor the plugins that add to it need to register first.
+
+        :raises PluginError: if a different kind with the same name was used before.
+        """
+        table = self.kinds.get(kind.name)
+        if table is None:
+            table = self.kinds[kind.name] = Extensions(kind, self)
+        elif table.kind != kind:
+            raise PluginError(
+                f"extension kind {kind.name!r} defined twice, differently ({table.kind!r} and {kind!r}, "
+                f"the second by {self._current_plugin})"
+            )
+        return table
 
     def add_layer(
         self,
@@ -94,14 +176,17 @@ class Registry:
         passes_up: bool = True,
         demux: str | None = None,
         accepts: Mapping[str, Iterable[int]] | None = None,
+        check: LayerCheck | None = None,
+        capabilities: CapabilitiesOf | None = None,
     ) -> None:
         """Make ``type = "<type_name>"`` valid in ``[[layers]]``.
 
         :param settings: a dataclass whose fields are the keys allowed in that table.
         :param provides: names of what this layer offers the layers above it (a link provides
-            ``"link"``, IPv4 ``"ipv4"``).
-        :param requires: names some layer below this one must provide (IPv4 requires
-            ``"link"``, TCP ``"ipv4"``); a configuration without one is an error.
+            ``"link"``, a network layer its own name).
+        :param requires: names some layer below this one must provide (a network layer requires
+            ``"link"``, a transport its network layer's name); a configuration without one is an
+            error.
         :param bottom: this layer must be the bottom one (a link).
         :param passes_up: ``False`` if this layer never hands an inbound packet to the layer
             above it (a transport at the top): a layer placed above it is an error.
@@ -114,6 +199,13 @@ class Registry:
             Leave both ``demux`` and ``accepts`` out for a pass-through middleware (pcap,
             fault): it passes on ``pkt.upper`` untouched and takes the keys of the layers
             above it. ``docs/configuration.md`` ("Topology") shows where layers may sit.
+        :param check: ``check(settings, context)`` validates the layer's settings against the
+            rest of the configuration (names plugins registered, the layers below it), before
+            anything is built; it appends to ``context.problems``
+            (:class:`~framework.config.CheckContext`).
+        :param capabilities: for a link, ``capabilities(settings)`` returns the
+            :class:`~framework.capabilities.LinkCapabilities` its handler will offer, so checks
+            of the layers above can use them without building anything.
         :raises PluginError: if another plugin already registered *type_name*.
         """
         if type_name in self.layers:
@@ -133,38 +225,9 @@ class Registry:
             passes_up=passes_up,
             demux=demux,
             accepts={k: tuple(int(v) for v in vals) for k, vals in (accepts or {}).items()},
+            check=check,
+            capabilities=capabilities,
         )
-
-    def add_feature(self, name: str, settings: type[Any], *, doc: str = "", syncookie: Any = None) -> None:
-        """Make feature *name* switchable per connection (``features = {name = {...}}`` in the
-        tcp layer, ``features={name: {...}}`` in the API, ``--feature name`` on the CLI).
-
-        :param settings: a dataclass of the feature's settings (all fields with defaults).
-        :param syncookie: how the feature's negotiated state survives in a SYN cookie (for TCP a
-            ``layers.tcp.syncookies.SynCookieCodec``); ``None``: a connection opened from a
-            cookie runs without the feature's option.
-        :raises PluginError: if another plugin already registered *name*.
-        """
-        if name in self.features:
-            raise PluginError(
-                f"feature {name!r} registered twice ({self.features[name].plugin} and {self._current_plugin})"
-            )
-        self.features[name] = Feature(name, settings, doc, self._current_plugin, syncookie)
-
-    def add_congestion_control(
-        self, name: str, factory: Callable[..., Any], *, settings: type[Any] | None = None, doc: str = ""
-    ) -> None:
-        """Make ``congestion_control = "<name>"`` valid. ``factory(mss, settings)`` returns a
-        :class:`~layers.tcp.congestion.CongestionControl` for one connection.
-
-        :raises PluginError: if another plugin already registered *name*.
-        """
-        if name in self.congestion:
-            raise PluginError(
-                f"congestion control {name!r} registered twice "
-                f"({self.congestion[name].plugin} and {self._current_plugin})"
-            )
-        self.congestion[name] = CongestionAlgorithm(name, factory, settings, doc, self._current_plugin)
 
     def add_settings(self, plugin_name: str, settings: type) -> None:
         """Make ``[plugins.<plugin_name>]`` valid, validated against the dataclass *settings*."""

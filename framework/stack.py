@@ -1,7 +1,7 @@
 """The sans-IO stack facade: frames in with the time, frames out, next timer, timer fired.
 
 The shape is aioquic's ``QuicConnection`` at frame level. The stack never reads a clock and
-never performs I/O; :mod:`tcpstack.io.driver` (or a test) supplies both.
+never performs I/O; the application's I/O driver (or a test) supplies both.
 
 After every call to :meth:`Stack.receive_frame` or :meth:`Stack.handle_timer` the caller must
 drain :meth:`Stack.frames_to_send` and re-arm its timer from :meth:`Stack.get_timer`.

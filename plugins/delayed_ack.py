@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from framework.plugins import hookimpl
 from framework.registry import Registry
+from layers.tcp.extensions import add_feature
 from layers.tcp.policy import AckPolicy, DecisionLog, TcpSetup, decision_log
 
 NAME = "delayed_ack"
@@ -69,7 +70,7 @@ class DelayedAck(AckPolicy):
 
 @hookimpl
 def stack_register(registry: Registry) -> None:
-    registry.add_feature(NAME, DelayedAckSettings, doc="delay ACKs up to a deadline (RFC 1122 §4.2.3.2)")
+    add_feature(registry, NAME, DelayedAckSettings, doc="delay ACKs up to a deadline (RFC 1122 §4.2.3.2)")
 
 
 @hookimpl

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from framework.plugins import hookimpl
 from framework.registry import Registry
+from layers.tcp.extensions import add_feature
 from layers.tcp.policy import Extension, TcpOptions, TcpSetup
 from layers.tcp.seq import seq_add, seq_diff, seq_gt
 from layers.tcp.state import TcpState
@@ -116,8 +117,8 @@ class EcnCookie(SynCookieCodec):
 
 @hookimpl
 def stack_register(registry: Registry) -> None:
-    registry.add_feature(
-        NAME, EcnSettings, doc="Explicit Congestion Notification (RFC 3168 §6.1)", syncookie=EcnCookie()
+    add_feature(
+        registry, NAME, EcnSettings, doc="Explicit Congestion Notification (RFC 3168 §6.1)", syncookie=EcnCookie()
     )
 
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from framework.plugins import hookimpl
 from framework.registry import Registry
 from layers.tcp.congestion import CongestionControlProtocol
+from layers.tcp.extensions import add_feature
 from layers.tcp.policy import DecisionLog, TcpSetup, decision_log
 from layers.tcp.seq import seq_ge
 from layers.tcp.view import RttView
@@ -169,7 +170,7 @@ class HyStartPlusPlus:
 
 @hookimpl
 def stack_register(registry: Registry) -> None:
-    registry.add_feature(NAME, HyStartSettings, doc="HyStart++: leave slow start on RTT growth (RFC 9406)")
+    add_feature(registry, NAME, HyStartSettings, doc="HyStart++: leave slow start on RTT growth (RFC 9406)")
 
 
 @hookimpl

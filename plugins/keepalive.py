@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from framework.plugins import hookimpl
 from framework.registry import Registry
+from layers.tcp.extensions import add_feature
 from layers.tcp.policy import TcpSetup, decision_log
 from layers.tcp.state import TcpState
 
@@ -96,7 +97,7 @@ class KeepAlive:
 
 @hookimpl
 def stack_register(registry: Registry) -> None:
-    registry.add_feature(NAME, KeepAliveSettings, doc="keep-alive probes (RFC 1122 §4.2.3.6)")
+    add_feature(registry, NAME, KeepAliveSettings, doc="keep-alive probes (RFC 1122 §4.2.3.6)")
 
 
 @hookimpl

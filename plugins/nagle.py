@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from framework.plugins import hookimpl
 from framework.registry import Registry
+from layers.tcp.extensions import add_feature
 from layers.tcp.policy import DecisionLog, SendPolicy, TcpSetup, decision_log
 
 NAME = "nagle"
@@ -57,7 +58,7 @@ class Nagle(SendPolicy):
 
 @hookimpl
 def stack_register(registry: Registry) -> None:
-    registry.add_feature(NAME, NagleSettings, doc="Nagle algorithm and cork mode (RFC 896, RFC 9293 §3.7.4)")
+    add_feature(registry, NAME, NagleSettings, doc="Nagle algorithm and cork mode (RFC 896, RFC 9293 §3.7.4)")
 
 
 @hookimpl

@@ -40,6 +40,7 @@ from sortedcontainers import SortedList
 
 from framework.plugins import hookimpl
 from framework.registry import Registry
+from layers.tcp.extensions import add_feature
 from layers.tcp.policy import Extension, TcpSetup, TimerPolicy, decision_log
 
 if TYPE_CHECKING:
@@ -357,7 +358,7 @@ class RackTlp(Extension):
 
 @hookimpl
 def stack_register(registry: Registry) -> None:
-    registry.add_feature(NAME, RackTlpSettings, doc="RACK loss detection and tail loss probes (RFC 8985)")
+    add_feature(registry, NAME, RackTlpSettings, doc="RACK loss detection and tail loss probes (RFC 8985)")
 
 
 @hookimpl

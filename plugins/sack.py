@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from framework.plugins import hookimpl
 from framework.registry import Registry
+from layers.tcp.extensions import add_feature
 from layers.tcp.policy import DecisionLog, Extension, TcpOptions, TcpSetup, decision_log
 from layers.tcp.seq import MASK, seq_diff
 from layers.tcp.state import TcpState
@@ -154,8 +155,12 @@ class SackCookie(SynCookieCodec):
 
 @hookimpl
 def stack_register(registry: Registry) -> None:
-    registry.add_feature(
-        NAME, SackSettings, doc="selective acknowledgments (RFC 2018, RFC 2883, RFC 6675)", syncookie=SackCookie()
+    add_feature(
+        registry,
+        NAME,
+        SackSettings,
+        doc="selective acknowledgments (RFC 2018, RFC 2883, RFC 6675)",
+        syncookie=SackCookie(),
     )
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from framework.plugins import hookimpl
 from framework.registry import Registry
+from layers.tcp.extensions import add_feature
 from layers.tcp.policy import Extension, TcpSetup
 from layers.tcp.seq import MASK, seq_gt, seq_le
 from layers.tcp.state import TcpState
@@ -170,8 +171,12 @@ class TimestampsCookie(SynCookieCodec):
 
 @hookimpl
 def stack_register(registry: Registry) -> None:
-    registry.add_feature(
-        NAME, TimestampsSettings, doc="timestamps, RTTM and PAWS (RFC 7323 §3-5)", syncookie=TimestampsCookie()
+    add_feature(
+        registry,
+        NAME,
+        TimestampsSettings,
+        doc="timestamps, RTTM and PAWS (RFC 7323 §3-5)",
+        syncookie=TimestampsCookie(),
     )
 
 

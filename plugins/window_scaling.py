@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from framework.plugins import hookimpl
 from framework.registry import Registry
+from layers.tcp.extensions import add_feature
 from layers.tcp.policy import DecisionLog, Extension, TcpOptions, TcpSetup, decision_log
 from layers.tcp.state import TcpState
 from layers.tcp.syncookies import SynCookieCodec
@@ -104,8 +105,8 @@ class WindowScalingCookie(SynCookieCodec):
 
 @hookimpl
 def stack_register(registry: Registry) -> None:
-    registry.add_feature(
-        NAME, WindowScalingSettings, doc="window scale option (RFC 7323 §2)", syncookie=WindowScalingCookie()
+    add_feature(
+        registry, NAME, WindowScalingSettings, doc="window scale option (RFC 7323 §2)", syncookie=WindowScalingCookie()
     )
 
 

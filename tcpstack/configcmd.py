@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from framework.errors import ConfigError
+from layers.tcp.extensions import congestion_controls, features
 from tcpstack.config import StackConfig, config_from_dict, read_toml
 
 #: The layer type ``tcpstack up`` opens at the bottom of the stack (it attaches to a TUN device).
@@ -110,9 +111,9 @@ def describe(config: StackConfig) -> list[str]:
     if host is not None:
         lines.append(f"plugins: {', '.join(host.plugin_names())}")
         registry = host.registry
-        feats = sorted(registry.features.values(), key=lambda f: f.name)
+        feats = sorted(features(registry).values(), key=lambda f: f.name)
         lines.append(f"features available: {', '.join(f'{f.name} ({f.plugin})' for f in feats)}")
-        algs = sorted(registry.congestion.values(), key=lambda a: a.name)
+        algs = sorted(congestion_controls(registry).values(), key=lambda a: a.name)
         lines.append(f"congestion control available: {', '.join(f'{a.name} ({a.plugin})' for a in algs)}")
     tcp = config.layer("tcp")
     if tcp is not None:

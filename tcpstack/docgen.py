@@ -45,10 +45,11 @@ def config_reference() -> str:
         out += [f"### `[plugins.{name}]`", ""]
         out += _table(host.registry.settings[name])
         out.append("")
+    from layers.tcp.extensions import congestion_controls, features
     from layers.tcp.features import DEFAULT_CONGESTION_CONTROL, DEFAULT_FEATURES
 
-    for name in sorted(host.registry.features):
-        feature = host.registry.features[name]
+    for name in sorted(features(host.registry)):
+        feature = features(host.registry)[name]
         default = "on by default" if name in DEFAULT_FEATURES else "off by default"
         out += [
             f"### Feature `{name}`",
@@ -60,7 +61,7 @@ def config_reference() -> str:
         ]
         out += _table(feature.settings) if settings_doc(feature.settings) else ["No settings."]
         out.append("")
-    algorithms = host.registry.congestion
+    algorithms = congestion_controls(host.registry)
     out += ["### Congestion-control algorithms", "", "| name | registered by | description |", "|---|---|---|"]
     for name in sorted(algorithms):
         mark = " (the default)" if name == DEFAULT_CONGESTION_CONTROL else ""

@@ -3,7 +3,9 @@
 Everything a plugin package uses to extend tcpstack is re-exported here, and these names stay
 stable whatever moves inside the stack's own packages (``framework``, ``layers``, ``plugins``):
 
-- the hook marker :data:`hookimpl` and the :class:`Registry` that ``stack_register`` receives;
+- the hook marker :data:`hookimpl`, the :class:`Registry` that ``stack_register`` receives and
+  the helpers that register into TCP's kinds of extension (:func:`add_feature`,
+  :func:`add_congestion_control`) or read them (:func:`features`, :func:`congestion_controls`);
 - what ``tcp_connection_setup`` fills in: :class:`TcpSetup` (with :class:`ConnInfo` and
   :class:`TcpOptions`), and the policy slots, each with a Protocol type and a base class:
   :class:`AckPolicy`, :class:`SendPolicy`, :class:`Extension`, :class:`CongestionControl`
@@ -28,6 +30,7 @@ from framework.errors import PluginError
 from framework.plugins import hookimpl
 from framework.registry import Registry
 from layers.tcp.congestion import CongestionControl, CongestionControlProtocol, initial_window
+from layers.tcp.extensions import add_congestion_control, add_feature, congestion_controls, features
 from layers.tcp.policy import (
     AckPolicy,
     AckPolicyProtocol,
@@ -88,7 +91,11 @@ __all__ = [
     "TcpSetup",
     "TcpState",
     "TimerPolicy",
+    "add_congestion_control",
+    "add_feature",
+    "congestion_controls",
     "decision_log",
+    "features",
     "hookimpl",
     "initial_window",
     "seq_add",

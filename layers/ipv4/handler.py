@@ -6,8 +6,13 @@ quoted header, and hand everything else to the layer above that claims the proto
 protocol nobody above claims gets ICMP Destination Unreachable (protocol).
 
 Send path: the transport sets ``pkt.net`` to an :class:`Ipv4Repr` naming destination and
-protocol; this layer fills in source, TTL and identification, and pushes the header. A
-datagram larger than the link MTU is fragmented unless DF is set (RFC 791 §3.2).
+protocol (:meth:`Ipv4Layer.make_header`); this layer fills in TTL and identification, and
+pushes the header. A datagram larger than the link MTU is fragmented unless DF is set
+(RFC 791 §3.2).
+
+To the transports above, this layer is a :class:`~framework.netlayer.NetworkLayer` (addresses,
+MTU, headers, ICMP errors as :class:`~framework.netlayer.NetError`); from the link below it
+takes the :class:`~framework.capabilities.LinkCapabilities` (the MTU).
 
 Every rejection is counted as ``ipv4.<reason>`` or ``icmp.<reason>``.
 """
@@ -18,11 +23,14 @@ import ipaddress
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import TYPE_CHECKING, cast
 
+from framework.capabilities import capabilities_below
+from framework.config import CheckContext
 from framework.context import Context
 from framework.errors import ConfigError, WireError
 from framework.handler import BaseHandler, PacketHandler
+from framework.netlayer import NetworkLayer
 from framework.packet import Packet
 from framework.pipeline import Above
 from framework.plugins import hookimpl
@@ -81,13 +89,14 @@ class Ipv4Settings:
     ident_seed: int | None = None
     """Start value of the identification counter; default random (set for reproducible runs)."""
 
-    def check_below(self, below: Sequence[Any], path: str, problems: list[str]) -> None:
-        """What :meth:`Ipv4Layer.attach` checks, on the validated layers below (nearest first),
-        so a configuration check finds it without building anything: ``mtu`` fits the link's."""
-        link = next((layer for layer in below if getattr(layer.settings, "mtu", None)), None)
-        if link is not None and self.mtu and self.mtu > int(link.settings.mtu):
-            link_mtu = f"the MTU {link.settings.mtu} of the {link.type} layer below"
-            problems.append(f"{path}.mtu: {self.mtu} exceeds {link_mtu}")
+    def check(self, context: CheckContext) -> None:
+        """What :meth:`Ipv4Layer.attach` checks, on the validated configuration, so a
+        configuration check finds it without building anything: ``mtu`` fits the link's."""
+        found = context.link_below()
+        if found is not None and self.mtu and self.mtu > found[1].mtu:
+            link, caps = found
+            problems, path = context.problems, context.path
+            problems.append(f"{path}.mtu: {self.mtu} exceeds the MTU {caps.mtu} of the {link.type} layer below")
 
 
 class _TokenBucket:
@@ -142,15 +151,37 @@ class Ipv4Layer(BaseHandler):
     # ------------------------------------------------------------------ assembly
 
     def attach(self, below: Sequence[PacketHandler], above: Sequence[PacketHandler]) -> None:
-        link_mtu = next((int(m) for h in below if (m := getattr(h, "mtu", None))), None)
-        if link_mtu is None and not self.mtu:
+        caps = capabilities_below(below)
+        if caps is None and not self.mtu:
             raise ConfigError(["ipv4: no link layer below provides an MTU; set ipv4.mtu"])
+        link_mtu = caps.mtu if caps is not None else 0
         if self.mtu and link_mtu and self.mtu > link_mtu:
             raise ConfigError([f"ipv4.mtu {self.mtu} exceeds the link MTU {link_mtu}"])
-        self.mtu = self.mtu or int(link_mtu or 0)
+        self.mtu = self.mtu or link_mtu
         # The protocols the layers above take (their keys in the pipeline graph): anything else
         # gets Destination Unreachable (protocol) below.
         self.protocols = above.keys if isinstance(above, Above) else frozenset()
+
+    # ------------------------------------------------------------------ network layer interface
+
+    header_len = HEADER_LEN
+    """RFC 791 §3.1: the header we send has no options."""
+
+    #: ``make_header(src, dst, protocol, *, tos=0, dont_frag=True)``: the header class itself, so
+    #: a transport's per-segment call costs no more than constructing it directly.
+    make_header = Ipv4Repr
+
+    def local_addresses(self) -> Sequence[bytes]:
+        return (self.address,)
+
+    def is_broadcast(self, addr: bytes) -> bool:
+        # RFC 1122 §3.2.1.3: the limited broadcast, and the directed broadcast of our subnet
+        # (a /31 or /32 has none, RFC 3021).
+        return addr == b"\xff\xff\xff\xff" or (addr == self.broadcast and self.prefixlen < 31)
+
+    def mtu_to(self, dst: bytes | None = None) -> int:
+        # One point-to-point route: the same MTU towards every peer (RFC 1122 §3.3.3).
+        return self.mtu
 
     # ------------------------------------------------------------------ receive
 
@@ -249,7 +280,7 @@ class Ipv4Layer(BaseHandler):
                 return None
             # RFC 9293 §3.9.2.2, MUST-54: pass the error to the transport the quote names.
             err = Packet(quoted_payload, quoted)
-            err.icmp_error = icmp.IcmpError.from_message(msg)
+            err.error = icmp.IcmpError.from_message(msg)
             err.frame_no = 0
             err.upper = quoted.protocol
             ctx.stats.count("icmp.errors_received")
@@ -347,6 +378,10 @@ class Ipv4Layer(BaseHandler):
                 self._send_error(icmp.TIME_EXCEEDED, icmp.REASSEMBLY_EXCEEDED, first, gone.first, ctx)
 
 
+if TYPE_CHECKING:  # mypy proves the layer is what transports take it for
+    _as_network_layer: NetworkLayer = Ipv4Layer("ipv4", Ipv4Settings())
+
+
 def _ipv4(name: str, settings: Ipv4Settings) -> Ipv4Layer:
     return Ipv4Layer(name, settings)
 
@@ -362,4 +397,5 @@ def stack_register(registry: Registry) -> None:
         requires=("link",),
         demux="ip.protocol",  # pkt.upper: the protocol number (RFC 791 §3.1)
         accepts={"ip.version": [4]},  # RFC 791 §3.1: Version 4
+        check=Ipv4Settings.check,
     )

@@ -2,7 +2,8 @@
 
 The IPv4 layer answers echo requests itself, sends Destination Unreachable (protocol) and Time
 Exceeded (reassembly), and hands errors about our own datagrams to the transport layer that the
-quoted header names (RFC 9293 §3.9.2.2, MUST-54) as an :class:`IcmpError`.
+quoted header names (RFC 9293 §3.9.2.2, MUST-54) as an :class:`IcmpError` (the IPv4 form of
+a :class:`~framework.netlayer.NetError`).
 """
 
 from __future__ import annotations
@@ -96,6 +97,11 @@ class IcmpError:
         errors (code 4 feeds PMTUD instead of aborting); codes 0, 1, 5, Time Exceeded and
         Parameter Problem are soft and never abort a connection."""
         return self.type == DEST_UNREACHABLE and self.code in (UNREACH_PROTOCOL, UNREACH_PORT, UNREACH_FRAG_NEEDED)
+
+    @property
+    def too_big(self) -> bool:
+        """RFC 1191 §4: Destination Unreachable, fragmentation needed and DF set (code 4)."""
+        return self.type == DEST_UNREACHABLE and self.code == UNREACH_FRAG_NEEDED
 
     @property
     def name(self) -> str:

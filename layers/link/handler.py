@@ -19,7 +19,9 @@ from __future__ import annotations
 import re
 import struct
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
+from framework.capabilities import LinkCapabilities, OffersCapabilities
 from framework.context import Context
 from framework.handler import BaseHandler
 from framework.packet import Packet
@@ -125,7 +127,9 @@ class RawIpLink(BaseHandler):
         self.name = name
         self.mtu = mtu
         self.settings = settings
-        self.vnet = bool(getattr(settings, "offload", False))
+        self.vnet = isinstance(settings, TunSettings) and settings.offload
+        self.capabilities = _capabilities(mtu, self.vnet)
+        """What the layers above receive at attach time."""
 
     def receive(self, pkt: Packet, ctx: Context) -> Packet | None:
         if not len(pkt.payload):
@@ -155,11 +159,6 @@ class RawIpLink(BaseHandler):
             ctx.stats.count("link.gso_frames_in")
         return pkt
 
-    @property
-    def tso_max(self) -> int:
-        """The largest datagram this link takes as a TCP super-segment (0: no offload)."""
-        return MAX_GSO_DATAGRAM if self.vnet else 0
-
     def send(self, pkt: Packet, ctx: Context) -> Packet | None:
         size = len(pkt)
         # Never hand the link more than it carries (RFC 1122 §3.3.3); a super-segment is cut
@@ -173,6 +172,18 @@ class RawIpLink(BaseHandler):
             else:
                 pkt.push(_PLAIN_VNET)
         return pkt
+
+
+if TYPE_CHECKING:  # mypy proves the link offers what the layers above look for
+    _offers: OffersCapabilities = RawIpLink("memory", 1500, MemorySettings())
+
+
+def _capabilities(mtu: int, offload: bool) -> LinkCapabilities:
+    """With TUN offload the kernel hands over frames with partial checksums it vouches for,
+    completes ours, and cuts TCP super-segments of up to :data:`MAX_GSO_DATAGRAM` bytes."""
+    if offload:
+        return LinkCapabilities(mtu, checksum_rx=True, checksum_tx=True, max_super_segment=MAX_GSO_DATAGRAM)
+    return LinkCapabilities(mtu)
 
 
 def _tun(name: str, settings: TunSettings) -> RawIpLink:
@@ -193,6 +204,7 @@ def stack_register(registry: Registry) -> None:
         provides=("link",),
         bottom=True,
         demux="ip.version",
+        capabilities=lambda s: _capabilities(s.mtu, s.offload),
     )
     registry.add_layer(
         "memory",
@@ -202,4 +214,5 @@ def stack_register(registry: Registry) -> None:
         provides=("link",),
         bottom=True,
         demux="ip.version",
+        capabilities=lambda s: _capabilities(s.mtu, False),
     )

@@ -44,7 +44,7 @@ from typing import Any
 import structlog
 
 from framework.errors import InvalidStateError
-from layers.ipv4.icmp import IcmpError
+from framework.netlayer import NetError
 from layers.tcp import receiver, recovery, sender
 from layers.tcp.congestion import CongestionControl, CongestionControlProtocol
 from layers.tcp.events import Connected, ConnectionClosed, ConnectionFailed, SendSpaceAvailable, SoftError, TcpEvent
@@ -193,7 +193,7 @@ class TcpConnection(Tcb, ConnectionVerbs):
         self.listener_ref: Any = None  # the Listener this passive connection belongs to
         self.failure: str | None = None
         self.drop_reason: str | None = None  # set when a segment's text was dropped on purpose
-        self.soft_error: IcmpError | None = None
+        self.soft_error: NetError | None = None
 
         # Statistics
         self.bytes_sent = 0  # user bytes acknowledged by the peer
@@ -602,18 +602,18 @@ class TcpConnection(Tcb, ConnectionVerbs):
 
     # ================================================================== ICMP
 
-    def icmp_error(self, err: IcmpError, quoted_seq: int, now: float) -> None:
+    def icmp_error(self, err: NetError, quoted_seq: int, now: float) -> None:
         """An ICMP error quoting one of our segments (RFC 9293 §3.9.2.2; RFC 5927)."""
         # RFC 5927 §4.1: accept only if the quoted sequence number is in flight.
         if not (seq_le(self.snd_una, quoted_seq) and seq_lt(quoted_seq, self.snd_max)):
             return
-        if err.is_hard and err.code != 4 and self.state in (S.SYN_SENT, S.SYN_RECEIVED):
+        if err.is_hard and not err.too_big and self.state in (S.SYN_SENT, S.SYN_RECEIVED):
             # SHLD-26: hard errors abort a connection that is still opening (as Linux does).
             self.failure = "unreachable"
             self.events.append(ConnectionFailed("unreachable", err.name))
             self._set_state(Trigger.TIMEOUT, now)
             return
-        if err.type == 3 and err.code == 4 and err.next_hop_mtu >= 68:
+        if err.too_big and err.next_hop_mtu >= 68:
             # RFC 1191 §6.3: lower the send MSS to fit the path (less the options every segment
             # carries, RFC 9293 MUST-16), and resend at that size, as a retransmission.
             sender.lower_mss(self, max(err.next_hop_mtu - 40 - self.option_bytes, 48))

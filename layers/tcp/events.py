@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from layers.ipv4.icmp import IcmpError
+from framework.netlayer import NetError
 
 
 @dataclass(slots=True)
@@ -49,9 +49,9 @@ class ConnectionFailed(TcpEvent):
 @dataclass(slots=True)
 class SoftError(TcpEvent):
     """An ICMP soft error concerning this connection (RFC 9293 §3.9.2.2, MUST-56: reported,
-    never fatal)."""
+    never fatal); on IPv4 ``error`` is an ICMP error record."""
 
-    error: IcmpError
+    error: NetError
 
 
 @dataclass(slots=True)

@@ -1,6 +1,6 @@
 """Per-connection features: validating and merging ``{name: settings}`` tables.
 
-A feature is a behaviour a plugin registers with ``registry.add_feature(name, settings_cls)``
+A feature is a behaviour a plugin registers with ``add_feature(registry, name, settings_cls)``
 and installs on a connection in its ``tcp_connection_setup`` hook. Three places switch
 features, each overriding the one before, name by name:
 
@@ -21,6 +21,7 @@ from typing import Any
 
 from framework.registry import Registry
 from framework.settings import validate_settings
+from layers.tcp.extensions import congestion_controls, features
 
 #: What a user gets without configuring anything: how a modern host stack is set up.
 DEFAULT_FEATURES: dict[str, Any] = {
@@ -40,9 +41,9 @@ def resolve(registry: Registry, table: Mapping[str, Any] | None, path: str, prob
     """Validate a features table; return ``{name: settings object, or None for off}``."""
     out: dict[str, Any] = {}
     for name, where, value in _entries(table, path, "features", problems):
-        feature = registry.features.get(name)
+        feature = features(registry).get(name)
         if feature is None:
-            problems.append(f"{where}: unknown feature {name!r} ({_hint(registry, name, registry.features)})")
+            problems.append(f"{where}: unknown feature {name!r} ({_hint(registry, name, features(registry))})")
             continue
         if value is None or value is False:
             out[name] = None
@@ -78,8 +79,8 @@ def check_algorithm(registry: Registry, name: object, path: str, problems: list[
     """A congestion-control algorithm name must be one a plugin registered."""
     if not isinstance(name, str):
         problems.append(f"{path}: expected the name of an algorithm, got {name!r}")
-    elif registry.congestion and name not in registry.congestion:
-        problems.append(f"{path}: unknown algorithm {name!r} ({_hint(registry, name, registry.congestion)})")
+    elif (algorithms := congestion_controls(registry)) and name not in algorithms:
+        problems.append(f"{path}: unknown algorithm {name!r} ({_hint(registry, name, algorithms)})")
 
 
 def resolve_algorithm_settings(
@@ -87,13 +88,12 @@ def resolve_algorithm_settings(
 ) -> dict[str, Any]:
     """Validate ``congestion = { NAME = { KEY = VALUE } }``: settings per algorithm; every
     algorithm that takes settings gets its defaults unless the table names it."""
-    out: dict[str, Any] = {
-        name: alg.settings() for name, alg in registry.congestion.items() if alg.settings is not None
-    }
+    algorithms = congestion_controls(registry)
+    out: dict[str, Any] = {name: alg.settings() for name, alg in algorithms.items() if alg.settings is not None}
     for name, where, value in _entries(table, path, "algorithms", problems):
-        alg = registry.congestion.get(name)
+        alg = algorithms.get(name)
         if alg is None:
-            problems.append(f"{where}: unknown algorithm {name!r} ({_hint(registry, name, registry.congestion)})")
+            problems.append(f"{where}: unknown algorithm {name!r} ({_hint(registry, name, algorithms)})")
         elif alg.settings is None:
             problems.append(f"{where}: the algorithm {name!r} takes no settings")
         else:
@@ -105,7 +105,7 @@ def resolve_algorithm_settings(
 
 def defaults(registry: Registry, problems: list[str]) -> dict[str, Any]:
     """:data:`DEFAULT_FEATURES` restricted to the features whose plugins are registered."""
-    present = {k: v for k, v in DEFAULT_FEATURES.items() if k in registry.features}
+    present = {k: v for k, v in DEFAULT_FEATURES.items() if k in features(registry)}
     return resolve(registry, present, "features", problems)
 
 

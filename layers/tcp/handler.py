@@ -21,14 +21,16 @@ from typing import Any, cast
 
 import structlog
 
+from framework.capabilities import capabilities_below
 from framework.context import Context
 from framework.errors import ConfigError, InvalidStateError, WireError
 from framework.handler import BaseHandler, PacketHandler
+from framework.netlayer import NetHeader, NetworkLayer, network_layer_below
 from framework.packet import Packet
 from framework.plugins import PluginHost, hookimpl
 from framework.registry import Registry
 from framework.stack import Stack
-from layers.ipv4.wire import Ipv4Repr
+from layers.tcp import extensions, hookspecs
 from layers.tcp.buffers import OooPool
 from layers.tcp.connection import TcpConnection
 from layers.tcp.features import (
@@ -38,7 +40,7 @@ from layers.tcp.features import (
 )
 from layers.tcp.policy import ConnInfo, TcpOptions, TcpSetup
 from layers.tcp.seq import MASK, seq_add, seq_gt
-from layers.tcp.settings import TcpSettings
+from layers.tcp.settings import TcpSettings, check_settings
 from layers.tcp.setup import connection_setup, resolve_overrides, trial_setup
 from layers.tcp.state import TcpState
 from layers.tcp.syncookies import (
@@ -111,6 +113,8 @@ class TcpLayer(BaseHandler):
         self.settings = settings
         self.address = b"\0\0\0\0"
         self.tso_max = 0
+        self._csum_offload = False
+        self._net_header_len = 20
         self._setup_failed_logged = float("-inf")
         self.mtu = 1500
         self.connections: dict[Key, TcpConnection] = {}
@@ -127,7 +131,6 @@ class TcpLayer(BaseHandler):
         self._ports = random.Random(settings.port_seed if settings.port_seed is not None else os.urandom(8))
         self._pseudo_in = 0
         self._log: Any = logger
-        self._broadcast: bytes | None = None  # our subnet's directed broadcast (set at attach)
         self.on_new_connection: Callable[[TcpConnection], None] | None = None
         self.host: PluginHost | None = None
         self.registry: Registry | None = None
@@ -136,31 +139,33 @@ class TcpLayer(BaseHandler):
     # ------------------------------------------------------------------ assembly
 
     def attach(self, below: Sequence[PacketHandler], above: Sequence[PacketHandler]) -> None:
-        ip = next((h for h in below if isinstance(getattr(h, "address", None), bytes)), None)
-        if ip is None:
-            raise ConfigError(["tcp: needs an ipv4 layer below it"])
-        self.address = cast(bytes, ip.address)  # type: ignore[attr-defined]
-        self.mtu = int(getattr(ip, "mtu", 1500))
-        self._ip = ip
-        # TUN offload: the link completes checksums and cuts super-segments (docs/architecture.md).
-        self.tso_max = max((int(getattr(h, "tso_max", 0) or 0) for h in below), default=0)
-        # MUST-46 also covers the directed broadcast of our own subnet (RFC 1122 §3.2.1.3).
-        prefixlen = getattr(ip, "prefixlen", 32)
-        self._broadcast = getattr(ip, "broadcast", None) if prefixlen < 31 else None
+        net = network_layer_below(below)
+        if net is None:
+            raise ConfigError(["tcp: needs a network layer (ipv4) below it"])
+        self.net: NetworkLayer = net
+        self.address = net.local_addresses()[0]
+        self.mtu = net.mtu_to(None)
+        self._net_header_len = net.header_len
+        self._make_header = net.make_header  # bound once: the per-segment call is one call
+        # Link offload (docs/architecture.md, "TUN offload"): the device completes checksums
+        # and, if it can, cuts super-segments; both need the checksum left partial.
+        caps = capabilities_below(below)
+        self._csum_offload = caps is not None and caps.checksum_tx
+        self.tso_max = caps.max_super_segment if caps is not None and caps.checksum_tx else 0
 
     @property
     def local_mss(self) -> int:
-        """RFC 9293 §3.7.1 / RFC 6691: MTU minus the fixed IPv4 and TCP headers."""
-        return self.mtu - 40
+        """RFC 9293 §3.7.1 / RFC 6691: MTU minus the fixed network and TCP headers."""
+        return self.mtu - self._net_header_len - 20
 
     # ------------------------------------------------------------------ receive
 
     def receive(self, pkt: Packet, ctx: Context) -> Packet | None:
         ip = pkt.net
-        if pkt.icmp_error is not None:
-            self._icmp(pkt, ctx)
+        if pkt.error is not None:
+            self._net_error(pkt, ctx)
             return None
-        if not isinstance(ip, Ipv4Repr) or ip.protocol != PROTO_TCP:
+        if ip is None or ip.protocol != PROTO_TCP:
             return pkt  # not ours: pass it on
         # MUST-3: verify, unless the link vouches for it (TUN offload: a local kernel's partial sum).
         pseudo = pseudo_base(ip.src, ip.dst) if self.settings.verify_checksum and not pkt.csum_ok else None
@@ -206,7 +211,7 @@ class TcpLayer(BaseHandler):
         self._no_tcb(ip, seg, ctx)
         return None
 
-    def _listen_segment(self, listener: Listener, ip: Ipv4Repr, seg: TcpRepr, ctx: Context) -> None:
+    def _listen_segment(self, listener: Listener, ip: NetHeader, seg: TcpRepr, ctx: Context) -> None:
         """RFC 9293 §3.10.7.2, LISTEN, with SYN cookies (RFC 4987 §3.6)."""
         flags = seg.flags
         if flags & RST:
@@ -247,7 +252,7 @@ class TcpLayer(BaseHandler):
             conn.open_passive(seg, ctx.now)
 
     def _passive_connection(
-        self, listener: Listener, ip: Ipv4Repr, seg: TcpRepr, ctx: Context, iss: int | None
+        self, listener: Listener, ip: NetHeader, seg: TcpRepr, ctx: Context, iss: int | None
     ) -> TcpConnection | None:
         """A new connection in the listener's SYN queue (``None`` if a plugin failed)."""
         local = (self.address, seg.dst_port)
@@ -276,7 +281,7 @@ class TcpLayer(BaseHandler):
             found: list[tuple[str, SynCookieCodec, Any]] = []
             if self.registry is not None:
                 for name, settings in features.items():
-                    feature = self.registry.features.get(name)
+                    feature = extensions.features(self.registry).get(name)
                     if feature is not None and isinstance(feature.syncookie, SynCookieCodec):
                         found.append((name, feature.syncookie, settings))
             listener.codecs = plan(found)
@@ -287,10 +292,10 @@ class TcpLayer(BaseHandler):
         return listener.codecs
 
     @staticmethod
-    def _material(ip: Ipv4Repr, seg: TcpRepr) -> bytes:
+    def _material(ip: NetHeader, seg: TcpRepr) -> bytes:
         return ip.dst + seg.dst_port.to_bytes(2, "big") + ip.src + seg.src_port.to_bytes(2, "big")
 
-    def _send_cookie(self, listener: Listener, ip: Ipv4Repr, seg: TcpRepr, ctx: Context) -> None:
+    def _send_cookie(self, listener: Listener, ip: NetHeader, seg: TcpRepr, ctx: Context) -> None:
         """RFC 4987 §3.6: answer a SYN with a SYN-ACK whose ISN encodes what the SYN said; keep
         nothing. The SYN-ACK is what the connection would have sent (RFC 9293 §3.10.7.2)."""
         now = ctx.now
@@ -311,7 +316,7 @@ class TcpLayer(BaseHandler):
         ctx.stats.count("tcp.syncookies_sent")
         self._transmit(ip.dst, ip.src, synack, ctx)
 
-    def _cookie_ack(self, listener: Listener, ip: Ipv4Repr, seg: TcpRepr, ctx: Context) -> bool:
+    def _cookie_ack(self, listener: Listener, ip: NetHeader, seg: TcpRepr, ctx: Context) -> bool:
         """An ACK that may complete a cookie handshake (RFC 4987 §3.6). ``False``: not a valid
         cookie (counted; the caller answers it as any stray ACK)."""
         now = ctx.now
@@ -346,7 +351,7 @@ class TcpLayer(BaseHandler):
         self._settle(conn)
         return True
 
-    def _no_tcb(self, ip: Ipv4Repr, seg: TcpRepr, ctx: Context) -> None:
+    def _no_tcb(self, ip: NetHeader, seg: TcpRepr, ctx: Context) -> None:
         """RFC 9293 §3.10.7.1: CLOSED (no TCB): answer anything but a RST with a RST."""
         if seg.flags & RST:
             ctx.stats.drop("tcp", "rst_no_tcb")  # RFC 9293 §3.10.7.1: never answer a RST
@@ -354,7 +359,7 @@ class TcpLayer(BaseHandler):
         ctx.stats.count("tcp.rst_sent_no_tcb")
         self._send_rst(ip, seg, ctx)
 
-    def _send_rst(self, ip: Ipv4Repr, seg: TcpRepr, ctx: Context) -> None:
+    def _send_rst(self, ip: NetHeader, seg: TcpRepr, ctx: Context) -> None:
         if seg.flags & ACK:
             rst = TcpRepr(seg.dst_port, seg.src_port, seg.ack, 0, RST, 0)  # <SEQ=SEG.ACK><CTL=RST>
         else:
@@ -362,8 +367,10 @@ class TcpLayer(BaseHandler):
             rst = TcpRepr(seg.dst_port, seg.src_port, 0, seq_add(seg.seq, seg.seg_len), RST | ACK, 0)
         self._transmit(ip.dst, ip.src, rst, ctx)
 
-    def _icmp(self, pkt: Packet, ctx: Context) -> None:
-        quoted = cast(Ipv4Repr, pkt.net)
+    def _net_error(self, pkt: Packet, ctx: Context) -> None:
+        """An error the network layer reports about one of our segments (ICMP on IPv4):
+        ``pkt.net`` and ``pkt.payload`` are the quoted header and segment (RFC 9293 §3.9.2.2)."""
+        quoted = cast(NetHeader, pkt.net)
         data = bytes(pkt.payload[:8])
         if len(data) < 8:
             ctx.stats.drop("tcp", "icmp_quote_short")
@@ -372,10 +379,10 @@ class TcpLayer(BaseHandler):
         dport = int.from_bytes(data[2:4], "big")
         seq = int.from_bytes(data[4:8], "big")
         conn = self.connections.get((quoted.dst, dport, sport))
-        if conn is None or pkt.icmp_error is None:
+        if conn is None or pkt.error is None:
             ctx.stats.drop("tcp", "icmp_no_connection")
             return
-        conn.icmp_error(pkt.icmp_error, seq, ctx.now)
+        conn.icmp_error(pkt.error, seq, ctx.now)
         self._touch(conn)
 
     # ------------------------------------------------------------------ output
@@ -404,9 +411,9 @@ class TcpLayer(BaseHandler):
 
     def _transmit(self, src: bytes, dst: bytes, seg: TcpRepr, ctx: Context) -> None:
         seg.pseudo = pseudo_base(src, dst)
-        pkt = Packet(b"", Ipv4Repr(src, dst, PROTO_TCP, tos=seg.ip_ecn, dont_frag=True))
-        if self.tso_max:
-            seg.csum_partial = pkt.csum_partial = True  # the kernel completes it (MUST-2 still met)
+        pkt = Packet(b"", self._make_header(src, dst, PROTO_TCP, tos=seg.ip_ecn, dont_frag=True))
+        if self._csum_offload:
+            seg.csum_partial = pkt.csum_partial = True  # the device completes it (MUST-2 still met)
             pkt.gso_size = seg.gso_size
         pkt.push(seg)
         ctx.transmit(self, pkt)
@@ -594,7 +601,7 @@ class TcpLayer(BaseHandler):
         :raises InvalidStateError: if the 4-tuple is in use or no port is free.
         """
         _check_remote(remote_addr, remote_port)
-        if remote_addr == self._broadcast:
+        if self.net.is_broadcast(remote_addr):
             # RFC 9293 §3.9.1.1, MUST-46: OPEN to a broadcast address is an error.
             raise ValueError(
                 f"cannot connect to {ipaddress.IPv4Address(remote_addr)} (MUST-46: our subnet's broadcast address)"
@@ -693,6 +700,11 @@ def _tcp(name: str, settings: TcpSettings) -> TcpLayer:
 
 
 @hookimpl
+def stack_addhooks(host: PluginHost) -> None:
+    host.add_hookspecs(hookspecs)  # tcp_connection_setup
+
+
+@hookimpl
 def stack_register(registry: Registry) -> None:
     registry.add_layer(
         "tcp",
@@ -702,7 +714,11 @@ def stack_register(registry: Registry) -> None:
         requires=("ipv4",),
         passes_up=False,  # it consumes every segment: a layer above it would never see one
         accepts={"ip.protocol": [PROTO_TCP]},
+        check=check_settings,
     )
+    # The kinds of extension TCP defines (plugins add to them: layers.tcp.extensions).
+    extensions.features(registry)
+    extensions.congestion_controls(registry)
 
 
 @hookimpl

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from framework.config import CheckContext
 from framework.plugins import PluginHost
 from framework.registry import Registry
 from layers.tcp.features import (
@@ -148,4 +149,12 @@ def _is_key(text: str) -> bool:
         return False
 
 
-__all__ = ["TcpSettings", "trial_setup"]
+def check_settings(settings: TcpSettings, context: CheckContext) -> None:
+    """The ``tcp`` layer type's configuration check (``add_layer(check=)``): features and
+    algorithms against what plugins registered, then, if nothing is wrong so far, a trial setup."""
+    settings.check_registry(context.registry, context.path, context.problems)
+    if not context.problems:
+        settings.check_host(context.host, context.path, context.problems)
+
+
+__all__ = ["TcpSettings", "check_settings", "trial_setup"]

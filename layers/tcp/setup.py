@@ -20,6 +20,7 @@ from framework.errors import PluginError
 from framework.plugins import PluginHost
 from framework.registry import Registry
 from layers.tcp.congestion import CongestionControl
+from layers.tcp.extensions import congestion_controls
 from layers.tcp.features import check_algorithm, resolve
 from layers.tcp.policy import ConnInfo, TcpOptions, TcpSetup, decision_log
 
@@ -56,7 +57,7 @@ def connection_setup(
     slot empty, and the connection uses RFC 5681's. Plugin errors propagate."""
     setup = TcpSetup(info=info, options=options, features=features, trial=trial)
     if congestion_control is not None:
-        alg = host.registry.congestion.get(congestion_control) if host is not None else None
+        alg = congestion_controls(host.registry).get(congestion_control) if host is not None else None
         if alg is not None:
             setup.congestion = alg.factory(info.mss, algorithm_settings.get(congestion_control))
             setup.congestion_name = congestion_control

@@ -14,7 +14,7 @@ minute (it hashes the counter with the secret), so a cookie cannot be replayed p
 What else the SYN negotiated (window scale, SACK-permitted, ECN) has no room in 32 bits; as in
 Linux it travels in the low bits of the SYN-ACK's TSval when the peer offered timestamps, and
 comes back in the ACK's TSecr. Each option plugin encodes and decodes its own part through a
-:class:`SynCookieCodec` it registers with its feature (``registry.add_feature(..., syncookie=)``);
+:class:`SynCookieCodec` it registers with its feature (``add_feature(registry, ..., syncookie=)``);
 this module never imports a plugin. Without timestamps a cookie carries only the MSS, and the
 cookie SYN-ACK offers no other option (the connection then runs without them, as Linux's).
 """

@@ -22,6 +22,7 @@ from __future__ import annotations
 from framework.plugins import hookimpl
 from framework.registry import Registry
 from layers.tcp.congestion import CongestionControl
+from layers.tcp.extensions import add_congestion_control
 
 C = 0.4  # RFC 9438 §4.2
 BETA = 0.7  # RFC 9438 §4.6
@@ -136,4 +137,4 @@ def _cubic(mss: int, settings: object) -> Cubic:
 
 @hookimpl
 def stack_register(registry: Registry) -> None:
-    registry.add_congestion_control("cubic", _cubic, doc="RFC 9438 CUBIC with fast convergence")
+    add_congestion_control(registry, "cubic", _cubic, doc="RFC 9438 CUBIC with fast convergence")

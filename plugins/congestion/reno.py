@@ -11,6 +11,7 @@ from __future__ import annotations
 from framework.plugins import hookimpl
 from framework.registry import Registry
 from layers.tcp.congestion import CongestionControl
+from layers.tcp.extensions import add_congestion_control
 
 
 def _reno(mss: int, settings: object) -> CongestionControl:
@@ -19,4 +20,4 @@ def _reno(mss: int, settings: object) -> CongestionControl:
 
 @hookimpl
 def stack_register(registry: Registry) -> None:
-    registry.add_congestion_control("reno", _reno, doc="RFC 5681 + RFC 6582 NewReno, with RFC 3465 byte counting")
+    add_congestion_control(registry, "reno", _reno, doc="RFC 5681 + RFC 6582 NewReno, with RFC 3465 byte counting")

@@ -14,6 +14,7 @@ from layers.tcp.connection import TcpConnection
 from layers.tcp.events import (
     TcpEvent,
 )
+from layers.tcp.extensions import congestion_controls
 from layers.tcp.features import merge
 from layers.tcp.policy import ConnInfo, TcpOptions, TcpSetup
 from layers.tcp.setup import connection_setup, resolve_overrides
@@ -115,7 +116,9 @@ def make_setup(
     resolved = merge({}, resolve_overrides(host.registry, features or {}, congestion_control, problems))
     if problems:
         raise ValueError("; ".join(problems))
-    defaults = {name: alg.settings() for name, alg in host.registry.congestion.items() if alg.settings is not None}
+    defaults = {
+        name: alg.settings() for name, alg in congestion_controls(host.registry).items() if alg.settings is not None
+    }
     return connection_setup(host, info, TcpOptions(**opts), resolved, congestion_control, defaults)
 
 

@@ -8,6 +8,7 @@ from importlib.metadata import entry_points
 
 import pytest
 
+from layers.tcp.extensions import features
 from tcpstack.plugins import PluginHost
 
 DIST = "tcpstack-example-quickack"
@@ -25,8 +26,8 @@ def test_the_example_package_is_found_through_the_entry_point_group() -> None:
     assert (ep.name, ep.value) == ("quickack", MODULE)
     host = PluginHost()  # entry points on, as `tcpstack up` builds it
     assert "quickack" in host.plugin_names()
-    assert host.registry.features["quickack"].plugin == "quickack"
-    assert "quickack" not in PluginHost(entry_points=False).registry.features
+    assert features(host.registry)["quickack"].plugin == "quickack"
+    assert "quickack" not in features(PluginHost(entry_points=False).registry)
 
 
 def test_config_check_refuses_the_example_next_to_delayed_ack(tmp_path, capsys) -> None:
@@ -34,7 +35,7 @@ def test_config_check_refuses_the_example_next_to_delayed_ack(tmp_path, capsys) 
     of passing a configuration on which every connection would fail; with delayed_ack off it is valid."""
     from tcpstack.cli import main
 
-    if "quickack" not in PluginHost().registry.features:
+    if "quickack" not in features(PluginHost().registry):
         pytest.skip(f"{DIST} is not installed")  # the test above fails in CI in that case
     clash = tmp_path / "clash.toml"
     clash.write_text(

@@ -1,4 +1,7 @@
-"""Every hookspec has a section in docs/hooks.md headed by its exact signature."""
+"""Every hookspec has a section in docs/hooks.md headed by its exact signature, wherever it is
+declared: the stack's own hooks (framework/hookspecs.py) and the hooks layers add through
+``stack_addhooks`` (layers/tcp/hookspecs.py), found through a plugin host with every built-in
+plugin."""
 
 from __future__ import annotations
 
@@ -9,23 +12,21 @@ from pathlib import Path
 import pytest
 
 from framework import hookspecs
+from tcpstack.plugins import PluginHost
 
 ROOT = Path(__file__).resolve().parents[2]
 HOOKS_DOC = ROOT / "docs" / "hooks.md"
-SPEC_MARK = f"{hookspecs.PROJECT}_spec"  # the attribute pluggy.HookspecMarker sets on a spec
+
+HOOKS = PluginHost(entry_points=False).hook_names()
 
 
 def hookspec_names() -> list[str]:
-    return sorted(
-        name
-        for name, func in inspect.getmembers(hookspecs, inspect.isfunction)
-        if getattr(func, SPEC_MARK, None) is not None
-    )
+    return sorted(HOOKS)
 
 
 def signature_line(name: str) -> str:
-    """``name(arg: Type, ...) -> Return`` exactly as written in framework/hookspecs.py."""
-    tree = ast.parse(Path(hookspecs.__file__).read_text())
+    """``name(arg: Type, ...) -> Return`` exactly as written in the module that declares it."""
+    tree = ast.parse(Path(inspect.getfile(HOOKS[name])).read_text())
     (node,) = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name]
     returns = f" -> {ast.unparse(node.returns)}" if node.returns is not None else ""
     return f"{name}({ast.unparse(node.args)}){returns}"
@@ -40,9 +41,20 @@ def headings() -> list[str]:
 
 
 def test_hookspecs_are_found() -> None:
-    """The spec marker finds the hooks (so the documentation test below checks something)."""
-    assert {"stack_register", "stack_configured", "stack_closed"} <= set(hookspec_names())
+    """The host finds the hooks of the core and of the layers (so the documentation test below
+    checks something), each in the module that declares it."""
+    assert {"stack_register", "stack_configured", "stack_closed", "stack_addhooks"} <= set(hookspec_names())
+    assert HOOKS["stack_register"] is hookspecs
+    assert HOOKS["tcp_connection_setup"].__name__ == "layers.tcp.hookspecs"
     assert signature_line("stack_register") == "stack_register(registry: Registry) -> None"
+    assert signature_line("tcp_connection_setup") == "tcp_connection_setup(setup: TcpSetup) -> None"
+
+
+def test_the_core_declares_stack_hooks_only() -> None:
+    """framework/hookspecs.py declares the hooks of the stack as a whole; a layer's hooks live
+    with the layer."""
+    core = [name for name, module in HOOKS.items() if module is hookspecs]
+    assert core and all(name.startswith("stack_") for name in core), core
 
 
 @pytest.mark.parametrize("name", hookspec_names())

@@ -93,4 +93,4 @@ def test_inbound_packet_is_a_view_with_frame_number() -> None:
     assert bytes(pkt.payload) == b"frame"
     assert pkt.frame_no == 7
     assert pkt.net is None
-    assert pkt.icmp_error is None
+    assert pkt.error is None

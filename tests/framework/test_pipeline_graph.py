@@ -78,8 +78,8 @@ class EchoTransport(BaseHandler):
         hdr = pkt.net
         assert isinstance(hdr, Ipv4Repr)
         data = bytes(pkt.payload)
-        self.received.append((hdr.src, data, pkt.icmp_error is not None))
-        if self.settings.reply and pkt.icmp_error is None:
+        self.received.append((hdr.src, data, pkt.error is not None))
+        if self.settings.reply and pkt.error is None:
             ctx.transmit(self, self.datagram(hdr.src, data))
         return None
 

@@ -11,6 +11,7 @@ import structlog
 
 import tcpstack.plugins
 import tcpstack.testing
+from layers.tcp.extensions import add_feature, features
 from layers.tcp.policy import AckPolicy
 from layers.tcp.state import TcpState
 from layers.tcp.wire import ACK, SYN
@@ -40,7 +41,7 @@ class ProbePlugin:
 
     @hookimpl
     def stack_register(self, registry):
-        registry.add_feature("probe", ProbeSettings, doc="test feature")
+        add_feature(registry, "probe", ProbeSettings, doc="test feature")
 
     @hookimpl
     def tcp_connection_setup(self, setup):
@@ -148,7 +149,7 @@ class TestPluginsFixtureOverride:
         return [ProbePlugin()]
 
     def test_host_and_builders_know_the_plugin(self, tcpstack_host, tcpstack_conn, tcpstack_pair) -> None:
-        assert "probe" in tcpstack_host.registry.features
+        assert "probe" in features(tcpstack_host.registry)
         assert isinstance(tcpstack_conn("ESTABLISHED", {"probe": {}}).ack_policy, ProbeAck)
         pair: StackPair = tcpstack_pair()
         assert isinstance(pair.open(features={"probe": {}}).client_conn.ack_policy, ProbeAck)

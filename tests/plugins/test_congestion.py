@@ -19,6 +19,7 @@ from framework.errors import ConfigError, PluginError
 from framework.registry import Registry
 from framework.simulation import Simulation
 from layers.tcp.congestion import CongestionControl, initial_window
+from layers.tcp.extensions import add_congestion_control, congestion_controls
 from layers.tcp.policy import TcpOptions
 from plugins.congestion.cubic import ALPHA, BETA, Cubic
 from tcpstack.config import config_from_dict
@@ -313,15 +314,15 @@ class FixedWindowPlugin:
 
     @hookimpl
     def stack_register(self, registry: Registry) -> None:
-        registry.add_congestion_control("fixed2", lambda mss, settings: FixedWindow(mss), doc="cwnd = 2 MSS")
+        add_congestion_control(registry, "fixed2", lambda mss, settings: FixedWindow(mss), doc="cwnd = 2 MSS")
 
 
 class TestPluginAlgorithm:
     def test_registered_through_the_hook_and_named_for_its_plugin(self) -> None:
         """docs/hooks.md (``add_congestion_control``): the plugin's algorithm joins the built-in ones."""
         host = PluginHost(entry_points=False, extra=[FixedWindowPlugin()])
-        alg = host.registry.congestion["fixed2"]
-        assert sorted(host.registry.congestion) == ["cubic", "fixed2", "reno"]
+        alg = congestion_controls(host.registry)["fixed2"]
+        assert sorted(congestion_controls(host.registry)) == ["cubic", "fixed2", "reno"]
         assert alg.plugin == f"{__name__}.FixedWindowPlugin" and alg.doc == "cwnd = 2 MSS"
         assert isinstance(alg.factory(1460, None), FixedWindow)
 
@@ -331,7 +332,7 @@ class TestPluginAlgorithm:
         class Impostor:
             @hookimpl
             def stack_register(self, registry: Registry) -> None:
-                registry.add_congestion_control("cubic", lambda mss, settings: FixedWindow(mss))
+                add_congestion_control(registry, "cubic", lambda mss, settings: FixedWindow(mss))
 
         with pytest.raises(PluginError, match="congestion control 'cubic' registered twice") as info:
             PluginHost(entry_points=False, extra=[Impostor()])
@@ -399,8 +400,8 @@ class SettingsPlugin:
 
     @hookimpl
     def stack_register(self, registry: Registry) -> None:
-        registry.add_congestion_control(
-            "fixedn", lambda mss, settings: Tuned(mss, settings.segments), settings=FixedSettings, doc="tuned"
+        add_congestion_control(
+            registry, "fixedn", lambda mss, settings: Tuned(mss, settings.segments), settings=FixedSettings, doc="tuned"
         )
 
 

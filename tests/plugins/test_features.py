@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from framework.errors import ConfigError
+from layers.tcp.extensions import add_feature, features
 from layers.tcp.features import DEFAULT_CONGESTION_CONTROL, DEFAULT_FEATURES
 from layers.tcp.handler import TcpLayer, TcpSettings
 from layers.tcp.policy import AckPolicy, SendPolicy, TcpOptions
@@ -27,7 +28,7 @@ from tests.layers.tcp.helpers import LayerHarness, stack_config, tcp_layer
 from tests.plugins.helpers import HOST, make_stack
 
 PEER = socket.inet_aton("10.0.0.2")
-KNOWN = ", ".join(sorted(HOST.registry.features))
+KNOWN = ", ".join(sorted(features(HOST.registry)))
 
 
 def fresh_config(**tcp: Any) -> dict[str, Any]:
@@ -257,7 +258,7 @@ class TestDisabledPlugin:
     def test_naming_it_in_configuration_is_an_error(self) -> None:
         """docs/plugins.md: naming a feature whose plugin is disabled is a ConfigError at its key path (even to
         turn it off)."""
-        known = ", ".join(sorted(set(HOST.registry.features) - {"nagle"}))
+        known = ", ".join(sorted(set(features(HOST.registry)) - {"nagle"}))
         for value in ({}, False):
             with pytest.raises(ConfigError) as info:
                 config_from_dict(self.disabled(features={"nagle": value}), entry_points=False)
@@ -323,7 +324,7 @@ class TestSetupFailureAtRuntime:
 
             @hookimpl
             def stack_register(self, registry) -> None:
-                registry.add_feature("late", LateSettings, doc="late")
+                add_feature(registry, "late", LateSettings, doc="late")
 
             @hookimpl
             def stack_configured(self, stack) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import LogCapture
 
-from tcpstack.plugin import AckPolicy, DelayedAck, PluginError
+from tcpstack.plugin import AckPolicy, DelayedAck, PluginError, features
 from tcpstack.plugins import PluginHost
 from tcpstack.testing import ConnectionBuilder, PairConnection, StackPair, VirtualClock
 
@@ -47,10 +47,10 @@ def test_the_entry_point_group_names_the_plugin() -> None:
 
 
 def test_a_host_with_entry_points_registers_the_feature(tcpstack_host: PluginHost) -> None:
-    feature = tcpstack_host.registry.features["quickack"]
+    feature = features(tcpstack_host.registry)["quickack"]
     assert feature.plugin == "quickack"  # registered under its entry-point name
-    assert "quickack" not in PluginHost(entry_points=False).registry.features
-    assert "quickack" not in PluginHost(disabled=["quickack"]).registry.features  # [plugins] disable
+    assert "quickack" not in features(PluginHost(entry_points=False).registry)
+    assert "quickack" not in features(PluginHost(disabled=["quickack"]).registry)  # [plugins] disable
 
 
 def test_installing_it_changes_nothing_for_other_connections(tcpstack_pair: Callable[..., StackPair]) -> None:

@@ -56,7 +56,7 @@ class TestDelivery:
         (pkt,) = sink.received
         assert pkt.payload == SEGMENT
         assert pkt.net == Ipv4Repr(PEER_B, OWN_B, PROTO_TCP, len(SEGMENT), 33, 0x20, 5, True, False, 0, 20)
-        assert pkt.icmp_error is None and drops(stack) == {}
+        assert pkt.error is None and drops(stack) == {}
 
     def test_delivers_scapy_tcp(self):
         """A TCP datagram built by scapy is delivered with its TCP bytes untouched (RFC 791 §3.1; oracle)."""

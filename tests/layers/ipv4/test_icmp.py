@@ -279,8 +279,8 @@ class TestErrorsReceived:
         err = icmp_error_datagram(3, 3, ours[:28], src="192.0.2.1")
         assert feed(stack, [err], now=0.0) == []
         (pkt,) = sink.received
-        assert pkt.icmp_error is not None
-        assert (pkt.icmp_error.type, pkt.icmp_error.code, pkt.icmp_error.is_hard) == (3, 3, True)
+        assert pkt.error is not None
+        assert (pkt.error.type, pkt.error.code, pkt.error.is_hard) == (3, 3, True)
         quoted, _ = Ipv4Repr.parse_quoted(memoryview(ours))
         assert pkt.net == quoted
         assert (pkt.net.src, pkt.net.dst, pkt.net.protocol, pkt.net.ident) == (OWN_B, PEER_B, 6, 99)
@@ -300,14 +300,14 @@ class TestErrorsReceived:
         stack, _, sink = ipv4_stack()
         feed(stack, [icmp_error_datagram(3, 1, our_tcp_datagram()[:28])], now=0.0)
         (pkt,) = sink.received
-        assert (pkt.icmp_error.code, pkt.icmp_error.is_hard, pkt.icmp_error.name) == (1, False, "host_unreachable")
+        assert (pkt.error.code, pkt.error.is_hard, pkt.error.name) == (1, False, "host_unreachable")
 
     def test_fragmentation_needed_carries_mtu(self):
         """3/4 carries the next-hop MTU for PMTUD (RFC 1191 §4; IC6/IC7)."""
         stack, _, sink = ipv4_stack()
         feed(stack, [icmp_error_datagram(3, 4, our_tcp_datagram()[:28], rest=b"\0\0\x04\xd8")], now=0.0)
         (pkt,) = sink.received
-        assert (pkt.icmp_error.next_hop_mtu, pkt.icmp_error.is_hard) == (1240, True)
+        assert (pkt.error.next_hop_mtu, pkt.error.is_hard) == (1240, True)
 
     @pytest.mark.parametrize(("type_", "code"), [(11, 0), (11, 1), (12, 0)])
     def test_time_exceeded_and_parameter_problem_soft(self, type_, code):
@@ -315,8 +315,8 @@ class TestErrorsReceived:
         stack, _, sink = ipv4_stack()
         feed(stack, [icmp_error_datagram(type_, code, our_tcp_datagram()[:28], rest=b"\x08\0\0\0")], now=0.0)
         (pkt,) = sink.received
-        assert (pkt.icmp_error.type, pkt.icmp_error.code, pkt.icmp_error.is_hard) == (type_, code, False)
-        assert pkt.icmp_error.pointer == (8 if type_ == 12 else 0)
+        assert (pkt.error.type, pkt.error.code, pkt.error.is_hard) == (type_, code, False)
+        assert pkt.error.pointer == (8 if type_ == 12 else 0)
 
     def test_scapy_built_error_with_tcp_quote(self):
         """A port unreachable built by scapy around its own TCP quote is delivered (RFC 792; oracle)."""

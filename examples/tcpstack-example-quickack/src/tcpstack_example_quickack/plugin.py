@@ -20,7 +20,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tcpstack.plugin import DecisionLog, DelayedAck, DelayedAckSettings, Registry, TcpSetup, decision_log, hookimpl
+from tcpstack.plugin import (
+    DecisionLog,
+    DelayedAck,
+    DelayedAckSettings,
+    Registry,
+    TcpSetup,
+    add_feature,
+    decision_log,
+    hookimpl,
+)
 
 NAME = "quickack"
 
@@ -54,7 +63,7 @@ class QuickAck(DelayedAck):
 
 @hookimpl
 def stack_register(registry: Registry) -> None:
-    registry.add_feature(NAME, QuickAckSettings, doc="ACK the first segments at once, then delay ACKs")
+    add_feature(registry, NAME, QuickAckSettings, doc="ACK the first segments at once, then delay ACKs")
 
 
 @hookimpl
