@@ -7,6 +7,7 @@ reached our TCP). Checksums are computed and verified in Python, as in every int
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -43,43 +44,65 @@ def _fault_config(
     return path
 
 
-def _dupacks_for_out_of_order(pcap: Path) -> tuple[int, int]:
-    """(out-of-order data segments we received from the kernel, pure ACKs we sent while a gap
-    was open), from a capture above the fault layer.
+def _unanswered_out_of_order(pcap: Path) -> tuple[int, list[str]]:
+    """(out-of-order data segments we received from the kernel, those of them whose duplicate ACK
+    is missing), from a capture above the fault layer: what our TCP received, and what it sent,
+    which reached the kernel as it is (only inbound frames are dropped) and in this order.
 
-    The stack answers a batch of received frames at once (its output follows the batch in the
-    capture); out-of-order segments of a batch that also filled the gap are not counted, since
-    the cumulative ACK rightly replaces their duplicate ACKs.
+    RFC 5681 §4.2 (a SHOULD where RFC 1122 §4.2.2.21 had a MAY): a receiver sends an immediate
+    duplicate ACK when an out-of-order segment arrives. "Immediate" is measured in our own batch,
+    not on a clock: the stack answers a batch of received frames at once (its output follows the
+    batch in the capture), so each out-of-order segment needs a pure ACK naming RCV.NXT as it was
+    when the segment arrived (the duplicate ACK, RFC 5681 §2) in the output right after its batch,
+    before anything more is read. Out-of-order segments of a batch that also filled every gap are
+    not required, since the cumulative ACK rightly replaces their duplicate ACKs.
     """
     segs = tcp_segments(pcap)
     syn = next(s for s in segs if s.syn and s.src == KERNEL_ADDR)
     base = (syn.seq + 1) % 2**32  # offsets below count from the kernel's first data byte
     held: dict[int, int] = {}  # out-of-order segments: start -> end
-    nxt = 0  # in-order offset
-    ooo = dupacks = in_batch = 0
+    nxt = 0  # in-order offset (RCV.NXT)
+    ooo = 0
+    missing: list[str] = []
+    batch: list[int] = []  # RCV.NXT at the arrival of each out-of-order segment of this batch
+    frame = 0  # where in the capture the first of them is
+    acks: Counter[int] = Counter()  # the cumulative ACKs of the pure ACKs we sent after it
+    answering = False  # our output after the batch has begun
+
+    def settle() -> None:
+        if batch and held:  # a gap is still open: each of the batch's segments needs its own ACK
+            for ack, n in Counter(batch).items():
+                if acks[ack] < n:
+                    missing.append(f"frame {frame}: {n - acks[ack]} of {n} segments above offset {ack} unanswered")
+        batch.clear()
+        acks.clear()
+
     for s in segs:
         if s.src == KERNEL_ADDR:
+            if answering:  # a new batch begins
+                settle()
+                answering = False
             if not s.length:
                 continue
             start = (s.seq - base) % 2**32
             end = start + s.length
             if start > nxt:
                 held[start] = max(end, held.get(start, 0))
-                in_batch += 1
+                if not batch:
+                    frame = s.index
+                batch.append(nxt)
+                ooo += 1
             elif end > nxt:
                 nxt = end
                 while any(a <= nxt for a in held):
                     for a in [a for a in held if a <= nxt]:
                         nxt = max(nxt, held.pop(a))
         else:  # our output: the batch before it is over
-            if in_batch and held:
-                ooo += in_batch
-            in_batch = 0
-            # A pure ACK while a gap is open; within a batch that filled an earlier gap the
-            # first ones rightly name the earlier gap, so any ACK up to the gap counts.
-            if s.flags == ACK and not s.length and held and (s.ack - base) % 2**32 <= nxt:
-                dupacks += 1
-    return ooo, dupacks
+            answering = True
+            if s.flags == ACK and not s.length:
+                acks[(s.ack - base) % 2**32] += 1
+    settle()
+    return ooo, missing
 
 
 def _rto_events(events: list[dict[str, Any]]) -> int:
@@ -92,8 +115,12 @@ def test_out_of_order_data_gets_immediate_duplicate_acks(netns: Netns, tmp_path:
     """RFC 5681 §4.2: without SACK every out-of-order segment from the kernel gets an immediate duplicate ACK
     (fast retransmit). (With SACK, beyond three in one batch the rest are one ACK whose SACK blocks say it all:
     tests/plugins/test_sack_blocks.py.)"""
-    # Linux without SACK fast-retransmits on three duplicate ACKs (pure ACKs, same window); any
-    # loss it cannot recover that way stalls the transfer for its RTO (at least 200 ms).
+    # Linux without SACK fast-retransmits on three duplicate ACKs (pure ACKs, same window). How
+    # often it still waits for its RTO is not ours to bound: with 1% loss a window may lose several
+    # segments, and NewReno's partial ACKs (RFC 6582) then leave it with too few duplicate ACKs to
+    # go on; a retransmission may be lost too. Both depend on which packets the seeded fault layer
+    # hits, which depends on how the batches fell (the scheduling). What the peer is owed is an
+    # immediate duplicate ACK per out-of-order segment, in the output of the batch it came in.
     pcap = tmp_path / "loss.pcap"
     no_sack = "features = { sack = false }\n"
     config = _fault_config(tmp_path / "loss.toml", drop=0.01, direction="in", seed=3, pcap_above=pcap, tcp=no_sack)
@@ -119,24 +146,32 @@ def test_out_of_order_data_gets_immediate_duplicate_acks(netns: Netns, tmp_path:
     assert r.returncode == 0, r.stderr
     digest, code, seconds = r.stdout.decode().split()
     assert (digest, code) == (stream_sha256(4 * MB, 51), "200")
-    # The kernel's own counts of its retransmissions and of its retransmission timeouts (what the peer
-    # did, counted by the peer: a silence in the capture would also count a stack that got no CPU).
-    kernel = counters_delta(before, kernel_counters(netns), "TcpRetransSegs", "TcpExtTCPTimeouts")
+    # The kernel's own counts of what it did with our ACKs (counted by the peer, whatever the scheduling).
+    kernel = counters_delta(
+        before,
+        kernel_counters(netns),
+        "TcpRetransSegs",
+        "TcpExtTCPTimeouts",
+        "TcpExtTCPRenoRecovery",
+        "TcpExtTCPFastRetrans",
+    )
     events = stop_stack(proc, tmp_path, closed=1)
     assert events[-1]["drops"].get("fault.injected", 0) >= 10  # the test did lose segments
     (closed,) = closed_events(events)
     assert closed["bytes_in"] > 4 * MB
-    ooo, dupacks = _dupacks_for_out_of_order(pcap)
-    total, timed_out = kernel["TcpRetransSegs"], kernel["TcpExtTCPTimeouts"]
+    ooo, missing = _unanswered_out_of_order(pcap)
     print(
-        f"\n{4 * MB} bytes up in {float(seconds):.2f} s; {ooo} out-of-order segments, {dupacks} duplicate ACKs; "
-        f"kernel retransmissions {total}, RTO expiries {timed_out}"
+        f"\n{4 * MB} bytes up in {float(seconds):.2f} s; {ooo} out-of-order segments, "
+        f"{len(missing)} batches short of duplicate ACKs; kernel retransmissions {kernel['TcpRetransSegs']} "
+        f"({kernel['TcpExtTCPFastRetrans']} fast, in {kernel['TcpExtTCPRenoRecovery']} recoveries), "
+        f"RTO expiries {kernel['TcpExtTCPTimeouts']}"
     )
     assert ooo >= 10
-    assert dupacks >= ooo, f"only {dupacks} duplicate ACKs for {ooo} out-of-order segments"
-    # So Linux repaired the losses by fast retransmit; a lost retransmission or a lost last
-    # segment may still need its timer.
-    assert total >= 1 and timed_out <= 2, f"{timed_out} of the kernel's {total} retransmissions waited for its RTO"
+    # RFC 5681 §4.2: each out-of-order segment got its duplicate ACK at once (in its batch's output).
+    assert not missing, f"out-of-order segments without an immediate duplicate ACK: {missing[:5]}"
+    # And Linux took them as duplicate ACKs (RFC 5681 §2) and repaired losses by fast retransmit
+    # (§3.2), as its own counters say.
+    assert kernel["TcpExtTCPRenoRecovery"] >= 1 and kernel["TcpExtTCPFastRetrans"] >= 1, kernel
 
 
 def test_we_recover_outbound_losses(netns: Netns, tmp_path: Path) -> None:

@@ -140,7 +140,17 @@ class RefScoreboard:
         """Another loss detector (RACK, RFC 8985) declared [start, end) lost."""
         start = max(start, self.una)
         _add(self.lost, start, end)
-        if start < self.high_rxt and _cut(self.rexmit, start, end):
+        if start >= self.high_rxt:
+            return
+        # Retransmitted bytes since SACKed were delivered: RACK never deems them lost (RFC 8985
+        # §6.2 step 5 looks only at segments not yet delivered), so they make no lost
+        # retransmission (this list keeps them in rexmit; SetPipe() subtracts them).
+        pending = 0
+        for s, e in self.rexmit:
+            s, e = max(s, start), min(e, end)
+            if s < e:
+                pending += e - s - sum(max(0, min(e, se) - max(s, ss)) for ss, se in self.sacked)
+        if _cut(self.rexmit, start, end) and pending:
             # RFC 8985 §6.2 step 5 (RACK judges a retransmission by its own send time): a lost
             # retransmission is out of the pipe and is sent again, instead of waiting for the RTO.
             _add(self.relost, start, end)
