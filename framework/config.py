@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from framework._moved import module_getattr as _moved_getattr
 from framework.capabilities import LinkCapabilities
 from framework.errors import ConfigError
+from framework.handler import Closeable
 from framework.plugins import PluginHost
 from framework.registry import LayerType, Registry
 from framework.settings import validate_settings
@@ -295,9 +296,8 @@ def build_stack(config: StackConfig) -> Stack:
         pipeline = Pipeline(nodes)
     except ConfigError:
         for h in handlers:  # release what was opened (a pcap file) before failing
-            close = getattr(h, "close", None)
-            if callable(close):
-                close()
+            if isinstance(h, Closeable):
+                h.close()
         raise
     stack = Stack(pipeline, host=host, config=config)
     host.stack_configured(stack)

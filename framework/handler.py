@@ -93,3 +93,40 @@ class BaseHandler:
 
     def flush(self, ctx: Context) -> None:
         return None
+
+
+# -------------------------------------------------------------------- optional protocols
+# A handler implements these only if it has the capability; the pipeline and the stack test
+# for them with isinstance, once, at assembly (never per packet).
+
+
+@runtime_checkable
+class EventSource(Protocol):
+    """A handler that queues user events (a transport's "data arrived", "connection closed")
+    and hands them to their listeners when the stack's driver says so, after the frames of a
+    batch went out (:meth:`framework.stack.Stack.dispatch_events`)."""
+
+    def dispatch_events(self) -> None:
+        """Deliver the queued events; user code runs only from here."""
+        ...
+
+
+@runtime_checkable
+class OutputSource(Protocol):
+    """A handler that can have output waiting that it emits only at :meth:`PacketHandler.flush`
+    (TCP's aggregated ACKs): the driver asks before it sleeps."""
+
+    @property
+    def has_output(self) -> bool:
+        """True if the next flush would send something."""
+        ...
+
+
+@runtime_checkable
+class Closeable(Protocol):
+    """A handler that holds a resource (a capture file) to release when the stack is closed or
+    fails to assemble."""
+
+    def close(self) -> None:
+        """Release the resource; safe to call twice."""
+        ...

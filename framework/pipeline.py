@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Self
 
 from framework.errors import ConfigError
-from framework.handler import PacketHandler
+from framework.handler import EventSource, OutputSource, PacketHandler
 from framework.packet import Packet
 
 if TYPE_CHECKING:
@@ -120,7 +120,8 @@ class Pipeline:
         self.tx_queue: deque[bytes] = deque()
         # Only handlers that override flush/dispatch_events are called for them.
         self._flushers = tuple(h for h in handlers if _overrides(h, "flush"))
-        self._dispatchers = tuple(h for h in handlers if callable(getattr(h, "dispatch_events", None)))
+        self._dispatchers: tuple[EventSource, ...] = tuple(h for h in handlers if isinstance(h, EventSource))
+        self.output_sources: tuple[OutputSource, ...] = tuple(h for h in handlers if isinstance(h, OutputSource))
         for i, h in enumerate(handlers):
             h.attach(self._below[id(h)], _above(i, nodes, children))
 
@@ -199,7 +200,7 @@ class Pipeline:
     def dispatch_events(self) -> None:
         """Let handlers hand queued user events to their listeners (after frames went out)."""
         for h in self._dispatchers:
-            h.dispatch_events()  # type: ignore[attr-defined]
+            h.dispatch_events()
 
     def poll_at(self) -> float | None:
         best: float | None = None

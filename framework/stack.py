@@ -102,7 +102,7 @@ class Stack:
 
     def has_pending_output(self) -> bool:
         """True if a handler has output waiting for the next :meth:`frames_to_send`."""
-        return bool(self.pipeline.tx_queue) or any(getattr(h, "has_output", False) for h in self.pipeline.handlers)
+        return bool(self.pipeline.tx_queue) or any(h.has_output for h in self.pipeline.output_sources)
 
     def dispatch_events(self) -> None:
         """Deliver queued user events (e.g. TCP data arrival) to their listeners. The driver

@@ -17,9 +17,9 @@ from framework.plugins import hookimpl
 from framework.registry import Registry
 from layers.tcp.extensions import add_feature
 from layers.tcp.policy import AckPolicy, DecisionLog, TcpSetup, decision_log
+from layers.tcp.wire import MAX_OPTION_BYTES
 
 NAME = "delayed_ack"
-MAX_OPTION_BYTES = 40  # RFC 9293 §3.1: a TCP header carries at most 40 bytes of options
 
 
 def _below_half_second(value: float) -> str | None:

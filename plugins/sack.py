@@ -33,10 +33,9 @@ from layers.tcp.seq import MASK, seq_diff
 from layers.tcp.state import TcpState
 from layers.tcp.syncookies import SynCookieCodec
 from layers.tcp.view import ConnectionView
-from layers.tcp.wire import TcpRepr
+from layers.tcp.wire import MAX_OPTION_BYTES, TcpRepr
 
 NAME = "sack"
-MAX_OPTION_SPACE = 40  # RFC 9293 §3.1: Data Offset allows 40 bytes of options
 MAX_BLOCKS = 4  # RFC 2018 §3: 2 + 8n bytes in 40 bytes of option space
 
 
@@ -125,7 +124,7 @@ class Sack(Extension):
             return
         # Room: the option space, and the segment must still fit the MSS we advertised.
         used = seg.options_len()
-        room = min(MAX_OPTION_SPACE - used, conn.local_mss - len(seg.payload) - used) - 4
+        room = min(MAX_OPTION_BYTES - used, conn.local_mss - len(seg.payload) - used) - 4
         n = max(0, room // 8)
         if n == 0:
             return

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from framework.stack import Stack
+from tcpstack.streams import find_tcp_layer
 
 if TYPE_CHECKING:
     from tcpstack.streams import StackApi
@@ -57,11 +58,11 @@ def _addr(raw: tuple[bytes, int]) -> str:
 
 def connections(stack: Stack) -> list[dict[str, Any]]:
     """One record per TCP connection: ``ss -ti``-like facts."""
-    tcp = next((h for h in stack.pipeline.handlers if hasattr(h, "connections") and hasattr(h, "listeners")), None)
+    tcp = find_tcp_layer(stack)
     if tcp is None:
         return []
     rows: list[dict[str, Any]] = []
-    for port in sorted(getattr(tcp, "listeners", {})):
+    for port in sorted(tcp.listeners):
         rows.append({"state": "LISTEN", "local": f"*:{port}", "remote": "*:*"})
     for conn in list(tcp.connections.values()):
         st = conn.status()

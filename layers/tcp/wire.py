@@ -21,6 +21,7 @@ from framework.errors import WireError
 _HEADER = struct.Struct("!HHIIBBHHH")
 HEADER_LEN = _HEADER.size  # 20
 MAX_HEADER_LEN = 60
+MAX_OPTION_BYTES = MAX_HEADER_LEN - HEADER_LEN  # RFC 9293 §3.1: Data Offset allows 40 bytes of options
 
 FIN = 0x01
 SYN = 0x02

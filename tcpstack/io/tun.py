@@ -18,13 +18,13 @@ import os
 import pytun
 
 from framework.errors import LinkError
+from layers.link.handler import VNET_HDR_LEN  # struct virtio_net_hdr, one definition
 
 # <linux/if_tun.h>
 IFF_VNET_HDR = 0x4000
 TUNSETOFFLOAD = 0x400454D0
 TUN_F_CSUM = 0x01
 TUN_F_TSO4 = 0x02
-VNET_HDR_LEN = 10
 MAX_GSO_FRAME = 65535  # an IPv4 datagram's largest size: what one offloaded read may hold
 
 

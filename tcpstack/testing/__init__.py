@@ -47,6 +47,7 @@ import pytest
 import structlog
 from structlog.testing import LogCapture
 
+from layers.tcp.seq import MASK
 from tcpstack.plugins import PluginHost
 from tcpstack.testing.pair import (
     CLIENT_ADDRESS,
@@ -68,7 +69,6 @@ from tcpstack.testing.sansio import (
     LOCAL_MSS,
     LOCAL_PORT,
     LOCAL_SEQ,
-    MASK,
     PEER_WINDOW,
     R1,
     RECV,

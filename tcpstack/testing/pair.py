@@ -7,7 +7,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
-from typing import Any, cast
+from typing import Any
 
 from framework.errors import WireError
 from framework.simulation import Simulation, _Direction
@@ -27,6 +27,7 @@ from layers.tcp.policy import TcpOptions
 from layers.tcp.wire import ACK, TcpRepr, pseudo_base
 from tcpstack.config import build_stack, config_from_dict
 from tcpstack.plugins import PluginHost
+from tcpstack.streams import find_tcp_layer
 from tcpstack.testing.sansio import LOCAL_IP, Clock, S, plugin_host
 
 # ====================================================================== stacks on a wire
@@ -72,8 +73,10 @@ def make_stack(address: str = f"{LOCAL_IP}/24", *, host: PluginHost | None = Non
 
 
 def tcp_layer(stack: Stack) -> TcpLayer:
-    """The stack's TCP layer."""
-    return cast(TcpLayer, stack.layer("tcp"))
+    """The stack's TCP layer (:func:`tcpstack.streams.find_tcp_layer`, which must find one)."""
+    tcp = find_tcp_layer(stack)
+    assert tcp is not None, "the stack has no TCP layer"
+    return tcp
 
 
 class TapSimulation(Simulation):

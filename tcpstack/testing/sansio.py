@@ -17,13 +17,13 @@ from layers.tcp.events import (
 from layers.tcp.extensions import congestion_controls
 from layers.tcp.features import merge
 from layers.tcp.policy import ConnInfo, TcpOptions, TcpSetup
+from layers.tcp.seq import MASK
 from layers.tcp.setup import connection_setup, resolve_overrides
 from layers.tcp.state import TcpState
 from layers.tcp.wire import ACK, FIN, SYN, TcpRepr
 from tcpstack.plugins import PluginHost
 
 S = TcpState
-MASK = 0xFFFFFFFF
 
 LOCAL_IP = "10.0.0.1"
 REMOTE_IP = "10.0.0.2"
