@@ -294,8 +294,11 @@ class Rack:
 
     def on_transmit(self, conn: ConnectionView, start: int, end: int, now: float, retransmit: bool) -> None:
         self.on_sent(start, end, now, retransmit)  # RFC 8985 §6.1: record the xmit time
-        if not retransmit:
-            self.on_progress(conn, now)
+        if not retransmit:  # new data went out: (re)arm the PTO (§7.2), as on_progress does
+            if self.tlp:
+                self.probe.arm(conn, now)
+            else:
+                self.probe.at = None
 
     def on_progress(self, conn: ConnectionView, now: float) -> None:
         """New data or a FIN went out, or new data was acknowledged: (re)arm the PTO (§7.2)."""
