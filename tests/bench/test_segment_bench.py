@@ -118,3 +118,24 @@ def test_a_stack_that_loses_data_cannot_report_a_figure(monkeypatch: pytest.Monk
     monkeypatch.setattr(segment.inproc, "config_dict", lossy)
     with pytest.raises(RuntimeError, match="the application read"):
         segment.receive(layout, "none", 400, 0)
+
+
+def test_opcount_counts_bytecodes_in_the_timed_region_only() -> None:
+    """bench/opcount.py: per segment, a few thousand bytecodes and some tens of calls (the whole
+    run, peer included, would be far more); the default plugin set costs more than none on the
+    send path. Counts, not times: the same on any machine."""
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "opcount.py"), "--segments", "100", "--warmup", "20"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    cases = json.loads(out.stdout)["cases"]
+    assert set(cases) == CASES
+    for case, c in cases.items():
+        assert c["segments"] >= 100, case
+        assert 500 < c["bytecodes_per_segment"] < 50_000, case
+        assert 10 < c["calls_per_segment"] < c["bytecodes_per_segment"], case
+    assert cases["send/default"]["bytecodes_per_segment"] > cases["send/none"]["bytecodes_per_segment"]
