@@ -10,8 +10,9 @@ Each slot has a :class:`~typing.Protocol` type (:class:`AckPolicyProtocol`,
 :class:`SendPolicyProtocol`, :class:`ExtensionProtocol`, :class:`SlowStartProtocol`,
 :class:`KeepAlivePolicy`, and :class:`~layers.tcp.congestion.CongestionControlProtocol`; a
 plugin that owns an algorithm on a timer of its own implements :class:`TimerPolicy`, and
-RACK-TLP the :class:`LossDetector`): a policy need not subclass anything. The base classes here are the defaults and convenient parents: ACK at once, no
-Nagle, an extension that does nothing, and RFC 5681 congestion control
+RACK-TLP the :class:`LossDetector`): a policy need not subclass anything. The base classes
+here are the defaults and convenient parents: ACK at once, no Nagle, an extension that does
+nothing, and RFC 5681 congestion control
 (:class:`~layers.tcp.congestion.CongestionControl`). Extensions see the connection through
 :class:`~layers.tcp.view.ConnectionView`.
 """
