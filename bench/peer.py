@@ -6,6 +6,7 @@
     peer.py conns HOST PORT COUNT     COUNT sequential connect + close (waits for the server's FIN)
     peer.py post HOST PORT BYTES [CC] POST BYTES to an HTTP server that answers the body's SHA-256
     peer.py get HOST PORT BYTES       download "GET /bytes/BYTES" and hash it
+    peer.py sendsha HOST PORT BYTES   as send, with random bytes; prints the seconds and their SHA-256
     peer.py sink PORT                 a kernel server: discard what arrives, close at EOF
     peer.py source PORT               a kernel HTTP-ish server answering "GET /bytes/N" with N bytes
 
@@ -16,6 +17,7 @@ Prints one number: seconds taken by the measured part (servers print nothing); `
 from __future__ import annotations
 
 import hashlib
+import os
 import socket
 import sys
 import threading
@@ -41,6 +43,20 @@ def send(host: str, port: int, total: int, cc: str | None = None) -> float:
     dt = time.perf_counter() - t0
     s.close()
     return dt
+
+
+def sendsha(host: str, port: int, total: int) -> tuple[float, str]:
+    """Send *total* random bytes (then FIN, wait for the server's); the seconds and their SHA-256."""
+    data = os.urandom(total)
+    s = socket.create_connection((host, port))
+    t0 = time.perf_counter()
+    s.sendall(data)
+    s.shutdown(socket.SHUT_WR)
+    while s.recv(CHUNK):
+        pass
+    dt = time.perf_counter() - t0
+    s.close()
+    return dt, hashlib.sha256(data).hexdigest()
 
 
 def recv(host: str, port: int, total: int) -> float:
@@ -167,6 +183,10 @@ def main() -> None:
         if cmd == "post":
             dt, mine, theirs = post(host, port, n, sys.argv[5] if len(sys.argv) > 5 else None)
             print(f"{dt:.6f} {mine} {theirs}")
+            return
+        if cmd == "sendsha":
+            dt, digest = sendsha(host, port, n)
+            print(f"{dt:.6f} {digest}")
             return
         if cmd == "get":
             dt, digest = get(host, port, n)

@@ -1,44 +1,81 @@
-"""tcpstack benchmark: our stack against the Linux kernel, measured in the same run.
+"""tcpstack benchmark: our stack, a minimal Python TCP endpoint and the Linux kernel, in one run.
 
-Run as root:  .venv/bin/python bench/run.py [--size-mb 100] [--conns 500] [--repeat 3]
+Run as root:  .venv/bin/python bench/run.py [--size-mb 100] [--conns 500] [--repeat 3] [--json]
 
 It builds three network namespaces of its own (removed at the end, also on failure):
 
-- ``tun``: a TUN device with the kernel at 10.0.0.1 and ``tcpstack up`` at 10.0.0.2 serving
-  discard (port 9) and http (port 80);
+- ``tun``: a TUN device with the kernel at 10.0.0.1 and, in turn, ``tcpstack up`` (discard on
+  port 9, http on port 80), the same with ``--offload``, and bench/minimal_tcp.py (the same two
+  ports) without and with offload, at 10.0.0.2;
 - ``a`` and ``b``: joined by a veth pair (10.9.0.1 / 10.9.0.2), kernel to kernel.
 
 and measures, with the same kernel-side client (bench/peer.py) in every case:
 
 - bulk kernel -> peer: the client sends N MB to a server that discards it (our discard service,
-  or a kernel sink), timed until the server has closed after the client's FIN;
-- bulk peer -> kernel: the client downloads N MB (our http service ``GET /bytes/N``, or a
-  kernel source);
-- sequential connections: connect, FIN, wait for the server's FIN, close; connections per second;
-- both bulk transfers again with the stack on ``--offload`` (TUN checksum and segmentation
-  offload), against the same kernel figures.
+  the minimal receiver, or a kernel sink), timed until the server has closed after the client's FIN;
+- bulk peer -> kernel: the client downloads N MB (our http service ``GET /bytes/N``, the minimal
+  sender, or a kernel source);
+- sequential connections: connect, FIN, wait for the server's FIN, close; connections per second
+  (ours and the kernel's; the minimal endpoint is a bulk-transfer device only);
+- both bulk transfers again with TUN offload (checksum and segmentation offload), ours and the
+  minimal endpoint's, against the same kernel figures (the veth pair offloads anyway);
+- ``bench/segment.py``'s µs per segment in process (run as a subprocess after the rest, median
+  of ``--segment-runs`` runs of ``--segments`` segments).
 
-Each figure is the best of ``--repeat`` runs. The table gives ours, the kernel's, and ours as a
-fraction of the kernel's. This is a benchmark, not a test: it asserts nothing about speed.
+The minimal endpoint (bench/minimal_tcp.py) verifies and computes every checksum with the
+function our stack uses, so it is the physical limit of Python on this machine: the ratios
+ours/minimal say how much of it we reach, ours/kernel how far Python is from the kernel. Each
+figure is the best of ``--repeat`` runs. Workers (``tcpstack up --workers``) are not
+implemented yet: the run says so instead of reporting the 1 vs 2 workers figure.
+This is a benchmark, not a test: it asserts nothing about speed. ``--json`` prints the
+report as JSON (keys in :data:`JSON_KEYS`).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
 import os
+import platform
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import framework.checksum  # noqa: E402
 from tcpstack.netns import STACK_ADDR, Netns  # noqa: E402
 
 PEER = str(ROOT / "bench" / "peer.py")
+MINIMAL = str(ROOT / "bench" / "minimal_tcp.py")
+SEGMENT = str(ROOT / "bench" / "segment.py")
+
+#: The report's top-level keys (``--json``); tests/integration/test_bench_run.py checks them.
+JSON_KEYS = (
+    "benchmark",
+    "date",
+    "python",
+    "checksum_module",
+    "size_mb",
+    "conns",
+    "repeat",
+    "figures",
+    "ratios",
+    "minimal_checks",
+    "segment_us",
+    "workers",
+)
+#: Directions: the kernel sends to the peer (ours, minimal, kernel sink), or the peer sends.
+DIRECTIONS = ("kernel_to_peer", "peer_to_kernel")
+MODES = ("plain", "offload")
+WORKERS_STATUS = "not implemented yet: tcpstack up has no --workers (issue 11 item 7); no figure"
 
 
 def sh(*cmd: str) -> None:
@@ -51,6 +88,7 @@ class VethPair:
     def __init__(self) -> None:
         tag = f"{os.getpid()}"
         self.a, self.b = f"tcps-bench-a-{tag}", f"tcps-bench-b-{tag}"
+        self.procs: list[subprocess.Popen[bytes]] = []
         sh("ip", "netns", "add", self.a)
         sh("ip", "netns", "add", self.b)
         try:
@@ -76,7 +114,6 @@ class VethPair:
         except BaseException:
             self.close()
             raise
-        self.procs: list[subprocess.Popen[bytes]] = []
 
     def serve(self, kind: str, port: int) -> None:
         self.procs.append(subprocess.Popen(["ip", "netns", "exec", self.b, sys.executable, PEER, kind, str(port)]))
@@ -88,76 +125,190 @@ class VethPair:
         return float(out.stdout.strip())
 
     def close(self) -> None:
-        for p in getattr(self, "procs", []):
+        for p in self.procs:
             p.kill()
             p.wait()
         for ns in (self.a, self.b):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
-def best(fn: object, repeat: int) -> float:
-    return min(fn() for _ in range(repeat))  # type: ignore[operator]
+def best(fn: Callable[[], float], repeat: int) -> float:
+    return min(fn() for _ in range(repeat))
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--size-mb", type=int, default=100, help="bulk transfer size (default 100 MB)")
-    ap.add_argument("--conns", type=int, default=500, help="sequential connections per run (default 500)")
-    ap.add_argument("--repeat", type=int, default=3, help="runs per figure; the best is kept (default 3)")
-    args = ap.parse_args()
-    if os.geteuid() != 0:
-        print("bench/run.py: needs root (network namespaces, TUN)", file=sys.stderr)
-        return 1
-    size = args.size_mb * 1_000_000
+def stop(p: subprocess.Popen[bytes]) -> None:
+    p.send_signal(signal.SIGTERM)
+    try:
+        p.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+
+
+def start_minimal(ns: Netns, tmp: Path, offload: bool) -> subprocess.Popen[bytes]:
+    """bench/minimal_tcp.py on the namespace's TUN device; returns once it has opened it."""
+    label = "minimal-offload" if offload else "minimal"
+    out = tmp / f"{label}.out"
+    p = ns.spawn(
+        [sys.executable, MINIMAL, *(["--offload"] if offload else [])], stdout=out, stderr=tmp / f"{label}.err"
+    )
+    deadline = time.monotonic() + 20
+    while "ready" not in out.read_text():
+        if p.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"minimal_tcp.py did not start: {(tmp / f'{label}.err').read_text()}")
+        time.sleep(0.05)
+    return p
+
+
+def minimal_counters(out: Path) -> dict[str, int]:
+    """The minimal endpoint's counters summed over its connections (each prints a JSON line)."""
+    total = {"connections": 0, "out_of_order": 0, "bad_checksum": 0, "timeouts": 0}
+    for line in out.read_text().splitlines():
+        if line.startswith("{"):
+            rec = json.loads(line)
+            total["connections"] += 1
+            for key in ("out_of_order", "bad_checksum", "timeouts"):
+                total[key] += rec[key]
+    return total
+
+
+def segment_medians(segments: int, runs: int) -> dict[str, float]:
+    """bench/segment.py's median µs per segment, case by case (wall clock)."""
+    out = subprocess.run(
+        [sys.executable, SEGMENT, "--json", "--segments", str(segments), "--runs", str(runs),
+         "--warmup", str(min(2000, segments))],
+        check=True, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    cases: dict[str, dict[str, Any]] = json.loads(out.stdout)["cases"]
+    return {case: round(c["median_us"], 2) for case, c in cases.items()}
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    size = int(args.size_mb * 1_000_000)
+    n, repeat = args.conns, args.repeat
     tmp = Path(tempfile.mkdtemp(prefix="tcpstack-bench-"))
+    figures: dict[str, Any] = {m: {d: {} for d in DIRECTIONS} for m in MODES}
+    checks: dict[str, Any] = {}
     ns = Netns(prefix="tcps-bench")
     veth = None
-    stack = None
     try:
+
+        def peer(*a: str) -> float:
+            r = ns.exec([sys.executable, PEER, *a], timeout=600)
+            return float(r.stdout.strip())
+
+        def bulk(mode: str, who: str) -> None:
+            t = best(lambda: peer("send", STACK_ADDR, "9", str(size)), repeat)
+            figures[mode]["kernel_to_peer"][who] = size / t / 1e6
+            t = best(lambda: peer("recv", STACK_ADDR, "80", str(size)), repeat)
+            figures[mode]["peer_to_kernel"][who] = size / t / 1e6
+
         stack = ns.tcpstack("--serve", "discard:9", "--serve", "http:80", tmp=tmp)
+        bulk("plain", "ours")
+        conns_ours = n / best(lambda: peer("conns", STACK_ADDR, "9", str(n)), repeat)
+        stop(stack)
+        stack = ns.tcpstack("--offload", "--serve", "discard:9", "--serve", "http:80", tmp=tmp, label="offload")
+        bulk("offload", "ours")
+        stop(stack)
+        for mode in MODES:
+            minimal = start_minimal(ns, tmp, mode == "offload")
+            bulk(mode, "minimal")
+            stop(minimal)
+            checks[mode] = minimal_counters(tmp / ("minimal-offload.out" if mode == "offload" else "minimal.out"))
+
         veth = VethPair()
         veth.serve("sink", 9)
         veth.serve("source", 80)
         time.sleep(0.5)
-
-        def ours(*a: str) -> float:
-            r = ns.exec([sys.executable, PEER, *a], timeout=600)
-            return float(r.stdout.strip())
-
-        rows = []
-        t_ours = best(lambda: ours("send", STACK_ADDR, "9", str(size)), args.repeat)
-        t_kern = best(lambda: veth.client("send", "10.9.0.2", "9", str(size)), args.repeat)
-        rows.append(("bulk kernel -> peer (MB/s)", size / t_ours / 1e6, size / t_kern / 1e6))
-        t_ours = best(lambda: ours("recv", STACK_ADDR, "80", str(size)), args.repeat)
-        t_kern = best(lambda: veth.client("recv", "10.9.0.2", "80", str(size)), args.repeat)
-        rows.append(("bulk peer -> kernel (MB/s)", size / t_ours / 1e6, size / t_kern / 1e6))
-        n = args.conns
-        t_ours = best(lambda: ours("conns", STACK_ADDR, "9", str(n)), args.repeat)
-        t_kern = best(lambda: veth.client("conns", "10.9.0.2", "9", str(n)), args.repeat)
-        rows.append(("sequential connections (conn/s)", n / t_ours, n / t_kern))
-
-        # The same bulk transfers with TUN offload (IFF_VNET_HDR + TUNSETOFFLOAD), same kernel figures.
-        stack.send_signal(signal.SIGTERM)
-        stack.wait(timeout=15)
-        stack = ns.tcpstack("--offload", "--serve", "discard:9", "--serve", "http:80", tmp=tmp, label="offload")
-        time.sleep(0.5)
-        kern_send, kern_recv = rows[0][2], rows[1][2]
-        t_ours = best(lambda: ours("send", STACK_ADDR, "9", str(size)), args.repeat)
-        rows.append(("bulk kernel -> peer, offload (MB/s)", size / t_ours / 1e6, kern_send))
-        t_ours = best(lambda: ours("recv", STACK_ADDR, "80", str(size)), args.repeat)
-        rows.append(("bulk peer -> kernel, offload (MB/s)", size / t_ours / 1e6, kern_recv))
-
-        print(f"tcpstack vs Linux kernel ({args.size_mb} MB bulk, {n} connections, best of {args.repeat})")
-        print(f"{'figure':<38}{'tcpstack':>12}{'kernel':>12}{'ratio':>9}")
-        for name, a, b in rows:
-            print(f"{name:<38}{a:>12.1f}{b:>12.1f}{a / b:>9.3f}")
-        stack.send_signal(signal.SIGTERM)
-        stack.wait(timeout=15)
-        return 0
+        kern_in = size / best(lambda: veth.client("send", "10.9.0.2", "9", str(size)), repeat) / 1e6
+        kern_out = size / best(lambda: veth.client("recv", "10.9.0.2", "80", str(size)), repeat) / 1e6
+        conns_kern = n / best(lambda: veth.client("conns", "10.9.0.2", "9", str(n)), repeat)
+        for mode in MODES:  # the veth pair offloads in both cases: one kernel figure
+            figures[mode]["kernel_to_peer"]["kernel"] = kern_in
+            figures[mode]["peer_to_kernel"]["kernel"] = kern_out
     finally:
         if veth is not None:
             veth.close()
         ns.close()
+    figures["connections"] = {"ours": conns_ours, "kernel": conns_kern}
+    ratios: dict[str, Any] = {
+        m: {
+            d: {
+                "ours_vs_minimal": figures[m][d]["ours"] / figures[m][d]["minimal"],
+                "ours_vs_kernel": figures[m][d]["ours"] / figures[m][d]["kernel"],
+            }
+            for d in DIRECTIONS
+        }
+        for m in MODES
+    }
+    ratios["connections"] = {"ours_vs_kernel": conns_ours / conns_kern}
+    report = {
+        "benchmark": "run",
+        "date": datetime.date.today().isoformat(),
+        "python": platform.python_version(),
+        "checksum_module": framework.checksum.__file__,
+        "size_mb": args.size_mb,
+        "conns": n,
+        "repeat": repeat,
+        "figures": figures,
+        "ratios": ratios,
+        "minimal_checks": checks,
+        "segment_us": segment_medians(args.segments, args.segment_runs),
+        "workers": {"status": WORKERS_STATUS},
+    }
+    assert tuple(report) == JSON_KEYS
+    return report
+
+
+def print_table(r: dict[str, Any]) -> None:
+    f, q = r["figures"], r["ratios"]
+    print(
+        f"tcpstack vs a minimal Python TCP endpoint vs the Linux kernel over veth, {r['date']} "
+        f"({r['size_mb']:g} MB bulk, {r['conns']} connections, best of {r['repeat']}; Python {r['python']})"
+    )
+    print(f"{'figure':<38}{'tcpstack':>10}{'minimal':>10}{'kernel':>10}{'ours/minimal':>14}{'ours/kernel':>13}")
+    names = {"kernel_to_peer": "bulk kernel -> peer", "peer_to_kernel": "bulk peer -> kernel"}
+    for m in MODES:
+        for d in DIRECTIONS:
+            v, x = f[m][d], q[m][d]
+            name = f"{names[d]}{', offload' if m == 'offload' else ''} (MB/s)"
+            print(
+                f"{name:<38}{v['ours']:>10.1f}{v['minimal']:>10.1f}{v['kernel']:>10.1f}"
+                f"{x['ours_vs_minimal']:>14.3f}{x['ours_vs_kernel']:>13.3f}"
+            )
+    c = f["connections"]
+    print(f"{'sequential connections (conn/s)':<38}{c['ours']:>10.0f}{'-':>10}{c['kernel']:>10.0f}{'-':>14}"
+          f"{q['connections']['ours_vs_kernel']:>13.3f}")  # fmt: skip
+    for m, k in r["minimal_checks"].items():
+        print(
+            f"minimal endpoint, {m}: {k['connections']} connections, {k['out_of_order']} out-of-order, "
+            f"{k['bad_checksum']} bad checksums, {k['timeouts']} go-back-N timeouts"
+        )
+    print("bench/segment.py µs per segment (median): " + ", ".join(f"{k} {v:.2f}" for k, v in r["segment_us"].items()))
+    print(f"1 vs 2 workers on 8 parallel flows: {r['workers']['status']}")
+    print(f"checksum: {r['checksum_module']}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size-mb", type=float, default=100, help="bulk transfer size (default 100 MB)")
+    ap.add_argument("--conns", type=int, default=500, help="sequential connections per run (default 500)")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per figure; the best is kept (default 3)")
+    ap.add_argument("--segments", type=int, default=5000, help="bench/segment.py --segments (default 5000)")
+    ap.add_argument("--segment-runs", type=int, default=3, help="bench/segment.py --runs (default 3)")
+    ap.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("bench/run.py: needs root (network namespaces, TUN)", file=sys.stderr)
+        return 1
+    if args.size_mb <= 0 or args.conns < 1 or args.repeat < 1 or args.segments < 1 or args.segment_runs < 1:
+        ap.error("--size-mb must be positive; --conns, --repeat, --segments and --segment-runs at least 1")
+    report = measure(args)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print_table(report)
+    return 0
 
 
 if __name__ == "__main__":
