@@ -246,17 +246,29 @@ class ControlServer:
             return {"error": 'request must be a JSON object, like {"cmd": "ss"}'}, False
         cmd = request.get("cmd")
         try:
-            if cmd == "ss":
-                return {"connections": connections(self.stack)}, False
-            if cmd == "stats":
-                return {"frames_in": self.stack.frames_in, **self.stack.stats.as_dict()}, False
-            if cmd == "fetch":
-                return await self._fetch(request), False
+            reply = await self.dispatch(cmd, request)
         except Exception as exc:  # a bug of ours, not bad input: log it, answer, keep serving
             logger.exception("control.internal_error", cmd=cmd)
             return {"error": f"internal error answering {cmd!r}: {type(exc).__name__}"}, False
+        if reply is not None:
+            return reply, False
         shown = repr(cmd) if len(repr(cmd)) <= 40 else repr(cmd)[:37] + "..."
         return {"error": f"unknown command {shown} (known: ss, stats, fetch)"}, False
+
+    async def dispatch(self, cmd: object, request: dict[str, Any]) -> dict[str, Any] | None:
+        """The reply to a well-formed request (``None``: an unknown command)."""
+        if cmd == "ss":
+            return {"connections": connections(self.stack)}
+        if cmd == "stats":
+            tcp = find_tcp_layer(self.stack)
+            return {
+                "frames_in": self.stack.frames_in,
+                "connections": len(tcp.connections) if tcp is not None else 0,
+                **self.stack.stats.as_dict(),
+            }
+        if cmd == "fetch":
+            return await self._fetch(request)
+        return None
 
     async def _fetch(self, request: dict[str, Any]) -> dict[str, Any]:
         if self.api is None:

@@ -655,10 +655,11 @@ class TcpLayer(BaseHandler):
 
     def _ephemeral_port(self, remote_addr: bytes, remote_port: int) -> int:
         """RFC 6056 §3.3.1 (Algorithm 1): a random start, then the next free port."""
-        span = EPHEMERAL_HIGH - EPHEMERAL_LOW + 1
+        low = self.settings.ephemeral_low  # a worker's slice under `up --workers`
+        span = self.settings.ephemeral_high - low + 1
         start = self._ports.randrange(span)
         for i in range(span):
-            port = EPHEMERAL_LOW + (start + i) % span
+            port = low + (start + i) % span
             if (remote_addr, remote_port, port) not in self.connections and port not in self.listeners:
                 return port
         raise InvalidStateError("no free ephemeral port")

@@ -38,6 +38,13 @@ class TcpSettings:
     port_seed: int | None = None
     """Seed for ephemeral port selection (RFC 6056); default: random."""
 
+    ephemeral_low: int = field(default=49152, metadata={"min": 1024, "max": 65535})
+    """Lowest local port of active opens (RFC 6056 §2.1: the IANA range 49152-65535 by default);
+    ``tcpstack up --workers`` gives each worker its own slice, so their ports never collide."""
+
+    ephemeral_high: int = field(default=65535, metadata={"min": 1024, "max": 65535})
+    """Highest local port of active opens (at least ``ephemeral_low``)."""
+
     max_connections: int = field(default=65536, metadata={"min": 1, "max": 1 << 20})
     """Connections (including TIME-WAIT) the layer keeps at once; new ones are refused beyond."""
 
@@ -113,6 +120,9 @@ class TcpSettings:
         self.resolved_features = merge(base, resolve(registry, self.features, f"{path}.features", problems))
         check_algorithm(registry, self.congestion_control, f"{path}.congestion_control", problems)
         self.resolved_congestion = resolve_algorithm_settings(registry, self.congestion, f"{path}.congestion", problems)
+        if self.ephemeral_low > self.ephemeral_high:
+            low, high = self.ephemeral_low, self.ephemeral_high
+            problems.append(f"{path}.ephemeral_low: {low} is above ephemeral_high ({high})")
         for name in ("isn_secret", "syncookie_secret"):
             secret = getattr(self, name)
             if secret is not None and not _is_key(secret):
