@@ -378,9 +378,11 @@ def watch(cmd: str, path: Path, as_json: bool, *, interval: float, count: int | 
 
 def format_ss(rows: list[dict[str, Any]]) -> str:
     """A table like ``ss -ti``: one line per connection, then its TCP facts indented."""
-    lines = [f"{'State':<13}{'Local':<22}{'Peer':<22}"]
+    marked = any("worker" in r for r in rows)  # `up --workers`: which worker holds each row
+    lines = [("W  " if marked else "") + f"{'State':<13}{'Local':<22}{'Peer':<22}"]
     for r in rows:
-        lines.append(f"{r['state']:<13}{r['local']:<22}{r['remote']:<22}")
+        mark = f"{r.get('worker', '-')!s:<3}" if marked else ""
+        lines.append(f"{mark}{r['state']:<13}{r['local']:<22}{r['remote']:<22}")
         if "cwnd" in r:
             srtt = f"{r['srtt_ms']}ms" if r["srtt_ms"] is not None else "-"
             lines.append(
@@ -400,6 +402,18 @@ def format_stats(reply: dict[str, Any]) -> str:
     lines.append("events:")
     for name, n in reply.get("events", {}).items():
         lines.append(f"  {name} {n}")
+    if "workers" in reply:  # `up --workers`: the totals above, then each worker's own
+        lines.append("workers:")
+        for w in reply["workers"]:
+            if "error" in w:
+                lines.append(f"  w{w.get('worker')} pid {w.get('pid')}: {w['error']}")
+                continue
+            events = w.get("events", {})
+            lines.append(
+                f"  w{w.get('worker')} pid {w.get('pid')}: frames_in {w.get('frames_in', 0)}"
+                f" connections {w.get('connections', 0)} opened {events.get('worker.connections', 0)}"
+                f" drops {sum(w.get('drops', {}).values())}"
+            )
     return "\n".join(lines)
 
 

@@ -326,6 +326,7 @@ def merge_stats(replies: list[dict[str, Any]], supervisor: Supervisor | None = N
         events["workers.connections_lost"] = supervisor.connections_lost
         for row, worker in zip(per, supervisor.workers, strict=True):
             row["pid"] = worker.proc.pid if worker.proc is not None else None
+            row["held"] = worker.connections  # at the parent's last poll: what a death would lose
     return {
         "frames_in": frames,
         "connections": conns,
@@ -379,7 +380,8 @@ async def supervise(
     poller: asyncio.Task[None] | None = None
     try:
         try:
-            await asyncio.gather(*(sup.start(w) for w in sup.workers))
+            for worker in sup.workers:  # one after the other: worker k attaches queue k
+                await sup.start(worker)
         except RuntimeError as exc:
             return str(exc)
         if control is not None:
