@@ -277,7 +277,7 @@ def prepare_stack(
             create=settings.create,
             kernel_address=settings.kernel_address,
             offload=settings.offload,
-            multi_queue=multi_queue,
+            **({} if multi_queue is None else {"multi_queue": multi_queue}),
         )
     else:
         validated = validate_for_link(data)
