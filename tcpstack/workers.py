@@ -48,6 +48,7 @@ import structlog
 
 from framework.stack import Stack
 from tcpstack.control import ControlServer
+from tcpstack.steering import Steering
 
 logger = structlog.get_logger("tcpstack.workers")
 
@@ -178,8 +179,11 @@ class Worker:
 class Supervisor:
     """Starts the workers, restarts one that dies, and stops them all (by their PIDs)."""
 
-    def __init__(self, argv: list[str], configs: list[dict[str, Any]], controls: list[Path]) -> None:
+    def __init__(
+        self, argv: list[str], configs: list[dict[str, Any]], controls: list[Path], steering: Steering | None = None
+    ) -> None:
         self.argv = argv
+        self.steering = steering
         self.configs = configs
         self.workers = [Worker(k, path) for k, path in enumerate(controls)]
         self.restarts = 0
@@ -223,6 +227,8 @@ class Supervisor:
             if proc.returncode is not None:
                 raise RuntimeError(f"worker {worker.index} exited at start ({_status(proc.returncode)})")
             if "error" not in await ask(worker.control, {"cmd": "stats"}, timeout=1.0):
+                if self.steering is not None:
+                    self.steering.attached(worker.index)  # its queue is the device's last
                 worker.watcher = asyncio.ensure_future(self._watch(worker, proc))
                 return
             await asyncio.sleep(0.05)
@@ -232,6 +238,8 @@ class Supervisor:
         code = await proc.wait()
         if self.stopping:
             return
+        if self.steering is not None:
+            self.steering.detached(worker.index)  # the kernel moved the last queue into its place
         lost = worker.connections
         self.restarts += 1
         self.connections_lost += lost
@@ -370,10 +378,11 @@ async def supervise(
     control: Path | None,
     worker_controls: list[Path],
     up_fields: dict[str, Any],
+    steering: Steering | None = None,
 ) -> str | None:
     """Run the workers until SIGINT/SIGTERM (``None``) or until they cannot be kept running (the reason)."""
     loop = asyncio.get_running_loop()
-    sup = Supervisor(argv, configs, worker_controls)
+    sup = Supervisor(argv, configs, worker_controls, steering)
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, sup.done.set)
     server: WorkersControl | None = None
@@ -441,6 +450,13 @@ def up_workers(args: Any, data: dict[str, Any], services: list[str], apps: list[
     except (LinkError, OSError) as exc:
         print(f"tcpstack: error: {exc}", file=sys.stderr)
         return 1
+    tcp = next((x for x in _layers(data) if x.get("type") == "tcp"), {})
+    low, high = int(tcp.get("ephemeral_low", EPHEMERAL[0])), int(tcp.get("ephemeral_high", EPHEMERAL[1]))
+    steering: Steering | None = None
+    try:
+        steering = Steering(link.fileno(), count, low, high)
+    except OSError as exc:  # no eBPF here: the kernel's own flow table and hash steer
+        logger.warning("workers.no_steering_program", error=str(exc))
     keys = shared_secrets(data)
     configs = [worker_config(data, k, count, keys) for k in range(count)]
     control = Path(args.control) if args.control else default_path(link.name)
@@ -458,6 +474,7 @@ def up_workers(args: Any, data: dict[str, Any], services: list[str], apps: list[
         "offload": link.offload,
         "services": services,
         "apps": apps,
+        "steering": "ebpf" if steering is not None else "kernel flow table and hash",
     }
     try:
         if pid_file is not None:
@@ -467,9 +484,11 @@ def up_workers(args: Any, data: dict[str, Any], services: list[str], apps: list[
                 print(f"tcpstack: error: --pid-file {pid_file}: cannot write: {exc.strerror or exc}", file=sys.stderr)
                 return 1
         failure = asyncio.run(
-            supervise(argv, configs, control, [Path(worker_path(control, k)) for k in range(count)], fields)
+            supervise(argv, configs, control, [Path(worker_path(control, k)) for k in range(count)], fields, steering)
         )
     finally:
+        if steering is not None:
+            steering.close(link.fileno())
         link.close()
         if pid_file is not None:
             with contextlib.suppress(OSError, UnicodeDecodeError):

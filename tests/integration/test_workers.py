@@ -143,7 +143,7 @@ def test_64_connections_spread_over_two_workers_intact_with_merged_ss_and_stats(
 
 
 def test_a_killed_worker_is_restarted_and_its_loss_reported(netns: Netns, tmp_path: Path) -> None:
-    """SIGKILL the last worker (by its PID) while both hold connections: the parent logs the death and
+    """SIGKILL worker 0 (by its PID) while both hold connections: the parent logs the death and
     the restart, counts one restart and the connections the dead worker held; the other worker's
     connections go on working; new connections work through both workers again."""
     control = tmp_path / "ctl.sock"
@@ -162,9 +162,9 @@ def test_a_killed_worker_is_restarted_and_its_loss_reported(netns: Netns, tmp_pa
             "the parent's poll of the held connections",
         )
         before = _stats(control)["workers"]
-        # The last worker holds the last queue: its death renumbers no other queue, so the
-        # survivor's flows keep their steering (docs/architecture.md, "Workers": restarts).
-        victim = before[-1]
+        # Worker 0 holds queue 0: at its death the kernel moves the last queue into its place,
+        # and the steering program's map follows (docs/architecture.md, "Workers": restarts).
+        victim = before[0]
         held = victim["connections"]
         assert 0 < held < 24
         os.kill(victim["pid"], signal.SIGKILL)
@@ -242,3 +242,45 @@ def test_a_device_made_without_multi_queue_is_one_line_with_the_recipe(netns: Ne
         finally:
             stack.send_signal(signal.SIGTERM)
             assert stack.wait(timeout=30) == 0
+
+
+DELAYED_HTTP = """
+import socket, sys, threading, time
+srv = socket.create_server((sys.argv[1], 8080), backlog=16)
+print("ready", flush=True)
+def answer(c):
+    c.recv(4096)
+    time.sleep(4)  # silent for longer than the kernel's 3 s flow-table ageing
+    c.sendall(b"HTTP/1.0 200 OK\\r\\nContent-Length: 5\\r\\n\\r\\nhello")
+    c.close()
+while True:
+    c, _ = srv.accept()
+    threading.Thread(target=answer, args=(c,)).start()
+"""
+
+
+def test_an_active_open_stays_with_its_worker_through_silence(netns: Netns, tmp_path: Path) -> None:
+    """Four concurrent `tcpstack fetch`es (run by worker 0) from a server that is silent for 4 s
+    before it answers: the answer reaches worker 0 by the port slice, not by a hash that would
+    send each to either worker (all four right by chance: 1 in 16)."""
+    control = tmp_path / "ctl.sock"
+    stack = netns.tcpstack("--workers", "2", "--control", str(control), "--log-format", "json", tmp=tmp_path)
+    out = tmp_path / "httpd.out"
+    netns.spawn([sys.executable, "-c", DELAYED_HTTP, "10.0.0.1"], stdout=out, stderr=tmp_path / "httpd.err")
+    try:
+        _wait_until(lambda: "ready" in out.read_text(), "the delayed server")
+        fetch = [sys.executable, "-m", "tcpstack.cli", "fetch", "--control", str(control), "--json",
+                 "--timeout", "30", "http://10.0.0.1:8080/"]  # fmt: skip
+        fetches = [subprocess.Popen(fetch, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+        replies = []
+        for p in fetches:
+            stdout, stderr = p.communicate(timeout=60)
+            assert p.returncode == 0, stderr
+            replies.append(json.loads(stdout))
+        assert [(r["status"], r["bytes"]) for r in replies] == [(200, 5)] * 4
+        low, high = 49152, 49152 + (65535 - 49152 + 1) // 2 - 1  # worker 0's slice of two
+        assert all(low <= int(r["local"].rsplit(":", 1)[1]) <= high for r in replies)
+        assert _stats(control)["workers"][1]["events"].get("tcp.rst_sent_no_tcb", 0) == 0
+    finally:
+        stack.send_signal(signal.SIGTERM)
+        assert stack.wait(timeout=30) == 0

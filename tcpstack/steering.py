@@ -1,0 +1,184 @@
+"""Which worker gets a frame: an eBPF steering program on the multi-queue TUN device.
+
+Without one, the kernel picks a queue by the flow table it learns from our writes (entries age
+out after 3 s) and otherwise by a hash over the queues in their current order, which a worker's
+restart changes. With ``TUNSETSTEERINGEBPF`` a small socket-filter program picks the queue of
+every frame the kernel sends us, the same way every time:
+
+- a TCP or UDP datagram to one of our ephemeral ports goes to the worker whose slice holds the
+  port (its own active open: ``ephemeral_low`` + slice size x worker);
+- any other TCP or UDP datagram (to a listener) goes to worker ``hash(source address, source
+  port) mod N``: all of one flow to one worker, SYN included;
+- a fragment (MF set or an offset), and any other protocol (ICMP), goes to worker
+  ``hash(source address, destination address) mod N``: every fragment of a datagram to one worker;
+
+then through a map from worker to queue index, which the parent rewrites when a worker dies
+(the kernel moves the last queue into the dead one's place) and when it is attached again.
+Network byte order is read with ``LD_ABS``/``LD_IND``, which stop the program (queue 0) on a
+datagram too short to hold what they read.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import os
+import platform
+import struct
+
+BPF_MAP_CREATE, BPF_MAP_UPDATE_ELEM, BPF_PROG_LOAD = 0, 2, 5
+BPF_MAP_TYPE_ARRAY = 2
+BPF_PROG_TYPE_SOCKET_FILTER = 1
+TUNSETSTEERINGEBPF = 0x800454E0  # _IOR('T', 224, int)
+_SYS_BPF = {"x86_64": 321, "aarch64": 280}
+_MIX = -1640531535  # 0x9E3779B1 (Knuth's multiplicative hash) as a signed 32-bit immediate
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _insn(code: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> bytes:
+    return struct.pack("<BBhi", code, (src << 4) | dst, off, imm)
+
+
+def _bpf(cmd: int, attr: bytes) -> int:
+    number = _SYS_BPF.get(platform.machine())
+    if number is None:
+        raise OSError(f"no bpf() system call number known for {platform.machine()}")
+    buf = ctypes.create_string_buffer(attr, len(attr))
+    result: int = _libc.syscall(number, cmd, buf, len(attr))
+    if result < 0:
+        code = ctypes.get_errno()
+        raise OSError(code, f"bpf({cmd}): {os.strerror(code)}")
+    return result
+
+
+def program(map_fd: int, workers: int, low: int, high: int, size: int) -> bytes:
+    """The steering program (see the module's docstring); *size*: ports per worker slice."""
+    r0, r1, r2, r6, r7, r8, r10 = 0, 1, 2, 6, 7, 8, 10
+    code = [
+        _insn(0xBF, r6, r1),  # r6 = ctx (LD_ABS needs it there)
+        _insn(0x30, imm=0),  # r0 = version/IHL byte
+        _insn(0xBF, r7, r0),
+        _insn(0x57, r7, imm=0x0F),
+        _insn(0x67, r7, imm=2),  # r7 = header length
+        _insn(0x28, imm=6),  # r0 = flags + fragment offset
+        _insn(0x57, r0, imm=0x3FFF),  # MF or an offset
+        _insn(0x55, r0, off=16, imm=0),  # a fragment -> addresses (insn 24)
+        _insn(0x30, imm=9),  # r0 = protocol
+        _insn(0x15, r0, off=1, imm=6),  # TCP -> ports
+        _insn(0x55, r0, off=13, imm=17),  # not UDP -> addresses (insn 24)
+        _insn(0x48, src=r7, imm=2),  # r0 = destination port (ours)
+        _insn(0xA5, r0, off=6, imm=low),  # below our ephemeral range -> a listener's (insn 19)
+        _insn(0x25, r0, off=5, imm=high),  # above it -> a listener's (insn 19)
+        _insn(0x17, r0, imm=low),
+        _insn(0x37, r0, imm=size),  # r0 = the slice's worker
+        _insn(0xA5, r0, off=14, imm=workers),  # -> lookup (insn 31)
+        _insn(0xB7, r0, imm=workers - 1),  # the last slice takes the remainder
+        _insn(0x05, off=12),  # -> lookup (insn 31)
+        _insn(0x48, src=r7, imm=0),  # 19: r0 = source port (the peer's)
+        _insn(0xBF, r8, r0),
+        _insn(0x20, imm=12),  # r0 = source address
+        _insn(0xAF, r0, r8),
+        _insn(0x05, off=4),  # -> mix (insn 28)
+        _insn(0x20, imm=16),  # 24: r0 = destination address
+        _insn(0xBF, r8, r0),
+        _insn(0x20, imm=12),  # r0 = source address
+        _insn(0xAF, r0, r8),
+        _insn(0x24, r0, imm=_MIX),  # 28: 32-bit multiply
+        _insn(0x74, r0, imm=16),
+        _insn(0x94, r0, imm=workers),  # r0 = worker
+        _insn(0x63, r10, r0, off=-4),  # 31: the key on the stack
+        _insn(0x18, r1, 1, imm=map_fd),  # r1 = the map (BPF_PSEUDO_MAP_FD)
+        _insn(0),
+        _insn(0xBF, r2, r10),
+        _insn(0x07, r2, imm=-4),
+        _insn(0x85, imm=1),  # bpf_map_lookup_elem
+        _insn(0x15, r0, off=2, imm=0),
+        _insn(0x61, r0, r0),  # r0 = the worker's queue
+        _insn(0x95),
+        _insn(0xB7, r0, imm=0),
+        _insn(0x95),
+    ]
+    return b"".join(code)
+
+
+class Steering:
+    """The program attached to a multi-queue TUN device, and its worker -> queue map.
+
+    :raises OSError: eBPF is not available (no permission, an old kernel, an unknown machine).
+    """
+
+    def __init__(self, tun_fd: int, workers: int, low: int, high: int) -> None:
+        self.workers = workers
+        self.order: list[int] = []  # the workers in the kernel's queue order
+        self._map = _bpf(BPF_MAP_CREATE, struct.pack("IIIII", BPF_MAP_TYPE_ARRAY, 4, 4, workers, 0) + bytes(52))
+        size = (high - low + 1) // workers
+        try:
+            insns = program(self._map, workers, low, high, size)
+            self._license = ctypes.create_string_buffer(b"GPL")
+            log = ctypes.create_string_buffer(65536)
+            code = ctypes.create_string_buffer(insns, len(insns))
+            attr = struct.pack(
+                "IIQQIIQ",
+                BPF_PROG_TYPE_SOCKET_FILTER,
+                len(insns) // 8,
+                ctypes.addressof(code),
+                ctypes.addressof(self._license),
+                1,
+                len(log),
+                ctypes.addressof(log),
+            ) + bytes(80)
+            try:
+                self._prog = _bpf(BPF_PROG_LOAD, attr)
+            except OSError as exc:
+                detail = log.value.decode(errors="replace").strip().splitlines()
+                raise OSError(exc.errno, f"{exc.strerror}: {detail[-1] if detail else ''}") from None
+            try:
+                fcntl.ioctl(tun_fd, TUNSETSTEERINGEBPF, struct.pack("i", self._prog))
+            except OSError:
+                os.close(self._prog)
+                raise
+        except OSError:
+            os.close(self._map)
+            raise
+        self.update()
+
+    def _set(self, worker: int, queue: int) -> None:
+        key, value = ctypes.c_uint32(worker), ctypes.c_uint32(queue)
+        attr = struct.pack("IIQQQ", self._map, 0, ctypes.addressof(key), ctypes.addressof(value), 0) + bytes(40)
+        _bpf(BPF_MAP_UPDATE_ELEM, attr)
+
+    def update(self) -> None:
+        """Write the map from :attr:`order`; a worker without a queue (not started, or dead)
+        borrows a live one's, so its share of new flows is served meanwhile."""
+        for worker in range(self.workers):
+            if worker in self.order:
+                queue = self.order.index(worker)
+            else:
+                queue = worker % len(self.order) if self.order else 0
+            self._set(worker, queue)
+
+    def attached(self, worker: int) -> None:
+        """*worker* opened its queue: the kernel put it last."""
+        self.order.append(worker)
+        self.update()
+
+    def detached(self, worker: int) -> None:
+        """*worker* closed its queue (it died): the kernel moved the last queue into its place."""
+        if worker in self.order:
+            index = self.order.index(worker)
+            last = self.order.pop()
+            if index < len(self.order):
+                self.order[index] = last
+        self.update()
+
+    def close(self, tun_fd: int | None = None) -> None:
+        """Close the program and map; with *tun_fd*, take the program off the device first (a
+        persistent device would keep it)."""
+        if tun_fd is not None:
+            try:
+                fcntl.ioctl(tun_fd, TUNSETSTEERINGEBPF, struct.pack("i", -1))
+            except OSError:
+                pass
+        os.close(self._prog)
+        os.close(self._map)
