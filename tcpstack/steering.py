@@ -26,7 +26,7 @@ import os
 import platform
 import struct
 
-BPF_MAP_CREATE, BPF_MAP_UPDATE_ELEM, BPF_PROG_LOAD = 0, 2, 5
+BPF_MAP_CREATE, BPF_MAP_UPDATE_ELEM, BPF_PROG_LOAD, BPF_PROG_TEST_RUN = 0, 2, 5, 10
 BPF_MAP_TYPE_ARRAY = 2
 BPF_PROG_TYPE_SOCKET_FILTER = 1
 TUNSETSTEERINGEBPF = 0x800454E0  # _IOR('T', 224, int)
@@ -41,11 +41,14 @@ def _insn(code: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> 
 
 
 def _bpf(cmd: int, attr: bytes) -> int:
+    return _bpf_buffer(cmd, ctypes.create_string_buffer(attr, len(attr)))
+
+
+def _bpf_buffer(cmd: int, buf: ctypes.Array[ctypes.c_char]) -> int:
     number = _SYS_BPF.get(platform.machine())
     if number is None:
         raise OSError(f"no bpf() system call number known for {platform.machine()}")
-    buf = ctypes.create_string_buffer(attr, len(attr))
-    result: int = _libc.syscall(number, cmd, buf, len(attr))
+    result: int = _libc.syscall(number, cmd, buf, len(buf))
     if result < 0:
         code = ctypes.get_errno()
         raise OSError(code, f"bpf({cmd}): {os.strerror(code)}")
@@ -102,13 +105,28 @@ def program(map_fd: int, workers: int, low: int, high: int, size: int) -> bytes:
     return b"".join(code)
 
 
+def expected_worker(datagram: bytes, workers: int, low: int, high: int) -> int:
+    """The worker :func:`program` picks for an IPv4 *datagram*, in Python (the tests compare)."""
+    ihl = (datagram[0] & 0x0F) * 4
+    fragment = int.from_bytes(datagram[6:8], "big") & 0x3FFF
+    src = int.from_bytes(datagram[12:16], "big")
+    if not fragment and datagram[9] in (6, 17):
+        dport = int.from_bytes(datagram[ihl + 2 : ihl + 4], "big")
+        if low <= dport <= high:
+            return min((dport - low) // ((high - low + 1) // workers), workers - 1)
+        key = src ^ int.from_bytes(datagram[ihl : ihl + 2], "big")
+    else:
+        key = src ^ int.from_bytes(datagram[16:20], "big")
+    return (((key * 0x9E3779B1) & 0xFFFFFFFF) >> 16) % workers
+
+
 class Steering:
     """The program attached to a multi-queue TUN device, and its worker -> queue map.
 
     :raises OSError: eBPF is not available (no permission, an old kernel, an unknown machine).
     """
 
-    def __init__(self, tun_fd: int, workers: int, low: int, high: int) -> None:
+    def __init__(self, tun_fd: int | None, workers: int, low: int, high: int) -> None:
         self.workers = workers
         self.order: list[int] = []  # the workers in the kernel's queue order
         self._map = _bpf(BPF_MAP_CREATE, struct.pack("IIIII", BPF_MAP_TYPE_ARRAY, 4, 4, workers, 0) + bytes(52))
@@ -134,7 +152,8 @@ class Steering:
                 detail = log.value.decode(errors="replace").strip().splitlines()
                 raise OSError(exc.errno, f"{exc.strerror}: {detail[-1] if detail else ''}") from None
             try:
-                fcntl.ioctl(tun_fd, TUNSETSTEERINGEBPF, struct.pack("i", self._prog))
+                if tun_fd is not None:  # (None: loaded only, for test_run)
+                    fcntl.ioctl(tun_fd, TUNSETSTEERINGEBPF, struct.pack("i", self._prog))
             except OSError:
                 os.close(self._prog)
                 raise
@@ -142,6 +161,17 @@ class Steering:
             os.close(self._map)
             raise
         self.update()
+
+    def test_run(self, datagram: bytes) -> int:
+        """What the program returns for *datagram* (``BPF_PROG_TEST_RUN``, behind an Ethernet
+        header the kernel strips, as the TUN device's frames reach it: at the IPv4 header)."""
+        frame = ctypes.create_string_buffer(bytes(12) + b"\x08\x00" + datagram, 14 + len(datagram))
+        attr = ctypes.create_string_buffer(
+            struct.pack("IIIIQQII", self._prog, 0, len(frame), 0, ctypes.addressof(frame), 0, 1, 0) + bytes(48)
+        )
+        _bpf_buffer(BPF_PROG_TEST_RUN, attr)
+        retval: int = struct.unpack_from("I", attr, 4)[0]
+        return retval
 
     def _set(self, worker: int, queue: int) -> None:
         key, value = ctypes.c_uint32(worker), ctypes.c_uint32(queue)
