@@ -13,8 +13,8 @@ its configuration from the parent on standard input (a JSON object), with:
 - the SYN-cookie and ISN secrets of the parent (generated once unless the configuration sets
   them), so a cookie made by one worker is valid in every other (a handshake's final ACK may
   land on another queue) and ISNs stay monotonic per 4-tuple (RFC 6528) whichever worker opens;
-- its own capture and control socket, named by worker (:func:`worker_path`: ``cap.w0.pcap``,
-  ``tun0.w0.sock``).
+- its own capture, control socket and any other file a layer writes (a ``path`` setting, as a
+  probe's), named by worker (:func:`worker_path`: ``cap.w0.pcap``, ``tun0.w0.sock``).
 
 The kernel picks the queue of each frame it sends us: the queue that last transmitted the flow
 (it learns from our writes), otherwise by a symmetric hash of the flow (docs/architecture.md,
@@ -110,7 +110,9 @@ def worker_config(data: dict[str, Any], index: int, count: int, keys: dict[str, 
             layer.pop("kernel_address", None)
         elif kind == "pcap":
             layer["path"] = worker_path(layer.get("path", "tcpstack.pcap"), index)
-        elif kind == "tcp":
+        elif isinstance(layer.get("path"), str):  # any other layer's file (a probe's): one per worker
+            layer["path"] = worker_path(layer["path"], index)
+        if kind == "tcp":
             low = int(layer.get("ephemeral_low", EPHEMERAL[0]))
             high = int(layer.get("ephemeral_high", EPHEMERAL[1]))
             layer["ephemeral_low"], layer["ephemeral_high"] = port_slices(count, low, high)[index]
