@@ -193,6 +193,7 @@ class Supervisor:
         self.stopping = False
         self.failed: str | None = None
         self.done = asyncio.Event()
+        self._starting = asyncio.Lock()  # one start at a time: queues are attached in start order
 
     def command(self, worker: Worker) -> list[str]:
         return [
@@ -212,6 +213,10 @@ class Supervisor:
 
         :raises RuntimeError: it exited first or did not answer within :data:`START_TIMEOUT`.
         """
+        async with self._starting:
+            await self._start(worker)
+
+    async def _start(self, worker: Worker) -> None:
         worker.control.unlink(missing_ok=True)  # a dead worker's socket
         proc = await asyncio.create_subprocess_exec(
             *self.command(worker),
@@ -234,6 +239,9 @@ class Supervisor:
                 worker.watcher = asyncio.ensure_future(self._watch(worker, proc))
                 return
             await asyncio.sleep(0.05)
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()  # hung: never two processes for one worker
+        await proc.wait()
         raise RuntimeError(f"worker {worker.index} did not answer on {worker.control} within {START_TIMEOUT:g} s")
 
     async def _watch(self, worker: Worker, proc: asyncio.subprocess.Process) -> None:
@@ -248,16 +256,19 @@ class Supervisor:
         quick = time.monotonic() - worker.started < QUICK_DEATH
         worker.quick_deaths = worker.quick_deaths + 1 if quick else 0
         logger.warning("worker.died", worker=worker.index, pid=proc.pid, status=_status(code), connections_lost=lost)
-        if worker.quick_deaths >= MAX_QUICK_DEATHS:
-            self.failed = f"worker {worker.index} died {worker.quick_deaths} times within {QUICK_DEATH:g} s of starting"
-            self.done.set()
-            return
-        try:
-            await self.start(worker)
-        except RuntimeError as exc:
-            self.failed = str(exc)
-            self.done.set()
-            return
+        while True:
+            if worker.quick_deaths >= MAX_QUICK_DEATHS:
+                deaths = worker.quick_deaths
+                self.failed = f"worker {worker.index} died {deaths} times within {QUICK_DEATH:g} s of starting"
+                self.done.set()
+                return
+            await asyncio.sleep(0.1 * (2**worker.quick_deaths - 1))  # no wait after a death that was not quick
+            try:
+                await self.start(worker)
+                break
+            except RuntimeError as exc:
+                worker.quick_deaths += 1
+                logger.warning("worker.start_failed", worker=worker.index, error=str(exc))
         assert worker.proc is not None
         logger.warning("worker.restarted", worker=worker.index, pid=worker.proc.pid, restarts=self.restarts)
 

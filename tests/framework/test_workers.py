@@ -173,3 +173,40 @@ def test_the_parent_merges_its_workers_replies(tmp_path: Path) -> None:
 def test_merge_stats_without_a_supervisor() -> None:
     merged = merge_stats([{"frames_in": 2, "connections": 1, "drops": {}, "events": {"a": 1}}, {"error": "x"}])
     assert merged["frames_in"] == 2 and merged["events"] == {"a": 1} and merged["workers"][1]["error"] == "x"
+
+
+FLAKY_WORKER = """
+import json, socket, sys, time
+srv = socket.socket(socket.AF_UNIX)
+srv.bind(sys.argv[1]); srv.listen()
+srv.settimeout(0.5)
+try:
+    c, _ = srv.accept()  # the parent's first question: answer it, then die soon after
+    c.recv(100); c.sendall(json.dumps({"frames_in": 0, "connections": 2}).encode() + b"\\n"); c.close()
+except OSError:
+    pass
+time.sleep(0.2)
+sys.exit(3)
+"""
+
+
+class _FlakySupervisor(Supervisor):
+    def command(self, worker: object) -> list[str]:
+        import sys
+
+        return [sys.executable, "-c", FLAKY_WORKER, str(worker.control)]  # type: ignore[attr-defined]
+
+
+def test_a_worker_that_keeps_dying_at_once_is_restarted_then_given_up(tmp_path: Path) -> None:
+    """Each death is counted and followed by a restart; five quick deaths in a row stop it all."""
+
+    async def main() -> tuple[str | None, int]:
+        sup = _FlakySupervisor([], [{}], [tmp_path / "w0.sock"])
+        await sup.start(sup.workers[0])
+        await asyncio.wait_for(sup.done.wait(), 60)
+        await sup.stop()
+        return sup.failed, sup.restarts
+
+    failed, restarts = asyncio.run(main())
+    assert failed == "worker 0 died 5 times within 2 s of starting"
+    assert restarts == 5
