@@ -210,3 +210,12 @@ def test_a_worker_that_keeps_dying_at_once_is_restarted_then_given_up(tmp_path: 
     failed, restarts = asyncio.run(main())
     assert failed == "worker 0 died 5 times within 2 s of starting"
     assert restarts == 5
+
+
+@pytest.mark.parametrize("count", ["0", "65", "-1"])
+def test_a_worker_count_out_of_range_is_one_line(count: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from tcpstack.cli import main
+
+    assert main(["up", "--workers", count, "--tun", "tcps-none0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"tcpstack: error: --workers must be 1-64, not {count}"]
