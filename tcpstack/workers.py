@@ -120,6 +120,17 @@ def worker_config(data: dict[str, Any], index: int, count: int, keys: dict[str, 
     return cast(dict[str, Any], out)
 
 
+def restarted_config(config: dict[str, Any], generation: int) -> dict[str, Any]:
+    """*config* for the *generation*-th start of its worker after the first: each file a layer
+    writes gets ``.rN`` (``cap.w0.r1.pcap``), so a restart keeps the dead worker's capture."""
+    out = json.loads(json.dumps(config))
+    for layer in _layers(out):
+        if isinstance(layer.get("path"), str):
+            p = Path(layer["path"])
+            layer["path"] = str(p.with_name(f"{p.stem}.r{generation}{p.suffix}"))
+    return cast(dict[str, Any], out)
+
+
 def _die_with_parent() -> None:
     """Linux: SIGTERM this worker when the parent dies (prctl PR_SET_PDEATHSIG), so a parent
     killed outright leaves no worker behind."""
@@ -175,6 +186,8 @@ class Worker:
     connections: int = 0
     """Connections it held at the last poll (what its death loses)."""
     quick_deaths: int = 0
+    generation: int = 0
+    """Starts so far (the first is 0)."""
     watcher: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
@@ -224,7 +237,11 @@ class Supervisor:
             start_new_session=True,  # the terminal's Ctrl-C goes to the parent, which stops them
         )
         assert proc.stdin is not None
-        proc.stdin.write(json.dumps(self.configs[worker.index]).encode())
+        config = self.configs[worker.index]
+        if worker.generation:
+            config = restarted_config(config, worker.generation)
+        worker.generation += 1
+        proc.stdin.write(json.dumps(config).encode())
         with contextlib.suppress(ConnectionError):
             await proc.stdin.drain()
         proc.stdin.close()

@@ -21,6 +21,7 @@ from tcpstack.workers import (
     merge_stats,
     parse_worker_of,
     port_slices,
+    restarted_config,
     shared_secrets,
     worker_config,
     worker_path,
@@ -74,6 +75,9 @@ def test_worker_configs_share_secrets_and_split_ports() -> None:
         assert layers["tcp"]["isn_secret"] == keys["isn_secret"]
         assert layers["tcp"]["syncookie_secret"] == keys["syncookie_secret"]
     assert {x["type"]: x for x in data["layers"]}["tun"]["create"] is True  # type: ignore[attr-defined]
+    again = {x["type"]: x for x in restarted_config(configs[1], 2)["layers"]}
+    assert again["pcap"]["path"] == "/tmp/x.w1.r2.pcap"  # a restart keeps the dead worker's capture
+    assert again["tcp"] == {x["type"]: x for x in configs[1]["layers"]}["tcp"]
 
 
 def test_a_configured_secret_is_kept() -> None:

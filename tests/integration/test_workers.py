@@ -148,7 +148,7 @@ def test_a_killed_worker_is_restarted_and_its_loss_reported(netns: Netns, tmp_pa
     connections go on working; new connections work through both workers again."""
     control = tmp_path / "ctl.sock"
     stack = netns.tcpstack("--workers", "2", "--serve", "echo", "--control", str(control), "--log-format", "json",
-                           tmp=tmp_path)  # fmt: skip
+                           "--pcap", str(tmp_path / "cap.pcap"), "--snaplen", "128", tmp=tmp_path)  # fmt: skip
     client, out, flag = _start_clients(netns, tmp_path, 24, "held")
     try:
         _wait_until(lambda: bool(out.read_text().strip()) or client.poll() is not None, "client results")
@@ -184,6 +184,8 @@ def test_a_killed_worker_is_restarted_and_its_loss_reported(netns: Netns, tmp_pa
         assert died["connections_lost"] == held and died["status"] == "killed by SIGKILL"
         (again,) = [e for e in events if e["event"] == "worker.restarted"]
         assert again["worker"] == victim["worker"] and again["pid"] != victim["pid"]
+        assert (tmp_path / "cap.w0.pcap").stat().st_size > 24  # the dead worker's capture is kept
+        assert (tmp_path / "cap.w0.r1.pcap").exists()  # and the new one writes its own
         flag.touch()
         client.wait(timeout=120)
         results = json.loads(out.read_text().splitlines()[1])["again"]
