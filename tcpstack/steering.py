@@ -9,7 +9,9 @@ every frame the kernel sends us, the same way every time:
   port (its own active open: ``ephemeral_low`` + slice size x worker);
 - any other TCP or UDP datagram (to a listener) goes to worker ``hash(source address, source
   port) mod N``: all of one flow to one worker, SYN included;
-- a fragment (MF set or an offset), and any other protocol (ICMP), goes to worker
+- an ICMP error (RFC 792: unreachable, source quench, time exceeded, parameter problem) goes
+  where the datagram of ours it quotes came from, by the same two rules;
+- a fragment (MF set or an offset), and anything else (ICMP echo), goes to worker
   ``hash(source address, destination address) mod N``: every fragment of a datagram to one worker;
 
 then through a map from worker to queue index, which the parent rewrites when a worker dies
@@ -55,54 +57,128 @@ def _bpf_buffer(cmd: int, buf: ctypes.Array[ctypes.c_char]) -> int:
     return result
 
 
+ICMP_ERRORS = (3, 4, 11, 12)
+"""ICMP types that quote a datagram of ours: destination unreachable, source quench, time
+exceeded, parameter problem (RFC 792); steered by the quoted datagram's flow."""
+
+Asm = list[tuple[int, int, int, "int | str", int] | str]
+
+
+def _assemble(code: Asm) -> bytes:
+    """Strings in *code* are labels; an instruction's offset may name one (a jump to it)."""
+    labels: dict[str, int] = {}
+    pc = 0
+    for item in code:
+        if isinstance(item, str):
+            labels[item] = pc
+        else:
+            pc += 2 if item[0] == 0x18 else 1  # ld_imm64 takes two slots
+    out: list[bytes] = []
+    pc = 0
+    for item in code:
+        if isinstance(item, str):
+            continue
+        op, dst, src, off, imm = item
+        if isinstance(off, str):
+            off = labels[off] - pc - 1
+        out.append(_insn(op, dst, src, off, imm))
+        pc += 1
+        if op == 0x18:
+            out.append(_insn(0))
+            pc += 1
+    return b"".join(out)
+
+
 def program(map_fd: int, workers: int, low: int, high: int, size: int) -> bytes:
     """The steering program (see the module's docstring); *size*: ports per worker slice."""
-    r0, r1, r2, r6, r7, r8, r10 = 0, 1, 2, 6, 7, 8, 10
-    code = [
-        _insn(0xBF, r6, r1),  # r6 = ctx (LD_ABS needs it there)
-        _insn(0x30, imm=0),  # r0 = version/IHL byte
-        _insn(0xBF, r7, r0),
-        _insn(0x57, r7, imm=0x0F),
-        _insn(0x67, r7, imm=2),  # r7 = header length
-        _insn(0x28, imm=6),  # r0 = flags + fragment offset
-        _insn(0x57, r0, imm=0x3FFF),  # MF or an offset
-        _insn(0x55, r0, off=16, imm=0),  # a fragment -> addresses (insn 24)
-        _insn(0x30, imm=9),  # r0 = protocol
-        _insn(0x15, r0, off=1, imm=6),  # TCP -> ports
-        _insn(0x55, r0, off=13, imm=17),  # not UDP -> addresses (insn 24)
-        _insn(0x48, src=r7, imm=2),  # r0 = destination port (ours)
-        _insn(0xA5, r0, off=6, imm=low),  # below our ephemeral range -> a listener's (insn 19)
-        _insn(0x25, r0, off=5, imm=high),  # above it -> a listener's (insn 19)
-        _insn(0x17, r0, imm=low),
-        _insn(0x37, r0, imm=size),  # r0 = the slice's worker
-        _insn(0xA5, r0, off=14, imm=workers),  # -> lookup (insn 31)
-        _insn(0xB7, r0, imm=workers - 1),  # the last slice takes the remainder
-        _insn(0x05, off=12),  # -> lookup (insn 31)
-        _insn(0x48, src=r7, imm=0),  # 19: r0 = source port (the peer's)
-        _insn(0xBF, r8, r0),
-        _insn(0x20, imm=12),  # r0 = source address
-        _insn(0xAF, r0, r8),
-        _insn(0x05, off=4),  # -> mix (insn 28)
-        _insn(0x20, imm=16),  # 24: r0 = destination address
-        _insn(0xBF, r8, r0),
-        _insn(0x20, imm=12),  # r0 = source address
-        _insn(0xAF, r0, r8),
-        _insn(0x24, r0, imm=_MIX),  # 28: 32-bit multiply
-        _insn(0x74, r0, imm=16),
-        _insn(0x94, r0, imm=workers),  # r0 = worker
-        _insn(0x63, r10, r0, off=-4),  # 31: the key on the stack
-        _insn(0x18, r1, 1, imm=map_fd),  # r1 = the map (BPF_PSEUDO_MAP_FD)
-        _insn(0),
-        _insn(0xBF, r2, r10),
-        _insn(0x07, r2, imm=-4),
-        _insn(0x85, imm=1),  # bpf_map_lookup_elem
-        _insn(0x15, r0, off=2, imm=0),
-        _insn(0x61, r0, r0),  # r0 = the worker's queue
-        _insn(0x95),
-        _insn(0xB7, r0, imm=0),
-        _insn(0x95),
+    r0, r1, r2, r6, r7, r8, r9, r10 = 0, 1, 2, 6, 7, 8, 9, 10
+    icmp_errors: Asm = [(0x15, r0, 0, "icmp_error", t) for t in ICMP_ERRORS]
+    code: Asm = [
+        (0xBF, r6, r1, 0, 0),  # r6 = ctx (LD_ABS needs it there)
+        (0x30, 0, 0, 0, 0),  # r0 = version/IHL byte
+        (0xBF, r7, r0, 0, 0),
+        (0x57, r7, 0, 0, 0x0F),
+        (0x67, r7, 0, 0, 2),  # r7 = header length
+        (0x28, 0, 0, 0, 6),  # r0 = flags + fragment offset
+        (0x57, r0, 0, 0, 0x3FFF),  # MF or an offset: a fragment
+        (0x55, r0, 0, "addresses", 0),
+        (0x30, 0, 0, 0, 9),  # r0 = protocol
+        (0x15, r0, 0, "ports", 6),
+        (0x15, r0, 0, "ports", 17),
+        (0x55, r0, 0, "addresses", 1),
+        (0x50, 0, r7, 0, 0),  # ICMP: r0 = type
+        *icmp_errors,
+        (0x05, 0, 0, "addresses", 0),
+        "icmp_error",  # the quoted datagram (ours: source us, destination the peer) at r7 + 8
+        (0x50, 0, r7, 0, 8),
+        (0xBF, r9, r0, 0, 0),
+        (0x57, r9, 0, 0, 0x0F),
+        (0x67, r9, 0, 0, 2),
+        (0x0F, r9, r7, 0, 0),  # r9 + 8 = the quoted transport header
+        (0x48, 0, r7, 0, 14),  # quoted flags + fragment offset
+        (0x57, r0, 0, 0, 0x3FFF),
+        (0x55, r0, 0, "addresses", 0),
+        (0x50, 0, r7, 0, 17),  # quoted protocol
+        (0x15, r0, 0, "quoted", 6),
+        (0x55, r0, 0, "addresses", 17),
+        "quoted",
+        (0x48, 0, r9, 0, 8),  # r0 = quoted source port (ours)
+        (0xA5, r0, 0, "quoted_peer", low),
+        (0x25, r0, 0, "quoted_peer", high),
+        (0x05, 0, 0, "slice", 0),
+        "quoted_peer",
+        (0x48, 0, r9, 0, 10),  # quoted destination port (the peer's)
+        (0xBF, r8, r0, 0, 0),
+        (0x40, 0, r7, 0, 24),  # quoted destination address (the peer's)
+        (0x05, 0, 0, "key", 0),
+        "ports",
+        (0x48, 0, r7, 0, 2),  # r0 = destination port (ours)
+        (0xA5, r0, 0, "peer", low),  # below our ephemeral range: a listener's
+        (0x25, r0, 0, "peer", high),
+        "slice",
+        (0x17, r0, 0, 0, low),
+        (0x37, r0, 0, 0, size),  # r0 = the slice's worker
+        (0xA5, r0, 0, "lookup", workers),
+        (0xB7, r0, 0, 0, workers - 1),  # the last slice takes the remainder
+        (0x05, 0, 0, "lookup", 0),
+        "peer",
+        (0x48, 0, r7, 0, 0),  # r0 = source port (the peer's)
+        (0xBF, r8, r0, 0, 0),
+        (0x20, 0, 0, 0, 12),  # r0 = source address (the peer's)
+        "key",
+        (0xAF, r0, r8, 0, 0),
+        (0x05, 0, 0, "mix", 0),
+        "addresses",
+        (0x20, 0, 0, 0, 16),
+        (0xBF, r8, r0, 0, 0),
+        (0x20, 0, 0, 0, 12),
+        (0xAF, r0, r8, 0, 0),
+        "mix",
+        (0x24, r0, 0, 0, _MIX),  # 32-bit multiply
+        (0x74, r0, 0, 0, 16),
+        (0x94, r0, 0, 0, workers),  # r0 = worker
+        "lookup",
+        (0x63, r10, r0, -4, 0),  # the key on the stack
+        (0x18, r1, 1, 0, map_fd),  # r1 = the map (BPF_PSEUDO_MAP_FD)
+        (0xBF, r2, r10, 0, 0),
+        (0x07, r2, 0, 0, -4),
+        (0x85, 0, 0, 0, 1),  # bpf_map_lookup_elem
+        (0x15, r0, 0, "none", 0),
+        (0x61, r0, r0, 0, 0),  # r0 = the worker's queue
+        (0x95, 0, 0, 0, 0),
+        "none",
+        (0xB7, r0, 0, 0, 0),
+        (0x95, 0, 0, 0, 0),
     ]
-    return b"".join(code)
+    return _assemble(code)
+
+
+def _slice(port: int, workers: int, low: int, high: int) -> int:
+    return min((port - low) // ((high - low + 1) // workers), workers - 1)
+
+
+def _hash(key: int, workers: int) -> int:
+    return (((key * 0x9E3779B1) & 0xFFFFFFFF) >> 16) % workers
 
 
 def expected_worker(datagram: bytes, workers: int, low: int, high: int) -> int:
@@ -110,14 +186,26 @@ def expected_worker(datagram: bytes, workers: int, low: int, high: int) -> int:
     ihl = (datagram[0] & 0x0F) * 4
     fragment = int.from_bytes(datagram[6:8], "big") & 0x3FFF
     src = int.from_bytes(datagram[12:16], "big")
-    if not fragment and datagram[9] in (6, 17):
+    addresses = _hash(src ^ int.from_bytes(datagram[16:20], "big"), workers)
+    if fragment:
+        return addresses
+    proto = datagram[9]
+    if proto in (6, 17):
         dport = int.from_bytes(datagram[ihl + 2 : ihl + 4], "big")
         if low <= dport <= high:
-            return min((dport - low) // ((high - low + 1) // workers), workers - 1)
-        key = src ^ int.from_bytes(datagram[ihl : ihl + 2], "big")
-    else:
-        key = src ^ int.from_bytes(datagram[16:20], "big")
-    return (((key * 0x9E3779B1) & 0xFFFFFFFF) >> 16) % workers
+            return _slice(dport, workers, low, high)
+        return _hash(src ^ int.from_bytes(datagram[ihl : ihl + 2], "big"), workers)
+    if proto != 1 or datagram[ihl] not in ICMP_ERRORS:
+        return addresses
+    quoted = datagram[ihl + 8 :]  # the datagram we sent, quoted by the error
+    if int.from_bytes(quoted[6:8], "big") & 0x3FFF or quoted[9] not in (6, 17):
+        return addresses
+    qihl = (quoted[0] & 0x0F) * 4
+    sport = int.from_bytes(quoted[qihl : qihl + 2], "big")
+    if low <= sport <= high:
+        return _slice(sport, workers, low, high)
+    peer = int.from_bytes(quoted[16:20], "big") ^ int.from_bytes(quoted[qihl + 2 : qihl + 4], "big")
+    return _hash(peer, workers)
 
 
 class Steering:

@@ -63,6 +63,41 @@ def test_the_kernel_runs_the_program_as_its_model_says(
     assert program.test_run(d) == expected_worker(d, program.workers, LOW, HIGH)
 
 
+def icmp(src: int, dst: int, icmp_type: int, quoted: bytes) -> bytes:
+    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 0, 1, 0, 64, 1, 0, src.to_bytes(4, "big"), dst.to_bytes(4, "big"))
+    return header + struct.pack("!BBHI", icmp_type, 0, 0, 0) + quoted
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    icmp_type=st.sampled_from([0, 3, 4, 5, 8, 11, 12]),
+    qproto=st.sampled_from([6, 17, 1]),
+    router=st.integers(0, 2**32 - 1),
+    peer=st.integers(0, 2**32 - 1),
+    ours=ports,
+    theirs=ports,
+    qfrag=st.sampled_from([0x4000, 0, 0x2000, 0x0010]),
+    qoptions=st.integers(0, 2),
+)
+def test_icmp_errors_follow_the_datagram_they_quote(
+    program: Steering, icmp_type: int, qproto: int, router: int, peer: int, ours: int, theirs: int, qfrag: int,
+    qoptions: int,
+) -> None:  # fmt: skip
+    quoted = datagram(qproto, 0x0A000002, peer, ours, theirs, qfrag, qoptions)[: 20 + 4 * qoptions + 8]
+    d = icmp(router, 0x0A000002, icmp_type, quoted)
+    assert program.test_run(d) == expected_worker(d, program.workers, LOW, HIGH)
+
+
+def test_an_icmp_error_reaches_the_worker_of_its_connection(program: Steering) -> None:
+    """A 'fragmentation needed' from a router about our segment reaches the worker that owns the
+    connection, for an active open (by our port's slice) and for a passive one (by the peer)."""
+    for our_port, peer_port in ((port_slices(program.workers, LOW, HIGH)[-1][0], 80), (80, 40000), (7, 40002)):
+        segment = datagram(6, 0x0A000002, 0x0A000001, our_port, peer_port, 0x4000, 0)
+        reply = datagram(6, 0x0A000001, 0x0A000002, peer_port, our_port, 0x4000, 0)  # the peer's own segment
+        error = icmp(0x0A0000FE, 0x0A000002, 3, segment[:28])
+        assert program.test_run(error) == program.test_run(reply)
+
+
 def test_what_each_kind_of_datagram_goes_by(program: Steering) -> None:
     n = program.workers
     for k, (low, high) in enumerate(port_slices(n, LOW, HIGH)):  # our active opens: by slice
@@ -73,7 +108,7 @@ def test_what_each_kind_of_datagram_goes_by(program: Steering) -> None:
     # the kernel's even connect() ports still spread over the workers.
     seen = {program.test_run(datagram(6, 0x0A000001, 0x0A000002, p, 80, 0x4000, 0)) for p in range(32768, 32868, 2)}
     assert seen == set(range(n))
-    # Fragments of one datagram (first, middle, last) and ICMP: by addresses alone.
+    # Fragments of one datagram (first, middle, last) and ICMP echo: by addresses alone.
     first, middle, last = (datagram(17, 0x0A000001, 0x0A000002, s, 7, f, 0) for s, f in
                            ((1234, 0x2000), (0, 0x2000 | 185), (0, 370)))  # fmt: skip
     ping = datagram(1, 0x0A000001, 0x0A000002, 0x0800, 0, 0, 0)
