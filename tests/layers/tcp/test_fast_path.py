@@ -21,11 +21,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from framework.checksum import internet_checksum
 from framework.stack import Stack
 from layers.tcp import fastpath
 from layers.tcp.connection import TcpConnection
 from layers.tcp.events import TcpEvent
-from layers.tcp.wire import ACK, FIN, PSH, RST, SYN, URG, TcpRepr
+from layers.tcp.wire import ACK, CWR, ECE, FIN, PSH, RST, SYN, URG, TcpRepr
 from tests.layers.tcp.helpers import LOCAL_PORT, MASK, REMOTE_ADDR, REMOTE_PORT, decode, frame, make_stack, tcp_layer
 
 IRS = 0xFFFF_F000  # the peer's ISN: its data crosses the 2**32 wrap early
@@ -196,7 +197,7 @@ KINDS = (
     + ["write"] * 4
     + ["read"] * 3
     + ["tick", "ooo", "dup", "window", "old_ts", "no_ts", "sack", "badsum", "push", "urg", "ahead", "dupack"]
-    + ["fin", "rst", "rst_near", "syn", "shutdown"]
+    + ["ce", "ece", "fin", "rst", "rst_near", "syn", "shutdown"]
 )
 actions = st.lists(
     st.tuples(st.sampled_from(KINDS), st.integers(1, 1448), st.integers(0, 3000)), min_size=1, max_size=40
@@ -218,6 +219,12 @@ def build(peer: Peer, action: Action, now: float) -> bytes | None:
             return frame(seg, options=opts, checksum=0x1234 if k % 2 else 0)
         peer.seq = (peer.seq + n) & MASK
         return frame(seg, options=opts)
+    if kind == "ce":  # RFC 3168 §5: in-order data whose datagram a router marked CE
+        seg = peer.segment(peer.seq, ACK, data)
+        peer.seq = (peer.seq + n) & MASK
+        return with_tos(frame(seg, options=peer.options()), 0b11)
+    if kind == "ece":  # RFC 3168 §6.1.2: an ACK echoing congestion
+        return frame(peer.segment(peer.seq, ACK | ECE), options=peer.options())
     if kind == "ooo":
         return frame(peer.segment(peer.seq + 1 + k, ACK, data), options=peer.options())
     if kind == "dup":
@@ -256,14 +263,23 @@ def build(peer: Peer, action: Action, now: float) -> bytes | None:
     return None
 
 
+def with_tos(frm: bytes, tos: int) -> bytes:
+    """*frm* with the IPv4 TOS byte (DSCP and ECN) set, its header checksum redone."""
+    hdr = bytearray(frm[:20])
+    hdr[1] = tos
+    hdr[10:12] = b"\0\0"
+    hdr[10:12] = internet_checksum(bytes(hdr)).to_bytes(2, "big")
+    return bytes(hdr) + frm[20:]
+
+
 def handshake(sides: list[Side], peer: Peer, now: float) -> None:
-    syn = TcpRepr(REMOTE_PORT, LOCAL_PORT, IRS, 0, SYN, 0xFFFF)
+    syn = TcpRepr(REMOTE_PORT, LOCAL_PORT, IRS, 0, SYN | ECE | CWR, 0xFFFF)  # an ECN-setup SYN
     # MSS 1460, SACK-permitted, timestamps, NOP + window scale 7: what Linux sends.
     opts = struct.pack("!BBHBBBBIIBBBB", 2, 4, 1460, 4, 2, 8, 10, peer.tsval, 0, 1, 3, 3, 7)
     outs = [s.feed(frame(syn, options=opts), now) for s in sides]
     assert outs[0] == outs[1]
     _, synack = decode(outs[0][0])
-    assert synack.flags == SYN | ACK
+    assert synack.flags & (SYN | ACK) == SYN | ACK
     peer.ts = synack.ts is not None
     peer.sack = synack.sack_perm
     peer.wscale = 7 if synack.wscale is not None else 0
