@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING
 
 from framework.checksum import internet_checksum
 from layers.tcp import receiver, recovery
-from layers.tcp.seq import seq_diff, seq_lt
+from layers.tcp.seq import HALF, MASK
 from layers.tcp.state import TcpState
 from layers.tcp.wire import ACK, PSH, TcpRepr
 
@@ -103,14 +103,14 @@ def receive(conn: TcpConnection, buf: memoryview, pseudo: int | None, ecn: int, 
         if ack != una:
             return SLOW
         # Table 6: offset 0 and the whole text inside RCV.WND, so it is acceptable untrimmed.
-        wnd = seq_diff(conn.rcv_adv, seq)
+        wnd = ((conn.rcv_adv - seq + HALF) & MASK) - HALF  # seq_diff, inline
         if plen > wnd or conn.rcvbuf.has_gaps or conn._peer_fin_offset is not None or conn.user_closed:
             return SLOW
         kind = DATA
     else:
-        acked = seq_diff(ack, una)
+        acked = ((ack - una + HALF) & MASK) - HALF  # seq_diff, inline
         # §3.10.7.4 "Fifth": SND.UNA < SEG.ACK =< SND.NXT, outside loss recovery.
-        if acked <= 0 or seq_lt(conn.snd_max, ack) or conn.in_recovery:
+        if acked <= 0 or acked > ((conn.snd_max - una + HALF) & MASK) - HALF or conn.in_recovery:
             return SLOW
         kind = PURE_ACK
     # RFC 9293 §3.1, MUST-3: verify the checksum before anything changes.

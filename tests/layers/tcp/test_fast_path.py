@@ -27,6 +27,7 @@ from layers.tcp import fastpath
 from layers.tcp.connection import TcpConnection
 from layers.tcp.events import TcpEvent
 from layers.tcp.wire import ACK, CWR, ECE, FIN, PSH, RST, SYN, URG, TcpRepr
+from tcpstack.testing import capture_logs
 from tests.layers.tcp.helpers import LOCAL_PORT, MASK, REMOTE_ADDR, REMOTE_PORT, decode, frame, make_stack, tcp_layer
 
 IRS = 0xFFFF_F000  # the peer's ISN: its data crosses the 2**32 wrap early
@@ -115,6 +116,7 @@ class Side:
         self.app = Recorder()
         self.conn: TcpConnection | None = None
         self.read: list[bytes] = []
+        self.decisions = 0  # "tcp.decision" log events while this side processed input
 
     def feed(self, frm: bytes, now: float) -> list[bytes]:
         self.stack.receive_frame(frm, now=now)
@@ -305,26 +307,34 @@ def compare(fast: Side, slow: Side, step: str) -> None:
 def run(features: dict[str, Any], script: list[Action]) -> Side:
     """Feed *script* to a fast and a slow stack in lockstep, comparing after every step; return
     the fast side."""
-    fast, slow = Side(features, True), Side(features, False)
-    peer = Peer()
-    now = 1.0
-    handshake([fast, slow], peer, now)
-    for i, action in enumerate(script):
-        now += 0.001 * (1 + action[2] % 7)
-        kind = action[0]
-        step = f"step {i}: {action}"
-        if kind == "tick":
-            now += action[2] / 1000
-            outs = [s.tick(now) for s in (fast, slow)]
-        elif kind in ("write", "read", "shutdown"):
-            outs = [s.user(kind, action[1] * (1 + action[2] % 4), now) for s in (fast, slow)]
-        else:
-            frm = build(peer, action, now)
-            assert frm is not None
-            outs = [s.feed(frm, now) + s.tick(now) for s in (fast, slow)]
-        assert outs[0] == outs[1], step
-        peer.saw(outs[0])
-        compare(fast, slow, step)
+    with capture_logs() as logs:  # every debug event: the decision logs must fire alike
+        fast, slow = Side(features, True), Side(features, False)
+        peer = Peer()
+        now = 1.0
+        handshake([fast, slow], peer, now)
+        for i, action in enumerate(script):
+            now += 0.001 * (1 + action[2] % 7)
+            kind = action[0]
+            step = f"step {i}: {action}"
+            frm = None if kind in ("tick", "write", "read", "shutdown") else build(peer, action, now)
+            outs = []
+            logged = []
+            for s in (fast, slow):
+                start = len(logs.entries)
+                if kind == "tick":
+                    outs.append(s.tick(now + action[2] / 1000))
+                elif frm is None:
+                    outs.append(s.user(kind, action[1] * (1 + action[2] % 4), now))
+                else:
+                    outs.append(s.feed(frm, now) + s.tick(now))
+                logged.append(logs.entries[start:])
+                s.decisions += sum(1 for e in logged[-1] if e.get("event") == "tcp.decision")
+            if kind == "tick":
+                now += action[2] / 1000
+            assert outs[0] == outs[1], step
+            assert logged[0] == logged[1], step
+            peer.saw(outs[0])
+            compare(fast, slow, step)
     for s in (slow,):
         assert not any(s.stack.stats.events[name] for name in FAST), "the switch did not turn the fast path off"
     return fast
@@ -358,6 +368,8 @@ def test_bulk_receive_takes_the_fast_path_for_every_segment(name: str) -> None:
         script += [("data", 1448, 0), ("read", 3000, 0)]
     fast = run(FEATURES[name], script)
     assert taken(fast) == (40, 0)
+    if "delayed_ack" in FEATURES[name]:
+        assert fast.decisions >= 40  # the ACK policy's decision log fired for every segment
 
 
 @pytest.mark.parametrize("name", sorted(FEATURES))
