@@ -1,6 +1,7 @@
 """tcpstack benchmark: our stack, a minimal Python TCP endpoint and the Linux kernel, in one run.
 
-Run as root:  .venv/bin/python bench/run.py [--size-mb 100] [--conns 500] [--repeat 3] [--json]
+Run as root:  .venv/bin/python bench/run.py [--size-mb 100] [--conns 500] [--repeat 3] [--flows 8]
+                  [--workers-seconds 5] [--json]
 
 It builds three network namespaces of its own (removed at the end, also on failure):
 
