@@ -14,9 +14,11 @@ import errno
 import fcntl
 import ipaddress
 import os
+from collections.abc import Sequence
 
 import pytun
 
+from framework.checksum import BytesLike
 from framework.errors import LinkError
 from layers.link.handler import VNET_HDR_LEN  # struct virtio_net_hdr, one definition
 
@@ -135,6 +137,15 @@ class TunLink:
             os.write(self._fd, frame)
             return True
         except OSError:  # EAGAIN (queue full), EINVAL (malformed), EIO (device down)
+            self.tx_errors += 1
+            return False
+
+    def writev(self, parts: Sequence[BytesLike]) -> bool:
+        """One frame from its pieces with one ``writev(2)``: TUN takes a write as one datagram."""
+        try:
+            os.writev(self._fd, parts)
+            return True
+        except OSError:  # as for write()
             self.tx_errors += 1
             return False
 
