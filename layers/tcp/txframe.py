@@ -166,7 +166,9 @@ class TxPath:
             return None
         tos = seg.ip_ecn  # RFC 3168 §5: the ECN field; no DSCP
         ttl = ipv4.ttl
-        ip_csum = fold(tpl.ip_sum + (tos + total + ident + (ttl << 8)))
+        # fold() inlined (framework/checksum.py): these sums are never 0 (version/IHL, protocol).
+        r = (tpl.ip_sum + (tos + total + ident + (ttl << 8))) % 0xFFFF
+        ip_csum = 0xFFFF - r if r else 0
         if partial:
             # The pseudo-header's sum (addresses, protocol, length), not inverted: the device adds
             # the segment and inverts (Linux CHECKSUM_PARTIAL; MUST-2 still met).
@@ -181,7 +183,8 @@ class TxPath:
                 s += _TS_WORDS + ts[0] + ts[1]
             if plen:
                 s += ones_sum(payload)
-            csum = fold(s)
+            r = s % 0xFFFF
+            csum = 0xFFFF - r if r else 0
         if ts is not None and opts is None:
             hdr = _IP_TCP_TS.pack(
                 0x45, tos, total, ident, _DF, ttl, PROTO_TCP, ip_csum, tpl.src, tpl.dst,
