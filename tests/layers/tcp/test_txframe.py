@@ -337,3 +337,21 @@ def test_driver_writes_pieces_with_writev_and_joins_for_links_without_it() -> No
     assert [type(f) for f in vector.written] == [tuple, bytes]
     assert [b"".join(f) if isinstance(f, tuple) else f for f in vector.written] == plain.written
     assert plain.written[0].endswith(b"payload")  # type: ignore[union-attr]
+
+
+def test_data_frames_carry_views_of_the_send_buffer() -> None:
+    """What the driver writes for data is the headers plus a view of the connection's send
+    buffer itself: the payload is not copied between the application's write and the link."""
+    pair = StackPair(features={"timestamps": {}})
+    conn = pair.open()
+    sndbuf = conn.client_conn.sndbuf
+    data = random.Random(5).randbytes(20_000)
+    conn.client_conn.send(data, pair.now)
+    tcp_layer(pair.client).touch(conn.client_conn)
+    frames = pair.client.frames_to_write(now=pair.now)
+    data_frames = [f for f in frames if isinstance(f, tuple)]
+    assert data_frames, frames
+    for headers, payload in data_frames:  # type: ignore[misc]
+        assert isinstance(payload, memoryview) and payload.obj is sndbuf._buf
+        assert len(headers) == 52  # IPv4 + TCP + timestamps: one pack
+    assert b"".join(bytes(f[1]) for f in data_frames) == data[: sum(len(f[1]) for f in data_frames)]
