@@ -106,13 +106,14 @@ class TxPath:
     drop counters.
     """
 
-    __slots__ = ("ipv4", "link", "partial", "templates")
+    __slots__ = ("built", "ipv4", "link", "partial", "templates")
 
     def __init__(self, ipv4: DirectIpv4, link: DirectLink, partial: bool) -> None:
         self.ipv4 = ipv4
         self.link = link
         self.partial = partial  # the device completes checksums (and cuts super-segments)
         self.templates: dict[object, TxTemplate] = {}
+        self.built = 0  # frames built (tests check which path ran)
 
     def template(self, owner: object, src: bytes, dst: bytes, sport: int, dport: int) -> TxTemplate:
         """The template of *owner* (a connection), made on its first frame."""
@@ -128,6 +129,7 @@ class TxPath:
         """Queue *seg* as a finished frame (or count why it was dropped, as the layers would)."""
         frame = self.frame(tpl, seg, ctx)
         if frame is not None:
+            self.built += 1
             ctx.queue_frame(frame)
 
     def frame(self, tpl: TxTemplate, seg: TcpRepr, ctx: Context) -> Frame | None:
