@@ -103,6 +103,12 @@ class TcpSettings:
     """Memory budget (bytes) for out-of-order data of all connections together, counted as
     ``ooo_budget``; a segment over it is dropped (``tcp.ooo_budget_stack``)."""
 
+    fast_path: bool = True
+    """Header prediction (docs/architecture.md, "Receive fast path"): in-order data and pure
+    ACKs that only advance SND.UNA on an established connection take a short path with the
+    same checks and the same outcome as the general one (counted as ``tcp.fast_path`` and
+    ``tcp.fast_ack``). ``false`` sends every segment through the general path."""
+
     resolved_features: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
     resolved_congestion: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
 
