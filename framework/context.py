@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from framework.packet import Packet
+from framework.packet import Frame, Packet
 from framework.stats import Stats
 
 if TYPE_CHECKING:
@@ -30,6 +30,12 @@ class Context:
     def transmit(self, origin: PacketHandler, pkt: Packet) -> None:
         """Send *pkt* down through every handler below *origin* (a reply, a retransmission)."""
         self._pipeline.send_below(origin, pkt, self)
+
+    def queue_frame(self, frame: Frame) -> None:
+        """Queue a finished frame for the link, as :meth:`transmit` does at the end of the way
+        down: for a layer that built the whole frame itself because nothing below it needs to
+        run (the TCP send path, docs/architecture.md "The send path")."""
+        self._pipeline.tx_queue.append(frame)
 
     def deliver(self, origin: PacketHandler, pkt: Packet) -> None:
         """Pass *pkt* up through every handler above *origin* (a delayed or reassembled packet)."""

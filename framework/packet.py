@@ -12,12 +12,25 @@ checksums what follows it (a transport header) sees the final bytes. Middleware 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 from framework.checksum import BytesLike
 
 if TYPE_CHECKING:
     from framework.netlayer import NetError
+
+
+#: What the stack's transmit queue holds: a whole frame, or the pieces of one frame in order (the
+#: headers, then views of the payload) for one vectored write (``os.writev``). A layer that
+#: builds its frames whole, with no handler below it to run, queues the pieces
+#: (:meth:`~framework.context.Context.queue_frame`) so the payload is never copied before the
+#: link writes it (docs/architecture.md, "The send path").
+Frame: TypeAlias = bytes | tuple[BytesLike, ...]
+
+
+def frame_bytes(frame: Frame) -> bytes:
+    """The frame as one ``bytes`` object (joins the pieces of a vectored frame)."""
+    return frame if isinstance(frame, bytes) else b"".join(frame)
 
 
 class Header(Protocol):

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Self
 
 from framework.errors import ConfigError
 from framework.handler import EventSource, OutputSource, PacketHandler
-from framework.packet import Packet
+from framework.packet import Frame, Packet
 
 if TYPE_CHECKING:
     from framework.context import Context
@@ -117,7 +117,7 @@ class Pipeline:
         for i, h in enumerate(handlers):
             kids = children[i]
             self._next[id(h)] = runs[kids[0]] if len(kids) == 1 else ((), self._table(nodes, kids, runs) or None)
-        self.tx_queue: deque[bytes] = deque()
+        self.tx_queue: deque[Frame] = deque()
         # Only handlers that override flush/dispatch_events are called for them.
         self._flushers = tuple(h for h in handlers if _overrides(h, "flush"))
         self._dispatchers: tuple[EventSource, ...] = tuple(h for h in handlers if isinstance(h, EventSource))

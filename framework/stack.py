@@ -16,7 +16,7 @@ import structlog
 from framework.checksum import BytesLike
 from framework.context import Context
 from framework.handler import PacketHandler
-from framework.packet import Packet
+from framework.packet import Frame, Packet, frame_bytes
 from framework.pipeline import Pipeline
 from framework.stats import Stats
 
@@ -84,7 +84,15 @@ class Stack:
     # ------------------------------------------------------------------ outputs
 
     def frames_to_send(self, *, now: float) -> list[bytes]:
-        """Return (and forget) every frame queued for the link, oldest first."""
+        """Return (and forget) every frame queued for the link, oldest first, each one ``bytes``
+        (the pieces of a vectored frame joined: see :meth:`frames_to_write`)."""
+        return [frame_bytes(f) for f in self.frames_to_write(now=now)]
+
+    def frames_to_write(self, *, now: float) -> list[Frame]:
+        """Like :meth:`frames_to_send`, but a frame may be a tuple of pieces (headers, then
+        views of a send buffer) to write with one vectored write: what the I/O driver uses.
+        The views stay valid, but drop them before calling the stack again (a send buffer with
+        views alive must copy itself to grow)."""
         ctx = self._ctx
         ctx.now = now
         try:

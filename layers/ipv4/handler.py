@@ -320,6 +320,15 @@ class Ipv4Layer(BaseHandler):
 
     # ------------------------------------------------------------------ send
 
+    #: A transport may build its datagrams whole when this layer and the link are all that lies
+    #: below it (layers/tcp/txframe.py): it then takes TTL, MTU and identification from here.
+    direct_ipv4 = True
+
+    def take_ident(self) -> int:
+        """The next Identification (RFC 6864 §4: one counter for every datagram we send)."""
+        self._ident = (self._ident + 1) & 0xFFFF
+        return self._ident
+
     def send(self, pkt: Packet, ctx: Context) -> Packet | None:
         hdr = pkt.net
         if not isinstance(hdr, Ipv4Repr):

@@ -159,6 +159,10 @@ class RawIpLink(BaseHandler):
             ctx.stats.count("link.gso_frames_in")
         return pkt
 
+    #: A transport may build its frames whole (layers/tcp/txframe.py does this handler's part,
+    #: the MTU check and the ``virtio_net_hdr``) when only the network layer lies between.
+    direct_link = True
+
     def send(self, pkt: Packet, ctx: Context) -> Packet | None:
         size = len(pkt)
         # Never hand the link more than it carries (RFC 1122 §3.3.3); a super-segment is cut

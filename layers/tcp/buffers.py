@@ -20,7 +20,16 @@ _COMPACT_AT = 1 << 16
 
 
 class SendBuffer:
-    """Bytes the user wrote that are not yet acknowledged; offset 0 is SND.UNA."""
+    """Bytes the user wrote that are not yet acknowledged; offset 0 is SND.UNA.
+
+    :meth:`view` hands out memoryviews of the buffer (the send path writes them to the link
+    without copying, docs/architecture.md "The send path"). A ``bytearray`` with views alive
+    cannot be resized, so :meth:`write` and :meth:`consume` never resize one under a view: a
+    write then moves the live bytes to a fresh buffer (the views keep the old one, which nobody
+    changes), and compaction waits for the next call. The driver drops its views before user
+    code runs, so in the stack this fallback is rare; it keeps the views correct whatever
+    holds them.
+    """
 
     __slots__ = ("_buf", "_head", "capacity")
 
@@ -37,11 +46,27 @@ class SendBuffer:
         return max(0, self.capacity - len(self))
 
     def write(self, data: BytesLike) -> int:
-        """Append as much of *data* as fits; return how many bytes were taken."""
+        """Append as much of *data* as fits (the one copy of the application's bytes); return
+        how many bytes were taken."""
         n = min(len(data), self.free)
         if n:
-            self._buf += data[:n] if n < len(data) else data
+            part = memoryview(data)[:n] if n < len(data) else data
+            try:
+                self._buf += part
+            except BufferError:  # a view of the buffer is alive: leave it the old bytes
+                buf = self._buf[self._head :]
+                buf += part
+                self._buf = buf
+                self._head = 0
         return n
+
+    def view(self, offset: int, size: int) -> memoryview:
+        """``size`` bytes (fewer at the end) starting *offset* bytes after SND.UNA, not copied.
+
+        The view stays valid (its bytes unchanged) however the buffer changes afterwards.
+        """
+        start = self._head + offset
+        return memoryview(self._buf)[start : start + size]
 
     def peek(self, offset: int, size: int) -> bytes:
         """A copy of ``size`` bytes (fewer at the end) starting *offset* bytes after SND.UNA."""
@@ -52,7 +77,10 @@ class SendBuffer:
         """Forget the first *n* bytes (they were acknowledged)."""
         self._head += min(n, len(self))
         if self._head >= _COMPACT_AT and self._head * 2 >= len(self._buf):
-            del self._buf[: self._head]
+            try:
+                del self._buf[: self._head]  # O(1) in CPython: the bytearray moves its start
+            except BufferError:  # a view is alive: compact on a later call
+                return
             self._head = 0
 
     def clear(self) -> None:

@@ -54,6 +54,7 @@ from layers.tcp.syncookies import (
     mss_index,
     plan,
 )
+from layers.tcp.txframe import TxPath, TxTemplate, find_direct
 from layers.tcp.wire import ACK, FIN, HEADER_LEN, PROTO_TCP, RST, SYN, TcpRepr, pseudo_base
 
 logger = structlog.get_logger("tcpstack.tcp")
@@ -116,6 +117,8 @@ class TcpLayer(BaseHandler):
         self.address = b"\0\0\0\0"
         self.tso_max = 0
         self._csum_offload = False
+        self._tx: TxPath | None = None  # the send path, when attach finds one (layers/tcp/txframe.py)
+        self.tx_direct = False
         self._net_header_len = 20
         self._setup_failed_logged = float("-inf")
         self.mtu = 1500
@@ -154,6 +157,11 @@ class TcpLayer(BaseHandler):
         caps = capabilities_below(below)
         self._csum_offload = caps is not None and caps.checksum_tx
         self.tso_max = caps.max_super_segment if caps is not None and caps.checksum_tx else 0
+        # The send path (layers/tcp/txframe.py): frames built whole when nothing but IPv4 and the
+        # link lie below; a middleware in between gets Packets through the pipeline instead.
+        direct = find_direct(below)
+        self._tx = TxPath(direct[0], direct[1], self._csum_offload) if direct is not None else None
+        self.tx_direct = self._tx is not None  # tests set it false to compare the pipeline path
 
     @property
     def local_mss(self) -> int:
@@ -413,12 +421,18 @@ class TcpLayer(BaseHandler):
         dirty = self._dirty
         self._dirty = {}
         now = ctx.now
+        tx = self._tx if self.tx_direct else None
         for conn in dirty:
             segs = conn.segments_to_send(now)
             if segs:
-                local, remote = conn.local[0], conn.remote[0]
-                for seg in segs:
-                    self._transmit(local, remote, seg, ctx)
+                local, remote = conn.local, conn.remote
+                if tx is not None:
+                    tpl = tx.template(conn, local[0], remote[0], local[1], remote[1])
+                    for seg in segs:
+                        tx.send(tpl, seg, ctx)
+                else:
+                    for seg in segs:
+                        self._transmit(local[0], remote[0], seg, ctx)
             if conn.events:
                 self._eventful[conn] = None
             st = conn.state
@@ -429,6 +443,9 @@ class TcpLayer(BaseHandler):
             self._update_listener(conn)
 
     def _transmit(self, src: bytes, dst: bytes, seg: TcpRepr, ctx: Context) -> None:
+        if self._tx is not None and self.tx_direct:  # a reply without a connection (RST, cookie)
+            self._tx.send(TxTemplate(src, dst, seg.src_port, seg.dst_port), seg, ctx)
+            return
         seg.pseudo = pseudo_base(src, dst)
         pkt = Packet(b"", self._make_header(src, dst, PROTO_TCP, tos=seg.ip_ecn, dont_frag=True))
         if self._csum_offload:
@@ -695,6 +712,8 @@ class TcpLayer(BaseHandler):
         return (m + f) & MASK
 
     def _remove(self, conn: TcpConnection) -> None:
+        if self._tx is not None:
+            self._tx.forget(conn)
         key = (conn.remote[0], conn.remote[1], conn.local[1])
         if self.connections.get(key) is conn:
             del self.connections[key]

@@ -369,7 +369,7 @@ def retransmit_last(conn: TcpConnection, out: list[TcpRepr], now: float, una: in
             out.append(sender.fin_segment(conn, conn._fin_seq, now, retransmit=True))
         return
     seq = seq_add(base, start_off)
-    seg = sender.data_segment(conn, seq, conn.sndbuf.peek(start_off, end_off - start_off), now, retransmit=True)
+    seg = sender.data_segment(conn, seq, conn.sndbuf.view(start_off, end_off - start_off), now, retransmit=True)
     if fin_out and seq_diff(conn._fin_seq, base) == end_off:
         seg.flags |= FIN
     out.append(seg)
@@ -451,7 +451,7 @@ def resend_lost_after_rto(
         if off < 0 or off >= buffered:
             break  # a SYN or FIN position: the retransmission timer covers it
         size = min(stop - start, buffered - off)
-        out.append(sender.data_segment(conn, seq, conn.sndbuf.peek(off, size), now, retransmit=True))
+        out.append(sender.data_segment(conn, seq, conn.sndbuf.view(off, size), now, retransmit=True))
         sb.unmark_lost(start, start + size)
         budget -= size
 
@@ -468,7 +468,7 @@ def sack_resend(
     if off < 0 or off >= buffered:
         return 0
     size = min(end - start, buffered - off, conn.snd_mss)
-    out.append(sender.data_segment(conn, seq, conn.sndbuf.peek(off, size), now, retransmit=True))
+    out.append(sender.data_segment(conn, seq, conn.sndbuf.view(off, size), now, retransmit=True))
     sb.mark_retransmitted(start, start + size)
     return size
 

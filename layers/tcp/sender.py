@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from framework.checksum import BytesLike
 from layers.tcp import recovery
 from layers.tcp.seq import MASK, seq_add, seq_diff, seq_gt, seq_lt
 from layers.tcp.state import TcpState
@@ -38,7 +39,7 @@ def send_data(conn: TcpConnection, out: list[TcpRepr], now: float) -> None:
         conn._fast_rexmit = False
         size = min(mss, buffered)
         if size > 0:
-            out.append(data_segment(conn, una, conn.sndbuf.peek(0, size), now, retransmit=True))
+            out.append(data_segment(conn, una, conn.sndbuf.view(0, size), now, retransmit=True))
         elif conn._fin_sent:
             out.append(fin_segment(conn, conn._fin_seq, now, retransmit=True))
 
@@ -139,7 +140,7 @@ def send_data(conn: TcpConnection, out: list[TcpRepr], now: float) -> None:
                 break
         conn._sws_override = False
         conn.timers.sws = None
-        data = conn.sndbuf.peek(off, size)
+        data = conn.sndbuf.view(off, size)
         seg = data_segment(conn, nxt, data, now, retransmit=retransmit)
         if retransmit and sb is not None and sb.lost:
             pos = sb.una + seq_diff(nxt, una)
@@ -184,7 +185,7 @@ def cwnd_in_use(conn: TcpConnection) -> bool:
     return cc.cwnd < cc.ssthresh and cc.cwnd < 2 * conn._max_flight
 
 
-def data_segment(conn: TcpConnection, seq: int, data: bytes, now: float, *, retransmit: bool) -> TcpRepr:
+def data_segment(conn: TcpConnection, seq: int, data: BytesLike, now: float, *, retransmit: bool) -> TcpRepr:
     seg = conn._segment(seq, 0, ACK, data)
     seg.rexmit = retransmit
     conn._fill_ack(seg)
@@ -259,7 +260,7 @@ def zero_window(conn: TcpConnection, out: list[TcpRepr], now: float, off: int, i
         return  # the retransmission timer covers outstanding data
     if conn._probe_due:
         conn._probe_due = False
-        data = conn.sndbuf.peek(off, 1)
+        data = conn.sndbuf.view(off, 1)
         if data:
             seg = conn._segment(conn.snd_nxt, 0, ACK, data)
             seg.rexmit = True  # a window probe: never ECN-capable (RFC 3168 §6.1.6)

@@ -11,6 +11,7 @@ per-instance dictionary entry (memory per idle connection).
 
 from __future__ import annotations
 
+from framework.checksum import BytesLike
 from layers.tcp.buffers import ReceiveBuffer, SendBuffer
 from layers.tcp.seq import MASK, seq_add, seq_diff, seq_gt, seq_le
 from layers.tcp.timers import Timers
@@ -91,7 +92,7 @@ class Tcb:
     def in_flight(self) -> int:
         return seq_diff(self.snd_max, self.snd_una)
 
-    def _segment(self, seq: int, ack: int, flags: int, payload: bytes = b"") -> TcpRepr:
+    def _segment(self, seq: int, ack: int, flags: int, payload: BytesLike = b"") -> TcpRepr:
         return TcpRepr(self.local[1], self.remote[1], seq, ack, flags, 0, payload)
 
     def _window_to_advertise(self) -> int:

@@ -156,7 +156,7 @@ class TcpRepr:
             self.urgent,
         )
         if olen:
-            _emit_options(self, buf, offset + HEADER_LEN, olen)
+            emit_options(self, buf, offset + HEADER_LEN)
         end = offset + hlen + len(self.payload)
         buf[offset + hlen : end] = self.payload
         if self.csum_partial:
@@ -217,7 +217,7 @@ def _parse_options(seg: TcpRepr, opts: memoryview) -> None:
         i += length
 
 
-def _emit_options(seg: TcpRepr, buf: bytearray, at: int, olen: int) -> None:
+def emit_options(seg: TcpRepr, buf: bytearray, at: int) -> None:
     """Write options 32-bit aligned with NOP padding in front (MUST-64 lets receivers cope
     with any alignment; aligned options are what every stack sends and tcpdump shows)."""
     if seg.mss is not None:

@@ -76,10 +76,20 @@ class AsyncioDriver:
         """Write pending frames and re-arm the single timer."""
         link = self.link
         stack = self.stack
+        writev = getattr(link, "writev", None)  # optional in the Link protocol
         for _ in range(4):  # events may make user code write more; bounded, then next turn
-            for frame in stack.frames_to_send(now=self.loop.time()):
-                if not link.write(frame):
+            for frame in stack.frames_to_write(now=self.loop.time()):
+                if isinstance(frame, bytes):
+                    ok = link.write(frame)
+                elif writev is not None:
+                    ok = writev(frame)  # headers + send-buffer views: one writev, no joined copy
+                else:
+                    ok = link.write(b"".join(frame))
+                if not ok:
                     stack.stats.drop("link", "tx_failed")
+            # The frames' views of send buffers die here, before user code may write to those
+            # buffers (a buffer with views alive copies itself to grow).
+            frame = b""
             stack.dispatch_events()
             if not stack.has_pending_output():
                 break

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
+
+from framework.checksum import BytesLike
 
 
 class Link(Protocol):
@@ -20,6 +23,12 @@ class Link(Protocol):
 
     def write(self, frame: bytes) -> bool:
         """Write one frame; ``False`` if the link refused it (the caller counts a drop)."""
+        ...
+
+    def writev(self, parts: Sequence[BytesLike]) -> bool:
+        """Write one frame given as pieces (headers, then payload views) with one vectored
+        write, so the payload is not copied into a joined frame first; ``False`` if refused.
+        Optional: the driver joins the pieces and calls :meth:`write` on a link without it."""
         ...
 
     def close(self) -> None: ...

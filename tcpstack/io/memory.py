@@ -8,6 +8,9 @@ deterministic runs on a virtual clock, see :mod:`framework.simulation` instead.
 from __future__ import annotations
 
 import socket
+from collections.abc import Sequence
+
+from framework.checksum import BytesLike
 
 
 class MemoryLink:
@@ -42,6 +45,15 @@ class MemoryLink:
     def write(self, frame: bytes) -> bool:
         try:
             self._sock.send(frame)
+            return True
+        except OSError:
+            self.tx_errors += 1
+            return False
+
+    def writev(self, parts: Sequence[BytesLike]) -> bool:
+        """One datagram from its pieces (``sendmsg`` gathers them, no joined copy)."""
+        try:
+            self._sock.sendmsg(parts)
             return True
         except OSError:
             self.tx_errors += 1

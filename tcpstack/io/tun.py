@@ -15,9 +15,11 @@ import fcntl
 import ipaddress
 import os
 import struct
+from collections.abc import Sequence
 
 import pytun
 
+from framework.checksum import BytesLike
 from framework.errors import LinkError
 from layers.link.handler import VNET_HDR_LEN  # struct virtio_net_hdr, one definition
 
@@ -172,6 +174,15 @@ class TunLink:
         """Take this descriptor's queue out of a multi-queue device (``TUNSETQUEUE``): the kernel
         sends it nothing, and the open descriptor keeps the device alive."""
         fcntl.ioctl(self._fd, TUNSETQUEUE, struct.pack("16sH22x", b"", IFF_DETACH_QUEUE))
+
+    def writev(self, parts: Sequence[BytesLike]) -> bool:
+        """One frame from its pieces with one ``writev(2)``: TUN takes a write as one datagram."""
+        try:
+            os.writev(self._fd, parts)
+            return True
+        except OSError:  # as for write()
+            self.tx_errors += 1
+            return False
 
     def close(self) -> None:
         if self.offload:
