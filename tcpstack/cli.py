@@ -306,9 +306,12 @@ def cmd_up(args: argparse.Namespace) -> int:
     opened = _open(args)
     if isinstance(opened, int):
         return opened
-    from tcpstack.io.tun import TunLink
+    from tcpstack.io.tun import TunLink, device_txqueuelen, short_queue_fix
 
     config, link, stack = opened.config, cast(TunLink, opened.link), opened.stack
+    qlen = device_txqueuelen(link.name)
+    if (fix := short_queue_fix(link.name, qlen)) is not None:  # once, at start (docs/cli.md)
+        logger.warning("tun.short_queue", device=link.name, txqueuelen=qlen, why="the kernel drops bursts", fix=fix)
     pid_file = Path(args.pid_file) if args.pid_file else None
     if pid_file is not None:
         try:
