@@ -22,6 +22,8 @@ import structlog
 from framework.errors import ConfigError, LinkError, StackError
 from tcpstack.apps import AppError, AppSpec, load_app, parse_app
 from tcpstack.embed import PreparedStack, load_config_data, parse_feature, prepare_stack, run_stack, up_config
+from tcpstack.io.driver import event_loop_name
+from tcpstack.io.driver import run as run_loop
 from tcpstack.logging import LEVELS, configure_logging
 
 __all__ = ["build_parser", "main", "parse_feature"]
@@ -291,7 +293,7 @@ def _load_apps(args: argparse.Namespace) -> list[tuple[AppSpec, Any]] | int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from tcpstack.services import SERVICES, parse_serve
+    from tcpstack.services import parse_serve, serve
 
     try:
         serves = [parse_serve(spec) for spec in args.serve]
@@ -330,7 +332,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             if (serves or apps) and api._tcp is None:
                 raise StackError("--serve and --app need a tcp layer in the configuration")
             for name, port in serves:
-                await api.start_server(SERVICES[name], port=port)
+                await serve(api, name, port)
             for spec, target in apps:
                 try:
                     if spec.option == "--app":
@@ -347,6 +349,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                 address=ipv4.settings.address if ipv4 else None,
                 mtu=link.mtu,
                 offload=getattr(link, "offload", False),
+                loop=event_loop_name(),
                 layers=[layer.type for layer in config.layers],
                 services=[f"{name}:{port}" for name, port in serves],
                 apps=[spec.label for spec, _ in apps],
@@ -356,7 +359,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             await stop.wait()
 
     try:
-        asyncio.run(run())
+        run_loop(run())
     except StackError as exc:
         return _fail(str(exc))
     finally:
@@ -427,7 +430,7 @@ def cmd_connect(args: argparse.Namespace) -> int:
                 result[0] = _fail(f"connection to {args.host}:{args.port}: {_describe(exc)}")
 
     try:
-        asyncio.run(run())
+        run_loop(run())
     except StackError as exc:
         return _fail(str(exc))
     except KeyboardInterrupt:

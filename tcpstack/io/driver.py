@@ -2,12 +2,20 @@
 returns, and keep exactly one re-armed timer (aioquic's ``transmit()`` pattern).
 
 It owns no protocol logic. Time is ``loop.time()``, passed into the sans-IO stack.
+
+The event loop is uvloop's when uvloop is installed (``pip install 'tcpstack[fast]'``) and the
+environment variable ``TCPSTACK_UVLOOP`` is not ``0``: :func:`run` is what the command line runs
+its coroutines with (``asyncio.run`` otherwise). :func:`event_loop_name` says which is in use.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
+import os
 import time
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 import structlog
 
@@ -18,6 +26,43 @@ logger = structlog.get_logger("tcpstack.driver")
 
 #: Frames read per readable callback before yielding to other callbacks.
 READ_BATCH = 64
+
+#: ``TCPSTACK_UVLOOP=0`` (or ``off``, ``no``, ``false``) keeps asyncio's own event loop even
+#: when uvloop is installed.
+UVLOOP_ENV = "TCPSTACK_UVLOOP"
+
+T = TypeVar("T")
+
+
+def uvloop_wanted() -> bool:
+    """Whether the environment lets :func:`run` use uvloop (it does unless told not to)."""
+    return os.environ.get(UVLOOP_ENV, "1").strip().lower() not in ("0", "off", "no", "false")
+
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's ``new_event_loop`` when it is installed and wanted; ``None``: asyncio's loop."""
+    if not uvloop_wanted():
+        return None
+    try:
+        uvloop = importlib.import_module("uvloop")
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
+def event_loop_name() -> str:
+    """``"uvloop"`` or ``"asyncio"``: the loop :func:`run` would use."""
+    return "uvloop" if loop_factory() is not None else "asyncio"
+
+
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run(main)``, on uvloop's event loop where :func:`loop_factory` gives one."""
+    factory = loop_factory()
+    if factory is None:
+        return asyncio.run(main)
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(main)
 
 
 class AsyncioDriver:
