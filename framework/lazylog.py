@@ -72,6 +72,25 @@ def _current() -> _Levels:
     return _levels
 
 
+_loggers: dict[str, tuple[tuple[Any, ...], Any]] = {}
+
+
+def _logger(name: str) -> Any:
+    """The structlog logger an emission goes through. Under ``cache_logger_on_first_use`` one
+    per name, assembled again whenever the configuration changes (structlog's own cached
+    loggers would keep the configuration of their first use); otherwise a fresh one."""
+    cfg = _STRUCTLOG_CONFIG
+    if cfg is None or cfg.cache_logger_on_first_use is not True:
+        return structlog.get_logger(name)
+    key = (cfg.default_wrapper_class, cfg.default_processors, cfg.logger_factory, cfg.default_context_class)
+    hit = _loggers.get(name)
+    if hit is not None and all(a is b for a, b in zip(hit[0], key, strict=True)):
+        return hit[1]
+    logger = structlog.get_logger(name).bind()
+    _loggers[name] = (key, logger)
+    return logger
+
+
 def level_enabled(level: str) -> bool:
     """Whether structlog's current configuration emits events at *level* (``"debug"``...)."""
     return bool(getattr(_current(), level))
@@ -100,7 +119,7 @@ class LazyLog:
         return level_enabled(level)
 
     def _emit(self, method: str, event: str, kw: dict[str, Any]) -> Any:
-        logger = structlog.get_logger(self._name)
+        logger = _logger(self._name)
         if self._plugin is None:
             return getattr(logger, method)(event, **{"conn": self._conn, **kw})
         return getattr(logger, method)(event, **{"conn": self._conn, "plugin": self._plugin, **kw})

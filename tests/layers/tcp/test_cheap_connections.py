@@ -128,6 +128,11 @@ def test_the_level_follows_reconfiguration(structlog_restored: None) -> None:
     log.info("x.info")
     log.error("x.error")
     assert [e["event"] for e in _lines(buf)] == ["x.info", "x.error"]
+    # a cached configuration is not frozen into the lazy logger: the next one is obeyed
+    buf2 = io.StringIO()
+    configure_logging(fmt="json", level="debug", stream=buf2, cache=True)
+    log.debug("y.debug")
+    assert [e["event"] for e in _lines(buf2)] == ["y.debug"] and len(_lines(buf)) == 2
     # a wrapper class that does not filter (e.g. a standard-library one) gets every call
     structlog.configure(wrapper_class=structlog.BoundLogger)
     assert level_enabled("debug")
