@@ -87,12 +87,16 @@ def top(profile: Path, n: int = 25) -> str:
         if not stack or not count.isdigit():
             continue
         frames = stack.split(";")
+        if not any(f.startswith(("Handle._run", "run (tcpstack/io/driver")) for f in frames) or any(
+            "importlib" in f for f in frames
+        ):
+            continue  # start-up (imports, configuration): not the connections' cost
         k = int(count)
         samples += k
         own[frames[-1]] += k
         for f in set(frames):
             total[f] += k
-    lines = [f"{samples} samples; own:"]
+    lines = [f"{samples} samples in the event loop (imports left out); own:"]
     lines += [f"  {100 * c / samples:5.1f}%  {f}" for f, c in own.most_common(n)]
     lines += ["total:"] + [f"  {100 * c / samples:5.1f}%  {f}" for f, c in total.most_common(n)]
     return "\n".join(lines)

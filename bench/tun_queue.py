@@ -8,17 +8,21 @@ says how many frames the kernel dropped because the queue was full before the st
 Also printed: the time the transfer took (wall clock: noisy on a busy machine) and the
 retransmissions the kernel made (``TcpRetransSegs``), which is what the drops cost.
 
-Run as root: ``python bench/tun_queue.py [--size MB] [--flows N] [--lengths 500,1000,10000] [--offload]``.
+Run as root: ``python bench/tun_queue.py [--size MB] [--flows N] [--lengths 500,1000,10000] [--offload]
+[--loops uvloop,asyncio]``. With two loops it also compares the event loops (throughput and the
+stack process's CPU milliseconds per MB, which a busy machine disturbs less than the wall clock).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -47,18 +51,34 @@ def retrans(ns: Netns) -> int:
     return int(rows[1][rows[0].index("RetransSegs")])
 
 
-def one(length: int, size: int, flows: int, offload: bool, tmp: Path) -> dict[str, float]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process *pid* so far (``/proc/PID/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def one(length: int, size: int, flows: int, offload: bool, loop: str, tmp: Path) -> dict[str, Any]:
     ns = Netns(txqueuelen=length, prefix="tcpsq")
+    os.environ["TCPSTACK_UVLOOP"] = "1" if loop == "uvloop" else "0"  # the stack inherits it
     try:
         args = ["--serve", "discard:9"] + (["--offload"] if offload else [])
-        ns.tcpstack(*args, tmp=tmp, label=f"q{length}")
+        proc = ns.tcpstack(*args, tmp=tmp, label=f"q{length}")
         stat = f"/sys/class/net/{ns.device}/statistics/tx_dropped"
-        dropped0, rexmit0 = int(ns.exec(["cat", stat]).stdout), retrans(ns)
+        dropped0, rexmit0, cpu0 = int(ns.exec(["cat", stat]).stdout), retrans(ns), cpu_seconds(proc.pid)
         out = ns.exec([sys.executable, "-c", SENDER, str(size), STACK_ADDR, str(flows)], timeout=600).stdout
         seconds = json.loads(out.strip().splitlines()[-1])["seconds"]
         dropped, rexmit = int(ns.exec(["cat", stat]).stdout) - dropped0, retrans(ns) - rexmit0
-        return {"txqueuelen": length, "dropped": dropped, "retransmits": rexmit, "seconds": round(seconds, 3)}
+        cpu_per_mb = (cpu_seconds(proc.pid) - cpu0) / (size / 1e6)
+        return {
+            "txqueuelen": length,
+            "loop": loop,
+            "dropped": dropped,
+            "retransmits": rexmit,
+            "seconds": round(seconds, 3),
+            "cpu_ms_per_mb": round(cpu_per_mb * 1e3, 2),
+        }
     finally:
+        os.environ.pop("TCPSTACK_UVLOOP", None)
         ns.close()
 
 
@@ -69,20 +89,22 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1, help="runs per length, interleaved")
     ap.add_argument("--flows", type=int, default=1, help="parallel connections sharing the SIZE")
     ap.add_argument("--offload", action="store_true")
+    ap.add_argument("--loops", default="uvloop", help="event loops to compare, e.g. uvloop,asyncio (TCPSTACK_UVLOOP)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     lengths = [int(x) for x in args.lengths.split(",")]
     results = []
     with tempfile.TemporaryDirectory() as d:
         for _ in range(args.repeat):
-            for length in lengths:
-                r = one(length, args.size * 1_000_000, args.flows, args.offload, Path(d))
+            for length, loop in [(n, lp) for n in lengths for lp in args.loops.split(",")]:
+                r = one(length, args.size * 1_000_000, args.flows, args.offload, loop, Path(d))
                 r["mb_per_s"] = round(args.size / r["seconds"], 1)
                 results.append(r)
                 if not args.json:
                     print(
-                        f"{args.flows} flow(s), txqueuelen {length:>6}: {r['dropped']:>6} frames dropped, "
-                        f"{r['retransmits']:>6} kernel retransmissions, {r['seconds']:.2f} s ({r['mb_per_s']} MB/s)",
+                        f"{args.flows} flow(s), {loop:<7} txqueuelen {length:>6}: {r['dropped']:>6} frames dropped, "
+                        f"{r['retransmits']:>6} kernel retransmissions, {r['seconds']:.2f} s ({r['mb_per_s']} MB/s), "
+                        f"stack CPU {r['cpu_ms_per_mb']} ms/MB",
                         flush=True,
                     )
                 time.sleep(0.2)
