@@ -39,15 +39,32 @@ def uvloop_wanted() -> bool:
     return os.environ.get(UVLOOP_ENV, "1").strip().lower() not in ("0", "off", "no", "false")
 
 
+_precise_loop: Any = None
+
+
 def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's ``new_event_loop`` when it is installed and wanted; ``None``: asyncio's loop."""
+    """A uvloop event loop class when uvloop is installed and wanted; ``None``: asyncio's loop.
+
+    uvloop's ``loop.time()`` is libuv's clock: milliseconds, read once per loop iteration. The
+    stack times RTTs, RACK's reordering window and timestamps with the ``now`` it is given, and
+    on a local TUN device round trips take tens of microseconds, so the loop we make tells
+    ``time.monotonic()`` (the clock asyncio's own loop and libuv both read) instead: timers
+    still fire through libuv, to the millisecond."""
+    global _precise_loop
     if not uvloop_wanted():
         return None
     try:
         uvloop = importlib.import_module("uvloop")
     except ImportError:
         return None
-    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    if _precise_loop is None:
+
+        class PreciseUvLoop(uvloop.Loop):  # type: ignore[misc,name-defined]
+            def time(self) -> float:
+                return time.monotonic()
+
+        _precise_loop = PreciseUvLoop
+    factory: Callable[[], asyncio.AbstractEventLoop] = _precise_loop
     return factory
 
 
@@ -137,7 +154,15 @@ class AsyncioDriver:
         self._timer_at = timer_at
 
     def _on_timer(self) -> None:
-        now = max(self._timer_at or 0.0, self.loop.time())
+        now = self.loop.time()
+        at = self._timer_at
+        if at is not None and now < at - 1e-4:
+            # Early: uvloop's timers run on libuv's millisecond clock, read once per loop
+            # iteration, so they can fire before their time; the stack must not be told a
+            # deadline passed that has not (RACK would call in-flight segments lost). Wait again.
+            self._timer = self.loop.call_later(max(at - now, 0.001), self._on_timer)
+            return
+        now = max(at or 0.0, now)
         self._timer = None
         self._timer_at = None
         self.stack.handle_timer(now=now)
