@@ -3,12 +3,13 @@ for bursts; ``tcpstack up`` warns once, with the fix, about an attached device w
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
 from tcpstack.io.tun import MIN_TXQUEUELEN, TXQUEUELEN, short_queue_fix
 from tests.integration.netns import Netns
-from tests.integration.tcputil import start_stack, stop_stack
+from tests.integration.tcputil import check_log, start_stack, stop_stack
 
 
 def test_short_queue_fix_names_the_command() -> None:
@@ -50,3 +51,17 @@ link.close()
 def test_a_device_the_stack_creates_gets_the_long_queue(netns: Netns) -> None:
     out = netns.exec([sys.executable, "-c", _CREATE]).stdout.split()
     assert out == [str(TXQUEUELEN)]
+
+
+def test_up_with_workers_warns_once(netns_capability: None, tmp_path: Path) -> None:
+    ns = Netns(txqueuelen=500)
+    try:
+        proc = start_stack(ns, tmp_path, "--workers", "2")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        ns.close()
+    events = check_log((tmp_path / "stack.err").read_text())
+    assert next(e["workers"] for e in events if e["event"] == "stack.up")  # the workers came up
+    warnings = [e for e in events if e["event"] == "tun.short_queue"]
+    assert len(warnings) == 1, warnings
