@@ -22,6 +22,8 @@ import structlog
 from framework.errors import ConfigError, LinkError, StackError
 from tcpstack.apps import AppError, AppSpec, load_app, parse_app
 from tcpstack.embed import PreparedStack, load_config_data, parse_feature, prepare_stack, run_stack, up_config
+from tcpstack.io.driver import event_loop_name
+from tcpstack.io.driver import run as run_loop
 from tcpstack.logging import LEVELS, configure_logging
 
 __all__ = ["build_parser", "main", "parse_feature"]
@@ -307,7 +309,7 @@ def _load_apps(args: argparse.Namespace) -> list[tuple[AppSpec, Any]] | int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from tcpstack.services import SERVICES, parse_serve
+    from tcpstack.services import parse_serve, serve
 
     try:
         serves = [parse_serve(spec) for spec in args.serve]
@@ -329,9 +331,13 @@ def cmd_up(args: argparse.Namespace) -> int:
     opened = _open(args)
     if isinstance(opened, int):
         return opened
-    from tcpstack.io.tun import TunLink
+    from tcpstack.io.tun import TunLink, device_txqueuelen, short_queue_fix
 
     config, link, stack = opened.config, cast(TunLink, opened.link), opened.stack
+    qlen = device_txqueuelen(link.name)
+    first = not getattr(args, "worker_of", None) or str(args.worker_of).startswith("0/")  # of --workers N: one says it
+    if first and (fix := short_queue_fix(link.name, qlen)) is not None:  # once, at start (docs/cli.md)
+        logger.warning("tun.short_queue", device=link.name, txqueuelen=qlen, why="the kernel drops bursts", fix=fix)
     pid_file = Path(args.pid_file) if args.pid_file else None
     if pid_file is not None:
         try:
@@ -350,7 +356,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             if (serves or apps) and api._tcp is None:
                 raise StackError("--serve and --app need a tcp layer in the configuration")
             for name, port in serves:
-                await api.start_server(SERVICES[name], port=port)
+                await serve(api, name, port)
             for spec, target in apps:
                 try:
                     if spec.option == "--app":
@@ -371,6 +377,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                 address=ipv4.settings.address if ipv4 else None,
                 mtu=link.mtu,
                 offload=getattr(link, "offload", False),
+                loop=event_loop_name(),
                 layers=[layer.type for layer in config.layers],
                 services=[f"{name}:{port}" for name, port in serves],
                 apps=[spec.label for spec, _ in apps],
@@ -380,7 +387,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             await stop.wait()
 
     try:
-        asyncio.run(run())
+        run_loop(run())
     except StackError as exc:
         return _fail(str(exc))
     finally:
@@ -451,7 +458,7 @@ def cmd_connect(args: argparse.Namespace) -> int:
                 result[0] = _fail(f"connection to {args.host}:{args.port}: {_describe(exc)}")
 
     try:
-        asyncio.run(run())
+        run_loop(run())
     except StackError as exc:
         return _fail(str(exc))
     except KeyboardInterrupt:

@@ -24,7 +24,7 @@ _counter = itertools.count()
 KERNEL_ADDR = "10.0.0.1"
 STACK_ADDR = "10.0.0.2"
 PREFIX = 24
-TXQUEUELEN = 10_000  # frames the kernel queues for the stack (tun's default: 500)
+TXQUEUELEN = 10_000  # frames the kernel queues for the stack (tun's default: 500); as tcpstack.io.tun's
 
 
 def missing_capability() -> str | None:
@@ -47,7 +47,7 @@ def missing_capability() -> str | None:
 class Netns:
     """A namespace holding ``tun0`` (kernel side 10.0.0.1/24) for a stack at 10.0.0.2."""
 
-    def __init__(self, *, mtu: int = 1500, prefix: str = "tcps") -> None:
+    def __init__(self, *, mtu: int = 1500, prefix: str = "tcps", txqueuelen: int = TXQUEUELEN) -> None:
         self.name = f"{prefix}-{os.getpid()}-{next(_counter)}"
         self.device = "tun0"
         self.procs: list[subprocess.Popen[bytes]] = []
@@ -60,7 +60,7 @@ class Netns:
             # The kernel queues what it sends into the TUN device; at tun's default of 500
             # frames a burst (a window of segments, a flood) is dropped before the stack can
             # read it. 10,000 absorbs bursts; a stack that falls behind for good still drops.
-            self.exec(["ip", "link", "set", self.device, "txqueuelen", str(TXQUEUELEN)])
+            self.exec(["ip", "link", "set", self.device, "txqueuelen", str(txqueuelen)])
             # Linux sends IPv6 router solicitations at link-up; keep the wire to IPv4.
             self.exec(["sysctl", "-qw", f"net.ipv6.conf.{self.device}.disable_ipv6=1"])
             self.exec(["ip", "addr", "add", f"{KERNEL_ADDR}/{PREFIX}", "dev", self.device])

@@ -7,6 +7,10 @@
 - ``http``: HTTP/1.1. ``GET /bytes/N`` returns N deterministic bytes (:func:`pattern_bytes`);
   ``POST`` (any path) returns the hex SHA-256 of its body; ``GET /`` a short index. So curl can
   check integrity both ways.
+
+The first four are asyncio protocols on the connection's transport (``create_server``): an
+accepted connection costs a few callbacks, not a Task with a StreamReader and a StreamWriter
+(docs/architecture.md, "Cheap connections"). ``http`` is a streams handler.
 """
 
 from __future__ import annotations
@@ -15,8 +19,13 @@ import asyncio
 import datetime
 import hashlib
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, cast
 
 import structlog
+
+if TYPE_CHECKING:
+    from tcpstack.server import TcpServer
+    from tcpstack.streams import StackApi
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -45,56 +54,97 @@ async def _close(writer: asyncio.StreamWriter) -> None:
         pass
 
 
-async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    except (ConnectionError, TimeoutError):
-        return
-    await _close(writer)
+class _Service(asyncio.Protocol):
+    """A service as an asyncio protocol on the connection's transport: no Task, no
+    StreamReader/StreamWriter per connection, only callbacks (what accepting costs)."""
+
+    transport: asyncio.Transport
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def eof_received(self) -> bool:
+        return False  # the peer closed: close too, after what was written (a FIN follows it)
 
 
-async def discard(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while await reader.read(65536):
-            pass
-    except (ConnectionError, TimeoutError):
-        return
-    await _close(writer)
+class Echo(_Service):
+    """RFC 862: sends back what it receives; closes when the peer closes. While the peer does
+    not read what comes back, it stops reading (the window closes: back-pressure)."""
+
+    def data_received(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    def pause_writing(self) -> None:
+        self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.transport.resume_reading()
 
 
-async def daytime(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    # RFC 867: "Weekday, Month Day, Year Time-Zone" is a suggestion; any ASCII line is allowed.
-    now = datetime.datetime.now(datetime.UTC)
-    writer.write(now.strftime("%A, %B %d, %Y %H:%M:%S-UTC\r\n").encode())
-    try:
-        await writer.drain()
-    except (ConnectionError, TimeoutError):
-        return
-    await _close(writer)
+class Discard(_Service):
+    """RFC 863: reads and throws away; closes when the peer closes."""
+
+    def data_received(self, data: bytes) -> None:
+        pass
 
 
-async def chargen(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    async def until_eof() -> None:
-        while await reader.read(65536):
-            pass
+class Daytime(_Service):
+    """RFC 867: one line with the date and time, then closes first. "Weekday, Month Day, Year
+    Time-Zone" is a suggestion; any ASCII line is allowed."""
 
-    watcher = asyncio.ensure_future(until_eof())
-    start = 0
-    try:
-        while not watcher.done():
-            lines = []
-            for _ in range(100):
-                line = (_CHARGEN * 2)[start : start + 72] + b"\r\n"
-                lines.append(line)
-                start = (start + 1) % len(_CHARGEN)
-            writer.write(b"".join(lines))
-            await writer.drain()
-    except (ConnectionError, TimeoutError):
-        watcher.cancel()
-        return
-    await _close(writer)
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        now = datetime.datetime.now(datetime.UTC)
+        self.transport.write(now.strftime("%A, %B %d, %Y %H:%M:%S-UTC\r\n").encode())
+        self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        pass
+
+
+def _chargen_block() -> bytes:
+    """RFC 864's lines, each the 72 characters after the previous line's first, until the
+    pattern repeats (95 lines): the stream is this block over and over."""
+    lines = [(_CHARGEN * 2)[start : start + 72] + b"\r\n" for start in range(len(_CHARGEN))]
+    return b"".join(lines) * 9  # ~63 KB per write
+
+
+_CHARGEN_BLOCK = _chargen_block()
+
+
+class Chargen(_Service):
+    """RFC 864: the rotating 72-character line pattern until the peer closes; writes while the
+    connection takes them (``pause_writing``/``resume_writing``), reads and ignores input."""
+
+    def __init__(self) -> None:
+        self._paused = False
+        self._done = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._fill()
+
+    def _fill(self) -> None:
+        transport = self.transport
+        while not self._paused and not self._done and not transport.is_closing():
+            transport.write(_CHARGEN_BLOCK)  # pauses us once the send buffer is full
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        self._fill()
+
+    def data_received(self, data: bytes) -> None:
+        pass
+
+    def eof_received(self) -> bool:
+        self._done = True
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._done = True
 
 
 async def http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -212,10 +262,24 @@ def _shielded(handler: Handler) -> Handler:
     return run
 
 
-SERVICES: dict[str, Handler] = {
-    name: _shielded(fn)
-    for name, fn in {"echo": echo, "discard": discard, "daytime": daytime, "chargen": chargen, "http": http}.items()
+#: Services as protocol factories (``create_server``): a connection costs callbacks, no Task.
+PROTOCOLS: dict[str, Callable[[], asyncio.Protocol]] = {
+    "echo": Echo,
+    "discard": Discard,
+    "daytime": Daytime,
+    "chargen": Chargen,
 }
+#: Services as streams handlers (``start_server``): HTTP parses its requests with a reader.
+HANDLERS: dict[str, Handler] = {"http": _shielded(http)}
+SERVICES = (*PROTOCOLS, *HANDLERS)
+
+
+async def serve(api: StackApi, name: str, port: int) -> TcpServer:
+    """Listen on *port* with service *name* (one of :data:`SERVICES`)."""
+    if name in PROTOCOLS:
+        return await api.create_server(PROTOCOLS[name], port=port)
+    return await api.start_server(HANDLERS[name], port=port)
+
 
 #: Well-known ports, used when ``--serve NAME`` gives no port.
 DEFAULT_PORTS = {"echo": 7, "discard": 9, "daytime": 13, "chargen": 19, "http": 80}

@@ -56,7 +56,8 @@ class TunSettings:
 
     create: bool = False
     """Create the device if it does not exist (needs CAP_NET_ADMIN). Off by default, so a
-    mistyped name is an error instead of a new, unconfigured device."""
+    mistyped name is an error instead of a new, unconfigured device. A created device gets a
+    transmit queue of 10000 frames (tun's default of 500 drops bursts)."""
 
     kernel_address: str | None = None
     """If set (``"10.0.0.1/24"``), bring the device up and give the kernel's side this address.

@@ -41,9 +41,8 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
-import structlog
-
 from framework.errors import InvalidStateError
+from framework.lazylog import LazyLog
 from framework.netlayer import NetError
 from layers.tcp import receiver, recovery, sender
 from layers.tcp.congestion import CongestionControl, CongestionControlProtocol
@@ -102,8 +101,8 @@ class TcpConnection(Tcb, ConnectionVerbs):
         self.passive = passive  # MUST-11: remember how SYN-RECEIVED was reached
         self.state = S.CLOSED
         self.created_at = now
-        # A fresh lazy logger per connection (see layers.tcp.policy.decision_log).
-        self._log: Any = structlog.get_logger("tcpstack.tcp").bind(conn=info.label)
+        # Binds nothing until a line is emitted at an enabled level (framework/lazylog.py).
+        self._log = LazyLog("tcpstack.tcp", info.label)
         self._fin_queued = False  # user asked to close the send side
         self._fin_sent = False
         self._fin_seq = 0
@@ -243,7 +242,10 @@ class TcpConnection(Tcb, ConnectionVerbs):
 
     def _log_summary(self, now: float, state: str) -> None:
         """The one info line per connection, when it ends for the user: at CLOSED, or on
-        entering TIME-WAIT (the 2 MSL that follow only guard the 4-tuple, RFC 9293 §3.6)."""
+        entering TIME-WAIT (the 2 MSL that follow only guard the 4-tuple, RFC 9293 §3.6).
+        Not even built when info lines are filtered out."""
+        if not self._log.enabled("info"):
+            return
         self._log.info(
             "tcp.closed",
             reason=self.failure or "normal",

@@ -22,9 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
-import structlog
-
 from framework.errors import PluginError
+from framework.lazylog import LazyLog
 
 if TYPE_CHECKING:
     from layers.tcp.congestion import CongestionControlProtocol
@@ -42,13 +41,12 @@ class DecisionLog(Protocol):
 
 def decision_log(label: str, plugin: str) -> DecisionLog:
     """A logger for a policy's decisions on one connection: debug-level ``tcp.decision``
-    events that name the connection and the plugin (filtered debug calls cost ~0.1 µs).
+    events that name the connection and the plugin.
 
-    A fresh lazy logger per call (once per connection): binding a module-level one under
-    ``cache_logger_on_first_use`` would freeze the configuration of whoever bound it first
-    (a trial setup while the configuration is checked, for example) for every later logger."""
-    log: DecisionLog = structlog.get_logger("tcpstack.decision").bind(conn=label, plugin=plugin)
-    return log
+    A :class:`~framework.lazylog.LazyLog`: it binds nothing until a line is emitted at an
+    enabled level (a filtered-out call costs one identity check and one flag test beyond the
+    call), and it follows the structlog configuration of the moment it emits."""
+    return LazyLog("tcpstack.decision", label, plugin)
 
 
 @dataclass(slots=True)
@@ -139,12 +137,13 @@ class ConnInfo:
     remote: tuple[bytes, int]
     mss: int
     """Effective send MSS (RFC 9293 §3.7.1) once known; before the handshake the local MSS."""
+    label: str = field(init=False, repr=False, compare=False)
+    """``local>remote`` for logs: formatted once per connection, not once per logger."""
 
-    @property
-    def label(self) -> str:
+    def __post_init__(self) -> None:
         la, lp = self.local
         ra, rp = self.remote
-        return f"{'.'.join(map(str, la))}:{lp}>{'.'.join(map(str, ra))}:{rp}"
+        self.label = f"{'.'.join(map(str, la))}:{lp}>{'.'.join(map(str, ra))}:{rp}"
 
 
 class AckPolicyProtocol(Protocol):

@@ -48,13 +48,18 @@ def connection_setup(
     algorithm_settings: Mapping[str, Any],
     *,
     trial: bool = False,
+    run_hook: bool = True,
 ) -> TcpSetup:
     """Build the :class:`TcpSetup` of one connection and run the ``tcp_connection_setup`` hook.
 
     *features* are resolved already (each enabled feature's settings object). The congestion
     controller is *congestion_control*'s, built with its settings from *algorithm_settings*;
     an algorithm no plugin registered falls back to RFC 5681's (``reno``); ``None`` leaves the
-    slot empty, and the connection uses RFC 5681's. Plugin errors propagate."""
+    slot empty, and the connection uses RFC 5681's. Plugin errors propagate.
+
+    *run_hook* false skips the pluggy call: the TCP layer passes :func:`has_setup_hook`'s
+    answer, decided once when the stack is assembled, so a stack whose plugins implement no
+    ``tcp_connection_setup`` pays nothing for it per connection."""
     setup = TcpSetup(info=info, options=options, features=features, trial=trial)
     if congestion_control is not None:
         alg = congestion_controls(host.registry).get(congestion_control) if host is not None else None
@@ -64,9 +69,18 @@ def connection_setup(
         else:
             setup.congestion = CongestionControl(info.mss)
         setup.congestion.log = decision_log(info.label, setup.congestion_name)
-    if host is not None:
+    if host is not None and run_hook:
         host.pm.hook.tcp_connection_setup(setup=setup)
     return setup
+
+
+def has_setup_hook(host: PluginHost | None) -> bool:
+    """Whether any registered plugin implements ``tcp_connection_setup`` (asked once, when the
+    stack is assembled: plugins are registered before that)."""
+    if host is None:
+        return False
+    caller = getattr(host.pm.hook, "tcp_connection_setup", None)
+    return caller is not None and bool(caller.get_hookimpls())
 
 
 def trial_setup(
@@ -92,4 +106,4 @@ def trial_setup(
     return None
 
 
-__all__ = ["connection_setup", "resolve_overrides", "trial_setup"]
+__all__ = ["connection_setup", "has_setup_hook", "resolve_overrides", "trial_setup"]

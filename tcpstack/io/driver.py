@@ -2,12 +2,20 @@
 returns, and keep exactly one re-armed timer (aioquic's ``transmit()`` pattern).
 
 It owns no protocol logic. Time is ``loop.time()``, passed into the sans-IO stack.
+
+The event loop is uvloop's when uvloop is installed (``pip install 'tcpstack[fast]'``) and the
+environment variable ``TCPSTACK_UVLOOP`` is not ``0``: :func:`run` is what the command line runs
+its coroutines with (``asyncio.run`` otherwise). :func:`event_loop_name` says which is in use.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
+import os
 import time
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 import structlog
 
@@ -18,6 +26,60 @@ logger = structlog.get_logger("tcpstack.driver")
 
 #: Frames read per readable callback before yielding to other callbacks.
 READ_BATCH = 64
+
+#: ``TCPSTACK_UVLOOP=0`` (or ``off``, ``no``, ``false``) keeps asyncio's own event loop even
+#: when uvloop is installed.
+UVLOOP_ENV = "TCPSTACK_UVLOOP"
+
+T = TypeVar("T")
+
+
+def uvloop_wanted() -> bool:
+    """Whether the environment lets :func:`run` use uvloop (it does unless told not to)."""
+    return os.environ.get(UVLOOP_ENV, "1").strip().lower() not in ("0", "off", "no", "false")
+
+
+_precise_loop: Any = None
+
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """A uvloop event loop class when uvloop is installed and wanted; ``None``: asyncio's loop.
+
+    uvloop's ``loop.time()`` is libuv's clock: milliseconds, read once per loop iteration. The
+    stack times RTTs, RACK's reordering window and timestamps with the ``now`` it is given, and
+    on a local TUN device round trips take tens of microseconds, so the loop we make tells
+    ``time.monotonic()`` (the clock asyncio's own loop and libuv both read) instead: timers
+    still fire through libuv, to the millisecond."""
+    global _precise_loop
+    if not uvloop_wanted():
+        return None
+    try:
+        uvloop = importlib.import_module("uvloop")
+    except ImportError:
+        return None
+    if _precise_loop is None:
+
+        class PreciseUvLoop(uvloop.Loop):  # type: ignore[misc,name-defined]
+            def time(self) -> float:
+                return time.monotonic()
+
+        _precise_loop = PreciseUvLoop
+    factory: Callable[[], asyncio.AbstractEventLoop] = _precise_loop
+    return factory
+
+
+def event_loop_name() -> str:
+    """``"uvloop"`` or ``"asyncio"``: the loop :func:`run` would use."""
+    return "uvloop" if loop_factory() is not None else "asyncio"
+
+
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run(main)``, on uvloop's event loop where :func:`loop_factory` gives one."""
+    factory = loop_factory()
+    if factory is None:
+        return asyncio.run(main)
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(main)
 
 
 class AsyncioDriver:
@@ -102,7 +164,15 @@ class AsyncioDriver:
         self._timer_at = timer_at
 
     def _on_timer(self) -> None:
-        now = max(self._timer_at or 0.0, self.loop.time())
+        now = self.loop.time()
+        at = self._timer_at
+        if at is not None and now < at - 1e-4:
+            # Early: uvloop's timers run on libuv's millisecond clock, read once per loop
+            # iteration, so they can fire before their time; the stack must not be told a
+            # deadline passed that has not (RACK would call in-flight segments lost). Wait again.
+            self._timer = self.loop.call_later(max(at - now, 0.001), self._on_timer)
+            return
+        now = max(at or 0.0, now)
         self._timer = None
         self._timer_at = None
         self.stack.handle_timer(now=now)

@@ -14,6 +14,7 @@ import errno
 import fcntl
 import ipaddress
 import os
+import socket
 import struct
 from collections.abc import Sequence
 
@@ -32,10 +33,28 @@ IFF_MULTI_QUEUE = 0x0100
 TUNSETQUEUE = 0x400454D9
 IFF_DETACH_QUEUE = 0x0400
 MAX_GSO_FRAME = 65535  # an IPv4 datagram's largest size: what one offloaded read may hold
+# <linux/sockios.h>: the transmit queue length of an interface (struct ifreq's ifr_qlen)
+SIOCSIFTXQLEN = 0x8943
+
+#: The transmit queue a device the stack creates gets: the frames the kernel may queue for the
+#: stack while it is busy. tun's default (500) drops a window's burst before the stack reads it
+#: (measured: docs/architecture.md, "The TUN queue").
+TXQUEUELEN = 10_000
+#: Below this, ``tcpstack up`` warns about an attached device's queue (with the fix).
+MIN_TXQUEUELEN = 1_000
 
 
 def device_exists(name: str) -> bool:
     return os.path.exists(f"/sys/class/net/{name}")
+
+
+def device_txqueuelen(name: str) -> int | None:
+    """The device's transmit queue length (``ip link``'s ``qlen``), or ``None`` if unknown."""
+    try:
+        with open(f"/sys/class/net/{name}/tx_queue_len") as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
 
 
 def device_multi_queue(name: str) -> bool | None:
@@ -45,6 +64,24 @@ def device_multi_queue(name: str) -> bool | None:
             return bool(int(f.read().strip(), 16) & IFF_MULTI_QUEUE)
     except (OSError, ValueError):
         return None
+
+
+def set_txqueuelen(name: str, length: int) -> None:
+    """``ip link set NAME txqueuelen LENGTH`` (SIOCSIFTXQLEN; needs CAP_NET_ADMIN).
+
+    :raises OSError: when the kernel refuses.
+    """
+    ifreq = struct.pack("16si20x", name.encode(), length)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        fcntl.ioctl(sock.fileno(), SIOCSIFTXQLEN, ifreq)
+
+
+def short_queue_fix(name: str, length: int | None) -> str | None:
+    """For a device whose transmit queue is short enough to drop bursts, the command that
+    fixes it; ``None`` when the queue is long enough (or unknown)."""
+    if length is None or length >= MIN_TXQUEUELEN:
+        return None
+    return f"ip link set {name} txqueuelen {TXQUEUELEN}"
 
 
 def multi_queue_recipe(name: str) -> str:
@@ -120,6 +157,7 @@ class TunLink:
         try:
             if self.created:
                 self._dev.mtu = mtu
+                set_txqueuelen(self.name, TXQUEUELEN)  # bursts, not tun's 500 (TXQUEUELEN)
             if kernel_address is not None:
                 iface = ipaddress.IPv4Interface(kernel_address)
                 self._dev.addr = str(iface.ip)

@@ -1,0 +1,168 @@
+"""Lazy per-connection loggers: nothing is bound, built or rendered unless a line is emitted
+at a level that is enabled.
+
+A connection used to bind seven structlog loggers when it opened (its own and one per
+decision-making policy: ~8 µs each) and to build its ``tcp.closed`` summary when it ended,
+whether or not anything would print them. A :class:`LazyLog` keeps only the logger's name and
+the connection's context (two or three references); a call at a level that structlog's
+configuration filters out returns after one identity check and one flag test. A call at an
+enabled level hands the same event, with the context first, to a fresh
+``structlog.get_logger(name)``: the line is the one a bound logger would have emitted, under
+whatever configuration is current (nothing is frozen at the first use, so a test or an
+application that reconfigures structlog later is obeyed).
+
+Which levels are enabled is read from the configured wrapper class: a class made by
+structlog.make_filtering_bound_logger (what the stack's logging configuration and structlog's
+defaults use) has its filtered-out methods set to one shared no-op function. Any other wrapper
+class (structlog's standard-library integration, for example) counts as "every level enabled"
+and does its own filtering on the emit path. The answer is cached and recomputed only when
+the configured wrapper class changes.
+
+Code that would build something costly for a line (a summary of the whole connection) asks
+:meth:`LazyLog.enabled` first.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import structlog
+
+_STRUCTLOG_CONFIG: Any
+try:  # the configuration object structlog.configure() writes; read once per call, never copied
+    from structlog._config import _CONFIG as _STRUCTLOG_CONFIG
+except ImportError:  # pragma: no cover - a structlog that moved it: ask the public API instead
+    _STRUCTLOG_CONFIG = None
+
+LEVELS = ("debug", "info", "warning", "error", "critical")
+
+#: The no-op function filtering wrapper classes install for their filtered-out levels.
+_NOP = structlog.make_filtering_bound_logger(logging.CRITICAL).debug
+
+
+def _wrapper_class() -> Any:
+    if _STRUCTLOG_CONFIG is not None:
+        return _STRUCTLOG_CONFIG.default_wrapper_class
+    return structlog.get_config()["wrapper_class"]  # pragma: no cover
+
+
+class _Levels:
+    """Which levels the current structlog configuration lets through (one shared instance)."""
+
+    __slots__ = ("critical", "debug", "error", "info", "warning", "wrapper")
+
+    def __init__(self) -> None:
+        self.wrapper: Any = None
+        self.debug = self.info = self.warning = self.error = self.critical = True
+
+    def refresh(self, wrapper: Any) -> None:
+        self.wrapper = wrapper
+        for level in LEVELS:
+            setattr(self, level, getattr(wrapper, level, None) is not _NOP)
+
+
+_levels = _Levels()
+
+
+def _current() -> _Levels:
+    wrapper = _wrapper_class()
+    if wrapper is not _levels.wrapper:
+        _levels.refresh(wrapper)
+    return _levels
+
+
+_loggers: dict[str, tuple[tuple[Any, ...], Any]] = {}
+
+
+def _logger(name: str) -> Any:
+    """The structlog logger an emission goes through. Under ``cache_logger_on_first_use`` one
+    per name, assembled again whenever the configuration changes (structlog's own cached
+    loggers would keep the configuration of their first use); otherwise a fresh one."""
+    cfg = _STRUCTLOG_CONFIG
+    if cfg is None or cfg.cache_logger_on_first_use is not True:
+        return structlog.get_logger(name)
+    key = (cfg.default_wrapper_class, cfg.default_processors, cfg.logger_factory, cfg.default_context_class)
+    hit = _loggers.get(name)
+    if hit is not None and all(a is b for a, b in zip(hit[0], key, strict=True)):
+        return hit[1]
+    logger = structlog.get_logger(name).bind()
+    _loggers[name] = (key, logger)
+    return logger
+
+
+def level_enabled(level: str) -> bool:
+    """Whether structlog's current configuration emits events at *level* (``"debug"``...)."""
+    return bool(getattr(_current(), level))
+
+
+class LazyLog:
+    """A logger for one connection (and optionally one plugin) that binds nothing until it
+    emits: ``LazyLog("tcpstack.tcp", "10.0.0.2:80-10.0.0.1:4000")``, or with a plugin's name
+    for its decisions.
+
+    Events carry ``conn`` (and ``plugin``) first, then the call's keywords, as a structlog
+    logger bound with ``.bind(conn=..., plugin=...)`` would emit them. Three references per
+    instance (no dictionary): a connection keeps several. Methods: ``debug``, ``info``,
+    ``warning``, ``error``, ``critical``, ``exception`` and :meth:`enabled`."""
+
+    __slots__ = ("_conn", "_name", "_plugin")
+
+    def __init__(self, name: str, conn: str, plugin: str | None = None) -> None:
+        self._name = name
+        self._conn = conn
+        self._plugin = plugin
+
+    @staticmethod
+    def enabled(level: str) -> bool:
+        """Whether an event at *level* would be emitted now (ask before building a costly one)."""
+        return level_enabled(level)
+
+    def _emit(self, method: str, event: str, kw: dict[str, Any]) -> Any:
+        logger = _logger(self._name)
+        if self._plugin is None:
+            return getattr(logger, method)(event, **{"conn": self._conn, **kw})
+        return getattr(logger, method)(event, **{"conn": self._conn, "plugin": self._plugin, **kw})
+
+    def debug(self, event: str, /, **kw: Any) -> Any:
+        levels = _levels if _wrapper_class() is _levels.wrapper else _current()
+        if levels.debug:
+            return self._emit("debug", event, kw)
+        return None
+
+    def info(self, event: str, /, **kw: Any) -> Any:
+        levels = _levels if _wrapper_class() is _levels.wrapper else _current()
+        if levels.info:
+            return self._emit("info", event, kw)
+        return None
+
+    def warning(self, event: str, /, **kw: Any) -> Any:
+        levels = _levels if _wrapper_class() is _levels.wrapper else _current()
+        if levels.warning:
+            return self._emit("warning", event, kw)
+        return None
+
+    def error(self, event: str, /, **kw: Any) -> Any:
+        levels = _levels if _wrapper_class() is _levels.wrapper else _current()
+        if levels.error:
+            return self._emit("error", event, kw)
+        return None
+
+    def exception(self, event: str, /, **kw: Any) -> Any:
+        levels = _levels if _wrapper_class() is _levels.wrapper else _current()
+        if levels.error:
+            return self._emit("exception", event, kw)
+        return None
+
+    def critical(self, event: str, /, **kw: Any) -> Any:
+        levels = _levels if _wrapper_class() is _levels.wrapper else _current()
+        if levels.critical:
+            return self._emit("critical", event, kw)
+        return None
+
+    def __repr__(self) -> str:
+        plugin = "" if self._plugin is None else f" plugin={self._plugin}"
+        return f"<LazyLog {self._name} conn={self._conn}{plugin}>"
+
+
+__all__ = ["LazyLog", "level_enabled"]
