@@ -106,7 +106,9 @@ def test_lost_super_segments_are_recovered(netns: Netns, tmp_path: Path) -> None
     try:
         _download_ok(netns, 5_000_000)
     finally:
-        events = _stop(proc, tmp_path)
+        # Wait for tcp.closed first: a final FIN the fault layer dropped is still being repaired when
+        # curl exits, and SIGTERM then would end the connection as "shutdown".
+        events = tcputil_stop(proc, tmp_path, closed=1)
     [closed] = [e for e in events if e.get("event") == "tcp.closed"]
     assert closed["retransmits"] > 0 and closed["reason"] == "normal"
     assert events[-1]["drops"].get("fault.injected", 0) > 0
