@@ -356,3 +356,21 @@ def test_driver_counts_refused_writes() -> None:
     stack = run(scenario())
     assert stack.stats.drops == {("link", "tx_failed"): 1}
     assert stack.stats.events["icmp.echo_replies"] == 1
+
+
+def test_memory_readinto_reads_one_frame_into_a_lent_buffer() -> None:
+    """readinto (the driver's preallocated read) returns each frame's length into the same buffer,
+    -1 when none waits, and an empty datagram as a frame of length 0."""
+    a, b = MemoryLink.pair()
+    try:
+        buf = bytearray(b.read_size)
+        assert b.readinto(buf) == -1
+        for frame in (b"first frame", b"", b"2nd"):
+            assert a.write(frame)
+        assert b.readinto(buf) == 11 and buf[:11] == b"first frame"
+        assert b.readinto(buf) == 0
+        assert b.readinto(buf) == 3 and buf[:3] == b"2nd"
+        assert b.readinto(buf) == -1
+    finally:
+        a.close()
+        b.close()
