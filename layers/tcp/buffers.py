@@ -194,7 +194,13 @@ class ReceiveBuffer:
             return self._insert_ooo(offset, end, data)
         if offset < before:  # RFC 9293 §3.10.7.4: use only the new part
             data = data[before - offset :]
-        self._append_ready(data)
+        # _append_ready, inlined: the per-segment path
+        n = end - before
+        tail = self._tail
+        if tail + n > len(self._data):
+            tail = self._make_room(n)
+        self._data[tail : tail + n] = data
+        self._tail = tail + n
         self.nxt = end
         if self._blocks:
             self._pull()
@@ -310,10 +316,14 @@ class ReceiveBuffer:
         avail = self._tail - head
         if not avail:
             return b""
-        n = avail if max_bytes < 0 or max_bytes > avail else max_bytes
-        with memoryview(self._data) as mv:
-            out = bytes(mv[head : head + n])
-        self._advance(n)
+        if max_bytes < 0 or max_bytes >= avail:
+            # Everything: the store is then reused from its start. (The temporary view is
+            # released as soon as the copy is made.)
+            out = bytes(memoryview(self._data)[head : self._tail])
+            self._head = self._tail = 0
+            return out
+        out = bytes(memoryview(self._data)[head : head + max_bytes])
+        self._head = head + max_bytes
         return out
 
     def readinto(self, buf: bytearray | memoryview) -> int:
