@@ -206,6 +206,21 @@ class ReceiveBuffer:
             self._pull()
         return self.nxt - before
 
+    def append(self, data: BytesLike) -> int:
+        """Store in-order *data* that starts at RCV.NXT (``insert(self.nxt, data)``, the receive
+        fast path's case); returns how many bytes became readable, as :meth:`insert` does (its
+        length, plus out-of-order data it joined). A view into the frame is fine (copied once)."""
+        if self._blocks:
+            return self.insert(self.nxt, data)
+        n = len(data)
+        tail = self._tail
+        if tail + n > len(self._data):
+            tail = self._make_room(n)
+        self._data[tail : tail + n] = data
+        self._tail = tail + n
+        self.nxt += n
+        return n
+
     def _append_ready(self, chunk: BytesLike) -> None:
         """Copy *chunk* (a view into the frame is fine: it is not kept) behind the readable bytes."""
         n = len(chunk)

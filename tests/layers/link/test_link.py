@@ -374,3 +374,59 @@ def test_memory_readinto_reads_one_frame_into_a_lent_buffer() -> None:
     finally:
         a.close()
         b.close()
+
+
+def test_driver_reads_into_one_reused_buffer_and_keeps_read_available_for_other_links() -> None:
+    """A link with readinto: every frame is read into the same preallocated buffer and handed
+    over as a view of it. A link without (only the Link protocol's read_available) still works."""
+
+    class OnlyReadAvailable:
+        def __init__(self, link: MemoryLink) -> None:
+            self.inner = link
+            self.mtu = link.mtu
+
+        def fileno(self) -> int:
+            return self.inner.fileno()
+
+        def read_available(self, limit: int = 64) -> list[bytes]:
+            return self.inner.read_available(limit)
+
+        def write(self, frame: bytes) -> bool:
+            return self.inner.write(frame)
+
+        def close(self) -> None:
+            self.inner.close()
+
+    seen: list[int] = []
+
+    class Spy(BaseHandler):
+        name = "spy"
+
+        def receive(self, pkt: Packet, ctx: Context) -> Packet | None:
+            assert isinstance(pkt.payload, memoryview)
+            seen.append(id(pkt.payload.obj))
+            return pkt
+
+    async def scenario(wrap: bool) -> bytes:
+        ours, peer = MemoryLink.pair()
+        settings = Ipv4Settings(address=f"{OWN}/24", ident_seed=0)
+        stack = Stack(Pipeline([RawIpLink("memory", 1500, MemorySettings()), Spy(), Ipv4Layer("ipv4", settings)]))
+        link = OnlyReadAvailable(ours) if wrap else ours
+        driver = AsyncioDriver(stack, link)
+        assert (driver._readinto is None) == wrap
+        driver.start()
+        try:
+            assert peer.write(echo_request(seq=1))
+            await asyncio.wait_for(next_frame(peer), TIMEOUT)
+            assert peer.write(echo_request(seq=2))
+            return await asyncio.wait_for(next_frame(peer), TIMEOUT)
+        finally:
+            driver.stop()
+            ours.close()
+            peer.close()
+
+    assert IP(run(scenario(False)))[ICMP].seq == 2
+    assert len(seen) == 2 and seen[0] == seen[1]  # one buffer under every frame
+    seen.clear()
+    assert IP(run(scenario(True)))[ICMP].seq == 2
+    assert len(seen) == 2

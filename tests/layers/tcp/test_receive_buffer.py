@@ -45,7 +45,7 @@ def _insert(buf: ReceiveBuffer, offset: int, n: int) -> None:
     scratch[:] = b"\xee" * len(scratch)
 
 
-_write = st.tuples(st.just("write"), st.integers(-300, 600), st.integers(0, 1500))
+_write = st.tuples(st.sampled_from(["write", "append"]), st.integers(-300, 600), st.integers(0, 1500))
 _read = st.tuples(st.sampled_from(["read", "readinto", "peek"]), st.integers(-1, 3000), st.just(0))
 
 
@@ -55,7 +55,14 @@ def test_any_writes_and_reads_equal_a_bytes_model(ops: list[tuple[str, int, int]
     buf = ReceiveBuffer(1 << 20)
     model = _Model()
     for op, a, b in ops:
-        if op == "write":
+        if op == "append":  # in order at RCV.NXT (the fast path's call), with or without gaps held
+            n = min(b, len(STREAM) - model.nxt)
+            scratch = bytearray(STREAM[model.nxt : model.nxt + n])
+            before = model.nxt
+            model.insert(model.nxt, n)
+            assert buf.append(memoryview(scratch)) == model.nxt - before
+            scratch[:] = b"\xee" * n
+        elif op == "write":
             offset = max(0, model.nxt + a)  # behind, at or ahead of RCV.NXT
             n = min(b, len(STREAM) - offset)
             if n <= 0:
