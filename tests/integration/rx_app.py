@@ -1,9 +1,10 @@
 """A receiving application for tests/integration/test_rx_copies_wire.py, run in the namespace:
-``python rx_app.py CONTROL [--offload]``. On tun0 at 10.0.0.2 it serves two ports that read
-everything a client sends and answer ``"<bytes> <sha256 hex>\\n"`` once the client's FIN arrives:
-9001 with the streams API (a StreamReader), 9002 with an ``asyncio.BufferedProtocol`` (the receive
-buffer copies straight into the application's own 5000-byte buffer). Prints ``ready`` once both
-listen; Ctrl-C (SIGINT) closes everything."""
+``python rx_app.py CONTROL [--offload] [--buffer BYTES] [--no-hash]``. On tun0 at 10.0.0.2 it
+serves two ports that read everything a client sends and answer ``"<bytes> <sha256 hex>\\n"``
+once the client's FIN arrives: 9001 with the streams API (a StreamReader, reads of 64 KiB), 9002
+with an ``asyncio.BufferedProtocol`` (the receive buffer copies straight into the application's
+own buffer, 5000 bytes unless ``--buffer``). ``--no-hash`` only counts (for measuring the stack's
+CPU per MB without SHA-256's). Prints ``ready`` once both listen; Ctrl-C (SIGINT) closes everything."""
 
 from __future__ import annotations
 
@@ -14,12 +15,16 @@ import sys
 
 import tcpstack
 
+BUFFER = int(sys.argv[sys.argv.index("--buffer") + 1]) if "--buffer" in sys.argv else 5000
+HASH = "--no-hash" not in sys.argv
+
 
 async def stream_app(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     sha = hashlib.sha256()
     n = 0
     while chunk := await reader.read(65536):
-        sha.update(chunk)
+        if HASH:
+            sha.update(chunk)
         n += len(chunk)
     writer.write(f"{n} {sha.hexdigest()}\n".encode())
     await writer.drain()
@@ -28,7 +33,7 @@ async def stream_app(reader: asyncio.StreamReader, writer: asyncio.StreamWriter)
 
 class BufferedApp(asyncio.BufferedProtocol):
     def __init__(self) -> None:
-        self.buf = bytearray(5000)
+        self.buf = bytearray(BUFFER)
         self.sha = hashlib.sha256()
         self.n = 0
         self.transport: asyncio.Transport | None = None
@@ -41,7 +46,8 @@ class BufferedApp(asyncio.BufferedProtocol):
         return self.buf
 
     def buffer_updated(self, nbytes: int) -> None:
-        self.sha.update(memoryview(self.buf)[:nbytes])
+        if HASH:
+            self.sha.update(memoryview(self.buf)[:nbytes])
         self.n += nbytes
 
     def eof_received(self) -> bool:
