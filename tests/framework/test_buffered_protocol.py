@@ -200,3 +200,37 @@ def test_a_streams_application_receives_bulk_data_intact() -> None:
             return await asyncio.wait_for(done, 50)
 
     assert run(main) == hashlib.sha256(DATA).digest()
+
+
+def test_a_stream_reader_is_fed_views_and_other_protocols_get_bytes() -> None:
+    """asyncio's own StreamReaderProtocol gets read-only views of the receive buffer (its
+    StreamReader copies them at once: no bytes object in between); a subclass, which might keep
+    what it is given, and any other protocol get bytes."""
+
+    types: dict[str, set[type]] = {"exact": set(), "subclass": set()}
+    readers: list[asyncio.StreamReader] = []  # the protocol holds its reader weakly
+
+    def reader_for(kind: str) -> asyncio.StreamReader:
+        class Spy(asyncio.StreamReader):
+            def feed_data(self, data: bytes) -> None:
+                types[kind].add(type(data))
+                super().feed_data(data)
+
+        readers.append(Spy())
+        return readers[-1]
+
+    class Sub(asyncio.StreamReaderProtocol):
+        pass
+
+    async def main() -> None:
+        async with two_stacks() as (srv, cli):
+            await srv.create_server(lambda: asyncio.StreamReaderProtocol(reader_for("exact")), port=6005)
+            await srv.create_server(lambda: Sub(reader_for("subclass")), port=6006)
+            for port in (6005, 6006):
+                transport, _ = await cli.create_connection(Watch, SERVER, port)
+                transport.write(DATA[:300_000])
+            while not types["exact"] or not types["subclass"]:
+                await asyncio.sleep(0.01)
+
+    run(main)
+    assert types == {"exact": {memoryview}, "subclass": {bytes}}
