@@ -77,16 +77,26 @@ memory budget); ``ReceiveBuffer.refusal`` names which budget."""
 _RX_MIN_STORE = 2048  # the smallest in-order store allocated once data arrives
 
 
+_SPARES = 4  # drained in-order stores a stack keeps for the next connection that needs one...
+_SPARE_MAX = 1 << 20  # ...each at most this large (larger ones are freed)
+_NO_STORE = bytearray()  # the store of a buffer with nothing readable; never written to
+
+
 class OooPool:
     """The stack-wide budget for out-of-order data: what the pieces every connection holds out
-    of order cost together (payload plus :data:`PIECE_OVERHEAD` each)."""
+    of order cost together (payload plus :data:`PIECE_OVERHEAD` each).
 
-    __slots__ = ("limit", "peak", "used")
+    It also keeps the stack's spare in-order stores: a receive buffer that is read empty gives
+    its store back here and takes one when data arrives, so an idle connection holds no store
+    and steady traffic allocates none (at most :data:`_SPARES` of at most 1 MiB each)."""
+
+    __slots__ = ("limit", "peak", "spares", "used")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.used = 0
         self.peak = 0
+        self.spares: list[bytearray] = []
 
 
 class ReceiveBuffer:
@@ -127,7 +137,7 @@ class ReceiveBuffer:
         self.capacity = capacity
         # In-order bytes not yet read: _data[_head:_tail]. The store is allocated on demand and
         # reused: appending copies into it (no object per segment), reading moves _head.
-        self._data = bytearray()
+        self._data = _NO_STORE
         self._head = 0
         self._tail = 0
         self.moved = 0  # live bytes moved to make room (compaction, growth): linear in bytes received
@@ -213,6 +223,8 @@ class ReceiveBuffer:
         if self._blocks:
             return self.insert(self.nxt, data)
         n = len(data)
+        if not n:
+            return 0
         tail = self._tail
         if tail + n > len(self._data):
             tail = self._make_room(n)
@@ -245,7 +257,11 @@ class ReceiveBuffer:
                 with memoryview(data) as mv:
                     mv[:live] = mv[head:tail]  # memmove within the store
         else:
-            store = bytearray(max(2 * (live + n), _RX_MIN_STORE))
+            size = max(2 * (live + n), _RX_MIN_STORE)
+            pool = self.pool
+            store = pool.spares.pop() if pool is not None and pool.spares else None
+            if store is None or len(store) < size:
+                store = bytearray(size)
             if live:
                 store[:live] = memoryview(data)[head:tail]
             self._data = store
@@ -332,10 +348,9 @@ class ReceiveBuffer:
         if not avail:
             return b""
         if max_bytes < 0 or max_bytes >= avail:
-            # Everything: the store is then reused from its start. (The temporary view is
-            # released as soon as the copy is made.)
+            # Everything. (The temporary view is released as soon as the copy is made.)
             out = bytes(memoryview(self._data)[head : self._tail])
-            self._head = self._tail = 0
+            self._drained()
             return out
         out = bytes(memoryview(self._data)[head : head + max_bytes])
         self._head = head + max_bytes
@@ -369,9 +384,20 @@ class ReceiveBuffer:
     def _advance(self, n: int) -> None:
         head = self._head + n
         if head >= self._tail:
-            self._head = self._tail = 0  # drained: the store is reused from its start
+            self._drained()
         else:
             self._head = head
+
+    def _drained(self) -> None:
+        """Nothing left to read: the store goes back to the stack's spares (without a pool, it
+        stays, reused from its start)."""
+        self._head = self._tail = 0
+        pool = self.pool
+        if pool is not None and self._data is not _NO_STORE:
+            store = self._data
+            self._data = _NO_STORE
+            if len(pool.spares) < _SPARES and len(store) <= _SPARE_MAX:
+                pool.spares.append(store)
 
     def release_ooo(self) -> None:
         """Give up the out-of-order data (the connection is gone: nobody will read it)."""
@@ -383,7 +409,7 @@ class ReceiveBuffer:
         self.ooo_pieces = 0
 
     def clear(self) -> None:
-        self._data = bytearray()
+        self._data = _NO_STORE
         self._head = self._tail = 0
         self.release_ooo()
 

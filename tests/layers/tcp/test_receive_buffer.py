@@ -10,7 +10,7 @@ import array
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from layers.tcp.buffers import ReceiveBuffer
+from layers.tcp.buffers import OooPool, ReceiveBuffer
 
 STREAM = bytes((i * 7 + (i >> 8)) % 251 for i in range(1 << 16))
 """The bytes of the stream by position, so a misplaced byte shows."""
@@ -50,9 +50,14 @@ _read = st.tuples(st.sampled_from(["read", "readinto", "peek"]), st.integers(-1,
 
 
 @settings(max_examples=300)
-@given(st.lists(st.one_of(_write, _read), max_size=60))
-def test_any_writes_and_reads_equal_a_bytes_model(ops: list[tuple[str, int, int]]) -> None:
-    buf = ReceiveBuffer(1 << 20)
+@given(st.lists(st.one_of(_write, _read), max_size=60), st.booleans())
+def test_any_writes_and_reads_equal_a_bytes_model(ops: list[tuple[str, int, int]], pooled: bool) -> None:
+    """With a stack's pool, two buffers share its spare stores: the other one's traffic,
+    interleaved, must never show in this one's bytes."""
+    pool = OooPool(1 << 30) if pooled else None
+    buf = ReceiveBuffer(1 << 20, pool=pool)
+    other = ReceiveBuffer(1 << 20, pool=pool)
+    other_at = 0
     model = _Model()
     for op, a, b in ops:
         if op == "append":  # in order at RCV.NXT (the fast path's call), with or without gaps held
@@ -87,6 +92,10 @@ def test_any_writes_and_reads_equal_a_bytes_model(ops: list[tuple[str, int, int]
             model.take(n)
         assert buf.nxt == model.nxt
         assert len(buf) == model.nxt - model.read_pos
+        other.append(b"\xdd" * 700)  # another connection takes and gives back spare stores
+        other_at += 700
+        if other_at % 2100 == 0:
+            assert other.read() == b"\xdd" * 2100
     assert buf.read() == model.take(-1)
 
 
@@ -129,6 +138,31 @@ def test_many_tiny_segments_read_in_large_and_small_pieces() -> None:
     assert buf.readinto(dst) == 1000 and dst == STREAM[5:1005]
     assert buf.read() == STREAM[1005:20_000]
     assert len(buf) == 0 and buf.window == 1 << 20
+
+
+def test_with_a_stack_pool_an_idle_buffer_holds_no_store_and_the_next_one_reuses_it() -> None:
+    pool = OooPool(1 << 20)
+    a, b = ReceiveBuffer(1 << 20, pool=pool), ReceiveBuffer(1 << 20, pool=pool)
+    _insert(a, 0, 1448)
+    store = a._data
+    assert a.read(100) == STREAM[:100]
+    assert a._data is store and pool.spares == []  # still data to read: the store stays
+    dst = bytearray(5000)
+    assert a.readinto(dst) == 1348
+    assert len(a._data) == 0 and pool.spares == [store]  # read empty: back to the stack
+    _insert(b, 0, 1448)
+    assert b._data is store and pool.spares == []  # another connection takes it: no allocation
+    with b.peek() as view:
+        assert bytes(view) == STREAM[:1448]
+    b.consume(1448)
+    assert pool.spares == [store]
+    many = [ReceiveBuffer(1 << 20, pool=pool) for _ in range(8)]
+    for buf in many:  # eight connections with data at once: eight stores
+        buf.append(bytes(10))
+    assert len({id(buf._data) for buf in many}) == 8 and pool.spares == []
+    for buf in many:
+        assert buf.read() == bytes(10)
+    assert len(pool.spares) == 4  # the spares are bounded; the rest were freed
 
 
 def test_a_drained_store_is_reused_and_clear_frees_it() -> None:
