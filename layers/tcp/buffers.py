@@ -248,9 +248,17 @@ class ReceiveBuffer:
         bytes read pay for it), else into a new store twice what is needed (the bytes appended
         pay for it). The store stays under twice the live bytes plus the append, and the live
         bytes are bounded by the window."""
+        head = self._head
+        live = self._tail - head
+        pool = self.pool
+        if pool is not None and not live:  # the usual case: read empty, and a spare store waits
+            spares = pool.spares
+            if spares and len(spares[-1]) >= n:
+                self._data = spares.pop()
+                self._head = 0
+                return 0
         data = self._data
-        head, tail = self._head, self._tail
-        live = tail - head
+        tail = self._tail
         self.moved += live
         if live + n <= len(data) and head >= live:
             if live:
@@ -349,8 +357,15 @@ class ReceiveBuffer:
             return b""
         if max_bytes < 0 or max_bytes >= avail:
             # Everything. (The temporary view is released as soon as the copy is made.)
-            out = bytes(memoryview(self._data)[head : self._tail])
-            self._drained()
+            store = self._data
+            out = bytes(memoryview(store)[head : self._tail])
+            self._head = self._tail = 0
+            pool = self.pool
+            if pool is not None:  # _drained, inlined: the per-read path
+                self._data = _NO_STORE
+                spares = pool.spares
+                if len(spares) < _SPARES and len(store) <= _SPARE_MAX:
+                    spares.append(store)
             return out
         out = bytes(memoryview(self._data)[head : head + max_bytes])
         self._head = head + max_bytes
