@@ -79,6 +79,7 @@ _RX_MIN_STORE = 2048  # the smallest in-order store allocated once data arrives
 
 _SPARES = 4  # drained in-order stores a stack keeps for the next connection that needs one...
 _SPARE_MAX = 1 << 20  # ...each at most this large (larger ones are freed)
+_RX_KEEP = 4096  # a drained store this small stays with its buffer (no pool traffic per read)
 _NO_STORE = bytearray()  # the store of a buffer with nothing readable; never written to
 
 
@@ -87,8 +88,9 @@ class OooPool:
     of order cost together (payload plus :data:`PIECE_OVERHEAD` each).
 
     It also keeps the stack's spare in-order stores: a receive buffer that is read empty gives
-    its store back here and takes one when data arrives, so an idle connection holds no store
-    and steady traffic allocates none (at most :data:`_SPARES` of at most 1 MiB each)."""
+    its store back here (unless it is at most 4 KiB) and takes one when data arrives, so an idle
+    connection holds at most a small store and steady traffic allocates none (at most
+    :data:`_SPARES` of at most 1 MiB each)."""
 
     __slots__ = ("limit", "peak", "spares", "used")
 
@@ -361,7 +363,7 @@ class ReceiveBuffer:
             out = bytes(memoryview(store)[head : self._tail])
             self._head = self._tail = 0
             pool = self.pool
-            if pool is not None:  # _drained, inlined: the per-read path
+            if pool is not None and len(store) > _RX_KEEP:  # _drained, inlined: the per-read path
                 self._data = _NO_STORE
                 spares = pool.spares
                 if len(spares) < _SPARES and len(store) <= _SPARE_MAX:
@@ -408,7 +410,7 @@ class ReceiveBuffer:
         stays, reused from its start)."""
         self._head = self._tail = 0
         pool = self.pool
-        if pool is not None and self._data is not _NO_STORE:
+        if pool is not None and len(self._data) > _RX_KEEP:
             store = self._data
             self._data = _NO_STORE
             if len(pool.spares) < _SPARES and len(store) <= _SPARE_MAX:

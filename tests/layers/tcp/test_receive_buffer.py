@@ -140,29 +140,36 @@ def test_many_tiny_segments_read_in_large_and_small_pieces() -> None:
     assert len(buf) == 0 and buf.window == 1 << 20
 
 
-def test_with_a_stack_pool_an_idle_buffer_holds_no_store_and_the_next_one_reuses_it() -> None:
+def test_with_a_stack_pool_an_idle_buffer_holds_no_large_store_and_the_next_one_reuses_it() -> None:
     pool = OooPool(1 << 20)
     a, b = ReceiveBuffer(1 << 20, pool=pool), ReceiveBuffer(1 << 20, pool=pool)
-    _insert(a, 0, 1448)
+    _insert(a, 0, 5000)
     store = a._data
+    assert len(store) > 4096
     assert a.read(100) == STREAM[:100]
     assert a._data is store and pool.spares == []  # still data to read: the store stays
-    dst = bytearray(5000)
-    assert a.readinto(dst) == 1348
+    dst = bytearray(6000)
+    assert a.readinto(dst) == 4900
     assert len(a._data) == 0 and pool.spares == [store]  # read empty: back to the stack
-    _insert(b, 0, 1448)
+    _insert(b, 0, 5000)
     assert b._data is store and pool.spares == []  # another connection takes it: no allocation
     with b.peek() as view:
-        assert bytes(view) == STREAM[:1448]
-    b.consume(1448)
+        assert bytes(view) == STREAM[:5000]
+    b.consume(5000)
     assert pool.spares == [store]
     many = [ReceiveBuffer(1 << 20, pool=pool) for _ in range(8)]
     for buf in many:  # eight connections with data at once: eight stores
-        buf.append(bytes(10))
+        buf.append(bytes(3000))
     assert len({id(buf._data) for buf in many}) == 8 and pool.spares == []
     for buf in many:
-        assert buf.read() == bytes(10)
+        assert buf.read() == bytes(3000)
     assert len(pool.spares) == 4  # the spares are bounded; the rest were freed
+    pool.spares.clear()
+    small = ReceiveBuffer(1 << 20, pool=pool)
+    small.append(bytes(100))
+    kept = small._data
+    assert len(kept) <= 4096 and small.read() == bytes(100)
+    assert small._data is kept  # a small store stays: no pool traffic per read of small messages
 
 
 def test_a_drained_store_is_reused_and_clear_frees_it() -> None:
