@@ -51,6 +51,9 @@ class Stack:
     def receive_frame(self, frame: BytesLike, *, now: float) -> None:
         """Feed one frame read from the link. Never raises for any input bytes.
 
+        *frame* may be a view of a buffer the caller reuses once this returns (the driver's
+        read buffer): what the stack keeps of it, it copies.
+
         Afterwards drain :meth:`frames_to_send` and re-read :meth:`get_timer`.
         """
         self._frames_in += 1

@@ -23,6 +23,13 @@ written for asyncio's own sockets runs unchanged. It behaves as asyncio's socket
 - ``get_extra_info``: ``peername`` and ``sockname`` as ``(host, port)``, ``socket`` is ``None``
   (there is none), plus ``tcp_state``, ``tcp_info`` (what ``tcpstack ss`` shows), ``soft_error``
   and ``connection`` (the :class:`~layers.tcp.connection.TcpConnection`);
+- reading: an :class:`asyncio.BufferedProtocol` gets ``get_buffer(sizehint)`` (*sizehint* is
+  the number of bytes readable) and ``buffer_updated(nbytes)`` instead of ``data_received``: the
+  receive buffer copies straight into the protocol's buffer, again while bytes remain, reading
+  stays on and the buffers lent are not empty (an empty one is asyncio's ``RuntimeError``). An
+  :class:`asyncio.StreamReaderProtocol` (the streams API) gets a read-only view of the receive
+  buffer, which its ``StreamReader`` copies into its own buffer at once; any other protocol gets
+  ``bytes``. docs/architecture.md, "Receive copies", counts the copies;
 - ``loop.sendfile(transport, file)`` works (asyncio's fallback: read and ``write()``);
 - an exception raised by a protocol callback is reported to the loop's exception handler and
   aborts that connection (asyncio's "Fatal error: protocol.data_received() call failed.").
@@ -34,10 +41,11 @@ import asyncio
 import socket
 from asyncio.constants import _SendfileMode
 from asyncio.transports import _FlowControlMixin
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import structlog
 
+from layers.tcp import receiver
 from layers.tcp.connection import TcpConnection
 from layers.tcp.events import (
     Connected,
@@ -70,6 +78,19 @@ def failure_exception(reason: str, detail: str) -> OSError:
     return ConnectionResetError(104, detail or "Connection reset by peer")
 
 
+# How a protocol takes received bytes: BufferedProtocol's get_buffer/buffer_updated, a view for
+# asyncio's own StreamReaderProtocol (which copies it at once), bytes for any other protocol.
+_BYTES, _VIEW, _BUFFERED = "bytes", "view", "buffered"
+
+
+def _read_mode(protocol: asyncio.BaseProtocol) -> str:
+    if isinstance(protocol, asyncio.BufferedProtocol):
+        return _BUFFERED
+    if type(protocol) is asyncio.StreamReaderProtocol:  # exactly: a subclass may keep what it gets
+        return _VIEW
+    return _BYTES
+
+
 def _addr(raw: tuple[bytes, int]) -> tuple[str, int]:
     return (socket.inet_ntoa(raw[0]), raw[1])
 
@@ -92,6 +113,7 @@ class TcpTransport(_FlowControlMixin):
         self._api = api
         self._conn = conn
         self._protocol: asyncio.BaseProtocol | None = None
+        self._read_mode = _BYTES  # how the protocol takes received bytes (set_protocol)
         self._pending = bytearray()  # written but not yet in the connection's send buffer
         self._reading = True
         self._closing = False
@@ -138,6 +160,7 @@ class TcpTransport(_FlowControlMixin):
 
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
         self._protocol = protocol
+        self._read_mode = _read_mode(protocol)
 
     def get_protocol(self) -> asyncio.BaseProtocol:
         if self._protocol is None:
@@ -221,7 +244,7 @@ class TcpTransport(_FlowControlMixin):
 
     def attach(self, protocol: asyncio.BaseProtocol) -> None:
         """Give the transport its protocol: ``connection_made``, then whatever already arrived."""
-        self._protocol = protocol
+        self.set_protocol(protocol)
         try:
             protocol.connection_made(self)
         except Exception as exc:
@@ -255,17 +278,57 @@ class TcpTransport(_FlowControlMixin):
             self._lose(self._exc)
 
     def _deliver_data(self) -> None:
-        if self._protocol is None or self._lost or not self._reading or self._closing:
+        protocol = self._protocol
+        if protocol is None or self._lost or not self._reading or self._closing:
             return
         conn = self._conn
-        data = conn.read()
-        if not data:
+        if not conn.readable:
             return
+        mode = self._read_mode
+        if mode is _BUFFERED:
+            self._deliver_buffered(cast(asyncio.BufferedProtocol, protocol))
+        elif mode is _VIEW:
+            # StreamReaderProtocol.data_received -> StreamReader.feed_data copies the view into
+            # the reader's buffer at once and keeps nothing: one copy, no bytes in between.
+            with conn.rcvbuf.peek() as view:
+                n = len(view)
+                try:
+                    protocol.data_received(view)  # type: ignore[attr-defined]
+                except Exception as exc:
+                    self._fatal_error(exc, "protocol.data_received() call failed.")
+                    return
+            receiver.consume(conn, n)
+        else:
+            data = conn.read()
+            try:
+                protocol.data_received(data)  # type: ignore[attr-defined]
+            except Exception as exc:
+                self._fatal_error(exc, "protocol.data_received() call failed.")
+                return
         self._api.kick(conn)  # reading may open the window: let the layer send an update
-        try:
-            self._protocol.data_received(data)  # type: ignore[attr-defined]
-        except Exception as exc:
-            self._fatal_error(exc, "protocol.data_received() call failed.")
+
+    def _deliver_buffered(self, protocol: asyncio.BufferedProtocol) -> None:
+        """asyncio's BufferedProtocol calls (get_buffer, buffer_updated) while bytes remain:
+        the receive buffer copies straight into the protocol's buffer."""
+        conn = self._conn
+        while self._reading and not self._closing and not self._lost:
+            readable = conn.readable
+            if not readable:
+                return
+            try:
+                # Released before buffer_updated: the protocol may resize its buffer there.
+                with memoryview(protocol.get_buffer(readable)) as buf:
+                    if not buf.nbytes:
+                        raise RuntimeError("get_buffer() returned an empty buffer")
+                    n = conn.readinto(buf)
+            except Exception as exc:
+                self._fatal_error(exc, "protocol.get_buffer() call failed.")
+                return
+            try:
+                protocol.buffer_updated(n)
+            except Exception as exc:
+                self._fatal_error(exc, "protocol.buffer_updated() call failed.")
+                return
 
     def _maybe_deliver_eof(self) -> None:
         if not self._eof_pending or self._eof_delivered or self._protocol is None or self._lost:

@@ -2,7 +2,9 @@
 
 Costs do not grow with the amount of buffered data: the send buffer is one ``bytearray`` with a
 moving head that is compacted only when the dead prefix is large; the receive side keeps
-in-order bytes in a deque of chunks and out-of-order pieces in a heap, with the blocks they form
+in-order bytes in one preallocated ``bytearray`` between a head and a tail cursor (each payload
+byte is copied into it once; docs/architecture.md, "Receive copies") and out-of-order pieces in a
+heap, with the blocks they form
 in an interval set (O(log n) per segment however many pieces a peer makes us hold), keyed by
 64-bit stream offsets so sequence wrap never matters. Out-of-order data is bounded by a
 per-connection and a stack-wide memory budget (docs/tcp.md, "Out-of-order data").
@@ -11,7 +13,6 @@ per-connection and a stack-wide memory budget (docs/tcp.md, "Out-of-order data")
 from __future__ import annotations
 
 import heapq
-from collections import deque
 
 from framework.checksum import BytesLike
 from layers.tcp.intervals import IntervalSet
@@ -101,20 +102,31 @@ REFUSED = -1
 """What :meth:`ReceiveBuffer.insert` returns for out-of-order data it did not take (over a
 memory budget); ``ReceiveBuffer.refusal`` names which budget."""
 
-_SMALL = 256  # in-order chunks shorter than this join the previous chunk...
-_COALESCE = 4096  # ...while it is shorter than this (a bounded copy, never the whole buffer)
+_RX_MIN_STORE = 2048  # the smallest in-order store allocated once data arrives
+
+
+_SPARES = 4  # drained in-order stores a stack keeps for the next connection that needs one...
+_SPARE_MAX = 1 << 20  # ...each at most this large (larger ones are freed)
+_RX_KEEP = 4096  # a drained store this small stays with its buffer (no pool traffic per read)
+_NO_STORE = bytearray()  # the store of a buffer with nothing readable; never written to
 
 
 class OooPool:
     """The stack-wide budget for out-of-order data: what the pieces every connection holds out
-    of order cost together (payload plus :data:`PIECE_OVERHEAD` each)."""
+    of order cost together (payload plus :data:`PIECE_OVERHEAD` each).
 
-    __slots__ = ("limit", "peak", "used")
+    It also keeps the stack's spare in-order stores: a receive buffer that is read empty gives
+    its store back here (unless it is at most 4 KiB) and takes one when data arrives, so an idle
+    connection holds at most a small store and steady traffic allocates none (at most
+    :data:`_SPARES` of at most 1 MiB each)."""
+
+    __slots__ = ("limit", "peak", "spares", "used")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.used = 0
         self.peak = 0
+        self.spares: list[bytearray] = []
 
 
 class ReceiveBuffer:
@@ -137,11 +149,12 @@ class ReceiveBuffer:
     __slots__ = (
         "_blocks",
         "_chunks",
+        "_data",
         "_head",
-        "_ready",
-        "_ready_len",
+        "_tail",
         "budget",
         "capacity",
+        "moved",
         "nxt",
         "ooo_cost",
         "ooo_pieces",
@@ -152,9 +165,12 @@ class ReceiveBuffer:
 
     def __init__(self, capacity: int, budget: int | None = None, pool: OooPool | None = None) -> None:
         self.capacity = capacity
-        self._ready: deque[bytes] = deque()
-        self._ready_len = 0
-        self._head = 0  # bytes of _ready[0] already read
+        # In-order bytes not yet read: _data[_head:_tail]. The store is allocated on demand and
+        # reused: appending copies into it (no object per segment), reading moves _head.
+        self._data = _NO_STORE
+        self._head = 0
+        self._tail = 0
+        self.moved = 0  # live bytes moved to make room (compaction, growth): linear in bytes received
         self.nxt = 0
         self._blocks = IntervalSet()
         self._chunks: list[tuple[int, bytes]] = []  # heap of (start offset, data), disjoint
@@ -167,12 +183,12 @@ class ReceiveBuffer:
 
     def __len__(self) -> int:
         """Bytes ready for the user to read."""
-        return self._ready_len
+        return self._tail - self._head
 
     @property
     def window(self) -> int:
         """Free space for new in-order data: the receive window before scaling."""
-        return max(0, self.capacity - self._ready_len)
+        return max(0, self.capacity - (self._tail - self._head))
 
     @property
     def has_gaps(self) -> bool:
@@ -218,20 +234,78 @@ class ReceiveBuffer:
             return self._insert_ooo(offset, end, data)
         if offset < before:  # RFC 9293 §3.10.7.4: use only the new part
             data = data[before - offset :]
-        self._append_ready(bytes(data))
+        # _append_ready, inlined: the per-segment path
+        n = end - before
+        tail = self._tail
+        if tail + n > len(self._data):
+            tail = self._make_room(n)
+        self._data[tail : tail + n] = data
+        self._tail = tail + n
         self.nxt = end
         if self._blocks:
             self._pull()
         return self.nxt - before
 
-    def _append_ready(self, chunk: bytes) -> None:
-        ready = self._ready
-        if len(chunk) < _SMALL and ready and len(ready[-1]) < _COALESCE:
-            # Tiny in-order segments would otherwise cost ~40 bytes of bookkeeping each.
-            ready[-1] = ready[-1] + chunk
+    def append(self, data: BytesLike) -> int:
+        """Store in-order *data* that starts at RCV.NXT (``insert(self.nxt, data)``, the receive
+        fast path's case); returns how many bytes became readable, as :meth:`insert` does (its
+        length, plus out-of-order data it joined). A view into the frame is fine (copied once)."""
+        if self._blocks:
+            return self.insert(self.nxt, data)
+        n = len(data)
+        if not n:
+            return 0
+        tail = self._tail
+        if tail + n > len(self._data):
+            tail = self._make_room(n)
+        self._data[tail : tail + n] = data
+        self._tail = tail + n
+        self.nxt += n
+        return n
+
+    def _append_ready(self, chunk: BytesLike) -> None:
+        """Copy *chunk* (a view into the frame is fine: it is not kept) behind the readable bytes."""
+        n = len(chunk)
+        tail = self._tail
+        if tail + n > len(self._data):
+            tail = self._make_room(n)
+        self._data[tail : tail + n] = chunk
+        self._tail = tail + n
+
+    def _make_room(self, n: int) -> int:
+        """Room for *n* more bytes at the tail; returns the new tail. Amortized O(1) a byte:
+        the live bytes move to the front only when the dead prefix is at least as large (the
+        bytes read pay for it), else into a new store twice what is needed (the bytes appended
+        pay for it). The store stays under twice the live bytes plus the append, and the live
+        bytes are bounded by the window."""
+        head = self._head
+        live = self._tail - head
+        pool = self.pool
+        if pool is not None and not live:  # the usual case: read empty, and a spare store waits
+            spares = pool.spares
+            if spares and len(spares[-1]) >= n:
+                self._data = spares.pop()
+                self._head = 0
+                return 0
+        data = self._data
+        tail = self._tail
+        self.moved += live
+        if live + n <= len(data) and head >= live:
+            if live:
+                with memoryview(data) as mv:
+                    mv[:live] = mv[head:tail]  # memmove within the store
         else:
-            ready.append(chunk)
-        self._ready_len += len(chunk)
+            size = max(2 * (live + n), _RX_MIN_STORE)
+            pool = self.pool
+            store = pool.spares.pop() if pool is not None and pool.spares else None
+            if store is None or len(store) < size:
+                store = bytearray(size)
+            if live:
+                store[:live] = memoryview(data)[head:tail]
+            self._data = store
+        self._head = 0
+        self._tail = live
+        return live
 
     def _pull(self) -> None:
         """Move the blocks that now touch or overlap RCV.NXT into the readable bytes."""
@@ -241,24 +315,14 @@ class ReceiveBuffer:
         while blocks and blocks.first()[0] <= self.nxt:
             _, end = blocks.pop_first()
             nxt = self.nxt
-            parts: list[bytes] = []
-            size = 0
             while heap and heap[0][0] < end:
                 cs, cd = heapq.heappop(heap)
                 released += len(cd)
                 pieces += 1
                 ce = cs + len(cd)
                 if ce > nxt:  # pieces of one block are contiguous: cs <= nxt here
-                    part = cd[nxt - cs :] if cs < nxt else cd
-                    parts.append(part)
-                    size += len(part)
+                    self._append_ready(memoryview(cd)[nxt - cs :] if cs < nxt else cd)
                     nxt = ce
-            if parts:
-                if len(parts) == 1 or size >= 1024 * len(parts):
-                    for part in parts:
-                        self._append_ready(part)
-                else:  # many small pieces: one join, once
-                    self._append_ready(b"".join(parts))
             self.nxt = max(nxt, end)
         cost = released + pieces * PIECE_OVERHEAD
         self.ooo_cost -= cost
@@ -315,42 +379,70 @@ class ReceiveBuffer:
         return REFUSED
 
     def read(self, max_bytes: int = -1) -> bytes:
-        """Take up to *max_bytes* (all if negative) readable bytes (work: the chunks taken, and
-        the bytes copied; a partly read chunk is never copied again)."""
-        if not self._ready_len:
-            return b""
-        ready = self._ready
+        """Take up to *max_bytes* (all if negative) readable bytes: one copy of just those bytes,
+        whatever the segments they came in."""
         head = self._head
-        if max_bytes < 0 or max_bytes >= self._ready_len:
-            first = ready.popleft()
-            if head:
-                first = first[head:]
-                self._head = 0
-            if ready:
-                out = b"".join([first, *ready])
-                ready.clear()
-            else:
-                out = first
-            self._ready_len = 0
+        avail = self._tail - head
+        if not avail:
+            return b""
+        if max_bytes < 0 or max_bytes >= avail:
+            # Everything. (The temporary view is released as soon as the copy is made.)
+            store = self._data
+            out = bytes(memoryview(store)[head : self._tail])
+            self._head = self._tail = 0
+            pool = self.pool
+            if pool is not None and len(store) > _RX_KEEP:  # _drained, inlined: the per-read path
+                self._data = _NO_STORE
+                spares = pool.spares
+                if len(spares) < _SPARES and len(store) <= _SPARE_MAX:
+                    spares.append(store)
             return out
-        parts = []
-        need = max_bytes
-        while need:
-            chunk = ready[0]
-            avail = len(chunk) - head
-            if avail <= need:
-                parts.append(chunk[head:] if head else ready.popleft())
-                if head:
-                    ready.popleft()
-                    head = 0
-                need -= avail
-            else:
-                parts.append(chunk[head : head + need])
-                head += need
-                need = 0
-        self._head = head
-        self._ready_len -= max_bytes
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+        out = bytes(memoryview(self._data)[head : head + max_bytes])
+        self._head = head + max_bytes
+        return out
+
+    def readinto(self, buf: bytearray | memoryview) -> int:
+        """Copy as many readable bytes as fit into *buf* (any writable bytes-like object, such as
+        the buffer an :class:`asyncio.BufferedProtocol` lends) and take them; returns how many."""
+        head = self._head
+        n = self._tail - head
+        with memoryview(buf) as dst:
+            room = dst.nbytes
+            if n > room:
+                n = room
+            if n:
+                with memoryview(self._data) as mv:
+                    dst.cast("B")[:n] = mv[head : head + n]
+        self._advance(n)
+        return n
+
+    def peek(self) -> memoryview:
+        """A read-only view of every readable byte, without taking them (:meth:`consume` does).
+        Valid only until the next call on this buffer: the caller copies what it keeps and
+        releases the view (``with buf.peek() as view: ...``); never store it."""
+        return memoryview(self._data)[self._head : self._tail].toreadonly()
+
+    def consume(self, n: int) -> None:
+        """Take the first *n* readable bytes (after :meth:`peek`)."""
+        self._advance(min(n, self._tail - self._head))
+
+    def _advance(self, n: int) -> None:
+        head = self._head + n
+        if head >= self._tail:
+            self._drained()
+        else:
+            self._head = head
+
+    def _drained(self) -> None:
+        """Nothing left to read: the store goes back to the stack's spares (without a pool, it
+        stays, reused from its start)."""
+        self._head = self._tail = 0
+        pool = self.pool
+        if pool is not None and len(self._data) > _RX_KEEP:
+            store = self._data
+            self._data = _NO_STORE
+            if len(pool.spares) < _SPARES and len(store) <= _SPARE_MAX:
+                pool.spares.append(store)
 
     def release_ooo(self) -> None:
         """Give up the out-of-order data (the connection is gone: nobody will read it)."""
@@ -362,9 +454,8 @@ class ReceiveBuffer:
         self.ooo_pieces = 0
 
     def clear(self) -> None:
-        self._ready.clear()
-        self._ready_len = 0
-        self._head = 0
+        self._data = _NO_STORE
+        self._head = self._tail = 0
         self.release_ooo()
 
 

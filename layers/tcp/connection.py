@@ -309,6 +309,10 @@ class TcpConnection(Tcb, ConnectionVerbs):
                 self._maybe_window_update()
         return data
 
+    def readinto(self, buf: bytearray | memoryview) -> int:
+        """Copy readable bytes into *buf*, as many as fit, and take them (like :meth:`read`)."""
+        return receiver.read_into(self, buf)
+
     @property
     def readable(self) -> int:
         return len(self.rcvbuf)

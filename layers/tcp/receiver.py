@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from layers.tcp.connection import TcpConnection
 
 S = TcpState
+_READ_STATES = frozenset({S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2})  # connection._RECV_STATES
 
 
 def receive_text(conn: TcpConnection, seg: TcpRepr, offset: int, wnd: int, now: float, syn_offset: int = 0) -> bool:
@@ -76,6 +77,32 @@ def receive_text(conn: TcpConnection, seg: TcpRepr, offset: int, wnd: int, now: 
     else:
         conn._ack_now = True  # a duplicate of data we hold: ACK (RFC 9293 §3.10.7.4)
     return True
+
+
+def read_into(conn: TcpConnection, buf: bytearray | memoryview) -> int:
+    """Copy readable bytes into *buf* (as many as fit) and take them: the one copy from the
+    receive buffer to an application's own buffer (``asyncio.BufferedProtocol``)."""
+    before = conn._window_to_advertise()
+    n = conn.rcvbuf.readinto(buf)
+    if n:
+        _after_read(conn, before)
+    return n
+
+
+def consume(conn: TcpConnection, n: int) -> None:
+    """Take *n* readable bytes the application copied from :meth:`ReceiveBuffer.peek`."""
+    if n > 0:
+        before = conn._window_to_advertise()
+        conn.rcvbuf.consume(n)
+        _after_read(conn, before)
+
+
+def _after_read(conn: TcpConnection, before: int) -> None:
+    # Reading may open the window: tell the peer when it matters (RFC 9293 §3.8.6.2.2).
+    if conn.state in _READ_STATES:
+        after = conn._window_to_advertise()
+        if after > before or before == 0:
+            conn._maybe_window_update()
 
 
 def check_peer_fin(conn: TcpConnection, now: float) -> None:

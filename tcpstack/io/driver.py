@@ -15,12 +15,12 @@ import importlib
 import os
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import structlog
 
 from framework.stack import Stack
-from tcpstack.io.link import Link
+from tcpstack.io.link import Link, ReadIntoLink
 
 logger = structlog.get_logger("tcpstack.driver")
 
@@ -93,6 +93,13 @@ class AsyncioDriver:
         self._timer_at: float | None = None
         self._transmit_scheduled = False
         self._running = False
+        # Links that read into a lent buffer get one, reused for every frame (a frame is handled
+        # completely before the next read; what the stack keeps of one, it copies).
+        self._readinto: ReadIntoLink | None = None
+        self._rx_view = memoryview(b"")
+        if callable(getattr(link, "readinto", None)) and isinstance(getattr(link, "read_size", None), int):
+            self._readinto = cast(ReadIntoLink, link)
+            self._rx_view = memoryview(bytearray(self._readinto.read_size))
 
     def start(self) -> None:
         """Start reading the link. Frames queued before this are sent at once."""
@@ -130,8 +137,18 @@ class AsyncioDriver:
     def _on_readable(self) -> None:
         stack = self.stack
         now = self.loop.time()
-        for frame in self.link.read_available(READ_BATCH):
-            stack.receive_frame(frame, now=now)
+        link = self._readinto
+        if link is not None:
+            view = self._rx_view
+            readinto = link.readinto
+            for _ in range(READ_BATCH):
+                n = readinto(view)
+                if n < 0:
+                    break
+                stack.receive_frame(view[:n], now=now)  # a view: valid until the next read
+        else:
+            for frame in self.link.read_available(READ_BATCH):
+                stack.receive_frame(frame, now=now)
         self.transmit()
 
     def transmit(self) -> None:

@@ -32,3 +32,17 @@ class Link(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class ReadIntoLink(Link, Protocol):
+    """A link that reads each frame into a buffer the caller lends (``readv``/``recv_into``), so
+    the driver reads every frame into one preallocated buffer instead of a new ``bytes`` a read.
+    The driver uses :meth:`readinto` when a link has it and :meth:`Link.read_available` otherwise."""
+
+    read_size: int
+    """The largest frame one read may return: the size of the buffer to lend."""
+
+    def readinto(self, buf: bytearray | memoryview) -> int:
+        """Read one frame into *buf* without blocking; its length, or -1 when none waits. The
+        caller reuses *buf* for the next frame: whatever keeps a frame's bytes copies them."""
+        ...

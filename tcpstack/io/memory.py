@@ -20,6 +20,7 @@ class MemoryLink:
         self._sock = sock
         sock.setblocking(False)
         self.mtu = mtu
+        self.read_size = mtu  # tcpstack.io.link.ReadIntoLink: the buffer to lend readinto
         self.tx_errors = 0
 
     @classmethod
@@ -41,6 +42,13 @@ class MemoryLink:
             except BlockingIOError:
                 break
         return frames
+
+    def readinto(self, buf: bytearray | memoryview) -> int:
+        """Read one frame into *buf*: its length, -1 when none waits."""
+        try:
+            return self._sock.recv_into(buf, self.mtu)
+        except BlockingIOError:
+            return -1
 
     def write(self, frame: bytes) -> bool:
         try:

@@ -169,6 +169,7 @@ class TunLink:
         self._fd: int = self._dev.fileno()
         self.offload = offload
         self._read_size = VNET_HDR_LEN + MAX_GSO_FRAME if offload else mtu
+        self.read_size = self._read_size  # tcpstack.io.link.ReadIntoLink: the buffer to lend readinto
         try:
             # TSO without CSUM is EINVAL; both together make the kernel hand over partial
             # checksums and super-segments, and accept them from us. Without offload, say so too:
@@ -199,6 +200,18 @@ class TunLink:
                     break
                 raise
         return frames
+
+    def readinto(self, buf: bytearray | memoryview) -> int:
+        """Read one frame into *buf* (at least :attr:`read_size` bytes): its length, -1 when none
+        waits. One ``readv`` into the caller's buffer: no new object per frame."""
+        try:
+            return os.readv(self._fd, (buf,))
+        except BlockingIOError:
+            return -1
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.EINTR):
+                return -1
+            raise
 
     def write(self, frame: bytes) -> bool:
         try:

@@ -356,3 +356,77 @@ def test_driver_counts_refused_writes() -> None:
     stack = run(scenario())
     assert stack.stats.drops == {("link", "tx_failed"): 1}
     assert stack.stats.events["icmp.echo_replies"] == 1
+
+
+def test_memory_readinto_reads_one_frame_into_a_lent_buffer() -> None:
+    """readinto (the driver's preallocated read) returns each frame's length into the same buffer,
+    -1 when none waits, and an empty datagram as a frame of length 0."""
+    a, b = MemoryLink.pair()
+    try:
+        buf = bytearray(b.read_size)
+        assert b.readinto(buf) == -1
+        for frame in (b"first frame", b"", b"2nd"):
+            assert a.write(frame)
+        assert b.readinto(buf) == 11 and buf[:11] == b"first frame"
+        assert b.readinto(buf) == 0
+        assert b.readinto(buf) == 3 and buf[:3] == b"2nd"
+        assert b.readinto(buf) == -1
+    finally:
+        a.close()
+        b.close()
+
+
+def test_driver_reads_into_one_reused_buffer_and_keeps_read_available_for_other_links() -> None:
+    """A link with readinto: every frame is read into the same preallocated buffer and handed
+    over as a view of it. A link without (only the Link protocol's read_available) still works."""
+
+    class OnlyReadAvailable:
+        def __init__(self, link: MemoryLink) -> None:
+            self.inner = link
+            self.mtu = link.mtu
+
+        def fileno(self) -> int:
+            return self.inner.fileno()
+
+        def read_available(self, limit: int = 64) -> list[bytes]:
+            return self.inner.read_available(limit)
+
+        def write(self, frame: bytes) -> bool:
+            return self.inner.write(frame)
+
+        def close(self) -> None:
+            self.inner.close()
+
+    seen: list[int] = []
+
+    class Spy(BaseHandler):
+        name = "spy"
+
+        def receive(self, pkt: Packet, ctx: Context) -> Packet | None:
+            assert isinstance(pkt.payload, memoryview)
+            seen.append(id(pkt.payload.obj))
+            return pkt
+
+    async def scenario(wrap: bool) -> bytes:
+        ours, peer = MemoryLink.pair()
+        settings = Ipv4Settings(address=f"{OWN}/24", ident_seed=0)
+        stack = Stack(Pipeline([RawIpLink("memory", 1500, MemorySettings()), Spy(), Ipv4Layer("ipv4", settings)]))
+        link = OnlyReadAvailable(ours) if wrap else ours
+        driver = AsyncioDriver(stack, link)
+        assert (driver._readinto is None) == wrap
+        driver.start()
+        try:
+            assert peer.write(echo_request(seq=1))
+            await asyncio.wait_for(next_frame(peer), TIMEOUT)
+            assert peer.write(echo_request(seq=2))
+            return await asyncio.wait_for(next_frame(peer), TIMEOUT)
+        finally:
+            driver.stop()
+            ours.close()
+            peer.close()
+
+    assert IP(run(scenario(False)))[ICMP].seq == 2
+    assert len(seen) == 2 and seen[0] == seen[1]  # one buffer under every frame
+    seen.clear()
+    assert IP(run(scenario(True)))[ICMP].seq == 2
+    assert len(seen) == 2
