@@ -97,6 +97,9 @@ class _Stack:
     def frames_to_send(self, now: float) -> list[bytes]:
         return []
 
+    def frames_to_write(self, now: float) -> list[bytes]:  # the driver's vectored-write path
+        return []
+
     def dispatch_events(self) -> None:
         pass
 
