@@ -1,10 +1,11 @@
 """The two builds: compiled hot modules (mypyc) when a build exists and is current, pure Python otherwise.
 
 ``scripts/build_compiled.py`` (run by ``scripts/setup`` when it finds a C compiler and the Python
-headers) compiles the modules of :data:`COMPILED_MODULES` with mypyc into ``.compiled/`` at the
-repository root, *not* next to their sources: with an editable install an extension module beside
-its ``.py`` would shadow the source for good. It writes ``.compiled/manifest.json``: which modules
-were compiled, which were left pure and why, and the SHA-256 of every source file the build read.
+headers) compiles the modules listed in ``pyproject.toml`` (``[tool.tcpstack.compiled]``) with
+mypyc into ``.compiled/`` at the repository root, *not* next to their sources: with an editable
+install an extension module beside its ``.py`` would shadow the source for good. It writes
+``.compiled/manifest.json``: which modules were compiled, which were left pure and why, and the
+SHA-256 of every source file the build read.
 
 :func:`install` (called when this module is imported, which ``framework/__init__.py`` does
 first, so before any of these modules is imported) puts a finder at the front of
@@ -32,39 +33,27 @@ import sys
 import sysconfig
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
-from typing import Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-#: The modules compiled with mypyc when a compiler is found: the per-segment path (design notes
-#: Part G). The one list to edit; ``scripts/build_compiled.py`` reads it. A module that mypyc
-#: rejects is left pure by the build and named in ``tcpstack --version``.
-#: Not listed: framework/pipeline.py (``Above`` subclasses ``tuple``, which mypyc cannot compile
-#: as a native class); layers/ipv4/handler.py and layers/tcp/handler.py (they are plugins: pluggy
-#: marks their ``@hookimpl`` functions by setting an attribute, which a compiled function does not
-#: take, and finds hook implementations only among Python functions). Hot code of those modules
-#: compiles once it lives in a module of its own (e.g. layers/tcp/fastpath.py).
-COMPILED_MODULES: Final[tuple[str, ...]] = (
-    "framework.checksum",
-    "framework.packet",
-    "layers.ipv4.wire",
-    "layers.tcp.wire",
-    "layers.tcp.seq",
-    "layers.tcp.buffers",
-    "layers.tcp.scoreboard",
-    "layers.tcp.intervals",
-    "layers.tcp.tcb",
-    "layers.tcp.connection",
-    "layers.tcp.receiver",
-    "layers.tcp.sender",
-    "layers.tcp.recovery",
-    "layers.tcp.rtt",
-    "layers.tcp.congestion",
-    "layers.tcp.timers",
-    "layers.tcp.events",
-    "layers.tcp.state",
-)
+_T = TypeVar("_T")
+
+if TYPE_CHECKING:  # mypyc reads the real one (mypy_extensions comes with mypy, a dev dependency)
+    from mypy_extensions import mypyc_attr as mypyc_attr
+else:
+
+    def mypyc_attr(*attrs: str, **kwattrs: Any) -> Any:
+        """mypy_extensions.mypyc_attr for the interpreted build, which has no use for it: a no-op
+        decorator, so the sources need no runtime dependency. ``@mypyc_attr(allow_interpreted_subclasses=True)``
+        on a compiled class lets plugins (interpreted) subclass it."""
+
+        def decorate(cls: _T) -> _T:
+            return cls
+
+        return decorate
+
 
 #: The environment variable that forces the pure-Python modules.
 PURE_ENV: Final = "TCPSTACK_PURE_PYTHON"
@@ -104,12 +93,26 @@ class Build:
     """Compiled module -> its extension file, relative to ``lib/``."""
     excluded: dict[str, str] = field(default_factory=dict)
     """Listed module the build left pure -> why."""
+    requested: tuple[str, ...] = ()
+    """The modules the build was asked to compile (the list in ``pyproject.toml`` then)."""
     built: bool = False
     """True: the manifest lists compiled modules (a compiled build was made, current or not)."""
 
 
 def inspect_build(build_dir: Path = BUILD_DIR, root: Path = ROOT) -> Build:
     """Read ``manifest.json`` in *build_dir* and check it against the sources under *root*."""
+    try:
+        manifest = json.loads((build_dir / "manifest.json").read_text())
+    except (OSError, ValueError):
+        manifest = {}
+    requested = tuple(manifest.get("requested", ())) if isinstance(manifest, dict) else ()
+    try:
+        return replace(_inspect_build(build_dir, root), requested=requested)
+    except OSError as exc:  # e.g. a build another user made, unreadable to this one
+        return Build(False, f"the compiled build in {build_dir} cannot be read: {exc}")
+
+
+def _inspect_build(build_dir: Path, root: Path) -> Build:
     path = build_dir / "manifest.json"
     try:
         manifest = json.loads(path.read_text())
@@ -217,8 +220,13 @@ def is_compiled(module: ModuleType) -> bool:
 
 
 def loaded_compiled() -> list[str]:
-    """Import every listed module and return those running compiled (in :data:`COMPILED_MODULES` order)."""
-    return [name for name in COMPILED_MODULES if is_compiled(importlib.import_module(name))]
+    """Import every module the build was asked for and return those running compiled."""
+    return [name for name in requested() if is_compiled(importlib.import_module(name))]
+
+
+def requested() -> tuple[str, ...]:
+    """The modules the build in use (or refused) was asked to compile."""
+    return _state.build.requested if _state.build is not None else ()
 
 
 def describe() -> str:
@@ -227,7 +235,7 @@ def describe() -> str:
     compiled = loaded_compiled()
     if compiled:
         text = f"compiled with mypyc: {len(compiled)} modules ({', '.join(compiled)})"
-        pure = [name for name in COMPILED_MODULES if name not in compiled]
+        pure = [name for name in requested() if name not in compiled]
         if pure:
             notes = {**(build.excluded if build else {})}
             text += "; left pure: " + ", ".join(f"{n} ({notes[n]})" if n in notes else n for n in pure)

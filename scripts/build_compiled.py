@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/build_compiled.py [--require] [--force] [--out DIR]
 
-Compiles the modules listed in framework/_compiled.py (COMPILED_MODULES) when a C compiler (``$CC``
+Compiles the modules listed in pyproject.toml (``[tool.tcpstack.compiled] modules``) when a C compiler (``$CC``
 or the one Python was built with) and the Python headers are there; otherwise it records why in
 ``.compiled/manifest.json`` and exits 0: the pure-Python modules are used, everything still works.
 A listed module that mypyc rejects is left pure and named (manifest ``excluded``, and
@@ -29,6 +29,7 @@ import sys
 import sysconfig
 import tempfile
 import time
+import tomllib
 from pathlib import Path
 from types import ModuleType
 
@@ -163,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     listing = load_list()
-    wanted: list[str] = list(listing.COMPILED_MODULES)
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    wanted: list[str] = list(pyproject["tool"]["tcpstack"]["compiled"]["modules"])
     out: Path = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     say = lambda text: print(f"scripts/build_compiled: {text}", flush=True)  # noqa: E731
@@ -197,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     excluded: dict[str, str] = {name: "no source file" for name in wanted if module_file(name) is None}
     digests = sources(wanted)  # hashed before the build: a source edited meanwhile makes it stale
     staging = Path(tempfile.mkdtemp(prefix="lib.", dir=out))
+    staging.chmod(0o755)  # mkdtemp's 0700 would hide the build from other users (tests run some as nobody)
     log = out / "build.log"
     started = time.monotonic()
     with log.open("w") as log_file:
