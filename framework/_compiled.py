@@ -188,6 +188,22 @@ class _State:
 _state = _State()
 
 
+def choose(build: Build, environ: dict[str, str] | os._Environ[str], imported: set[str]) -> tuple[bool, str, bool]:
+    """Whether to load *build* compiled, why not, and whether that deserves a warning.
+
+    *imported*: the names already in ``sys.modules`` (a listed module among them was loaded pure,
+    and compiled modules cannot be mixed with it)."""
+    if pure_requested(environ):
+        return False, f"{PURE_ENV}={environ.get(PURE_ENV)} is set", False
+    if not build.usable:
+        # A build that exists but may not be used is news; no build at all (no compiler) is not.
+        return False, build.reason, build.built
+    early = sorted(name for name in build.modules if name in imported)
+    if early:
+        return False, f"{', '.join(early)} imported before framework (the compiled-module finder)", True
+    return True, "", False
+
+
 def install() -> None:
     """Decide once per process which build is used; install the finder for the compiled one."""
     if _state.installed:
@@ -195,22 +211,23 @@ def install() -> None:
     _state.installed = True
     build = inspect_build()
     _state.build = build
-    if pure_requested():
-        _state.reason = f"{PURE_ENV}={os.environ.get(PURE_ENV)} is set"
-        return
-    if not build.usable:
-        _state.reason = build.reason
-        if build.built:  # a build exists but may not be used: say so (a missing build is no news)
-            warnings.warn(f"tcpstack: using the pure-Python modules: {build.reason}", RuntimeWarning, stacklevel=2)
-        return
-    early = sorted(name for name in build.modules if name in sys.modules)
-    if early:
-        _state.reason = f"{', '.join(early)} imported before framework (the compiled-module finder)"
-        warnings.warn(f"tcpstack: using the pure-Python modules: {_state.reason}", RuntimeWarning, stacklevel=2)
-        return
-    sys.meta_path.insert(0, CompiledFinder(BUILD_DIR / "lib", build.modules))
-    _state.active = True
-    _state.reason = ""
+    active, reason, warn = choose(build, os.environ, set(sys.modules))
+    _state.reason = reason
+    if warn:
+        warnings.warn(f"tcpstack: using the pure-Python modules: {reason}", RuntimeWarning, stacklevel=2)
+    if active:
+        sys.meta_path.insert(0, CompiledFinder(BUILD_DIR / "lib", build.modules))
+        _state.active = True
+
+
+def active() -> bool:
+    """Whether this process loads the compiled modules."""
+    return _state.active
+
+
+def build_in_use() -> Build | None:
+    """The build this process inspected (None before :func:`install`)."""
+    return _state.build
 
 
 def is_compiled(module: ModuleType) -> bool:

@@ -108,7 +108,9 @@ def sources(modules: list[str]) -> dict[str, str]:
 
 
 def preflight(work: Path) -> str | None:
-    """Why no extension can be built here (no compiler, no headers), or None if one can."""
+    """Why no extension can be built here (no mypyc, compiler or headers), or None if one can."""
+    if importlib.util.find_spec("mypyc") is None:
+        return "mypyc is not installed (it comes with mypy: pip install -e '.[dev]')"
     cc = os.environ.get("CC") or str(sysconfig.get_config_var("CC") or "cc")
     cc_argv = cc.split()
     if not cc_argv or shutil.which(cc_argv[0]) is None:

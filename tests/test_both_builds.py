@@ -1,0 +1,183 @@
+"""The two builds (framework/_compiled.py, scripts/build_compiled.py, conftest.py at the root).
+
+``test_this_run_uses_the_build_it_should`` runs in both runs of the test command: in the compiled
+run it fails unless every compiled module really is loaded compiled (a silently pure "compiled"
+run fails), in the pure run unless none is.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+import framework.checksum
+from framework import _compiled
+from framework._compiled import choose, inspect_build
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+
+def _expected_build() -> str:
+    if _compiled.pure_requested():
+        return "pure"
+    required = os.environ.get("TCPSTACK_REQUIRE_COMPILED", "").lower() in ("1", "yes", "true", "on")
+    build = inspect_build()
+    return "compiled" if build.built or required else "pure"
+
+
+def test_this_run_uses_the_build_it_should() -> None:
+    """Compiled when a compiled build exists (or CI requires one) and the switch is not set; then
+    every module the build compiled is an extension module here. Pure Python otherwise: none is."""
+    expected = _expected_build()
+    build = _compiled.build_in_use()
+    assert build is not None
+    loaded = _compiled.loaded_compiled()
+    if expected == "compiled":
+        assert _compiled.active(), f"a compiled build is expected, but this run is pure Python: {_compiled.describe()}"
+        assert loaded == [name for name in build.requested if name in build.modules]
+        assert loaded, "the compiled build holds no module"
+        assert type(framework.checksum.internet_checksum).__name__ == "builtin_function_or_method"
+    else:
+        assert not _compiled.active()
+        assert loaded == []
+        assert type(framework.checksum.internet_checksum).__name__ == "function"
+        assert framework.checksum.__file__ is not None and framework.checksum.__file__.endswith(".py")
+
+
+def _fake_build(tmp_path: Path, *, digest: str | None = None, suffix: str | None = None) -> tuple[Path, Path]:
+    root = tmp_path / "src"
+    (root / "pkg").mkdir(parents=True)
+    source = root / "pkg" / "mod.py"
+    source.write_text("X = 1\n")
+    build = tmp_path / "build"
+    lib = build / "lib"
+    ext = _compiled.ext_suffix()
+    (lib / "pkg").mkdir(parents=True)
+    (lib / "pkg" / f"mod{ext}").write_bytes(b"")
+    (lib / f"{_compiled.GROUP}__mypyc{ext}").write_bytes(b"")
+    manifest = {
+        "format": _compiled.MANIFEST_FORMAT,
+        "requested": ["pkg.mod", "pkg.other"],
+        "ext_suffix": suffix or ext,
+        "modules": {"pkg.mod": f"pkg/mod{ext}"},
+        "excluded": {"pkg.other": "mypyc: line 3: something"},
+        "sources": {"pkg/mod.py": digest or _compiled.file_hash(source)},
+    }
+    (build / "manifest.json").write_text(json.dumps(manifest))
+    return build, root
+
+
+def test_a_current_build_is_usable(tmp_path: Path) -> None:
+    build_dir, root = _fake_build(tmp_path)
+    build = inspect_build(build_dir, root)
+    assert build.usable and build.built, build.reason
+    assert build.modules == {"pkg.mod": f"pkg/mod{_compiled.ext_suffix()}"}
+    assert build.excluded == {"pkg.other": "mypyc: line 3: something"}
+    assert build.requested == ("pkg.mod", "pkg.other")
+
+
+def test_a_stale_build_is_refused_and_named(tmp_path: Path) -> None:
+    """A source changed since the build: the build is refused whole, and the reason names the file."""
+    build_dir, root = _fake_build(tmp_path)
+    (root / "pkg" / "mod.py").write_text("X = 2\n")
+    build = inspect_build(build_dir, root)
+    assert not build.usable and build.built
+    assert "stale" in build.reason and "pkg/mod.py" in build.reason
+    active, reason, warn = choose(build, {}, set())
+    assert (active, warn) == (False, True) and reason == build.reason
+
+
+def test_a_build_for_another_python_or_incomplete_is_refused(tmp_path: Path) -> None:
+    build_dir, root = _fake_build(tmp_path, suffix=".cpython-39-x86_64-linux-gnu.so")
+    assert "another Python" in inspect_build(build_dir, root).reason
+    build_dir, root = _fake_build(tmp_path / "2")
+    (build_dir / "lib" / "pkg" / f"mod{_compiled.ext_suffix()}").unlink()
+    assert "incomplete" in inspect_build(build_dir, root).reason
+
+
+def test_no_build_is_no_warning(tmp_path: Path) -> None:
+    build = inspect_build(tmp_path / "nothing", tmp_path)
+    assert not build.usable and not build.built
+    assert choose(build, {}, set()) == (False, build.reason, False)
+
+
+def test_the_switch_and_early_imports_force_pure(tmp_path: Path) -> None:
+    build_dir, root = _fake_build(tmp_path)
+    build = inspect_build(build_dir, root)
+    assert choose(build, {}, set()) == (True, "", False)
+    for value in ("1", "yes", "true", "ON"):
+        active, reason, warn = choose(build, {"TCPSTACK_PURE_PYTHON": value}, set())
+        assert not active and not warn and "TCPSTACK_PURE_PYTHON" in reason
+    assert choose(build, {"TCPSTACK_PURE_PYTHON": "0"}, set())[0]
+    active, reason, warn = choose(build, {}, {"pkg.mod"})
+    assert not active and warn and "pkg.mod imported before" in reason
+
+
+def _version(env: dict[str, str]) -> str:
+    done = subprocess.run(
+        [PYTHON, "-m", "tcpstack.cli", "--version"], capture_output=True, text=True, env={**os.environ, **env}
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_version_says_pure_python_and_why_when_the_switch_is_set() -> None:
+    out = _version({"TCPSTACK_PURE_PYTHON": "1"})
+    assert out.startswith("tcpstack ")
+    assert "build: pure Python (TCPSTACK_PURE_PYTHON=1 is set)" in out
+
+
+def test_version_names_the_compiled_modules_when_a_build_is_in_use() -> None:
+    env = {key: value for key, value in os.environ.items() if key != "TCPSTACK_PURE_PYTHON"}
+    done = subprocess.run([PYTHON, "-m", "tcpstack.cli", "--version"], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    build = inspect_build()
+    if build.usable:
+        assert f"build: compiled with mypyc: {len(build.modules)} modules (" in done.stdout
+        assert all(name in done.stdout for name in build.modules)
+    else:
+        assert f"build: pure Python ({build.reason})" in done.stdout
+
+
+def test_the_build_script_without_a_compiler_leaves_pure_python(tmp_path: Path) -> None:
+    """``CC=false``: the build records why and succeeds (setup must work without a compiler),
+    unless a compiled build is required (CI), then it fails."""
+    env = {**os.environ, "CC": "false"}
+    env.pop("TCPSTACK_REQUIRE_COMPILED", None)
+    script = str(ROOT / "scripts" / "build_compiled.py")
+    done = subprocess.run([PYTHON, script, "--out", str(tmp_path)], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "no compiled build: the C compiler `false`" in done.stdout
+    build = inspect_build(tmp_path, ROOT)
+    assert not build.usable and not build.built and "C compiler `false`" in build.reason
+    done = subprocess.run(
+        [PYTHON, script, "--out", str(tmp_path), "--require"], capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 1
+
+
+def _pure_checksum_module() -> object:
+    spec = importlib.util.spec_from_file_location("_pure_checksum", ROOT / "framework" / "checksum.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_PURE = _pure_checksum_module()
+
+
+@given(st.binary(max_size=3000), st.integers(min_value=0, max_value=2**40))
+def test_the_checksum_in_use_equals_the_pure_source(data: bytes, initial: int) -> None:
+    """Whichever build runs, its checksum equals that of the pure source (loaded from the .py)."""
+    for view in (data, bytearray(data), memoryview(data)):
+        assert framework.checksum.internet_checksum(view, initial) == _PURE.internet_checksum(view, initial)  # type: ignore[attr-defined]
+        assert framework.checksum.ones_sum(view) % 0xFFFF == _PURE.ones_sum(view) % 0xFFFF  # type: ignore[attr-defined]
