@@ -48,7 +48,8 @@ class _VersionAction(argparse.Action):
         super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
 
     def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> NoReturn:
-        parser.exit(EXIT_OK, version_text() + "\n")
+        print(version_text())  # stdout, like --help
+        parser.exit(EXIT_OK)
 
 
 def version_text() -> str:

@@ -181,3 +181,12 @@ def test_the_checksum_in_use_equals_the_pure_source(data: bytes, initial: int) -
     for view in (data, bytearray(data), memoryview(data)):
         assert framework.checksum.internet_checksum(view, initial) == _PURE.internet_checksum(view, initial)  # type: ignore[attr-defined]
         assert framework.checksum.ones_sum(view) % 0xFFFF == _PURE.ones_sum(view) % 0xFFFF  # type: ignore[attr-defined]
+
+
+@given(st.binary(max_size=3000))
+def test_the_word_sum_of_the_compiled_checksum_is_the_buffer_mod_0xffff(data: bytes) -> None:
+    """``_word_sum`` (the compiled build's ones' sum) is congruent to the buffer read as one
+    big-endian integer, an odd byte padded (RFC 1071 §1): checked here in both builds."""
+    padded = data + b"\0" if len(data) % 2 else data
+    assert framework.checksum._word_sum(data) % 0xFFFF == int.from_bytes(padded, "big") % 0xFFFF
+    assert (framework.checksum._word_sum(data) == 0) == (not any(data))
