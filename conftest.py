@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -59,13 +60,16 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     capman = config.pluginmanager.get_plugin("capturemanager")
     if reporter is not None:
+        reporter.ensure_newline()
         reporter.write_sep("=", "the same tests against the pure-Python build (TCPSTACK_PURE_PYTHON=1)")
     env = {**os.environ, "TCPSTACK_PURE_PYTHON": "1", CHILD_ENV: "1"}
     # The compiled run is the thorough one (CI's example counts: hypothesis's ``ci`` profile, the
     # long fuzz runs); the pure run repeats every test with the developer's counts, so that both
     # fit CI's 20 minutes. The pure build is the one the suite always ran; the compiled one is new.
     env.pop("CI", None)
-    argv = [sys.executable, "-m", "pytest", *config.invocation_params.args]
+    # TCPSTACK_PURE_RUN_ARGS: extra arguments for the pure run only (e.g. -m "not integration").
+    extra = shlex.split(os.environ.get("TCPSTACK_PURE_RUN_ARGS", ""))
+    argv = [sys.executable, "-m", "pytest", *config.invocation_params.args, *extra]
     started = time.monotonic()
     with capman.global_and_fixture_disabled() if capman is not None else contextlib.nullcontext():
         sys.stdout.flush()
