@@ -190,3 +190,34 @@ def test_the_word_sum_of_the_compiled_checksum_is_the_buffer_mod_0xffff(data: by
     padded = data + b"\0" if len(data) % 2 else data
     assert framework.checksum._word_sum(data) % 0xFFFF == int.from_bytes(padded, "big") % 0xFFFF
     assert (framework.checksum._word_sum(data) == 0) == (not any(data))
+
+
+def _build_script() -> object:
+    spec = importlib.util.spec_from_file_location("_build_compiled", ROOT / "scripts" / "build_compiled.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_build_leaves_a_module_mypyc_rejects_pure_and_says_why() -> None:
+    """mypyc's complaints are traced to the listed module (which the build then leaves pure);
+    output it cannot trace (a C compiler error) names no module, and the build gives up whole."""
+    script = _build_script()
+    path = str(ROOT / "framework" / "pipeline.py")
+    output = f"{path}:49: error: Inheriting from most builtin types is unimplemented\n{path}:49: note: ...\n"
+    by_path = {path: "framework.pipeline"}
+    assert script.rejected(output, by_path) == {  # type: ignore[attr-defined]
+        "framework.pipeline": "mypyc: line 49: Inheriting from most builtin types is unimplemented"
+    }
+    assert script.rejected("build/__native.c:1: error: boom\n", by_path) == {}  # type: ignore[attr-defined]
+
+
+def test_the_manifest_hashes_what_the_compiled_modules_import() -> None:
+    """A change to a module the compiled ones import (mypyc inlines its Final constants) makes
+    the build stale too: the hashed sources include the imports, transitively."""
+    digests = _build_script().sources(["layers.tcp.seq", "layers.tcp.connection"])  # type: ignore[attr-defined]
+    assert {"layers/tcp/seq.py", "layers/tcp/connection.py", "layers/tcp/policy.py", "framework/__init__.py"} <= set(
+        digests
+    )
+    assert all(len(digest) == 64 for digest in digests.values())
