@@ -67,6 +67,18 @@ from framework.checksum import fold, internet_checksum, ones_sum  # noqa: E402  
 
 # <linux/if_tun.h>, <linux/virtio_net.h> (as in tcpstack/io/tun.py and layers/link/handler.py)
 TUNSETIFF = 0x400454CA
+IFF_MULTI_QUEUE = 0x0100
+
+
+def device_multi_queue(name: str) -> bool:
+    """Whether the TUN device *name* was made with ``multi_queue`` (bench/run.py's is)."""
+    try:
+        with open(f"/sys/class/net/{name}/tun_flags") as f:
+            return bool(int(f.read().strip(), 16) & IFF_MULTI_QUEUE)
+    except (OSError, ValueError):
+        return False
+
+
 IFF_TUN, IFF_NO_PI, IFF_VNET_HDR = 0x0001, 0x1000, 0x4000
 TUNSETOFFLOAD = 0x400454D0
 TUN_F_CSUM, TUN_F_TSO4 = 0x01, 0x02
@@ -96,6 +108,8 @@ class Endpoint:
     def __init__(self, device: str, address: str, *, offload: bool, verify: bool, ack_every: int) -> None:
         self.fd = os.open("/dev/net/tun", os.O_RDWR)
         flags = IFF_TUN | IFF_NO_PI | (IFF_VNET_HDR if offload else 0)
+        if device_multi_queue(device):  # the kernel refuses a multi-queue device without the flag
+            flags |= IFF_MULTI_QUEUE
         fcntl.ioctl(self.fd, TUNSETIFF, struct.pack("16sH", device.encode(), flags))
         # Both ways or not at all; the setting outlives us, so say "none" without offload too.
         fcntl.ioctl(self.fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 if offload else 0)

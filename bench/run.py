@@ -1,6 +1,7 @@
 """tcpstack benchmark: our stack, a minimal Python TCP endpoint and the Linux kernel, in one run.
 
-Run as root:  .venv/bin/python bench/run.py [--size-mb 100] [--conns 500] [--repeat 3] [--json]
+Run as root:  .venv/bin/python bench/run.py [--size-mb 100] [--conns 500] [--repeat 3] [--flows 8]
+                  [--workers-seconds 5] [--json]
 
 It builds three network namespaces of its own (removed at the end, also on failure):
 
@@ -25,8 +26,14 @@ and measures, with the same kernel-side client (bench/peer.py) in every case:
 The minimal endpoint (bench/minimal_tcp.py) verifies and computes every checksum with the
 function our stack uses, so it is the physical limit of Python on this machine: the ratios
 ours/minimal say how much of it we reach, ours/kernel how far Python is from the kernel. Each
-figure is the best of ``--repeat`` runs. Workers (``tcpstack up --workers``) are not
-implemented yet: the run says so instead of reporting the 1 vs 2 workers figure.
+figure is the best of ``--repeat`` runs.
+
+Workers: ``tcpstack up`` (one process) and ``tcpstack up --workers 2`` on the same multi-queue
+TUN device, without offload, each with ``--flows`` (8) parallel flows each way (bench/flows.py:
+one kernel-side process per flow, all started together), aggregate bytes moved in a fixed
+``--workers-seconds``, the best of ``--repeat``. ``--json``'s ``workers`` holds ``flows``,
+``seconds``, ``bytes`` (``one``/``two`` -> direction -> bytes moved), ``mb_per_s`` (the same as
+MB/s) and ``two_vs_one`` (direction -> the ratio of bytes moved).
 This is a benchmark, not a test: it asserts nothing about speed. ``--json`` prints the
 report as JSON (keys in :data:`JSON_KEYS`).
 """
@@ -56,6 +63,7 @@ from tcpstack.netns import STACK_ADDR, Netns  # noqa: E402
 PEER = str(ROOT / "bench" / "peer.py")
 MINIMAL = str(ROOT / "bench" / "minimal_tcp.py")
 SEGMENT = str(ROOT / "bench" / "segment.py")
+FLOWS = str(ROOT / "bench" / "flows.py")
 
 #: The report's top-level keys (``--json``); tests/integration/test_bench_run.py checks them.
 JSON_KEYS = (
@@ -75,7 +83,7 @@ JSON_KEYS = (
 #: Directions: the kernel sends to the peer (ours, minimal, kernel sink), or the peer sends.
 DIRECTIONS = ("kernel_to_peer", "peer_to_kernel")
 MODES = ("plain", "offload")
-WORKERS_STATUS = "not implemented yet: tcpstack up has no --workers (issue 11 item 7); no figure"
+WORKER_RUNS = (("one", ()), ("two", ("--workers", "2")))
 
 
 def sh(*cmd: str) -> None:
@@ -183,6 +191,32 @@ def segment_medians(segments: int, runs: int) -> dict[str, float]:
     return {case: round(c["median_us"], 2) for case, c in cases.items()}
 
 
+def measure_workers(ns: Netns, tmp: Path, flows: int, seconds: float, repeat: int) -> dict[str, Any]:
+    """1 vs 2 workers: bytes *flows* parallel flows move in *seconds*, each way (best of *repeat*)."""
+    moved: dict[str, dict[str, int]] = {}
+    for label, extra in WORKER_RUNS:
+        stack = ns.tcpstack(*extra, "--serve", "discard:9", "--serve", "http:80", tmp=tmp, label=f"workers-{label}")
+        try:
+            moved[label] = {
+                direction: max(
+                    json.loads(
+                        ns.exec([sys.executable, FLOWS, kind, STACK_ADDR, port, str(flows), str(seconds)]).stdout
+                    )["bytes"]
+                    for _ in range(repeat)
+                )
+                for direction, kind, port in (("kernel_to_peer", "send", "9"), ("peer_to_kernel", "recv", "80"))
+            }
+        finally:
+            stop(stack)
+    return {
+        "flows": flows,
+        "seconds": seconds,
+        "bytes": moved,
+        "mb_per_s": {k: {d: n / seconds / 1e6 for d, n in v.items()} for k, v in moved.items()},
+        "two_vs_one": {d: moved["two"][d] / moved["one"][d] for d in DIRECTIONS},
+    }
+
+
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     size = int(args.size_mb * 1_000_000)
     n, repeat = args.conns, args.repeat
@@ -210,6 +244,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         stack = ns.tcpstack("--offload", "--serve", "discard:9", "--serve", "http:80", tmp=tmp, label="offload")
         bulk("offload", "ours")
         stop(stack)
+        workers = measure_workers(ns, tmp, args.flows, args.workers_seconds, repeat)
         for mode in MODES:
             minimal = start_minimal(ns, tmp, mode == "offload")
             bulk(mode, "minimal")
@@ -254,7 +289,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "ratios": ratios,
         "minimal_checks": checks,
         "segment_us": segment_medians(args.segments, args.segment_runs),
-        "workers": {"status": WORKERS_STATUS},
+        "workers": workers,
     }
     assert tuple(report) == JSON_KEYS
     return report
@@ -285,7 +320,13 @@ def print_table(r: dict[str, Any]) -> None:
             f"{k['bad_checksum']} bad checksums, {k['timeouts']} go-back-N timeouts"
         )
     print("bench/segment.py µs per segment (median): " + ", ".join(f"{k} {v:.2f}" for k, v in r["segment_us"].items()))
-    print(f"1 vs 2 workers on 8 parallel flows: {r['workers']['status']}")
+    w = r["workers"]
+    for d in DIRECTIONS:
+        one, two = w["mb_per_s"]["one"][d], w["mb_per_s"]["two"][d]
+        print(
+            f"1 vs 2 workers, {w['flows']} parallel flows for {w['seconds']:g} s, {names[d]}: "
+            f"{one:.1f} vs {two:.1f} MB/s, two/one {w['two_vs_one'][d]:.2f}"
+        )
     print(f"checksum: {r['checksum_module']}")
 
 
@@ -296,11 +337,17 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3, help="runs per figure; the best is kept (default 3)")
     ap.add_argument("--segments", type=int, default=5000, help="bench/segment.py --segments (default 5000)")
     ap.add_argument("--segment-runs", type=int, default=3, help="bench/segment.py --runs (default 3)")
+    ap.add_argument("--flows", type=int, default=8, help="parallel flows each way for 1 vs 2 workers (default 8)")
+    ap.add_argument(
+        "--workers-seconds", type=float, default=5.0, help="seconds each 1 vs 2 workers run lasts (default 5)"
+    )
     ap.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("bench/run.py: needs root (network namespaces, TUN)", file=sys.stderr)
         return 1
+    if args.flows < 1 or not args.workers_seconds > 0:
+        ap.error("--flows must be at least 1 and --workers-seconds positive")
     if args.size_mb <= 0 or args.conns < 1 or args.repeat < 1 or args.segments < 1 or args.segment_runs < 1:
         ap.error("--size-mb must be positive; --conns, --repeat, --segments and --segment-runs at least 1")
     report = measure(args)

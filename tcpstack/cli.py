@@ -138,6 +138,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help='write the process ID to FILE once the stack is up (removed when it stops): kill -TERM "$(cat FILE)"',
     )
+    up.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run N stack processes, one per queue of a multi_queue TUN device (default 1; see docs/cli.md)",
+    )
+    up.add_argument("--worker-of", metavar="K/N", help=argparse.SUPPRESS)  # a worker started by --workers
     _add_feature_options(up)
     _add_logging_options(up)
 
@@ -298,13 +306,21 @@ def _open(args: argparse.Namespace) -> PreparedStack | int:
     """Validate the configuration, open the TUN link and build the stack (or an exit code):
     :func:`tcpstack.embed.prepare_stack`, which :func:`tcpstack.open_stack` runs too."""
     try:
+        if getattr(args, "worker_of", None):  # one queue of `up --workers`, configured by the parent
+            from tcpstack.workers import read_worker_config
+
+            return prepare_stack(config=read_worker_config(args.worker_of), multi_queue=True)
         return prepare_stack(config=args.config, **_overrides(args))
     except ConfigError as exc:
-        for problem in exc.problems[:-1]:
-            print(f"tcpstack: error: {problem}", file=sys.stderr)
-        return _fail(exc.problems[-1], EXIT_USAGE)
+        return _config_failure(exc)
     except LinkError as exc:
         return _fail(str(exc))
+
+
+def _config_failure(exc: ConfigError) -> int:
+    for problem in exc.problems[:-1]:
+        print(f"tcpstack: error: {problem}", file=sys.stderr)
+    return _fail(exc.problems[-1], EXIT_USAGE)
 
 
 def _load_apps(args: argparse.Namespace) -> list[tuple[AppSpec, Any]] | int:
@@ -333,6 +349,13 @@ def cmd_up(args: argparse.Namespace) -> int:
     ports = [port for _, port in serves] + [spec.port for spec, _ in apps]
     if len(set(ports)) != len(ports):
         return _fail("--serve, --app, --app-protocol: two servers on one port", EXIT_USAGE)
+    if args.workers != 1 and not args.worker_of:
+        from tcpstack.workers import up_workers
+
+        try:
+            return up_workers(args, _up_config(args), [f"{n}:{p}" for n, p in serves], [s.label for s, _ in apps])
+        except ConfigError as exc:
+            return _config_failure(exc)
     opened = _open(args)
     if isinstance(opened, int):
         return opened
@@ -367,8 +390,12 @@ def cmd_up(args: argparse.Namespace) -> int:
                 except OSError as exc:
                     raise StackError(f"{spec.option} {spec.spec!r}: {exc.strerror or exc}") from None
             ipv4 = config.layer("ipv4")
+            if args.worker_of:
+                from tcpstack.workers import count_connections
+
+                count_connections(stack)
             logger.info(
-                "stack.up",
+                "worker.up" if args.worker_of else "stack.up",
                 device=link.name,
                 created=link.created,
                 address=ipv4.settings.address if ipv4 else None,

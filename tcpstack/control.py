@@ -246,17 +246,29 @@ class ControlServer:
             return {"error": 'request must be a JSON object, like {"cmd": "ss"}'}, False
         cmd = request.get("cmd")
         try:
-            if cmd == "ss":
-                return {"connections": connections(self.stack)}, False
-            if cmd == "stats":
-                return {"frames_in": self.stack.frames_in, **self.stack.stats.as_dict()}, False
-            if cmd == "fetch":
-                return await self._fetch(request), False
+            reply = await self.dispatch(cmd, request)
         except Exception as exc:  # a bug of ours, not bad input: log it, answer, keep serving
             logger.exception("control.internal_error", cmd=cmd)
             return {"error": f"internal error answering {cmd!r}: {type(exc).__name__}"}, False
+        if reply is not None:
+            return reply, False
         shown = repr(cmd) if len(repr(cmd)) <= 40 else repr(cmd)[:37] + "..."
         return {"error": f"unknown command {shown} (known: ss, stats, fetch)"}, False
+
+    async def dispatch(self, cmd: object, request: dict[str, Any]) -> dict[str, Any] | None:
+        """The reply to a well-formed request (``None``: an unknown command)."""
+        if cmd == "ss":
+            return {"connections": connections(self.stack)}
+        if cmd == "stats":
+            tcp = find_tcp_layer(self.stack)
+            return {
+                "frames_in": self.stack.frames_in,
+                "connections": len(tcp.connections) if tcp is not None else 0,
+                **self.stack.stats.as_dict(),
+            }
+        if cmd == "fetch":
+            return await self._fetch(request)
+        return None
 
     async def _fetch(self, request: dict[str, Any]) -> dict[str, Any]:
         if self.api is None:
@@ -366,9 +378,11 @@ def watch(cmd: str, path: Path, as_json: bool, *, interval: float, count: int | 
 
 def format_ss(rows: list[dict[str, Any]]) -> str:
     """A table like ``ss -ti``: one line per connection, then its TCP facts indented."""
-    lines = [f"{'State':<13}{'Local':<22}{'Peer':<22}"]
+    marked = any("worker" in r for r in rows)  # `up --workers`: which worker holds each row
+    lines = [("W  " if marked else "") + f"{'State':<13}{'Local':<22}{'Peer':<22}"]
     for r in rows:
-        lines.append(f"{r['state']:<13}{r['local']:<22}{r['remote']:<22}")
+        mark = f"{r.get('worker', '-')!s:<3}" if marked else ""
+        lines.append(f"{mark}{r['state']:<13}{r['local']:<22}{r['remote']:<22}")
         if "cwnd" in r:
             srtt = f"{r['srtt_ms']}ms" if r["srtt_ms"] is not None else "-"
             lines.append(
@@ -388,6 +402,18 @@ def format_stats(reply: dict[str, Any]) -> str:
     lines.append("events:")
     for name, n in reply.get("events", {}).items():
         lines.append(f"  {name} {n}")
+    if "workers" in reply:  # `up --workers`: the totals above, then each worker's own
+        lines.append("workers:")
+        for w in reply["workers"]:
+            if "error" in w:
+                lines.append(f"  w{w.get('worker')} pid {w.get('pid')}: {w['error']}")
+                continue
+            events = w.get("events", {})
+            lines.append(
+                f"  w{w.get('worker')} pid {w.get('pid')}: frames_in {w.get('frames_in', 0)}"
+                f" connections {w.get('connections', 0)} opened {events.get('worker.connections', 0)}"
+                f" drops {sum(w.get('drops', {}).values())}"
+            )
     return "\n".join(lines)
 
 

@@ -233,8 +233,11 @@ def prepare_stack(
     congestion_control: str | None = None,
     verify_checksums: bool = True,
     snaplen: int | None = None,
+    multi_queue: bool | None = None,
 ) -> PreparedStack:
     """Validate the configuration (defaults as ``tcpstack up``), open the link, build the stack.
+
+    *multi_queue*: see :class:`~tcpstack.io.tun.TunLink` (``tcpstack up --workers`` opens one queue each).
 
     :raises ConfigError: listing every problem of the configuration or the overrides.
     :raises LinkError: the TUN device cannot be opened (one line saying why and what to do).
@@ -274,6 +277,7 @@ def prepare_stack(
             create=settings.create,
             kernel_address=settings.kernel_address,
             offload=settings.offload,
+            **({} if multi_queue is None else {"multi_queue": multi_queue}),
         )
     else:
         validated = validate_for_link(data)

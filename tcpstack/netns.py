@@ -55,7 +55,7 @@ class Netns:
         self._run(["ip", "netns", "add", self.name])
         try:
             self.exec(["ip", "link", "set", "lo", "up"])
-            self.exec(["ip", "tuntap", "add", "dev", self.device, "mode", "tun"])
+            self.exec(["ip", "tuntap", "add", "dev", self.device, "mode", "tun", "multi_queue"])  # --workers needs it
             self.exec(["ip", "link", "set", self.device, "mtu", str(mtu)])
             # The kernel queues what it sends into the TUN device; at tun's default of 500
             # frames a burst (a window of segments, a flood) is dropped before the stack can

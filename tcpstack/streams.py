@@ -47,7 +47,6 @@ _P = TypeVar("_P", bound=asyncio.BaseProtocol)
 _OPTION_NAMES = frozenset(f.name for f in fields(TcpOptions))
 _OPTION_TYPES = get_type_hints(TcpOptions)
 _ANY_HOST = (None, "", "0.0.0.0")
-_EPHEMERAL = (49152, 65535)  # RFC 6335 §6: the dynamic ports, for port=None or 0
 
 
 def find_tcp_layer(stack: Stack) -> TcpLayer | None:
@@ -143,7 +142,7 @@ class StackApi:
     def _free_port(self) -> int:
         tcp = self.tcp
         used = set(tcp.listeners) | {conn.local[1] for conn in tcp.connections.values()}
-        lo, hi = _EPHEMERAL
+        lo, hi = tcp.settings.ephemeral_low, tcp.settings.ephemeral_high  # a worker's own slice
         start = random.randint(lo, hi)
         for i in range(hi - lo + 1):
             port = lo + (start - lo + i) % (hi - lo + 1)

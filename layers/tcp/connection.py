@@ -75,7 +75,7 @@ class TcpConnection(Tcb, ConnectionVerbs):
         _probe_due _probe_out _recovery_head_due _rescue_done _rexmit_until _rst_out _rto_count _rtt_seq
         _rtt_time _send_syn _sws_override _syn_retransmitted _synack_lost _tlp_due _undo _undo_from
         _undo_retrans _undo_rexmit_at _undo_to ack_policy bytes_received bytes_sent cc closed_at
-        congestion_name created_at drop_reason dup_acks eof_received events extensions failure features
+        congestion_name created_at drop_reason dup_acks eof_received events extensions failure fast_path features
         in_recovery info keepalive keepalive_probes_sent listener listener_ref loss_detector option_bytes
         options passive recover recoveries retransmits retransmitted_bytes rst_ignored rtt sack_recovery
         scoreboard segs_in segs_out send_policy setup slow_start soft_error spurious_recoveries state
@@ -193,6 +193,7 @@ class TcpConnection(Tcb, ConnectionVerbs):
         self.listener_ref: Any = None  # the Listener this passive connection belongs to
         self.failure: str | None = None
         self.drop_reason: str | None = None  # set when a segment's text was dropped on purpose
+        self.fast_path = True  # header prediction (layers/tcp/fastpath.py); the layer sets it
         self.soft_error: NetError | None = None
 
         # Statistics

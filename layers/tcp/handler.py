@@ -15,6 +15,7 @@ import heapq
 import ipaddress
 import os
 import random
+import struct
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, cast
@@ -30,7 +31,7 @@ from framework.packet import Packet
 from framework.plugins import PluginHost, hookimpl
 from framework.registry import Registry
 from framework.stack import Stack
-from layers.tcp import extensions, hookspecs
+from layers.tcp import extensions, fastpath, hookspecs
 from layers.tcp.buffers import OooPool
 from layers.tcp.connection import TcpConnection
 from layers.tcp.features import (
@@ -53,7 +54,7 @@ from layers.tcp.syncookies import (
     mss_index,
     plan,
 )
-from layers.tcp.wire import ACK, FIN, PROTO_TCP, RST, SYN, TcpRepr, pseudo_base
+from layers.tcp.wire import ACK, FIN, HEADER_LEN, PROTO_TCP, RST, SYN, TcpRepr, pseudo_base
 
 logger = structlog.get_logger("tcpstack.tcp")
 
@@ -62,6 +63,7 @@ EPHEMERAL_LOW = 49152  # RFC 6056 §2.1: the IANA ephemeral range
 EPHEMERAL_HIGH = 65535
 
 Key = tuple[bytes, int, int]  # (remote address, remote port, local port)
+_PORTS = struct.Struct("!HH")  # RFC 9293 §3.1: source and destination port
 
 
 class Listener:
@@ -169,15 +171,32 @@ class TcpLayer(BaseHandler):
             return pkt  # not ours: pass it on
         # MUST-3: verify, unless the link vouches for it (TUN offload: a local kernel's partial sum).
         pseudo = pseudo_base(ip.src, ip.dst) if self.settings.verify_checksum and not pkt.csum_ok else None
+        raw = cast(memoryview, pkt.payload)
+        now = ctx.now
+        conn: TcpConnection | None = None
+        if len(raw) >= HEADER_LEN:
+            # Early demux: the connection from the raw ports, then header prediction
+            # (layers/tcp/fastpath.py; docs/architecture.md, "Receive fast path").
+            sport, dport = _PORTS.unpack_from(raw)
+            conn = self.connections.get((ip.src, sport, dport))
+            if conn is not None and conn.fast_path:
+                kind = fastpath.receive(conn, raw, pseudo, ip.tos & 3, now)
+                if kind:
+                    if kind == fastpath.BAD_CHECKSUM:
+                        ctx.stats.drop("tcp", "bad_checksum")
+                        return None
+                    ctx.stats.count("tcp.fast_path" if kind == fastpath.DATA else "tcp.fast_ack")
+                    if conn.drop_reason is not None:
+                        ctx.stats.drop("tcp", conn.drop_reason)
+                        conn.drop_reason = None
+                    self._dirty[conn] = None
+                    return None
         try:
-            seg = TcpRepr.parse(cast(memoryview, pkt.payload), pseudo)
+            seg = TcpRepr.parse(raw, pseudo)
         except WireError as exc:
             ctx.stats.drop("tcp", exc.reason)
             return None
         seg.ip_ecn = ip.tos & 3  # RFC 3168 §5: the ECN field travels with the segment
-        now = ctx.now
-        key = (ip.src, seg.src_port, seg.dst_port)
-        conn = self.connections.get(key)
         if conn is not None:
             st = conn.state
             if st is S.ESTABLISHED:
@@ -579,6 +598,7 @@ class TcpLayer(BaseHandler):
             local_mss=min(options.mss or self.local_mss, self.local_mss),
         )
         conn.listener_ref = None
+        conn.fast_path = self.settings.fast_path
         conn.tso_max = self.tso_max
         conn.rcvbuf.pool = self.ooo_pool
         self.connections[(remote[0], remote[1], local[1])] = conn
@@ -655,10 +675,11 @@ class TcpLayer(BaseHandler):
 
     def _ephemeral_port(self, remote_addr: bytes, remote_port: int) -> int:
         """RFC 6056 §3.3.1 (Algorithm 1): a random start, then the next free port."""
-        span = EPHEMERAL_HIGH - EPHEMERAL_LOW + 1
+        low = self.settings.ephemeral_low  # a worker's slice under `up --workers`
+        span = self.settings.ephemeral_high - low + 1
         start = self._ports.randrange(span)
         for i in range(span):
-            port = EPHEMERAL_LOW + (start + i) % span
+            port = low + (start + i) % span
             if (remote_addr, remote_port, port) not in self.connections and port not in self.listeners:
                 return port
         raise InvalidStateError("no free ephemeral port")

@@ -75,17 +75,23 @@ def process_ack(conn: TcpConnection, seg: TcpRepr, now: float) -> bool:
     ld = conn.loss_detector
     if ld is not None and sb is not None and (acked > 0 or newly_sacked or seg.sack):
         ld.on_ack_received(conn, sb.una, blocks if seg.sack else [], now)  # RFC 8985 §6.2
-    # RFC 9293 §3.10.7.4 (S6): update the send window only from a newer segment.
+    update_window(conn, seq, ack, window)
+    return True
+
+
+def update_window(conn: TcpConnection, seq: int, ack: int, window: int) -> None:
+    """RFC 9293 §3.10.7.4 (S6): update the send window only from a newer segment (*window*
+    already scaled). Shared with the fast path (layers/tcp/fastpath.py)."""
     if seq_lt(conn.snd_wl1, seq) or (conn.snd_wl1 == seq and seq_le(conn.snd_wl2, ack)):
         if window != conn.snd_wnd:
             opened = window > conn.snd_wnd
             conn.snd_wnd = window
             if opened:
                 conn._persist_backoff = 0
-        conn.max_snd_wnd = max(conn.max_snd_wnd, window)
+        if window > conn.max_snd_wnd:
+            conn.max_snd_wnd = window
         conn.snd_wl1 = seq
         conn.snd_wl2 = ack
-    return True
 
 
 def ack_advanced(conn: TcpConnection, ack: int, acked: int, now: float) -> None:

@@ -38,6 +38,13 @@ class TcpSettings:
     port_seed: int | None = None
     """Seed for ephemeral port selection (RFC 6056); default: random."""
 
+    ephemeral_low: int = field(default=49152, metadata={"min": 1024, "max": 65535})
+    """Lowest local port of active opens (RFC 6056 §2.1: the IANA range 49152-65535 by default);
+    ``tcpstack up --workers`` gives each worker its own slice, so their ports never collide."""
+
+    ephemeral_high: int = field(default=65535, metadata={"min": 1024, "max": 65535})
+    """Highest local port of active opens (at least ``ephemeral_low``)."""
+
     max_connections: int = field(default=65536, metadata={"min": 1, "max": 1 << 20})
     """Connections (including TIME-WAIT) the layer keeps at once; new ones are refused beyond."""
 
@@ -103,6 +110,12 @@ class TcpSettings:
     """Memory budget (bytes) for out-of-order data of all connections together, counted as
     ``ooo_budget``; a segment over it is dropped (``tcp.ooo_budget_stack``)."""
 
+    fast_path: bool = True
+    """Header prediction (docs/architecture.md, "Receive fast path"): in-order data and pure
+    ACKs that only advance SND.UNA on an established connection take a short path with the
+    same checks and the same outcome as the general one (counted as ``tcp.fast_path`` and
+    ``tcp.fast_ack``). ``false`` sends every segment through the general path."""
+
     resolved_features: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
     resolved_congestion: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
 
@@ -113,6 +126,9 @@ class TcpSettings:
         self.resolved_features = merge(base, resolve(registry, self.features, f"{path}.features", problems))
         check_algorithm(registry, self.congestion_control, f"{path}.congestion_control", problems)
         self.resolved_congestion = resolve_algorithm_settings(registry, self.congestion, f"{path}.congestion", problems)
+        if self.ephemeral_low > self.ephemeral_high:
+            low, high = self.ephemeral_low, self.ephemeral_high
+            problems.append(f"{path}.ephemeral_low: {low} is above ephemeral_high ({high})")
         for name in ("isn_secret", "syncookie_secret"):
             secret = getattr(self, name)
             if secret is not None and not _is_key(secret):

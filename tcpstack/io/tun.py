@@ -14,6 +14,7 @@ import errno
 import fcntl
 import ipaddress
 import os
+import struct
 
 import pytun
 
@@ -25,11 +26,27 @@ IFF_VNET_HDR = 0x4000
 TUNSETOFFLOAD = 0x400454D0
 TUN_F_CSUM = 0x01
 TUN_F_TSO4 = 0x02
+IFF_MULTI_QUEUE = 0x0100
+TUNSETQUEUE = 0x400454D9
+IFF_DETACH_QUEUE = 0x0400
 MAX_GSO_FRAME = 65535  # an IPv4 datagram's largest size: what one offloaded read may hold
 
 
 def device_exists(name: str) -> bool:
     return os.path.exists(f"/sys/class/net/{name}")
+
+
+def device_multi_queue(name: str) -> bool | None:
+    """Whether the existing TUN device *name* was made with ``multi_queue`` (``None``: unknown)."""
+    try:
+        with open(f"/sys/class/net/{name}/tun_flags") as f:
+            return bool(int(f.read().strip(), 16) & IFF_MULTI_QUEUE)
+    except (OSError, ValueError):
+        return None
+
+
+def multi_queue_recipe(name: str) -> str:
+    return f"ip link del {name}; ip tuntap add dev {name} mode tun multi_queue"
 
 
 def device_mtu(name: str) -> int | None:
@@ -51,6 +68,10 @@ class TunLink:
         offload (``TUNSETOFFLOAD``): every frame read or written then starts with a 10-byte
         ``virtio_net_hdr`` (handled by the link layer, :mod:`layers.link.handler`), and reads
         may return TCP super-segments of up to 64 KB.
+    :param multi_queue: open one queue of a ``multi_queue`` device (``IFF_MULTI_QUEUE``; a
+        created device is made multi-queue); ``None``: as the existing device was made (the
+        kernel refuses a mismatch), single-queue for a created one. ``True`` on a device made
+        without it is a one-line error with the command that makes one.
     :raises LinkError: with a one-line explanation of what went wrong and how to fix it.
     """
 
@@ -62,6 +83,7 @@ class TunLink:
         create: bool = False,
         kernel_address: str | None = None,
         offload: bool = False,
+        multi_queue: bool | None = None,
     ) -> None:
         if not os.path.exists("/dev/net/tun"):
             raise LinkError("/dev/net/tun does not exist: this kernel or container has no TUN support")
@@ -75,8 +97,16 @@ class TunLink:
             current = device_mtu(device)
             if current is not None and current != mtu:
                 raise LinkError(f"TUN device {device!r} has MTU {current}, but the configuration says {mtu}")
+        mq = device_multi_queue(device) if existed else None
+        if multi_queue and mq is False:
+            raise LinkError(
+                f"TUN device {device!r} was made without multi_queue, which --workers needs: "
+                f"'{multi_queue_recipe(device)}'"
+            )
+        self.multi_queue = bool(mq if multi_queue is None else multi_queue)
         try:
             flags = pytun.IFF_TUN | pytun.IFF_NO_PI | (IFF_VNET_HDR if offload else 0)
+            flags |= IFF_MULTI_QUEUE if self.multi_queue else 0
             self._dev = pytun.TunTapDevice(name=device, flags=flags)
         except pytun.Error as exc:
             raise LinkError(_explain(device, exc)) from None
@@ -137,6 +167,11 @@ class TunLink:
         except OSError:  # EAGAIN (queue full), EINVAL (malformed), EIO (device down)
             self.tx_errors += 1
             return False
+
+    def detach_queue(self) -> None:
+        """Take this descriptor's queue out of a multi-queue device (``TUNSETQUEUE``): the kernel
+        sends it nothing, and the open descriptor keeps the device alive."""
+        fcntl.ioctl(self._fd, TUNSETQUEUE, struct.pack("16sH22x", b"", IFF_DETACH_QUEUE))
 
     def close(self) -> None:
         if self.offload:

@@ -71,7 +71,7 @@ def test_minimal_endpoint_moves_bytes_intact_both_ways(netns: Netns, tmp_path: P
 def test_run_json_has_the_documented_keys(netns_capability: None) -> None:
     out = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "run.py"), "--json", "--size-mb", "0.5", "--conns", "3",
-         "--repeat", "1", "--segments", "100", "--segment-runs", "1"],
+         "--repeat", "1", "--segments", "100", "--segment-runs", "1", "--flows", "3", "--workers-seconds", "1"],
         capture_output=True, text=True, timeout=240, check=False,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
@@ -103,4 +103,10 @@ def test_run_json_has_the_documented_keys(netns_capability: None) -> None:
     assert report["ratios"]["connections"]["ours_vs_kernel"] == pytest.approx(conns["ours"] / conns["kernel"])
     assert set(report["segment_us"]) == {"receive/default", "receive/none", "send/default", "send/none"}
     assert all(positive(v) for v in report["segment_us"].values())
-    assert "not implemented" in report["workers"]["status"]
+    workers = report["workers"]
+    assert (workers["flows"], workers["seconds"]) == (3, 1)
+    for direction in ("kernel_to_peer", "peer_to_kernel"):
+        one, two = workers["bytes"]["one"][direction], workers["bytes"]["two"][direction]
+        assert positive(one) and positive(two)
+        assert workers["two_vs_one"][direction] == pytest.approx(two / one)
+        assert workers["mb_per_s"]["two"][direction] == pytest.approx(two / 1e6)
