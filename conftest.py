@@ -60,7 +60,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     capman = config.pluginmanager.get_plugin("capturemanager")
     if reporter is not None:
-        reporter.ensure_newline()
+        reporter.write_line("")
         reporter.write_sep("=", "the same tests against the pure-Python build (TCPSTACK_PURE_PYTHON=1)")
     env = {**os.environ, "TCPSTACK_PURE_PYTHON": "1", CHILD_ENV: "1"}
     # The compiled run is the thorough one (CI's example counts: hypothesis's ``ci`` profile, the
