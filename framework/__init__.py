@@ -2,7 +2,9 @@
 registry and config, and the typed interfaces layers offer each other (link capabilities, the
 network layer). It imports nothing from ``layers``, ``plugins`` or the application package."""
 
-from framework import _moved
+# _compiled comes first (isort keeps it there): importing it decides which build is used and
+# installs the finder of the compiled modules before any of them is imported.
+from framework import _compiled, _moved  # noqa: F401
 from framework.capabilities import LinkCapabilities
 from framework.config import CheckContext, StackConfig, build_stack, config_from_dict, load_config
 from framework.context import Context

@@ -42,11 +42,41 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"tcpstack: error: {message} (see '{self.prog} --help')\n")
 
 
+class _VersionAction(argparse.Action):
+    """``--version``: the version, the Python, and which build of the hot modules runs (compiled
+    with mypyc: which modules; or pure Python and why), as framework/_compiled.py decided."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> NoReturn:
+        print(version_text())  # stdout, like --help
+        parser.exit(EXIT_OK)
+
+
+def version_text() -> str:
+    """What ``tcpstack --version`` prints (two lines)."""
+    import importlib.metadata
+    import platform
+
+    from framework import _compiled
+
+    return (
+        f"tcpstack {importlib.metadata.version('tcpstack')} (Python {platform.python_version()})\n"
+        f"build: {_compiled.describe()}"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="tcpstack",
         description="A user-space TCP/IP stack in Python over a Linux TUN device.",
         epilog="Run 'tcpstack COMMAND --help' for a command's options. Docs: docs/cli.md",
+    )
+    parser.add_argument(
+        "--version",
+        action=_VersionAction,
+        help="print the version and which build runs: compiled (which modules) or pure Python (and why)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol
 
+from framework._compiled import mypyc_attr
+
 if TYPE_CHECKING:
     from layers.tcp.policy import DecisionLog
 
@@ -58,6 +60,7 @@ class CongestionControlProtocol(Protocol):
     def on_idle_restart(self) -> None: ...
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # plugins (Cubic) subclass it, compiled or not
 class CongestionControl:
     """RFC 5681 slow start, congestion avoidance, fast retransmit and fast recovery."""
 

@@ -102,7 +102,7 @@ class TcpSettings:
 
     ooo_budget: int | None = field(default=None, metadata={"min": 4096, "max": 1 << 32})
     """Default memory budget (bytes) for out-of-order data per connection, each piece counted at
-    its payload plus 224 bytes of overhead (measured); a segment over it is dropped before it is
+    its payload plus 240 bytes of overhead (measured); a segment over it is dropped before it is
     acknowledged or SACKed (counted as ``tcp.ooo_budget``). Default: twice ``recv_buffer``,
     at least 64 KiB."""
 

@@ -13,7 +13,14 @@ import sys
 import tracemalloc
 from collections.abc import Callable
 from dataclasses import replace
+from types import ModuleType
 
+import pytest
+
+import layers.tcp.buffers
+import layers.tcp.connection
+import layers.tcp.scoreboard
+from framework._compiled import is_compiled
 from layers.tcp.buffers import PIECE_OVERHEAD, ReceiveBuffer
 from layers.tcp.scoreboard import Scoreboard
 from layers.tcp.wire import RST
@@ -121,7 +128,10 @@ class TestBudget:
             finally:
                 tracemalloc.stop()
             assert buf.ooo_pieces == n
-            assert 0.8 * PIECE_OVERHEAD <= per_piece <= PIECE_OVERHEAD, per_piece
+            # Compiled (mypyc), the buffer's own objects are smaller: PIECE_OVERHEAD (the pure
+            # build's cost) is then only an upper bound.
+            low = 0.0 if is_compiled(layers.tcp.buffers) else 0.8 * PIECE_OVERHEAD
+            assert low <= per_piece <= PIECE_OVERHEAD, per_piece
 
 
 class TestBlockSelection:
@@ -162,6 +172,16 @@ def _lines(work: Callable[[], object]) -> int:
     return count
 
 
+def _counts_lines_of(module: ModuleType) -> pytest.MarkDecorator:
+    """Line events come from interpreted code only: compiled (mypyc), the module under test emits
+    none, and the count would measure only what it calls. The test command's pure-Python run
+    (conftest.py at the root) runs these tests."""
+    return pytest.mark.skipif(
+        is_compiled(module),
+        reason=f"{module.__name__} is compiled: no line events to count (the pure-Python run counts them)",
+    )
+
+
 FEW, MANY = 2000, 20_000  # both past the sorted containers' first sublist (load 1000)
 
 
@@ -169,6 +189,7 @@ class TestPerSegmentWork:
     """Ten times as many pieces held: the work per segment stays (nearly) the same (an O(n)
     walk over what is held would take ten times as many lines)."""
 
+    @_counts_lines_of(layers.tcp.connection)
     def test_receiving_an_out_of_order_segment(self) -> None:
         def work(n: int) -> int:
             h = LayerHarness(features={"sack": {}})
@@ -182,6 +203,7 @@ class TestPerSegmentWork:
         few, many = work(FEW), work(MANY)
         assert many < 1.25 * few, (few, many)
 
+    @_counts_lines_of(layers.tcp.scoreboard)
     def test_an_ack_with_sack_blocks_at_the_sender(self) -> None:
         """RFC 6675: the scoreboard update, SetPipe(), IsLost() and NextSeg() of one ACK, with
         2000 or 20,000 SACKed ranges (the peer chose one-byte blocks with holes)."""
