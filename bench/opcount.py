@@ -9,7 +9,8 @@ hard to see in them. This script runs the same scenarios (the same code: ``segme
 and the Python function calls made, inside the timed region only (between the two
 ``perf_counter_ns`` calls that bracket the driver calls for one input), divided by the segments
 timed. The counts do not depend on the machine's load; run it on two checkouts (each with its
-own interpreter) to compare them::
+own interpreter) to compare them (always the pure-Python modules: compiled code runs no
+bytecodes, so this script sets ``TCPSTACK_PURE_PYTHON=1`` for itself)::
 
     /work/wt/before/.venv/bin/python bench/opcount.py --root /work/wt/before
     .venv/bin/python bench/opcount.py
@@ -22,11 +23,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
+# Bytecodes are counted in interpreted code only: code compiled with mypyc runs none, so a
+# compiled build's count would shrink by whatever is compiled and stop being comparable across
+# checkouts and builds. The count is therefore always of the pure-Python modules (set before
+# anything of the stack is imported; docs/architecture.md "Two builds").
+os.environ["TCPSTACK_PURE_PYTHON"] = "1"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import inproc
