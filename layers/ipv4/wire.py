@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import Final
 
 from framework.checksum import internet_checksum
 from framework.errors import WireError
@@ -15,16 +16,16 @@ from framework.errors import WireError
 # RFC 791 §3.1: version/IHL, TOS, total length, identification, flags/fragment offset,
 # TTL, protocol, header checksum, source address, destination address.
 _HEADER = struct.Struct("!BBHHHBBH4s4s")
-HEADER_LEN = _HEADER.size  # 20; we never emit options
-MAX_DATAGRAM = 65535  # RFC 791 §3.1: Total Length is 16 bits
-FLAG_DF = 0x4000
-FLAG_MF = 0x2000
-OFFSET_MASK = 0x1FFF
-_RESERVED_FLAG = 0x8000
+HEADER_LEN: Final = _HEADER.size  # 20; we never emit options
+MAX_DATAGRAM: Final = 65535  # RFC 791 §3.1: Total Length is 16 bits
+FLAG_DF: Final = 0x4000
+FLAG_MF: Final = 0x2000
+OFFSET_MASK: Final = 0x1FFF
+_RESERVED_FLAG: Final = 0x8000
 
-PROTO_ICMP = 1
-PROTO_TCP = 6
-PROTO_UDP = 17
+PROTO_ICMP: Final = 1
+PROTO_TCP: Final = 6
+PROTO_UDP: Final = 17
 
 
 @dataclass(slots=True)
@@ -47,6 +48,35 @@ class Ipv4Repr:
     more_frags: bool = False
     frag_offset: int = 0
     header_len: int = HEADER_LEN
+
+    def __init__(
+        self,
+        src: bytes,
+        dst: bytes,
+        protocol: int,
+        payload_len: int = 0,
+        ttl: int = 64,
+        tos: int = 0,
+        ident: int = 0,
+        dont_frag: bool = True,
+        more_frags: bool = False,
+        frag_offset: int = 0,
+        header_len: int = HEADER_LEN,
+    ) -> None:
+        # Written out, not generated: mypyc compiles a hand-written __init__ but leaves a
+        # dataclass's generated one interpreted. Same fields, order and defaults as declared
+        # above (tests/layers/ipv4/test_wire.py checks the signature).
+        self.src = src
+        self.dst = dst
+        self.protocol = protocol
+        self.payload_len = payload_len
+        self.ttl = ttl
+        self.tos = tos
+        self.ident = ident
+        self.dont_frag = dont_frag
+        self.more_frags = more_frags
+        self.frag_offset = frag_offset
+        self.header_len = header_len
 
     @property
     def is_fragment(self) -> bool:

@@ -43,7 +43,7 @@ Plain typed Python: it is meant to be compiled with mypyc as well as run interpr
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from framework.checksum import internet_checksum
 from layers.tcp import receiver, recovery
@@ -58,15 +58,15 @@ if TYPE_CHECKING:
 # (NOP, NOP, kind 8, length 10, TSval, TSecr) in one unpack.
 _PLAIN = struct.Struct("!HHIIBBHHH")
 _WITH_TS = struct.Struct("!HHIIBBHHHIII")
-_TS_PREFIX = 0x0101080A
-_OFF_PLAIN = 5 << 4  # data offset 5 words, reserved bits clear
-_OFF_TS = 8 << 4  # data offset 8 words
+_TS_PREFIX: Final = 0x0101080A
+_OFF_PLAIN: Final = 5 << 4  # data offset 5 words, reserved bits clear
+_OFF_TS: Final = 8 << 4  # data offset 8 words
 
 #: What :func:`receive` did with a segment.
-SLOW = 0  # not predicted: nothing was done, the slow path takes it
-DATA = 1  # in-order data, processed
-PURE_ACK = 2  # a pure ACK advancing SND.UNA, processed
-BAD_CHECKSUM = 3  # predicted, but the checksum is wrong: drop it (nothing was done)
+SLOW: Final = 0  # not predicted: nothing was done, the slow path takes it
+DATA: Final = 1  # in-order data, processed
+PURE_ACK: Final = 2  # a pure ACK advancing SND.UNA, processed
+BAD_CHECKSUM: Final = 3  # predicted, but the checksum is wrong: drop it (nothing was done)
 
 _ESTABLISHED = TcpState.ESTABLISHED
 

@@ -9,12 +9,12 @@ apart from lengths at zero run-time cost.
 
 from __future__ import annotations
 
-from typing import NewType
+from typing import Final, NewType
 
 Seq = NewType("Seq", int)
 
-MASK = 0xFFFFFFFF
-HALF = 0x80000000
+MASK: Final = 0xFFFFFFFF
+HALF: Final = 0x80000000
 
 
 def seq_add(a: int, n: int) -> Seq:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Final, Protocol
 
 from framework.checksum import fold, ones_sum
 from framework.context import Context
@@ -38,16 +38,16 @@ from layers.tcp.wire import CWR, PROTO_TCP, TcpRepr, emit_options, pseudo_base
 _IP_TCP = struct.Struct("!BBHHHBBH4s4sHHIIBBHHH")
 # The same with NOP, NOP, Timestamps (RFC 7323 §3.2; Appendix A's layout): 52 bytes.
 _IP_TCP_TS = struct.Struct("!BBHHHBBH4s4sHHIIBBHHHBBBBII")
-_TS_WORDS = 0x0101 + 0x080A  # the option's constant words: NOP NOP, kind 8 length 10
-_IP_HLEN = 20  # we never send IPv4 options
-_DF = 0x4000  # RFC 791 §3.1: Don't Fragment (TCP's datagrams always carry it here, as before)
-_MAX_DATAGRAM = 0xFFFF  # RFC 791 §3.1: Total Length is 16 bits
+_TS_WORDS: Final = 0x0101 + 0x080A  # the option's constant words: NOP NOP, kind 8 length 10
+_IP_HLEN: Final = 20  # we never send IPv4 options
+_DF: Final = 0x4000  # RFC 791 §3.1: Don't Fragment (TCP's datagrams always carry it here, as before)
+_MAX_DATAGRAM: Final = 0xFFFF  # RFC 791 §3.1: Total Length is 16 bits
 
 # struct virtio_net_hdr (<linux/virtio_net.h>), as layers/link/handler.py writes it.
 _VNET = struct.Struct("<BBHHHH")
-_VNET_F_NEEDS_CSUM = 1
-_GSO_TCPV4 = 1
-_GSO_ECN = 0x80
+_VNET_F_NEEDS_CSUM: Final = 1
+_GSO_TCPV4: Final = 1
+_GSO_ECN: Final = 0x80
 _PLAIN_VNET = bytes(_VNET.size)
 
 

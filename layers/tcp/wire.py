@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+from typing import Final
 
 from framework.checksum import BytesLike, fold, internet_checksum
 from framework.errors import WireError
@@ -19,28 +20,28 @@ from framework.errors import WireError
 # data offset (4 bits) + reserved (4 bits), flags (CWR ECE URG ACK PSH RST SYN FIN),
 # window, checksum, urgent pointer.
 _HEADER = struct.Struct("!HHIIBBHHH")
-HEADER_LEN = _HEADER.size  # 20
-MAX_HEADER_LEN = 60
-MAX_OPTION_BYTES = MAX_HEADER_LEN - HEADER_LEN  # RFC 9293 §3.1: Data Offset allows 40 bytes of options
+HEADER_LEN: Final = _HEADER.size  # 20
+MAX_HEADER_LEN: Final = 60
+MAX_OPTION_BYTES: Final = MAX_HEADER_LEN - HEADER_LEN  # RFC 9293 §3.1: Data Offset allows 40 bytes of options
 
-FIN = 0x01
-SYN = 0x02
-RST = 0x04
-PSH = 0x08
-ACK = 0x10
-URG = 0x20
-ECE = 0x40
-CWR = 0x80
+FIN: Final = 0x01
+SYN: Final = 0x02
+RST: Final = 0x04
+PSH: Final = 0x08
+ACK: Final = 0x10
+URG: Final = 0x20
+ECE: Final = 0x40
+CWR: Final = 0x80
 
-OPT_EOL = 0
-OPT_NOP = 1
-OPT_MSS = 2
-OPT_WSCALE = 3
-OPT_SACK_PERM = 4
-OPT_SACK = 5
-OPT_TIMESTAMP = 8
+OPT_EOL: Final = 0
+OPT_NOP: Final = 1
+OPT_MSS: Final = 2
+OPT_WSCALE: Final = 3
+OPT_SACK_PERM: Final = 4
+OPT_SACK: Final = 5
+OPT_TIMESTAMP: Final = 8
 
-PROTO_TCP = 6
+PROTO_TCP: Final = 6
 
 _FLAG_NAMES = ((SYN, "S"), (FIN, "F"), (RST, "R"), (PSH, "P"), (ACK, "."), (URG, "U"), (ECE, "E"), (CWR, "W"))
 
@@ -85,6 +86,50 @@ class TcpRepr:
     gso_size: int = field(default=0, repr=False, compare=False)
     """Outbound, TUN offload: a super-segment the kernel cuts into segments of this many
     payload bytes, each with a copy of this header (TCP segmentation offload)."""
+
+    def __init__(
+        self,
+        src_port: int,
+        dst_port: int,
+        seq: int,
+        ack: int,
+        flags: int,
+        window: int,
+        payload: BytesLike = b"",
+        urgent: int = 0,
+        mss: int | None = None,
+        wscale: int | None = None,
+        sack_perm: bool = False,
+        sack: list[tuple[int, int]] | None = None,
+        ts: tuple[int, int] | None = None,
+        pseudo: int = 0,
+        ip_ecn: int = 0,
+        rexmit: bool = False,
+        csum_partial: bool = False,
+        gso_size: int = 0,
+    ) -> None:
+        # Written out, not generated: mypyc compiles a hand-written __init__ but leaves a
+        # dataclass's generated one interpreted (about 13x slower to construct, and one is built
+        # per segment). Same fields, order and defaults as declared above (@dataclass keeps an
+        # __init__ the class defines; tests/layers/tcp/test_wire.py checks the signature).
+        self.src_port = src_port
+        self.dst_port = dst_port
+        self.seq = seq
+        self.ack = ack
+        self.flags = flags
+        self.window = window
+        self.payload = payload
+        self.urgent = urgent
+        self.mss = mss
+        self.wscale = wscale
+        self.sack_perm = sack_perm
+        self.sack = sack
+        self.ts = ts
+        self.pseudo = pseudo
+        self.ip_ecn = ip_ecn
+        self.rexmit = rexmit
+        self.csum_partial = csum_partial
+        self.gso_size = gso_size
 
     @property
     def seg_len(self) -> int:
