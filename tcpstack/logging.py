@@ -50,11 +50,35 @@ def add_pcap_frame(logger: Any, method: str, event: dict[str, Any]) -> dict[str,
     return event
 
 
-class _StderrLoggerFactory:
-    """A :class:`structlog.PrintLogger` on whatever ``sys.stderr`` is when a logger is made."""
+class LineLogger(structlog.PrintLogger):
+    """A :class:`structlog.PrintLogger` that writes each line with one ``write`` call.
 
-    def __call__(self, *args: Any) -> structlog.PrintLogger:
-        return structlog.PrintLogger(sys.stderr)
+    ``print()`` writes the message and the newline separately, and standard error that is not
+    a terminal is write-through: two ``write(2)`` calls per line. Processes that share one log
+    file (``tcpstack up --workers N``: the parent and every worker) then could put a line of
+    one inside a line of another; one call per line keeps every line whole.
+    """
+
+    def msg(self, message: str) -> None:
+        with self._lock:
+            self._file.write(message + "\n")
+            self._file.flush()
+
+    log = debug = info = warn = warning = msg
+    fatal = failure = err = error = critical = exception = msg
+
+
+class LineLoggerFactory:
+    """:class:`LineLogger` on *file*, or on whatever ``sys.stderr`` is when a logger is made."""
+
+    def __init__(self, file: TextIO | None = None) -> None:
+        self._file = file
+
+    def __call__(self, *args: Any) -> LineLogger:
+        return LineLogger(self._file if self._file is not None else sys.stderr)
+
+
+_StderrLoggerFactory = LineLoggerFactory  # the quiet default: standard error at call time
 
 
 def install_quiet_default() -> bool:
@@ -109,5 +133,5 @@ def configure_logging(
         cache_logger_on_first_use=cache,
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
         processors=shared + renderer,
-        logger_factory=structlog.PrintLoggerFactory(file=stream or sys.stderr),
+        logger_factory=LineLoggerFactory(stream or sys.stderr),  # one write per line
     )
