@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
+from typing import Any
 
 from framework.context import Context
 from framework.handler import BaseHandler
@@ -42,3 +44,43 @@ def ipv4_stack(*, mtu: int = 1500, sink: Sink | None = None, **ipv4: object) -> 
     ip = Ipv4Layer("ipv4", settings)
     stack = Stack(Pipeline([RawIpLink("memory", mtu, MemorySettings(mtu=mtu)), ip, sink.node()]))
     return stack, ip, sink
+
+
+def assert_init_takes_fields(cls: type, *required: object) -> None:
+    """A dataclass with a written-out ``__init__`` (mypyc compiles it; a generated one stays
+    interpreted) takes its fields in their order, by position and by name, with the declared
+    defaults. Tested by behaviour, so it holds for the compiled class too, whose signature
+    inspect cannot read. *required*: values for the fields without a default."""
+    fields = dataclasses.fields(cls)
+    values = [_distinct(f.name, _type_name(f.type), i, f.default) for i, f in enumerate(fields)]
+    by_position = cls(*values)
+    by_name = cls(**{f.name: v for f, v in zip(fields, values, strict=True)})
+    for f, v in zip(fields, values, strict=True):
+        assert getattr(by_position, f.name) == v, f.name
+        assert getattr(by_name, f.name) == v, f.name
+    defaults = cls(*required)
+    for f in fields:
+        if f.default is not dataclasses.MISSING:
+            assert getattr(defaults, f.name) == f.default, f.name
+
+
+def _distinct(name: str, annotation: str, i: int, default: object) -> Any:
+    """A value of the field's type that differs from its default and, for the numbers and byte
+    strings, from every other field's: a swapped pair of parameters would show."""
+    if annotation == "bool":
+        return not default
+    if annotation in ("bytes", "BytesLike") or name == "payload":
+        return bytes([i, i, i, i])
+    if annotation.startswith("list") or name == "sack":  # the compiled class says only "type"
+        return [(i, i + 1)]
+    if annotation.startswith("tuple") or name == "ts":
+        return (i, i + 1)
+    return 1000 + i  # int, int | None
+
+
+def _type_name(t: object) -> str:
+    """A field's annotation as written: a string in the interpreted class (postponed
+    annotations), a type or a typing form in the compiled one."""
+    if isinstance(t, str):
+        return t
+    return t.__name__ if isinstance(t, type) else str(t)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-from typing import Any
 
 import pytest
 from hypothesis import given
@@ -13,6 +12,7 @@ from scapy.packet import Raw
 
 from framework.errors import WireError
 from layers.ipv4.wire import HEADER_LEN, Ipv4Repr, check_options, is_invalid_source, is_multicast
+from tests.helpers import assert_init_takes_fields
 from tests.layers.ipv4.helpers import MF, datagram, fix_checksum, rfc1071
 
 # Version 4, IHL 5, TOS 0, Total Length 30, ID 0x1c46, DF, TTL 64, TCP, checksum 0x0a92,
@@ -411,44 +411,6 @@ class TestAddresses:
 
 
 def test_ipv4repr_init_matches_its_declared_fields() -> None:
-    """Ipv4Repr's __init__ is written out (mypyc compiles it; a generated one stays interpreted):
-    it takes the dataclass fields in their order, by position and by name, with the same
-    defaults. Tested by behaviour, so it holds for the compiled class too (whose signature
-    inspect cannot read)."""
-    import dataclasses
-
-    fields = dataclasses.fields(Ipv4Repr)
-    values = [_distinct(f.name, _type_name(f.type), i, f.default) for i, f in enumerate(fields)]
-    by_position = Ipv4Repr(*values)
-    by_name = Ipv4Repr(**{f.name: v for f, v in zip(fields, values, strict=True)})
-    for f, v in zip(fields, values, strict=True):
-        assert getattr(by_position, f.name) == v, f.name
-        assert getattr(by_name, f.name) == v, f.name
-    required = Ipv4Repr(b"\x01\x02\x03\x04", b"\x05\x06\x07\x08", 6)
-    for f in fields:
-        if f.default is not dataclasses.MISSING:
-            assert getattr(required, f.name) == f.default, f.name
-
-
-def _distinct(name: str, annotation: str, i: int, default: object) -> Any:
-    """A value of the field's type that differs from its default and, for the numbers and byte
-    strings, from every other field's: a swapped pair of parameters would show."""
-    if annotation == "bool":
-        return not default
-    if annotation in ("bytes", "BytesLike"):
-        return bytes([i, i, i, i])
-    if annotation.startswith("list") or name == "sack":  # the compiled class says only "type"
-        return [(i, i + 1)]
-    if annotation.startswith("tuple") or name == "ts":
-        return (i, i + 1)
-    if name == "payload":
-        return bytes([i, i, i, i])
-    return 1000 + i  # int, int | None
-
-
-def _type_name(t: object) -> str:
-    """A field's annotation as written: a string in the interpreted class (postponed
-    annotations), a type or a typing form in the compiled one."""
-    if isinstance(t, str):
-        return t
-    return t.__name__ if isinstance(t, type) else str(t)
+    """Ipv4Repr's __init__ is written out (mypyc compiles it): it takes the dataclass fields in
+    order, by position and by name, with the declared defaults."""
+    assert_init_takes_fields(Ipv4Repr, b"\x01\x02\x03\x04", b"\x05\x06\x07\x08", 6)

@@ -4,7 +4,6 @@ byte literals, round trips, and scapy as an independent oracle."""
 from __future__ import annotations
 
 import struct
-from typing import Any
 
 import pytest
 from hypothesis import given
@@ -13,6 +12,7 @@ from scapy.layers.inet import IP, TCP
 
 from framework.errors import WireError
 from layers.tcp.wire import ACK, CWR, ECE, FIN, PSH, RST, SYN, URG, TcpRepr, flags_str, pseudo_base
+from tests.helpers import assert_init_takes_fields
 from tests.layers.ipv4.helpers import rfc1071
 from tests.layers.tcp.helpers import LOCAL_ADDR, LOCAL_IP, REMOTE_ADDR, REMOTE_IP
 
@@ -226,44 +226,6 @@ class TestRoundTrip:
 
 
 def test_tcprepr_init_matches_its_declared_fields() -> None:
-    """TcpRepr's __init__ is written out (mypyc compiles it; a generated one stays interpreted):
-    it takes the dataclass fields in their order, by position and by name, with the same
-    defaults. Tested by behaviour, so it holds for the compiled class too (whose signature
-    inspect cannot read)."""
-    import dataclasses
-
-    fields = dataclasses.fields(TcpRepr)
-    values = [_distinct(f.name, _type_name(f.type), i, f.default) for i, f in enumerate(fields)]
-    by_position = TcpRepr(*values)
-    by_name = TcpRepr(**{f.name: v for f, v in zip(fields, values, strict=True)})
-    for f, v in zip(fields, values, strict=True):
-        assert getattr(by_position, f.name) == v, f.name
-        assert getattr(by_name, f.name) == v, f.name
-    required = TcpRepr(1, 2, 3, 4, 5, 6)
-    for f in fields:
-        if f.default is not dataclasses.MISSING:
-            assert getattr(required, f.name) == f.default, f.name
-
-
-def _distinct(name: str, annotation: str, i: int, default: object) -> Any:
-    """A value of the field's type that differs from its default and, for the numbers and byte
-    strings, from every other field's: a swapped pair of parameters would show."""
-    if annotation == "bool":
-        return not default
-    if annotation in ("bytes", "BytesLike"):
-        return bytes([i, i, i, i])
-    if annotation.startswith("list") or name == "sack":  # the compiled class says only "type"
-        return [(i, i + 1)]
-    if annotation.startswith("tuple") or name == "ts":
-        return (i, i + 1)
-    if name == "payload":
-        return bytes([i, i, i, i])
-    return 1000 + i  # int, int | None
-
-
-def _type_name(t: object) -> str:
-    """A field's annotation as written: a string in the interpreted class (postponed
-    annotations), a type or a typing form in the compiled one."""
-    if isinstance(t, str):
-        return t
-    return t.__name__ if isinstance(t, type) else str(t)
+    """TcpRepr's __init__ is written out (mypyc compiles it): it takes the dataclass fields in
+    order, by position and by name, with the declared defaults."""
+    assert_init_takes_fields(TcpRepr, 1, 2, 3, 4, 5, 6)
