@@ -19,7 +19,9 @@ so a decision made while handling frame N names N. It costs nothing for filtered
 from __future__ import annotations
 
 import logging
+import re
 import sys
+from collections.abc import MutableMapping
 from typing import Any, Protocol, TextIO
 
 import structlog
@@ -48,6 +50,54 @@ def add_pcap_frame(logger: Any, method: str, event: dict[str, Any]) -> dict[str,
     if _pcap is not None:
         event.setdefault("pcap_frame", _pcap.frames)
     return event
+
+
+_NEEDS_REPR = re.compile("[ \t=\r\n\"']").search  # what ConsoleRenderer._repr quotes in a string
+_NOTHING: Any = object()
+#: Keys the console renderer treats specially (traceback, stack, logger name, the default column).
+_SPECIAL_KEYS = ("stack", "exception", "exc_info", "logger", "logger_name", "")
+
+
+class FastConsoleRenderer(structlog.dev.ConsoleRenderer):
+    """structlog's ``ConsoleRenderer(colors=False)``, rendering the common event in one pass.
+
+    The stock renderer formats each key through a column formatter with its own ``StringIO``
+    (about 30 µs for a ``tcp.closed`` line, most of what the line costs). An event with none of
+    the keys it treats specially (``stack``, ``exception``, ``exc_info``, ``logger``,
+    ``logger_name``) is rendered here to the same text: timestamp, ``[level]`` padded to the
+    longest level name, the event padded to 30 characters, then ``key=value`` sorted by key, a
+    string quoted with ``repr`` only when it holds a space, tab, ``=``, a quote or a line break.
+    Any other event goes to the stock renderer. tests/framework/test_logging_render.py checks
+    the two give the same text.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(colors=False)
+        self._level_width = self._longest_level
+
+    def __call__(self, logger: Any, name: str, event_dict: MutableMapping[str, Any]) -> str:
+        for key in _SPECIAL_KEYS:
+            if key in event_dict:
+                return super().__call__(logger, name, event_dict)
+        level = event_dict.get("level", "")
+        if not isinstance(level, str):
+            return super().__call__(logger, name, event_dict)
+        parts: list[str] = []
+        timestamp = event_dict.pop("timestamp", _NOTHING)
+        if timestamp is not _NOTHING:
+            parts.append(str(timestamp))
+        if event_dict.pop("level", _NOTHING) is not _NOTHING:
+            parts.append(f"[{level.ljust(self._level_width)}]")
+        event = event_dict.pop("event", _NOTHING)
+        if event is not _NOTHING:
+            parts.append(str(event).ljust(self._pad_event_to))
+        for key in sorted(event_dict):
+            value = event_dict[key]
+            if isinstance(value, str):
+                parts.append(f"{key}={value!r}" if _NEEDS_REPR(value) else f"{key}={value}")
+            else:
+                parts.append(f"{key}={value!r}")
+        return " ".join(part for part in parts if part).rstrip(" ")
 
 
 class LineLogger(structlog.PrintLogger):
@@ -128,7 +178,7 @@ def configure_logging(
     if fmt == "json":
         renderer = [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer()]
     else:
-        renderer = [structlog.dev.ConsoleRenderer(colors=False)]
+        renderer = [FastConsoleRenderer()]  # ConsoleRenderer(colors=False)'s text, faster
     structlog.configure(
         cache_logger_on_first_use=cache,
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
