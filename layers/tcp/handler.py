@@ -42,7 +42,7 @@ from layers.tcp.features import (
 from layers.tcp.policy import ConnInfo, TcpOptions, TcpSetup
 from layers.tcp.seq import MASK, seq_add, seq_gt
 from layers.tcp.settings import TcpSettings, check_settings
-from layers.tcp.setup import connection_setup, has_setup_hook, resolve_overrides, trial_setup
+from layers.tcp.setup import SetupHook, connection_setup, resolve_overrides, trial_setup
 from layers.tcp.state import TcpState
 from layers.tcp.syncookies import (
     MSS_TABLE,
@@ -139,7 +139,7 @@ class TcpLayer(BaseHandler):
         self.on_new_connection: Callable[[TcpConnection], None] | None = None
         self.host: PluginHost | None = None
         self.registry: Registry | None = None
-        self._run_setup_hook = True
+        self._setup_hook: SetupHook | None = None  # the tcp_connection_setup hook, run directly
         self.ooo_pool = OooPool(settings.ooo_memory)  # out-of-order data of every connection
 
     # ------------------------------------------------------------------ assembly
@@ -552,7 +552,7 @@ class TcpLayer(BaseHandler):
         """Called when the stack is assembled: per-connection plugins come from *host*."""
         self.host = host
         self.registry = host.registry
-        self._run_setup_hook = has_setup_hook(host)  # once: no pluggy call per connection without one
+        self._setup_hook = SetupHook(host)  # no pluggy caller per connection (layers/tcp/setup.py)
         if not self.settings.resolved_features and not self.settings.features and self.settings.default_features:
             problems: list[str] = []
             self.settings.resolved_features = defaults(host.registry, problems)
@@ -589,11 +589,12 @@ class TcpLayer(BaseHandler):
 
     def _setup(self, info: ConnInfo, options: TcpOptions, overrides: dict[str, Any]) -> TcpSetup:
         """Features and congestion control for one connection, through the one setup path
-        (layers/tcp/setup.py: one pluggy call per connection, never per segment)."""
+        (layers/tcp/setup.py: the setup hook's implementations run once per connection, called
+        directly, never per segment)."""
         features = merge(self.settings.resolved_features, overrides)
         name = options.congestion_control or self.settings.congestion_control
         algorithms = self._algorithm_settings()
-        return connection_setup(self.host, info, options, features, name, algorithms, run_hook=self._run_setup_hook)
+        return connection_setup(self.host, info, options, features, name, algorithms, hook=self._setup_hook)
 
     # ------------------------------------------------------------------ connections
 

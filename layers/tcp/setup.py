@@ -13,8 +13,10 @@ One pluggy call per connection, never per segment (docs/architecture.md).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
+
+import pluggy
 
 from framework.errors import PluginError
 from framework.plugins import PluginHost
@@ -49,6 +51,7 @@ def connection_setup(
     *,
     trial: bool = False,
     run_hook: bool = True,
+    hook: Callable[[TcpSetup], None] | None = None,
 ) -> TcpSetup:
     """Build the :class:`TcpSetup` of one connection and run the ``tcp_connection_setup`` hook.
 
@@ -59,7 +62,10 @@ def connection_setup(
 
     *run_hook* false skips the pluggy call: the TCP layer passes :func:`has_setup_hook`'s
     answer, decided once when the stack is assembled, so a stack whose plugins implement no
-    ``tcp_connection_setup`` pays nothing for it per connection."""
+    ``tcp_connection_setup`` pays nothing for it per connection.
+
+    *hook*, if given, runs the hook instead of the plugin manager's caller: the TCP layer
+    passes its :class:`SetupHook`, which calls the implementations directly."""
     setup = TcpSetup(info=info, options=options, features=features, trial=trial)
     if congestion_control is not None:
         alg = congestion_controls(host.registry).get(congestion_control) if host is not None else None
@@ -69,9 +75,69 @@ def connection_setup(
         else:
             setup.congestion = CongestionControl(info.mss)
         setup.congestion.log = decision_log(info.label, setup.congestion_name)
-    if host is not None and run_hook:
+    if hook is not None:
+        if run_hook:
+            hook(setup)
+    elif host is not None and run_hook:
         host.pm.hook.tcp_connection_setup(setup=setup)
     return setup
+
+
+#: What a plugin manager runs hooks with when nothing monitors them (pluggy's ``_multicall``);
+#: ``None`` if this pluggy does not say, and then :class:`SetupHook` always goes through pluggy.
+_PLAIN_HOOKEXEC: Any = getattr(pluggy.PluginManager("tcpstack-probe"), "_inner_hookexec", None)
+
+
+class SetupHook:
+    """The ``tcp_connection_setup`` hook of one plugin host, run without pluggy's caller.
+
+    pluggy's ``HookCaller`` (keyword collection, the result list, the wrapper machinery) cost
+    about 26 µs per connection on top of what the plugins themselves do. When no implementation
+    is a wrapper and each takes ``setup`` (or nothing), this calls the implementations' functions
+    itself, in pluggy's order (its list of implementations from the end: last registered first,
+    ``tryfirst``/``trylast`` respected). Exceptions propagate as they do through pluggy.
+
+    The list is checked against the host's at every call (pluggy copies it; the comparison is
+    by identity), so a plugin registered or unregistered later, by
+    :meth:`~framework.plugins.PluginHost.register` or on the plugin manager directly, takes
+    part from the next connection on. Wrappers, hook-call monitoring
+    (``TCPSTACK_TRACE_PLUGINS``) or an implementation with other arguments go through pluggy.
+    """
+
+    __slots__ = ("_calls", "_host", "_impls")
+
+    def __init__(self, host: PluginHost) -> None:
+        self._host = host
+        self._impls: list[Any] | None = None
+        self._calls: list[tuple[Callable[..., Any], bool]] | None = None  # None: through pluggy
+
+    def _plan(self, impls: list[Any]) -> None:
+        self._impls = impls
+        calls: list[tuple[Callable[..., Any], bool]] = []
+        for impl in reversed(impls):
+            if impl.hookwrapper or impl.wrapper or impl.kwargnames or impl.argnames not in (("setup",), ()):
+                self._calls = None
+                return
+            calls.append((impl.function, bool(impl.argnames)))
+        self._calls = calls
+
+    def __call__(self, setup: TcpSetup) -> None:
+        pm = self._host.pm
+        caller = getattr(pm.hook, "tcp_connection_setup", None)
+        if caller is None:
+            return
+        impls = caller.get_hookimpls()
+        if impls != self._impls:
+            self._plan(impls)
+        calls = self._calls
+        if calls is None or _PLAIN_HOOKEXEC is None or getattr(pm, "_inner_hookexec", None) is not _PLAIN_HOOKEXEC:
+            caller(setup=setup)
+            return
+        for function, takes_setup in calls:
+            if takes_setup:
+                function(setup)
+            else:
+                function()
 
 
 def has_setup_hook(host: PluginHost | None) -> bool:
@@ -106,4 +172,4 @@ def trial_setup(
     return None
 
 
-__all__ = ["connection_setup", "has_setup_hook", "resolve_overrides", "trial_setup"]
+__all__ = ["SetupHook", "connection_setup", "has_setup_hook", "resolve_overrides", "trial_setup"]

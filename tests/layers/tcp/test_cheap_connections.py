@@ -170,13 +170,22 @@ def test_run_hook_false_makes_no_pluggy_call() -> None:
     assert counter.calls == 1
 
 
-def test_the_tcp_layer_decides_once_when_the_stack_is_assembled() -> None:
+def test_the_tcp_layer_makes_no_pluggy_call_per_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With or without implementations of the setup hook, no connection goes through pluggy's
+    caller (layers/tcp/setup.SetupHook calls the implementations; tests/layers/tcp/test_setup_hook.py)."""
     harness = LayerHarness()
-    assert harness.tcp._run_setup_hook is True  # the built-in plugins implement the hook
-    bare = PluginHost(builtin=_NO_POLICIES, entry_points=False)
-    harness.tcp.bind(bare)
-    assert harness.tcp._run_setup_hook is False
     calls: list[object] = []
-    bare.pm.hook.tcp_connection_setup = lambda **kw: calls.append(kw)  # would record a call
+    caller_type = type(PluginHost(builtin=_NO_POLICIES, entry_points=False).pm.hook.tcp_connection_setup)
+    original = caller_type.__call__
+
+    def recording(self: Any, **kw: Any) -> Any:
+        if self.name == "tcp_connection_setup":
+            calls.append(kw)
+        return original(self, **kw)
+
+    monkeypatch.setattr(caller_type, "__call__", recording)
     conn = harness.tcp.connect(bytes([10, 0, 0, 2]), 7, now=0.0)
+    assert conn.state is TcpState.SYN_SENT and calls == []
+    harness.tcp.bind(PluginHost(builtin=_NO_POLICIES, entry_points=False))
+    conn = harness.tcp.connect(bytes([10, 0, 0, 2]), 8, now=0.0)
     assert conn.state is TcpState.SYN_SENT and calls == []
