@@ -90,7 +90,8 @@ class AsyncioDriver:
         self.link = link
         self.loop = loop or asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
+        self._timer_at: float | None = None  # the stack's deadline
+        self._armed_at = 0.0  # when the armed timer fires (valid while _timer is not None)
         self._transmit_scheduled = False
         self._running = False
         # Links that read into a lent buffer get one, reused for every frame (a frame is handled
@@ -172,25 +173,41 @@ class AsyncioDriver:
             stack.dispatch_events()
             if not stack.has_pending_output():
                 break
-        timer_at = stack.get_timer()
-        if self._timer is not None and self._timer_at != timer_at:
-            self._timer.cancel()
-            self._timer = None
-        if self._timer is None and timer_at is not None and self._running:
-            self._timer = self.loop.call_at(timer_at, self._on_timer)
+        self._rearm(stack.get_timer())
+
+    def _rearm(self, timer_at: float | None) -> None:
+        """Remember the stack's deadline; arm the one timer only if it would fire too late.
+
+        A deadline that moves later (every ACK pushes the retransmission timer on) or goes away
+        leaves the armed timer alone: it fires early and :meth:`_on_timer` waits again for the
+        deadline of that moment. Only an earlier deadline cancels and re-arms: a connection
+        costs one ``call_at`` instead of one per segment batch."""
         self._timer_at = timer_at
+        if timer_at is None or not self._running:
+            return
+        if self._timer is not None:
+            if timer_at >= self._armed_at:
+                return
+            self._timer.cancel()
+        self._timer = self.loop.call_at(timer_at, self._on_timer)
+        self._armed_at = timer_at
 
     def _on_timer(self) -> None:
-        now = self.loop.time()
-        at = self._timer_at
-        if at is not None and now < at - 1e-4:
-            # Early: uvloop's timers run on libuv's millisecond clock, read once per loop
-            # iteration, so they can fire before their time; the stack must not be told a
-            # deadline passed that has not (RACK would call in-flight segments lost). Wait again.
-            self._timer = self.loop.call_later(max(at - now, 0.001), self._on_timer)
-            return
-        now = max(at or 0.0, now)
         self._timer = None
+        at = self._timer_at
+        if at is None:
+            return  # the deadline went away after the timer was armed
+        now = self.loop.time()
+        if now < at - 1e-4:
+            # Early: the deadline moved later since the timer was armed, or uvloop's timers ran
+            # on libuv's millisecond clock, read once per loop iteration, and fired before their
+            # time; the stack must not be told a deadline passed that has not (RACK would call
+            # in-flight segments lost). Wait again.
+            delay = max(at - now, 0.001)
+            self._timer = self.loop.call_later(delay, self._on_timer)
+            self._armed_at = now + delay
+            return
+        now = max(at, now)
         self._timer_at = None
         self.stack.handle_timer(now=now)
         self.transmit()
