@@ -156,7 +156,7 @@ class Registry:
         table = self.kinds.get(kind.name)
         if table is None:
             table = self.kinds[kind.name] = Extensions(kind, self)
-        elif table.kind != kind:
+        elif table.kind is not kind and table.kind != kind:
             raise PluginError(
                 f"extension kind {kind.name!r} defined twice, differently ({table.kind!r} and {kind!r}, "
                 f"the second by {self._current_plugin})"

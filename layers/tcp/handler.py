@@ -139,6 +139,7 @@ class TcpLayer(BaseHandler):
         self.on_new_connection: Callable[[TcpConnection], None] | None = None
         self.host: PluginHost | None = None
         self.registry: Registry | None = None
+        self._algorithms_from: Registry | None = None  # the registry _algorithm_settings asked
         self._setup_hook: SetupHook | None = None  # the tcp_connection_setup hook, run directly
         self.ooo_pool = OooPool(settings.ooo_memory)  # out-of-order data of every connection
 
@@ -560,8 +561,11 @@ class TcpLayer(BaseHandler):
     def _algorithm_settings(self) -> dict[str, Any]:
         """Each algorithm's settings object (the ``congestion`` table over its defaults)."""
         s = self.settings
-        if not s.resolved_congestion and self.registry is not None:
-            s.resolved_congestion = resolve_algorithm_settings(self.registry, s.congestion, "congestion", [])
+        registry = self.registry
+        # Once per registry: an empty table (no [congestion] settings) is an answer too.
+        if not s.resolved_congestion and registry is not None and self._algorithms_from is not registry:
+            s.resolved_congestion = resolve_algorithm_settings(registry, s.congestion, "congestion", [])
+            self._algorithms_from = registry
         return s.resolved_congestion
 
     def resolve_features(self, options: TcpOptions) -> dict[str, Any]:

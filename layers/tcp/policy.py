@@ -20,6 +20,7 @@ nothing, and RFC 5681 congestion control
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from socket import inet_ntoa
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 from framework.errors import PluginError
@@ -143,7 +144,12 @@ class ConnInfo:
     def __post_init__(self) -> None:
         la, lp = self.local
         ra, rp = self.remote
-        self.label = f"{'.'.join(map(str, la))}:{lp}>{'.'.join(map(str, ra))}:{rp}"
+        self.label = f"{_dotted(la)}:{lp}>{_dotted(ra)}:{rp}"
+
+
+def _dotted(addr: bytes) -> str:
+    """An IPv4 address as ``a.b.c.d`` (socket.inet_ntoa, in C); other lengths byte by byte."""
+    return inet_ntoa(addr) if len(addr) == 4 else ".".join(map(str, addr))
 
 
 class AckPolicyProtocol(Protocol):

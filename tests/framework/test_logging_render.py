@@ -7,16 +7,19 @@ with a key the stock renderer treats specially (a traceback, a stack, a logger n
 
 from __future__ import annotations
 
+import datetime
 import io
 import sys
+import time
 from typing import Any
 
+import pytest
 import structlog
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tcpstack import configure_logging
-from tcpstack.logging import FastConsoleRenderer
+from tcpstack.logging import FastConsoleRenderer, IsoUtcStamper
 
 # Keys and values like the stack's events, plus the characters the renderer quotes for.
 _text = st.text(alphabet=st.sampled_from("ab=:> \t\n\"'.,[]xyz09_-"), max_size=12)
@@ -106,3 +109,19 @@ def test_configure_logging_console_uses_it() -> None:
         structlog.reset_defaults()
     line = out.getvalue()
     assert line.endswith("[info     ] hello                          a=1 b='x y'\n")
+
+
+def test_timestamps_as_structlogs_iso_utc_stamper(monkeypatch: pytest.MonkeyPatch) -> None:
+    """IsoUtcStamper writes what TimeStamper(fmt="iso", utc=True) writes for the same instant,
+    microseconds 0 included (isoformat then leaves the fraction out)."""
+    stamper = IsoUtcStamper()
+    for ns in (1_796_655_600_123_456_789, 1_796_655_600_000_000_000, 1_796_655_601_000_999_000, 86_399_999_999_000):
+        monkeypatch.setattr(time, "time_ns", lambda ns=ns: ns)
+        expected = datetime.datetime.fromtimestamp(ns // 1000 / 1e6, datetime.UTC)
+        expected = expected.replace(microsecond=ns // 1000 % 1_000_000)
+        assert stamper(None, "info", {})["timestamp"] == expected.isoformat().replace("+00:00", "Z")
+    monkeypatch.undo()
+    stock = structlog.processors.TimeStamper(fmt="iso", utc=True)(None, "info", {})["timestamp"]
+    ours = IsoUtcStamper()(None, "info", {})["timestamp"]
+    assert len(ours) == len(stock) or "." not in ours or "." not in stock
+    assert ours[:16] == stock[:16] and ours.endswith("Z")  # the same minute, the same shape
