@@ -189,3 +189,25 @@ def test_the_tcp_layer_makes_no_pluggy_call_per_connection(monkeypatch: pytest.M
     harness.tcp.bind(PluginHost(builtin=_NO_POLICIES, entry_points=False))
     conn = harness.tcp.connect(bytes([10, 0, 0, 2]), 8, now=0.0)
     assert conn.state is TcpState.SYN_SENT and calls == []
+
+
+def test_congestion_settings_are_resolved_once_per_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An empty ``congestion`` table is an answer too: not resolved again for every connection."""
+    from layers.tcp import handler
+
+    harness = LayerHarness()
+    calls: list[object] = []
+    real = handler.resolve_algorithm_settings
+
+    def counting(*args: Any, **kw: Any) -> Any:
+        calls.append(args)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(handler, "resolve_algorithm_settings", counting)
+    for port in (7, 8, 9):
+        harness.tcp.connect(bytes([10, 0, 0, 2]), port, now=0.0)
+    assert len(calls) <= 1
+    harness.tcp.bind(PluginHost(entry_points=False))  # another registry: asked again, once
+    for port in (10, 11):
+        harness.tcp.connect(bytes([10, 0, 0, 2]), port, now=0.0)
+    assert len(calls) <= 2
