@@ -82,10 +82,17 @@ def _logger(name: str) -> Any:
     cfg = _STRUCTLOG_CONFIG
     if cfg is None or cfg.cache_logger_on_first_use is not True:
         return structlog.get_logger(name)
-    key = (cfg.default_wrapper_class, cfg.default_processors, cfg.logger_factory, cfg.default_context_class)
     hit = _loggers.get(name)
-    if hit is not None and all(a is b for a, b in zip(hit[0], key, strict=True)):
-        return hit[1]
+    if hit is not None:
+        was = hit[0]
+        if (
+            was[0] is cfg.default_wrapper_class
+            and was[1] is cfg.default_processors
+            and was[2] is cfg.logger_factory
+            and was[3] is cfg.default_context_class
+        ):
+            return hit[1]
+    key = (cfg.default_wrapper_class, cfg.default_processors, cfg.logger_factory, cfg.default_context_class)
     logger = structlog.get_logger(name).bind()
     _loggers[name] = (key, logger)
     return logger
