@@ -117,7 +117,8 @@ class Stack:
 
     def dispatch_events(self) -> None:
         """Deliver queued user events (e.g. TCP data arrival) to their listeners. The driver
-        calls this after writing :meth:`frames_to_send`; user code runs only from here."""
+        calls this before writing :meth:`frames_to_send` (so replies ride with the batch's ACKs) and
+        after; user code runs only from here."""
         self.pipeline.dispatch_events()
 
     def get_timer(self) -> float | None:

@@ -530,7 +530,18 @@ class TcpLayer(BaseHandler):
     # ------------------------------------------------------------------ events
 
     def dispatch_events(self) -> None:
-        """Hand queued events to each connection's listener object (``handle_event``)."""
+        """Hand queued events to each connection's listener object (``handle_event``).
+
+        Connections touched since the last flush count too, and a handshake completed since
+        then is accepted first: the driver dispatches before it flushes, so that what the
+        application answers (a reply, its FIN after the peer's) goes out with the ACK, in one
+        segment (RFC 9293 §3.10.7.4: the ACK rides on outgoing data)."""
+        if self._dirty:
+            eventful = self._eventful
+            for conn in tuple(self._dirty):  # on_accept may open connections
+                self._update_listener(conn)
+                if conn.events:
+                    eventful[conn] = None
         while self._eventful:
             eventful = self._eventful
             self._eventful = {}

@@ -158,6 +158,10 @@ class AsyncioDriver:
         stack = self.stack
         writev = getattr(link, "writev", None)  # optional in the Link protocol
         for _ in range(4):  # events may make user code write more; bounded, then next turn
+            # User code runs first: what it sends in answer to the frames just read (a reply, the
+            # FIN after the peer's FIN) leaves in the segment that carries our ACK, not one after
+            # it (RFC 9293 §3.10.7.4: the ACK may ride on outgoing data; RFC 1122 §4.2.3.2).
+            stack.dispatch_events()
             for frame in stack.frames_to_write(now=self.loop.time()):
                 if isinstance(frame, bytes):
                     ok = link.write(frame)

@@ -460,6 +460,33 @@ def test_200_sequential_connections(netns: Netns, tmp_path: Path) -> None:
     assert len({e["conn"] for e in closed}) == 200
 
 
+_OPEN_FIN_CLOSE = """
+import socket, sys
+for _ in range(int(sys.argv[1])):
+    s = socket.create_connection(("10.0.0.2", 9), timeout=30)
+    s.shutdown(socket.SHUT_WR)
+    assert s.recv(1) == b""
+    s.close()
+"""
+
+
+def test_the_fin_answering_a_fin_carries_its_ack(netns: Netns, tmp_path: Path) -> None:
+    """RFC 9293 §3.10.7.4 / RFC 1122 §4.2.3.2: when the application closes in answer to the peer's
+    FIN (discard does), our FIN carries the ACK of theirs: the kernel receives two segments per
+    connection from us (SYN-ACK, FIN-ACK), not three, plus whatever we retransmitted."""
+    n = 40
+    proc = start_stack(netns, tmp_path, "--serve", "discard")
+    before = kernel_counters(netns)
+    r = ns_run(netns, [sys.executable, "-c", _OPEN_FIN_CLOSE, str(n)])
+    assert r.returncode == 0, r.stderr
+    received = counters_delta(before, kernel_counters(netns), "TcpInSegs")["TcpInSegs"]
+    events = stop_stack(proc, tmp_path, closed=n)
+    closed = closed_events(events)
+    assert len(closed) == n and {e["reason"] for e in closed} == {"normal"}
+    resent = sum(e["retransmits"] for e in closed)
+    assert 2 * n <= received <= 2 * n + resent, (received, resent)
+
+
 def test_100_concurrent_connections(netns: Netns, tmp_path: Path) -> None:
     """RFC 9293 §3.5: 100 connections open at once (all established before any data) each echo 100 kB intact."""
     proc = start_stack(netns, tmp_path, "--serve", "echo")
