@@ -37,11 +37,12 @@ from typing import TYPE_CHECKING, Any, Final
 
 from sortedcontainers import SortedList
 
+from layers.tcp.connection import TcpConnection
 from layers.tcp.policy import TimerPolicy, decision_log
 
 if TYPE_CHECKING:
     from layers.tcp.policy import DecisionLog
-    from layers.tcp.view import ConnectionView
+    from layers.tcp.view import ConnectionView, RttView
 
 NAME: Final = "rack_tlp"
 WC_DEL_ACK: Final = 0.2  # RFC 8985 §7.2: WCDelAckT, the worst-case delayed-ACK time
@@ -108,17 +109,24 @@ class TailLossProbe:
 
     def arm(self, conn: ConnectionView, now: float) -> None:
         """RFC 8985 §7.2: with data in flight, outside recovery, arm the probe timeout
-        PTO = 2 * SRTT (+ WCDelAckT with a single segment in flight), unless the RTO is earlier."""
-        flight = conn.in_flight
-        if conn.in_recovery or flight <= 0:
+        PTO = 2 * SRTT (+ WCDelAckT with a single segment in flight), unless the RTO is earlier.
+        Called for every new segment sent, so the stack's own connection is read natively (the
+        same expressions, typed: compiled, they are field loads instead of attribute lookups)."""
+        if isinstance(conn, TcpConnection):
+            rtt = conn.rtt  # (declared on ConnectionVerbs, an interpreted base: one lookup)
+            self._arm(now, conn.in_flight, conn.in_recovery, rtt.srtt, conn.snd_mss, conn.retransmit_at, rtt)
+        else:
+            self._arm(now, conn.in_flight, conn.in_recovery, conn.rtt.srtt, conn.snd_mss, conn.retransmit_at, conn.rtt)
+
+    def _arm(
+        self, now: float, flight: int, in_recovery: bool, srtt: float | None, mss: int, rto: float | None, rtt: RttView
+    ) -> None:
+        if in_recovery or flight <= 0:
             self.at = None
             return
-        rtt = conn.rtt
-        srtt = rtt.srtt
         pto = 2 * (srtt if srtt is not None else 1.0)
-        if flight <= conn.snd_mss:
+        if flight <= mss:
             pto += WC_DEL_ACK  # the peer may be delaying its ACK of a lone segment
-        rto = conn.retransmit_at
         if rto is None:
             rto = now + rtt.current()
         at = now + pto
@@ -454,8 +462,10 @@ class Rack:
             self.probe.at = None
 
     def on_ack_received(self, conn: ConnectionView, una: int, sacked: list[tuple[int, int]], now: float) -> None:
-        rtt = conn.rtt
-        self.on_ack(una, sacked, now, rtt.min_rtt)  # §6.2 steps 1-3
+        if isinstance(conn, TcpConnection):  # read natively (see TailLossProbe.arm)
+            self.on_ack(una, sacked, now, conn.rtt.min_rtt)  # §6.2 steps 1-3
+        else:
+            self.on_ack(una, sacked, now, conn.rtt.min_rtt)
         if self._none_sent_before():
             self.reorder_at = None  # §6.2 step 5: nothing to judge, no reorder timer
             return
