@@ -19,6 +19,7 @@ import pytest
 
 import layers.tcp.buffers
 import layers.tcp.connection
+import layers.tcp.rack
 import layers.tcp.scoreboard
 from framework._compiled import is_compiled
 from layers.tcp.buffers import PIECE_OVERHEAD, ReceiveBuffer
@@ -231,6 +232,7 @@ class TestPerSegmentWork:
         few, many = work(FEW), work(MANY)
         assert many < 1.25 * few, (few, many)
 
+    @_counts_lines_of(layers.tcp.rack)
     def test_rack_on_an_ack(self) -> None:
         """RFC 8985 §6.2: RACK's update and loss check for one ACK, with 2000 or 20,000 segments
         in flight, every other one SACKed, the SACK blocks repeated in every ACK."""
