@@ -25,7 +25,9 @@ order, through the same functions:
 - every extension's ``check`` (PAWS, RFC 7323 §5.3, and the option-required rule of §3.2, in
   the timestamps plugin; the SACK plugin's D-SACK bookkeeping) and ``accepted`` (TS.Recent,
   §4.3; RTTM, §4.1; ECN) hook, with the same :class:`~layers.tcp.wire.TcpRepr` the slow path
-  would have parsed: a plugin that needs the per-segment callback gets it on both paths;
+  would have parsed: a plugin that needs the per-segment callback gets it on both paths (the
+  built-in timestamps and SACK objects, layers/tcp/builtin_hooks.py, are called natively, and
+  SACK's check on a predicted segment is :meth:`~layers.tcp.builtin_hooks.Sack.in_order`);
 - the window/acceptability test of §3.10.7.4 (Table 6) holds by the prediction (offset 0,
   the payload within the window);
 - ACK processing through :func:`layers.tcp.recovery.ack_advanced` and
