@@ -20,6 +20,7 @@ reference; in the pure run the same source interpreted.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -343,13 +344,10 @@ def test_delayed_ack_logs_the_same_lines_through_a_lazy_log(debug: bool) -> None
     sizes = [1448, 100, 1448, 1448, 1448, 10, 1448]
 
     def run(policy: Any) -> tuple[list[object], list[dict[str, Any]]]:
-        if debug:
-            with capture_logs() as cap:
-                assert debug_enabled()
-                out = [policy.on_data(n, 1.0 + i / 100) for i, n in enumerate(sizes)]
-            return out, cap.entries
-        assert not debug_enabled()  # the suite's quiet configuration
-        return [policy.on_data(n, 1.0 + i / 100) for i, n in enumerate(sizes)], []
+        with capture_logs(logging.DEBUG if debug else logging.INFO) as cap:
+            assert debug_enabled() is debug
+            out = [policy.on_data(n, 1.0 + i / 100) for i, n in enumerate(sizes)]
+        return out, cap.entries
 
     r_out, r_lines = run(ref)
     n_out, n_lines = run(new)
