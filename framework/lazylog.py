@@ -103,6 +103,15 @@ def level_enabled(level: str) -> bool:
     return bool(getattr(_current(), level))
 
 
+def debug_enabled() -> bool:
+    """Whether a debug event would be emitted now: :meth:`LazyLog.debug`'s own test, for code on
+    the per-segment path that asks before building a decision's keywords."""
+    cfg = _STRUCTLOG_CONFIG
+    if cfg is not None and cfg.default_wrapper_class is _levels.wrapper:
+        return bool(_levels.debug)
+    return bool(_current().debug)
+
+
 class LazyLog:
     """A logger for one connection (and optionally one plugin) that binds nothing until it
     emits: ``LazyLog("tcpstack.tcp", "10.0.0.2:80-10.0.0.1:4000")``, or with a plugin's name
@@ -172,4 +181,4 @@ class LazyLog:
         return f"<LazyLog {self._name} conn={self._conn}{plugin}>"
 
 
-__all__ = ["LazyLog", "level_enabled"]
+__all__ = ["LazyLog", "debug_enabled", "level_enabled"]

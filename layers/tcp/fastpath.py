@@ -25,7 +25,9 @@ order, through the same functions:
 - every extension's ``check`` (PAWS, RFC 7323 §5.3, and the option-required rule of §3.2, in
   the timestamps plugin; the SACK plugin's D-SACK bookkeeping) and ``accepted`` (TS.Recent,
   §4.3; RTTM, §4.1; ECN) hook, with the same :class:`~layers.tcp.wire.TcpRepr` the slow path
-  would have parsed: a plugin that needs the per-segment callback gets it on both paths;
+  would have parsed: a plugin that needs the per-segment callback gets it on both paths (the
+  built-in timestamps and SACK objects, layers/tcp/builtin_hooks.py, are called natively, and
+  SACK's check on a predicted segment is :meth:`~layers.tcp.builtin_hooks.Sack.in_order`);
 - the window/acceptability test of §3.10.7.4 (Table 6) holds by the prediction (offset 0,
   the payload within the window);
 - ACK processing through :func:`layers.tcp.recovery.ack_advanced` and
@@ -47,6 +49,7 @@ from typing import TYPE_CHECKING, Final
 
 from framework.checksum import internet_checksum
 from layers.tcp import receiver, recovery
+from layers.tcp.builtin_hooks import Sack, Timestamps
 from layers.tcp.seq import HALF, MASK
 from layers.tcp.state import TcpState
 from layers.tcp.wire import ACK, PSH, TcpRepr
@@ -123,11 +126,23 @@ def receive(conn: TcpConnection, buf: memoryview, pseudo: int | None, ecn: int, 
     conn.segs_in += 1
     if conn.keepalive is not None:
         conn.keepalive.on_receive(now)  # MUST-29: anything from the peer shows it is alive
+    # The built-in extensions (layers/tcp/builtin_hooks.py) are called natively; any other
+    # extension through its hook, in the same order.
     for ext in conn._check_ext:
-        if not ext.check(conn, seg, now):  # RFC 7323 §5.3 PAWS (timestamps plugin)
+        if isinstance(ext, Timestamps):
+            if not ext.check(conn, seg, now):  # RFC 7323 §3.2, §5.3 PAWS
+                return kind
+        elif isinstance(ext, Sack):
+            if plen:  # predicted: new data at RCV.NXT, nothing held out of order (RFC 2018 §4)
+                nxt = conn.rcvbuf.nxt
+                ext.in_order(nxt, nxt + plen)
+        elif not ext.check(conn, seg, now):
             return kind
     for ext in conn._accept_ext:
-        ext.accepted(conn, seg, now)  # RFC 7323 §4.3 TS.Recent, §4.1 RTTM; RFC 3168 ECN
+        if isinstance(ext, Timestamps):
+            ext.accepted(conn, seg, now)  # RFC 7323 §4.3 TS.Recent, §4.1 RTTM
+        else:
+            ext.accepted(conn, seg, now)  # e.g. RFC 3168 ECN
     if kind == PURE_ACK:
         # §3.10.7.4 "Fifth": SND.UNA moves, the send buffer frees, RTT, cwnd, timers.
         recovery.ack_advanced(conn, ack, acked, now)

@@ -329,7 +329,10 @@ class LossDetector(Protocol):
 
 
 def overrides(ext: ExtensionProtocol, method: str) -> bool:
-    """True if *ext* implements *method* itself (the connection skips inherited no-ops)."""
+    """True if *ext* implements *method* itself (the connection skips inherited no-ops, and the
+    methods a class that cannot inherit them, a compiled one, names in ``noop_hooks``)."""
+    if method in getattr(type(ext), "noop_hooks", ()):
+        return False
     return getattr(type(ext), method) is not getattr(Extension, method)
 
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from framework.checksum import BytesLike
 from layers.tcp import recovery
+from layers.tcp.builtin_hooks import Sack, Timestamps
 from layers.tcp.seq import MASK, seq_add, seq_diff, seq_gt, seq_lt
 from layers.tcp.state import TcpState
 from layers.tcp.tcb import DEFAULT_MSS, MAX_WINDOW
@@ -339,7 +340,12 @@ def segments_to_send(conn: TcpConnection, now: float) -> list[TcpRepr]:
             for seg in out[first_new:]:
                 if not seg.flags & (SYN | RST):
                     for ext in conn._out_ext:
-                        ext.decorate(conn, seg, now)
+                        if isinstance(ext, Timestamps):  # built-in: a native call
+                            ext.decorate(conn, seg, now)  # RFC 7323 §3.2
+                        elif isinstance(ext, Sack):
+                            ext.decorate(conn, seg, now)  # RFC 2018 §4, RFC 2883 §4
+                        else:
+                            ext.decorate(conn, seg, now)
         conn.segs_out += len(out)
         conn.ack_policy.on_ack_sent()
     return out
