@@ -200,6 +200,9 @@ actions = st.lists(
 )
 
 
+BAD_SOURCES = [bytes([127, 0, 0, 1]), LOCAL_ADDR, bytes([10, 0, 0, 255]), bytes([224, 0, 0, 1]), bytes([0, 0, 0, 9])]
+
+
 def build_ip(peer: EdPeer, action: Action, now: float) -> list[bytes] | None:
     """The frames for *action*: an IPv4-level variant of in-order data, or test_fast_path's."""
     kind, n, k = action
@@ -230,10 +233,10 @@ def build_ip(peer: EdPeer, action: Action, now: float) -> list[bytes] | None:
         "ip_csum": lambda: ip_frame(tcp, bad_csum=True),
         "ip_dst": lambda: ip_frame(tcp, dst=bytes([10, 0, 0, 99])),
         "ip_bcast": lambda: ip_frame(tcp, dst=bytes([10, 0, 0, 255]) if k % 2 else b"\xff\xff\xff\xff"),
-        "ip_src_loop": lambda: ip_frame(tcp, src=bytes([127, 0, 0, 1])),
-        "ip_src_own": lambda: ip_frame(tcp, src=LOCAL_ADDR),
-        "ip_src_bcast": lambda: ip_frame(tcp, src=bytes([10, 0, 0, 255]) if k % 2 else bytes([224, 0, 0, 1])),
-        "ip_src_zero": lambda: ip_frame(tcp, src=bytes([0, 0, 0, 9])),
+        "ip_src_loop": lambda: ip_frame(tcp, src=BAD_SOURCES[0]),
+        "ip_src_own": lambda: ip_frame(tcp, src=BAD_SOURCES[1]),
+        "ip_src_bcast": lambda: ip_frame(tcp, src=BAD_SOURCES[2 + k % 2]),
+        "ip_src_zero": lambda: ip_frame(tcp, src=BAD_SOURCES[4]),
         "ip_reserved": lambda: ip_frame(tcp, flags_frag=0xC000),
         "ip_trunc": lambda: ip_frame(tcp, total=20 + len(tcp) + 1 + k % 9),
         "ip_long_total": lambda: ip_frame(tcp, total=20 + len(tcp) - 1 - k % 9),
@@ -257,6 +260,12 @@ def run(features: dict[str, Any], script: list[Action], offload: bool = False) -
         peer.offload = offload
         now = 1.0
         handshake([early, plain], peer, now)
+        for s in (early, plain):
+            # The connection also under each invalid source the ip_src_* frames claim: no such
+            # connection can arise (the IPv4 layer drops the SYN), so without it early demux's
+            # own source checks (RFC 1122 §3.2.1.3) would never be reached by a test.
+            for addr in BAD_SOURCES:
+                s.tcp.connections[(addr, REMOTE_PORT, LOCAL_PORT)] = s.conn  # type: ignore[assignment]
         for i, action in enumerate(script):
             now += 0.001 * (1 + action[2] % 7)
             kind = action[0]
