@@ -154,6 +154,21 @@ class Pipeline:
                 return h
         raise KeyError(name)
 
+    @property
+    def root(self) -> PacketHandler:
+        """The bottom handler (the link): every inbound packet starts there."""
+        return self.handlers[0]
+
+    def next_above(self, handler: PacketHandler, key: int) -> PacketHandler | None:
+        """The handler that receives a packet *handler* passes up with ``pkt.upper == key``
+        (the only one above it, whatever the key, where it has one), or ``None``: what a
+        handler taking a shortcut past others checks, once, at assembly."""
+        chain, table = self._next[id(handler)]
+        if chain:
+            return chain[0]
+        nxt = table.get(key) if table is not None else None
+        return nxt[0][0] if nxt is not None and nxt[0] else None
+
     def receive(self, pkt: Packet, ctx: Context) -> None:
         """Run an inbound packet up from the bottom handler."""
         self._run_up(self._root, pkt, ctx)

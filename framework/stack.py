@@ -9,6 +9,7 @@ drain :meth:`Stack.frames_to_send` and re-arm its timer from :meth:`Stack.get_ti
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -25,6 +26,9 @@ if TYPE_CHECKING:
     from framework.plugins import PluginHost
 
 logger = structlog.get_logger("tcpstack.stack")
+
+#: ``early(frame, now) -> taken``: see :meth:`Stack.set_early_receive`.
+EarlyReceive = Callable[[BytesLike, float], bool]
 
 
 class Stack:
@@ -45,6 +49,9 @@ class Stack:
         self._ctx = Context(pipeline, self.stats)
         self._frames_in = 0
         self._log: Any = logger
+        self.early_receive: EarlyReceive | None = None
+        """A handler's early demultiplexer, called with every frame before the pipeline
+        (:meth:`set_early_receive`); ``None``: every frame goes up the pipeline."""
 
     # ------------------------------------------------------------------ inputs
 
@@ -60,10 +67,29 @@ class Stack:
         ctx = self._ctx
         ctx.now = now
         try:
+            early = self.early_receive
+            if early is not None and early(frame, now):
+                return  # taken whole, with the pipeline's counters kept (docs/architecture.md)
             self.pipeline.receive(Packet.inbound(frame, self._frames_in), ctx)
         except Exception:  # a bug, not bad input: count it, log it, keep the stack alive
             self.stats.drop("stack", "internal_error")
             self._log.exception("stack.internal_error", frame_no=self._frames_in)
+
+    def set_early_receive(self, early: EarlyReceive) -> bool:
+        """Install *early* as the stack's early demultiplexer, unless one is installed already
+        (``False`` then): a handler's shortcut for the frames it can tell, by their bytes alone,
+        are its own and would pass unchanged through every handler below it
+        (docs/architecture.md, "Early demux").
+
+        *early(frame, now)* returns ``True`` when it took the frame: it has then done exactly
+        what the pipeline would have (every counter and log of every handler on the way);
+        ``False`` when it did nothing, and the frame goes up the pipeline. The handler decides
+        once, when the stack is assembled, whether the pipeline's shape lets it (for example,
+        no middleware on the way, which must see every frame)."""
+        if self.early_receive is not None:
+            return False
+        self.early_receive = early
+        return True
 
     def handle_timer(self, *, now: float) -> None:
         """Run every timer due at *now*. Afterwards drain :meth:`frames_to_send`."""

@@ -185,6 +185,13 @@ class Ipv4Layer(BaseHandler):
 
     # ------------------------------------------------------------------ receive
 
+    @property
+    def direct_rx(self) -> bool:
+        """A transport above may take its datagrams before the pipeline reaches this layer
+        (layers/tcp/demux.py) only if it does this layer's part exactly: when this receive is
+        the one it copies, not a subclass's."""
+        return type(self).receive is Ipv4Layer.receive
+
     def receive(self, pkt: Packet, ctx: Context) -> Packet | None:
         raw = cast(memoryview, pkt.payload)  # inbound packets always carry a view
         try:

@@ -132,6 +132,12 @@ class RawIpLink(BaseHandler):
         self.capabilities = _capabilities(mtu, self.vnet)
         """What the layers above receive at attach time."""
 
+    @property
+    def direct_rx(self) -> bool:
+        """A transport may take frames before the pipeline reaches this link (layers/tcp/demux.py)
+        only if it does this link's part exactly: when this receive is the one it copies."""
+        return type(self).receive is RawIpLink.receive and type(self)._receive_vnet is RawIpLink._receive_vnet
+
     def receive(self, pkt: Packet, ctx: Context) -> Packet | None:
         if not len(pkt.payload):
             ctx.stats.drop("link", "empty")

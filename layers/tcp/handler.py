@@ -34,6 +34,7 @@ from framework.stack import Stack
 from layers.tcp import extensions, fastpath, hookspecs
 from layers.tcp.buffers import OooPool
 from layers.tcp.connection import TcpConnection
+from layers.tcp.demux import EarlyDemux, find_rx_path
 from layers.tcp.features import (
     defaults,
     merge,
@@ -142,6 +143,8 @@ class TcpLayer(BaseHandler):
         self._algorithms_from: Registry | None = None  # the registry _algorithm_settings asked
         self._setup_hook: SetupHook | None = None  # the tcp_connection_setup hook, run directly
         self.ooo_pool = OooPool(settings.ooo_memory)  # out-of-order data of every connection
+        self._below: tuple[PacketHandler, ...] = ()
+        self.early_demux: EarlyDemux | None = None  # set when the stack takes it (install_early_demux)
 
     # ------------------------------------------------------------------ assembly
 
@@ -164,6 +167,20 @@ class TcpLayer(BaseHandler):
         direct = find_direct(below)
         self._tx = TxPath(direct[0], direct[1], self._csum_offload) if direct is not None else None
         self.tx_direct = self._tx is not None  # tests set it false to compare the pipeline path
+        self._below = tuple(below)
+
+    def install_early_demux(self, stack: Stack) -> None:
+        """Take predicted segments straight from the link (layers/tcp/demux.py) when the
+        pipeline's shape lets this layer do the link's and the IPv4 layer's part exactly:
+        decided once, when the stack is assembled."""
+        if not (self.settings.early_demux and self.settings.fast_path) or self.early_demux is not None:
+            return
+        path = find_rx_path(stack.pipeline, self, self._below)
+        if path is None:
+            return
+        demux = EarlyDemux(self, self.connections, path[0], path[1], stack.stats)
+        if stack.set_early_receive(demux.receive):
+            self.early_demux = demux
 
     @property
     def local_mss(self) -> int:
@@ -785,6 +802,7 @@ def stack_configured(stack: Stack) -> None:
     for handler in stack.pipeline.handlers:
         if isinstance(handler, TcpLayer) and stack.host is not None:
             handler.bind(stack.host)
+            handler.install_early_demux(stack)
 
 
 __all__ = ["Listener", "TcpLayer", "TcpSettings"]

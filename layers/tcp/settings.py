@@ -116,6 +116,13 @@ class TcpSettings:
     same checks and the same outcome as the general one (counted as ``tcp.fast_path`` and
     ``tcp.fast_ack``). ``false`` sends every segment through the general path."""
 
+    early_demux: bool = True
+    """Early demux (docs/architecture.md, "Early demux"): when nothing but the IPv4 layer lies
+    between the link and TCP (no pcap, fault or other middleware), a frame whose segment header
+    prediction takes goes from the link straight to the connection, with every check and counter
+    of the IPv4 layer (counted as ``tcp.early_demux`` too). ``false`` sends every frame up the
+    pipeline. Needs ``fast_path``."""
+
     resolved_features: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
     resolved_congestion: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
 
