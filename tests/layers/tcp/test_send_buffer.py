@@ -5,6 +5,8 @@ times."""
 
 from __future__ import annotations
 
+import array
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -12,7 +14,7 @@ from layers.tcp.buffers import SendBuffer
 
 ops = st.lists(
     st.one_of(
-        st.tuples(st.just("write"), st.integers(0, 70_000), st.sampled_from(["bytes", "view", "bytearray"])),
+        st.tuples(st.just("write"), st.integers(0, 70_000), st.sampled_from(["bytes", "view", "bytearray", "words"])),
         st.tuples(st.just("ack"), st.integers(0, 80_000), st.just("")),
         st.tuples(st.just("hold"), st.integers(0, 70_000), st.just("")),
         st.tuples(st.just("release"), st.integers(0, 5), st.just("")),
@@ -32,8 +34,15 @@ def test_send_buffer_is_its_model(capacity: int, script: list[tuple[str, int, st
         if op == "write":
             counter += 1
             data = bytes((counter + i) & 0xFF for i in range(min(n, 3))) * (n // 3 + 1)
-            data = data[:n]
-            arg = memoryview(data) if kind == "view" else bytearray(data) if kind == "bytearray" else data
+            data = data[: n - n % 2] if kind == "words" else data[:n]
+            arg: bytes | bytearray | memoryview = data
+            if kind == "view":
+                arg = memoryview(data)
+            elif kind == "bytearray":
+                arg = bytearray(data)
+            elif kind == "words":
+                arg = memoryview(array.array("H", data))  # 2-byte items: counted in bytes
+            n = len(data)
             taken = buf.write(arg)
             assert taken == min(n, capacity - len(model))
             model += data[:taken]
