@@ -182,7 +182,7 @@ class StackApi:
             self._check_local_host(local_addr[0])
             local_port = local_addr[1] or local_port
         addr = ipaddress.IPv4Address(host).packed
-        opts = self._options(self.tcp.default_options(), options)
+        opts = self._options(self.tcp.settings.default_options(), options)
         conn = self.tcp.connect(addr, port, now=self.loop.time(), local_port=local_port, options=opts)
         transport = TcpTransport(self, conn)
         connected = transport._connected = self.loop.create_future()
@@ -228,7 +228,7 @@ class StackApi:
         if not start_serving:
             raise ValueError("start_serving=False is not supported: a server listens from its creation")
         address = self._check_local_host(host)
-        opts = self._options(self.tcp.default_options(), options)
+        opts = self._options(self.tcp.settings.default_options(), options)
         loop = self.loop
 
         def on_accept(conn: TcpConnection) -> None:

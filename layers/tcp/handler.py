@@ -18,7 +18,6 @@ import random
 import struct
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from typing import Any, cast
 
 import structlog
@@ -653,7 +652,7 @@ class TcpLayer(BaseHandler):
             local_port = self._ephemeral_port(remote_addr, remote_port)
         elif (remote_addr, remote_port, local_port) in self.connections:
             raise InvalidStateError("that 4-tuple is already in use")
-        opts = options or self.default_options()
+        opts = options or self.settings.default_options()
         overrides = self.resolve_features(opts)
         conn = self._new_connection(
             (self.address, local_port), (remote_addr, remote_port), opts, passive=False, now=now, overrides=overrides
@@ -683,19 +682,11 @@ class TcpLayer(BaseHandler):
             raise ValueError(f"syn_backlog must be at least 1, got {syn_backlog}")
         if port in self.listeners:
             raise InvalidStateError(f"port {port} is already listening")
-        opts = options or self.default_options()
+        opts = options or self.settings.default_options()
         listener = Listener(port, backlog, opts, on_accept, syn_backlog or self.settings.syn_backlog)
         listener.features = self.resolve_features(opts)
         self.listeners[port] = listener
         return listener
-
-    def default_options(self) -> TcpOptions:
-        """The per-connection defaults of the settings; over a link that cuts super-segments the
-        send buffer is ``offload_send_buffer`` when that is larger (docs/architecture.md, "Offload send")."""
-        opts = self.settings.default_options()
-        if self.tso_max and self.settings.offload_send_buffer > opts.send_buffer:
-            opts = replace(opts, send_buffer=self.settings.offload_send_buffer)
-        return opts
 
     def unlisten(self, listener: Listener) -> None:
         listener.closed = True

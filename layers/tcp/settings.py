@@ -51,11 +51,6 @@ class TcpSettings:
     send_buffer: int = field(default=1 << 20, metadata={"min": 1, "max": 1 << 30})
     """Default send buffer per connection (bytes)."""
 
-    offload_send_buffer: int = field(default=4 << 20, metadata={"min": 1, "max": 1 << 30})
-    """Default send buffer per connection (bytes) when the link cuts super-segments (TUN offload),
-    if larger than ``send_buffer``: with 64 KB written at a time, 1 MiB is one round trip's worth,
-    and the device idles while the ACKs come back (docs/architecture.md, "Offload send")."""
-
     recv_buffer: int = field(default=1 << 19, metadata={"min": 1, "max": 1 << 30})
     """Default receive buffer per connection (bytes); without window scaling at most 65535
     of it can be advertised."""

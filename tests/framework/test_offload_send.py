@@ -8,19 +8,11 @@ from __future__ import annotations
 
 import array
 import asyncio
-from dataclasses import replace
-from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from framework.pipeline import Pipeline
-from framework.stack import Stack
-from layers.ipv4.handler import Ipv4Layer, Ipv4Settings
-from layers.link.handler import MemorySettings, RawIpLink, TunSettings
-from layers.tcp.handler import TcpLayer
-from layers.tcp.settings import TcpSettings
 from tcpstack.services import BODY_CHUNK, pattern_bytes, pattern_view, serve
 from tests.framework.test_public_api import SERVER, Recorder, run, two_stacks
 
@@ -96,25 +88,3 @@ def test_http_bytes_body_is_the_pattern() -> None:
 
     body = run(main)
     assert len(body) == n and body == pattern_bytes(n)
-
-
-def _tcp_over(*, offload: bool, **tcp: Any) -> TcpLayer:
-    link = RawIpLink("tun" if offload else "memory", 1500, TunSettings(offload=True) if offload else MemorySettings())
-    ipv4 = Ipv4Layer("ipv4", Ipv4Settings(address="10.0.0.1/24"))
-    layer = TcpLayer("tcp", TcpSettings(**tcp))
-    Stack(Pipeline([link, ipv4, layer]))
-    return layer
-
-
-def test_over_an_offloading_link_the_default_send_buffer_is_the_offload_one() -> None:
-    """With super-segments the default send buffer is ``offload_send_buffer`` (4 MiB) when larger than
-    ``send_buffer``; a per-connection ``send_buffer`` still decides, and without offload nothing changes."""
-    assert _tcp_over(offload=True).tso_max > 0
-    assert _tcp_over(offload=True).default_options().send_buffer == 4 << 20
-    assert _tcp_over(offload=True, send_buffer=8 << 20).default_options().send_buffer == 8 << 20
-    assert _tcp_over(offload=True, offload_send_buffer=1 << 16).default_options().send_buffer == 1 << 20
-    assert _tcp_over(offload=False).default_options().send_buffer == 1 << 20
-    layer = _tcp_over(offload=True)
-    listener = layer.listen(80)
-    assert listener.options.send_buffer == 4 << 20
-    assert layer.listen(81, options=replace(layer.default_options(), send_buffer=4096)).options.send_buffer == 4096
