@@ -13,59 +13,38 @@ per-connection and a stack-wide memory budget (docs/tcp.md, "Out-of-order data")
 from __future__ import annotations
 
 import heapq
-from typing import Final
 
 from framework.checksum import BytesLike
 from layers.tcp.intervals import IntervalSet
 
-_SND_MIN_STORE: Final = 4096  # the smallest send store allocated once data is written
-_SND_KEEP: Final = 1 << 16  # a store this small stays when everything is acknowledged
-
-
-def _exported(store: bytearray) -> bool:
-    """Does a view of *store* exist? (A bytearray with views cannot shrink: the probe shrinks it by
-    its last byte, which is spare, and puts it back; neither reallocates.)"""
-    try:
-        del store[-1:]
-    except BufferError:
-        return True
-    store.append(0)
-    return False
+_COMPACT_AT = 1 << 16
 
 
 class SendBuffer:
     """Bytes the user wrote that are not yet acknowledged; offset 0 is SND.UNA.
 
-    The bytes live in a store (a ``bytearray``) between a head and a tail cursor. A write copies
-    into the free space after the tail (a slice assignment of equal length: never a resize, so
-    never a copy of what is already there); an ACK moves the head; when everything is
-    acknowledged both cursors go back to 0. Only a write that finds no room at the tail moves
-    the live bytes: to the front of the same store if the acknowledged prefix is at least as long
-    as they are (the bytes acknowledged pay for the move) and no view of the store exists, else
-    into a new store of twice what is needed (the bytes written pay). So a byte is copied O(1)
-    times however it is written and acknowledged (a bytearray with a deleted prefix instead
-    copies everything it holds whenever it grows, docs/architecture.md "Offload send").
-
-    :meth:`view` hands out memoryviews of the store (the send path writes them to the link
-    without copying, docs/architecture.md "The send path"). They stay valid: bytes under a view
-    are never overwritten (writes go after the tail, moves to the front only without views, and a
-    new store leaves the old one to the views).
+    :meth:`view` hands out memoryviews of the buffer (the send path writes them to the link
+    without copying, docs/architecture.md "The send path"). A ``bytearray`` with views alive
+    cannot be resized, so :meth:`write` and :meth:`consume` never resize one under a view: a
+    write then moves the live bytes to a fresh buffer (the views keep the old one, which nobody
+    changes), and compaction waits for the next call. The driver drops its views before user
+    code runs, so in the stack this fallback is rare; it keeps the views correct whatever
+    holds them.
     """
 
-    __slots__ = ("_buf", "_head", "_tail", "capacity")
+    __slots__ = ("_buf", "_head", "capacity")
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self._buf = bytearray()
         self._head = 0
-        self._tail = 0
 
     def __len__(self) -> int:
-        return self._tail - self._head
+        return len(self._buf) - self._head
 
     @property
     def free(self) -> int:
-        return max(0, self.capacity - (self._tail - self._head))
+        return max(0, self.capacity - len(self))
 
     def write(self, data: BytesLike) -> int:
         """Append as much of *data* as fits (the one copy of the application's bytes); return
@@ -75,26 +54,14 @@ class SendBuffer:
         n = min(len(data), self.free)
         if n:
             part = memoryview(data)[:n] if n < len(data) else data
-            tail = self._tail
-            if tail + n >= len(self._buf):  # (the store's last byte stays spare: see _exported)
-                self._make_room(n)
-                tail = self._tail
-            self._buf[tail : tail + n] = part
-            self._tail = tail + n
+            try:
+                self._buf += part
+            except BufferError:  # a view of the buffer is alive: leave it the old bytes
+                buf = self._buf[self._head :]
+                buf += part
+                self._buf = buf
+                self._head = 0
         return n
-
-    def _make_room(self, n: int) -> None:
-        head, tail = self._head, self._tail
-        live = tail - head
-        store = self._buf
-        if live + n < len(store) and head >= live and not _exported(store):
-            store[:live] = store[head:tail]  # equal lengths: a memmove, no resize
-        else:
-            grown = bytearray(max(2 * (live + n), _SND_MIN_STORE) + 1)
-            grown[:live] = store[head:tail]
-            self._buf = grown
-        self._head = 0
-        self._tail = live
 
     def view(self, offset: int, size: int) -> memoryview:
         """``size`` bytes (fewer at the end) starting *offset* bytes after SND.UNA, not copied.
@@ -102,27 +69,26 @@ class SendBuffer:
         The view stays valid (its bytes unchanged) however the buffer changes afterwards.
         """
         start = self._head + offset
-        return memoryview(self._buf)[start : min(start + size, self._tail)]
+        return memoryview(self._buf)[start : start + size]
 
     def peek(self, offset: int, size: int) -> bytes:
         """A copy of ``size`` bytes (fewer at the end) starting *offset* bytes after SND.UNA."""
         start = self._head + offset
-        return bytes(self._buf[start : min(start + size, self._tail)])
+        return bytes(self._buf[start : start + size])
 
     def consume(self, n: int) -> None:
         """Forget the first *n* bytes (they were acknowledged)."""
-        self._head += min(n, self._tail - self._head)
-        if self._head == self._tail and self._head:
-            # All acknowledged: start over at the front (nothing moves), in a fresh store if a view
-            # of this one lives on or it is large (an idle connection keeps no large store).
-            self._head = self._tail = 0
-            if len(self._buf) > _SND_KEEP or _exported(self._buf):
-                self._buf = bytearray()
+        self._head += min(n, len(self))
+        if self._head >= _COMPACT_AT and self._head * 2 >= len(self._buf):
+            try:
+                del self._buf[: self._head]  # O(1) in CPython: the bytearray moves its start
+            except BufferError:  # a view is alive: compact on a later call
+                return
+            self._head = 0
 
     def clear(self) -> None:
         self._buf = bytearray()
         self._head = 0
-        self._tail = 0
 
 
 # What one held out-of-order piece costs besides its payload, in bytes. Measured with
