@@ -5,6 +5,12 @@ never performs I/O; the application's I/O driver (or a test) supplies both.
 
 After every call to :meth:`Stack.receive_frame` or :meth:`Stack.handle_timer` the caller must
 drain :meth:`Stack.frames_to_send` and re-arm its timer from :meth:`Stack.get_timer`.
+
+The stack's clock never runs backwards: a *now* earlier than one already given is taken as that
+one (counted as ``stack.clock_behind``). A driver may run a timer a little before the clock
+reaches it and say it is due (tcpstack/io/driver.py does, within 0.1 ms); the next call then
+brings an earlier real time. Protocols order events by time (RACK compares send times, RFC 8985
+§6.2), so a clock that stepped back made a segment look sent before one sent ahead of it.
 """
 
 from __future__ import annotations
@@ -52,6 +58,15 @@ class Stack:
         self.early_receive: EarlyReceive | None = None
         """A handler's early demultiplexer, called with every frame before the pipeline
         (:meth:`set_early_receive`); ``None``: every frame goes up the pipeline."""
+        self._clock = float("-inf")  # the latest time given: the stack's clock never runs backwards
+
+    def _now(self, now: float) -> float:
+        """*now*, or the stack's clock when *now* is behind it (see the module docstring)."""
+        if now < self._clock:
+            self.stats.count("stack.clock_behind")
+            return self._clock
+        self._clock = now
+        return now
 
     # ------------------------------------------------------------------ inputs
 
@@ -65,10 +80,10 @@ class Stack:
         """
         self._frames_in += 1
         ctx = self._ctx
-        ctx.now = now
+        ctx.now = self._now(now)
         try:
             early = self.early_receive
-            if early is not None and early(frame, now):
+            if early is not None and early(frame, ctx.now):  # the clamped clock, as the pipeline gets
                 return  # taken whole, with the pipeline's counters kept (docs/architecture.md)
             self.pipeline.receive(Packet.inbound(frame, self._frames_in), ctx)
         except Exception:  # a bug, not bad input: count it, log it, keep the stack alive
@@ -94,7 +109,7 @@ class Stack:
     def handle_timer(self, *, now: float) -> None:
         """Run every timer due at *now*. Afterwards drain :meth:`frames_to_send`."""
         ctx = self._ctx
-        ctx.now = now
+        ctx.now = self._now(now)
         try:
             self.pipeline.handle_timer(ctx)
         except Exception:
@@ -103,7 +118,7 @@ class Stack:
 
     def send(self, origin: PacketHandler, pkt: Packet, *, now: float) -> None:
         """Send *pkt* down from below *origin* (used by upper layers' user-facing calls)."""
-        self._ctx.now = now
+        self._ctx.now = self._now(now)
         try:
             self.pipeline.send_below(origin, pkt, self._ctx)
         except Exception:
@@ -123,7 +138,7 @@ class Stack:
         The views stay valid, but drop them before calling the stack again (a send buffer with
         views alive must copy itself to grow)."""
         ctx = self._ctx
-        ctx.now = now
+        ctx.now = self._now(now)
         try:
             self.pipeline.flush(ctx)
         except Exception:

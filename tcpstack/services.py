@@ -46,6 +46,25 @@ def pattern_bytes(n: int, offset: int = 0) -> bytes:
     return (_ONE_PERIOD * reps)[start : start + n]
 
 
+#: How much of a ``GET /bytes/N`` body the http service writes at once.
+BODY_CHUNK = 1 << 18
+_pattern_run: memoryview | None = None
+
+
+def pattern_view(n: int, offset: int = 0) -> memoryview:
+    """``pattern_bytes(n, offset)`` without making it (*n* at most :data:`BODY_CHUNK`): a read-only
+    view of the pattern laid out once, over a chunk and a period, on first use (320 KB). The
+    transport keeps such a view by reference while the send buffer is full, so the body's one copy
+    in Python is the one into the send buffer (docs/architecture.md, "Offload send")."""
+    global _pattern_run
+    if not 0 <= n <= BODY_CHUNK:
+        raise ValueError(f"pattern_view: n must be 0-{BODY_CHUNK}, not {n}")
+    if _pattern_run is None:
+        _pattern_run = memoryview(pattern_bytes(BODY_CHUNK + _PERIOD))
+    start = offset % _PERIOD
+    return _pattern_run[start : start + n]
+
+
 async def _close(writer: asyncio.StreamWriter) -> None:
     writer.close()
     try:
@@ -242,9 +261,9 @@ async def _respond_stream(writer: asyncio.StreamWriter, n: int, *, head_only: bo
     if not head_only:
         sent = 0
         while sent < n:
-            chunk = pattern_bytes(min(1 << 16, n - sent), sent)
-            writer.write(chunk)
-            sent += len(chunk)
+            size = min(BODY_CHUNK, n - sent)
+            writer.write(pattern_view(size, sent))  # no copy until the send buffer's
+            sent += size
             await writer.drain()
     await writer.drain()
 

@@ -41,6 +41,7 @@ import asyncio
 import socket
 from asyncio.constants import _SendfileMode
 from asyncio.transports import _FlowControlMixin
+from collections import deque
 from typing import TYPE_CHECKING, Any, cast
 
 import structlog
@@ -95,6 +96,54 @@ def _addr(raw: tuple[bytes, int]) -> tuple[str, int]:
     return (socket.inet_ntoa(raw[0]), raw[1])
 
 
+class _Pending:
+    """Bytes written that wait for room in the connection's send buffer, oldest first.
+
+    Immutable data (``bytes``, or a read-only view of ``bytes``) is kept by reference: nobody can
+    change it, so the only copy of its bytes is the one into the send buffer (docs/architecture.md,
+    "Offload send"). Anything else is copied at once, since the writer may reuse its buffer after
+    ``write()`` returns (asyncio's contract).
+    """
+
+    __slots__ = ("chunks", "size")
+
+    def __init__(self) -> None:
+        self.chunks: deque[memoryview] = deque()
+        self.size = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def append(self, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data)
+        if view.format != "B" or view.ndim != 1:
+            view = view.cast("B")
+        if not (view.readonly and isinstance(view.obj, bytes)):
+            view = memoryview(bytes(view))
+        self.chunks.append(view)
+        self.size += view.nbytes
+
+    def move_to(self, conn: TcpConnection, now: float) -> int:
+        """Put as much as fits into *conn*'s send buffer (oldest first); return how much."""
+        chunks = self.chunks
+        moved = 0
+        while chunks:
+            chunk = chunks[0]
+            taken = conn.send(chunk, now)
+            moved += taken
+            if taken < chunk.nbytes:
+                if taken:
+                    chunks[0] = chunk[taken:]
+                break
+            chunks.popleft()
+        self.size -= moved
+        return moved
+
+    def clear(self) -> None:
+        self.chunks.clear()
+        self.size = 0
+
+
 class TcpTransport(_FlowControlMixin):
     """An asyncio transport over one TCP connection of a stack.
 
@@ -114,7 +163,7 @@ class TcpTransport(_FlowControlMixin):
         self._conn = conn
         self._protocol: asyncio.BaseProtocol | None = None
         self._read_mode = _BYTES  # how the protocol takes received bytes (set_protocol)
-        self._pending = bytearray()  # written but not yet in the connection's send buffer
+        self._pending = _Pending()  # written but not yet in the connection's send buffer
         self._reading = True
         self._closing = False
         self._eof_requested = False
@@ -202,13 +251,15 @@ class TcpTransport(_FlowControlMixin):
                 logger.warning("transport.write_after_close", conn=self._conn.label)
             self._conn_lost_writes += 1
             return
+        if isinstance(data, memoryview) and (data.format != "B" or data.ndim != 1):
+            data = data.cast("B")  # count bytes, not items
         conn = self._conn
         if self._pending:
-            self._pending += data
+            self._pending.append(data)
         else:
             taken = conn.send(data, self._now())
             if taken < len(data):
-                self._pending += memoryview(data)[taken:]
+                self._pending.append(memoryview(data)[taken:])
             self._api.kick(conn)
         self._maybe_pause_protocol()  # type: ignore[attr-defined]
 
@@ -349,9 +400,7 @@ class TcpTransport(_FlowControlMixin):
             return
         conn = self._conn
         if self._pending:
-            taken = conn.send(self._pending, self._now())
-            if taken:
-                del self._pending[:taken]
+            if self._pending.move_to(conn, self._now()):
                 self._api.kick(conn)
         self._maybe_resume_protocol()  # type: ignore[attr-defined]
         if not self._pending:

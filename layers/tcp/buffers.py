@@ -49,6 +49,8 @@ class SendBuffer:
     def write(self, data: BytesLike) -> int:
         """Append as much of *data* as fits (the one copy of the application's bytes); return
         how many bytes were taken."""
+        if isinstance(data, memoryview) and (data.itemsize != 1 or data.ndim != 1):
+            data = data.cast("B")  # count (and slice) bytes, not items
         n = min(len(data), self.free)
         if n:
             part = memoryview(data)[:n] if n < len(data) else data

@@ -458,20 +458,12 @@ def test_ecn_congestion_echo_and_response(netns: Netns, tmp_path: Path) -> None:
     cwr = [s for s in ours(segs) if s.flags & CWR and not s.flags & SYN]
     data = [s for s in ours(segs) if s.length]
     print(f"\nCE marks {marked}, kernel ACKs with ECE {len(ece)}, our CWR segments {len(cwr)}, {len(data)} data")
-    # RFC 3168 §6.1.2: CE marks are answered by a window reduction, not by loss recovery: no RTO, and
-    # at most one tail loss probe per connection (RFC 8985 §7.2: the PTO is about 2 SRTT, a few ms
-    # here, so one ACK delayed by a busy machine may send one probe; CI's compiled run saw 1 once).
-    assert all(e["timeouts"] == 0 and e["retransmits"] <= 1 for e in summaries), summaries
-    assert retransmitted_bytes(data)[2] <= len(summaries)
-    # The capture sits above the marking fault layer: new data is ECT(0); a probe (above) is a
-    # retransmission, which RFC 3168 §6.1.5 sends Not-ECT.
-    base, top, new_data = data[0].seq, 0, []
-    for s in data:
-        start = (s.seq - base) & 0xFFFFFFFF
-        if start >= top:
-            new_data.append(s)
-        top = max(top, start + s.length)
-    assert all(s.ecn == ECT0 for s in new_data)
+    # RFC 3168 §6.1.2: CE marks are answered by a window reduction, not by loss recovery: nothing is
+    # sent again. (A retransmission seen here once in 6-8 compiled runs was not a tail loss probe but
+    # RACK misled by a clock that stepped back: tests/layers/tcp/test_clock.py.)
+    assert [(e["retransmits"], e["timeouts"]) for e in summaries] == [(0, 0), (0, 0)], summaries
+    assert retransmitted_bytes(data)[0] == 0
+    assert all(s.ecn == ECT0 for s in data)  # the capture sits above the marking fault layer
     assert ece and cwr
     assert all(s.length and s.ecn == ECT0 for s in cwr)  # §6.1.2: CWR on new data
     first_ece = min(s.at for s in ece)
