@@ -215,6 +215,11 @@ def note_sent(conn: TcpConnection, seq: int, length: int, now: float, retransmit
     timers.persist = None
     ld, sb = conn.loss_detector, conn.scoreboard
     if ld is not None and sb is not None:
+        end = seq_add(seq, length)
+        if seq_gt(end, conn.snd_max):
+            # RFC 8985 §7.2: the PTO's FlightSize includes the segment just sent (one segment
+            # from idle arms 2*SRTT + WCDelAckT, two or more 2*SRTT): SND.MAX moves first.
+            conn.snd_max = end
         pos = sb.una + seq_diff(seq, conn.snd_una)
         ld.on_transmit(conn, pos, pos + length, now, retransmit)  # RFC 8985 §6.1: record xmit time
 

@@ -105,8 +105,9 @@ def _send(r: Any, c: _Conn, start: int, now: float) -> None:
     """New data, one segment at a time as the send loop does (§6.1, §7.2)."""
     if c.retransmit_at is None:
         c.retransmit_at = now + c.rtt.current()
-    r.on_transmit(c, start, start + SEG, now, False)  # before SND.MAX moves, as note_sent
-    c.snd_max = c.snd_nxt = start + SEG
+    c.snd_max = start + SEG  # note_sent moves SND.MAX before the hook (RFC 8985 §7.2 FlightSize)
+    r.on_transmit(c, start, start + SEG, now, False)
+    c.snd_nxt = start + SEG
 
 
 def _ack(r: Any, c: _Conn, una: int, blocks: list[tuple[int, int]], now: float) -> None:
