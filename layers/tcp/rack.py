@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 
 NAME: Final = "rack_tlp"
 WC_DEL_ACK: Final = 0.2  # RFC 8985 §7.2: WCDelAckT, the worst-case delayed-ACK time
+NO_SRTT_PTO: Final = 1.0  # RFC 8985 §7.2: the PTO before any RTT sample
 
 _NOWHERE: Final = -1  # Sent.slot: not waiting (delivered, lost) or its slot is behind the head
 _ASIDE: Final = -2  # Sent.slot: waiting, in Rack._aside
@@ -109,8 +110,8 @@ class TailLossProbe:
 
     def arm(self, conn: ConnectionView, now: float) -> None:
         """RFC 8985 §7.2: with data in flight, outside recovery, arm the probe timeout
-        PTO = 2 * SRTT (+ WCDelAckT with a single segment in flight), unless the RTO is earlier.
-        Called for every new segment sent, so the stack's own connection is read natively (the
+        PTO = 2 * SRTT (+ WCDelAckT with a single segment in flight; 1 s without SRTT), unless
+        the RTO is earlier. Called for every new segment sent, so the stack's own connection is read natively (the
         same expressions, typed: compiled, they are field loads instead of attribute lookups)."""
         if isinstance(conn, TcpConnection):
             rtt = conn.rtt  # (declared on ConnectionVerbs, an interpreted base: one lookup)
@@ -124,9 +125,12 @@ class TailLossProbe:
         if in_recovery or flight <= 0:
             self.at = None
             return
-        pto = 2 * (srtt if srtt is not None else 1.0)
-        if flight <= mss:
-            pto += WC_DEL_ACK  # the peer may be delaying its ACK of a lone segment
+        if srtt is None:
+            pto = NO_SRTT_PTO  # RFC 8985 §7.2 TLP_calc_PTO: no SRTT yet: PTO = 1 sec
+        else:
+            pto = 2 * srtt  # RFC 8985 §7.2 TLP_calc_PTO: PTO = 2 * SRTT
+            if flight <= mss:  # RFC 8985 §7.2: FlightSize (SND.MAX - SND.UNA, this segment included) is one segment
+                pto += WC_DEL_ACK  # the peer may be delaying its ACK of a lone segment
         if rto is None:
             rto = now + rtt.current()
         at = now + pto

@@ -68,10 +68,13 @@ class TailLossProbe:
         if conn.in_recovery or flight <= 0:
             self.at = None
             return
-        srtt = conn.rtt.srtt if conn.rtt.srtt is not None else 1.0
-        pto = 2 * srtt
-        if flight <= conn.snd_mss:
-            pto += WC_DEL_ACK  # the peer may be delaying its ACK of a lone segment
+        srtt = conn.rtt.srtt
+        if srtt is None:
+            pto = 1.0  # RFC 8985 §7.2: no SRTT yet: PTO = 1 sec (fixed here as in layers/tcp/rack.py)
+        else:
+            pto = 2 * srtt
+            if flight <= conn.snd_mss:
+                pto += WC_DEL_ACK  # the peer may be delaying its ACK of a lone segment
         rto = conn.retransmit_at
         if rto is None:
             rto = now + conn.rtt.current()

@@ -89,3 +89,28 @@ def test_the_probe_timeout_is_never_later_than_the_rto() -> None:
     ((t, probe),) = h.advance(T0 + 0.2)
     assert t == pytest.approx(T0 + 0.2) and (probe.seq, probe.payload) == (seg.seq, seg.payload)
     assert conn.loss_detector.probes == 1  # type: ignore[union-attr]
+
+
+def test_without_srtt_the_probe_timeout_is_one_second() -> None:
+    """RFC 8985 §7.2 TLP_calc_PTO: no SRTT yet (the SYN-ACK was retransmitted, so Karn's rule
+    leaves the handshake without a sample): PTO = 1 s, no WCDelAckT even for a lone segment (the
+    lost SYN-ACK leaves a one-segment cwnd, RFC 5681 §3.1); the RTO is 3 s (RFC 6298 (5.7))."""
+    features: dict[str, object] = {"sack": {}, "rack_tlp": {}}
+    h = LayerHarness(features=features)
+    h.tcp.listen(80, options=TcpOptions(features=features))
+    syn = replace(SEND, src_port=REMOTE_PORT, dst_port=80, seq=REMOTE_SEQ, ack=0, flags=SYN, window=65535)
+    (synack,) = h.inject(syn, t=0.0, options=bytes([2, 4, MSS >> 8, MSS & 0xFF, 4, 2, 1, 1]))
+    assert [s.flags for _, s in h.advance(1.5)] == [SYN | ACK]  # the SYN-ACK again, at 1 s
+    ack = replace(SEND, src_port=REMOTE_PORT, dst_port=80, seq=REMOTE_SEQ + 1, ack=synack.seq + 1, window=65535)
+    assert h.inject(ack, t=1.6) == []
+    conn = next(iter(h.tcp.connections.values()))
+    assert conn.rtt.srtt is None
+    t0 = 2.0
+    conn.send(b"x" * MSS, t0)
+    h.user(conn)
+    out = h.output(t=t0)
+    assert len(out) == 1
+    assert _probe_at(conn) == pytest.approx(t0 + 1.0) and conn.timers.rto == pytest.approx(t0 + 3.0)
+    assert h.advance(t0 + 1.0 - 1e-6) == []
+    ((t, probe),) = h.advance(t0 + 1.0)
+    assert t == pytest.approx(t0 + 1.0) and (probe.seq, probe.payload) == (out[-1].seq, out[-1].payload)
