@@ -74,6 +74,7 @@ def _state(rack: Any) -> tuple[Any, ...]:
         rack.probes,
         rack.reorder_at,
         rack.probe.at,
+        rack.probe.sent,
         [rack.reo_wnd(m, s, in_recovery=r) for m in (None, 0.004) for s in (None, 0.003) for r in (False, True)],
         {s: (g.end, g.xmit_ts, g.rexmit, g.delivered, g.lost) for s, g in rack.by_start.items()},
         [(g.start, g.end) for g in rack.order],

@@ -114,3 +114,22 @@ def test_without_srtt_the_probe_timeout_is_one_second() -> None:
     assert h.advance(t0 + 1.0 - 1e-6) == []
     ((t, probe),) = h.advance(t0 + 1.0)
     assert t == pytest.approx(t0 + 1.0) and (probe.seq, probe.payload) == (out[-1].seq, out[-1].payload)
+
+
+def test_a_new_segment_sent_as_the_probe_arms_the_rto_not_another_probe() -> None:
+    """RFC 8985 §7.3: the probe is a new segment when one may go (one beyond cwnd); behind it the
+    RTO runs, restarted at the probe, not a second PTO (which would find cwnd full, send nothing
+    and push the RTO back)."""
+    h, conn = _connect(min_rto=1.0)
+    out = _send(h, conn, 10 * MSS)  # the initial window: ten segments
+    conn.send(b"y" * (10 * MSS), T0)  # more waits behind cwnd
+    h.user(conn)
+    assert h.output(t=T0) == []
+    pto = 2 * SRTT
+    assert _probe_at(conn) == pytest.approx(T0 + pto)
+    ((t, probe),) = h.advance(T0 + pto)
+    assert t == pytest.approx(T0 + pto) and probe.seq == (out[-1].seq + MSS) & 0xFFFFFFFF  # new data
+    assert _probe_at(conn) is None and conn.timers.rto == pytest.approx(T0 + pto + 1.0)
+    ((t, rto),) = h.advance(T0 + pto + 1.0)  # the RTO: the first segment again
+    assert t == pytest.approx(T0 + pto + 1.0) and rto.seq == out[0].seq
+    assert conn.loss_detector.probes == 1  # type: ignore[union-attr]
