@@ -302,7 +302,8 @@ class LossDetector(Protocol):
     (layers/tcp/scoreboard.py), not sequence numbers, so they never wrap. The connection
     calls, on its per-segment path:
 
-    - :meth:`on_transmit` for every data segment sent or sent again;
+    - :meth:`on_transmit` for every data segment sent or sent again (SND.MAX, so ``in_flight``,
+      already counts it);
     - :meth:`on_progress` when new data or a FIN went out or new data was acknowledged;
     - :meth:`on_ack_received` for every ACK that acknowledged or SACKed something;
     - :meth:`on_recovery`, :meth:`on_dsack` and :meth:`on_rto` when recovery starts, a D-SACK

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 
 NAME: Final = "rack_tlp"
 WC_DEL_ACK: Final = 0.2  # RFC 8985 §7.2: WCDelAckT, the worst-case delayed-ACK time
+NO_SRTT_PTO: Final = 1.0  # RFC 8985 §7.2: the PTO before any RTT sample
 
 _NOWHERE: Final = -1  # Sent.slot: not waiting (delivered, lost) or its slot is behind the head
 _ASIDE: Final = -2  # Sent.slot: waiting, in Rack._aside
@@ -80,11 +81,14 @@ class Sent:
 class TailLossProbe:
     """TLP's probe timeout (RFC 8985 §7.2-§7.3), a timer that runs before the RTO."""
 
-    __slots__ = ("at", "rack")
+    __slots__ = ("at", "rack", "sent")
 
     def __init__(self, rack: Rack) -> None:
         self.rack = rack
         self.at: float | None = None
+        #: a probe was asked for and no ACK of new data (or RTO, or recovery) came since: the new
+        #: segment sent as the probe does not re-arm the PTO (RFC 8985 §7.3: the RTO runs behind it)
+        self.sent = False
 
     def deadline(self) -> float | None:
         return self.at
@@ -95,6 +99,7 @@ class TailLossProbe:
     def on_timer(self, conn: ConnectionView, now: float) -> None:
         """RFC 8985 §7.3: the probe goes first and the RTO restarts behind it."""
         self.at = None
+        self.sent = True
         rack = self.rack
         rack.probes += 1
         rack.log.debug(
@@ -109,8 +114,8 @@ class TailLossProbe:
 
     def arm(self, conn: ConnectionView, now: float) -> None:
         """RFC 8985 §7.2: with data in flight, outside recovery, arm the probe timeout
-        PTO = 2 * SRTT (+ WCDelAckT with a single segment in flight), unless the RTO is earlier.
-        Called for every new segment sent, so the stack's own connection is read natively (the
+        PTO = 2 * SRTT (+ WCDelAckT with a single segment in flight; 1 s without SRTT), unless
+        the RTO is earlier. Called for every new segment sent, so the stack's own connection is read natively (the
         same expressions, typed: compiled, they are field loads instead of attribute lookups)."""
         if isinstance(conn, TcpConnection):
             rtt = conn.rtt  # (declared on ConnectionVerbs, an interpreted base: one lookup)
@@ -124,9 +129,12 @@ class TailLossProbe:
         if in_recovery or flight <= 0:
             self.at = None
             return
-        pto = 2 * (srtt if srtt is not None else 1.0)
-        if flight <= mss:
-            pto += WC_DEL_ACK  # the peer may be delaying its ACK of a lone segment
+        if srtt is None:
+            pto = NO_SRTT_PTO  # RFC 8985 §7.2 TLP_calc_PTO: no SRTT yet: PTO = 1 sec
+        else:
+            pto = 2 * srtt  # RFC 8985 §7.2 TLP_calc_PTO: PTO = 2 * SRTT
+            if flight <= mss:  # RFC 8985 §7.2: FlightSize (SND.MAX - SND.UNA, this segment included) is one segment
+                pto += WC_DEL_ACK  # the peer may be delaying its ACK of a lone segment
         if rto is None:
             rto = now + rtt.current()
         at = now + pto
@@ -316,6 +324,7 @@ class Rack:
             self.reo_wnd_mult = 1
             self.recoveries_since_dsack = 0
         self.probe.at = None  # RFC 8985 §7.2: no probes during recovery
+        self.probe.sent = False
 
     def _deliver(self, seg: Sent, now: float, min_rtt: float | None) -> None:
         if seg.slot == _ASIDE:
@@ -449,13 +458,17 @@ class Rack:
     def on_transmit(self, conn: ConnectionView, start: int, end: int, now: float, retransmit: bool) -> None:
         self.on_sent(start, end, now, retransmit)  # RFC 8985 §6.1: record the xmit time
         if not retransmit:  # new data went out: (re)arm the PTO (§7.2), as on_progress does
-            if self.tlp:
+            if self.probe.sent:  # RFC 8985 §7.3: this is the probe: the RTO, not the PTO, runs behind it
+                self.probe.sent = False
+                self.probe.at = None
+            elif self.tlp:
                 self.probe.arm(conn, now)
             else:
                 self.probe.at = None
 
     def on_progress(self, conn: ConnectionView, now: float) -> None:
         """New data or a FIN went out, or new data was acknowledged: (re)arm the PTO (§7.2)."""
+        self.probe.sent = False
         if self.tlp:
             self.probe.arm(conn, now)
         else:
@@ -474,6 +487,7 @@ class Rack:
     def on_rto(self) -> None:
         self.reorder_at = None
         self.probe.at = None
+        self.probe.sent = False
 
     def detect(self, conn: ConnectionView, now: float) -> None:
         """RFC 8985 §6.2 step 5: mark what RACK deems lost in the scoreboard; enter recovery if

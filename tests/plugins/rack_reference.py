@@ -34,11 +34,12 @@ class _Sent:
 class TailLossProbe:
     """TLP's probe timeout (RFC 8985 §7.2-§7.3), a timer that runs before the RTO."""
 
-    __slots__ = ("at", "rack")
+    __slots__ = ("at", "rack", "sent")
 
     def __init__(self, rack: Rack) -> None:
         self.rack = rack
         self.at: float | None = None
+        self.sent = False  # RFC 8985 §7.3: a probe is out: its own new segment does not re-arm the PTO
 
     def deadline(self) -> float | None:
         return self.at
@@ -49,6 +50,7 @@ class TailLossProbe:
     def on_timer(self, conn: ConnectionView, now: float) -> None:
         """RFC 8985 §7.3: the probe goes first and the RTO restarts behind it."""
         self.at = None
+        self.sent = True
         rack = self.rack
         rack.probes += 1
         rack.log.debug(
@@ -68,10 +70,13 @@ class TailLossProbe:
         if conn.in_recovery or flight <= 0:
             self.at = None
             return
-        srtt = conn.rtt.srtt if conn.rtt.srtt is not None else 1.0
-        pto = 2 * srtt
-        if flight <= conn.snd_mss:
-            pto += WC_DEL_ACK  # the peer may be delaying its ACK of a lone segment
+        srtt = conn.rtt.srtt
+        if srtt is None:
+            pto = 1.0  # RFC 8985 §7.2: no SRTT yet: PTO = 1 sec (fixed here as in layers/tcp/rack.py)
+        else:
+            pto = 2 * srtt
+            if flight <= conn.snd_mss:
+                pto += WC_DEL_ACK  # the peer may be delaying its ACK of a lone segment
         rto = conn.retransmit_at
         if rto is None:
             rto = now + conn.rtt.current()
@@ -163,6 +168,7 @@ class Rack:
             self.reo_wnd_mult = 1
             self.recoveries_since_dsack = 0
         self.probe.at = None  # RFC 8985 §7.2: no probes during recovery
+        self.probe.sent = False
 
     def _deliver(self, seg: _Sent, now: float, min_rtt: float | None) -> None:
         if not seg.lost:
@@ -255,13 +261,17 @@ class Rack:
     def on_transmit(self, conn: ConnectionView, start: int, end: int, now: float, retransmit: bool) -> None:
         self.on_sent(start, end, now, retransmit)  # RFC 8985 §6.1: record the xmit time
         if not retransmit:  # new data went out: (re)arm the PTO (§7.2), as on_progress does
-            if self.tlp:
+            if self.probe.sent:  # RFC 8985 §7.3: this is the probe: the RTO, not the PTO, runs behind it
+                self.probe.sent = False
+                self.probe.at = None
+            elif self.tlp:
                 self.probe.arm(conn, now)
             else:
                 self.probe.at = None
 
     def on_progress(self, conn: ConnectionView, now: float) -> None:
         """New data or a FIN went out, or new data was acknowledged: (re)arm the PTO (§7.2)."""
+        self.probe.sent = False
         if self.tlp:
             self.probe.arm(conn, now)
         else:
@@ -274,6 +284,7 @@ class Rack:
     def on_rto(self) -> None:
         self.reorder_at = None
         self.probe.at = None
+        self.probe.sent = False
 
     def detect(self, conn: ConnectionView, now: float) -> None:
         """RFC 8985 §6.2 step 5: mark what RACK deems lost in the scoreboard; enter recovery if

@@ -74,6 +74,7 @@ def _state(rack: Any) -> tuple[Any, ...]:
         rack.probes,
         rack.reorder_at,
         rack.probe.at,
+        rack.probe.sent,
         [rack.reo_wnd(m, s, in_recovery=r) for m in (None, 0.004) for s in (None, 0.003) for r in (False, True)],
         {s: (g.end, g.xmit_ts, g.rexmit, g.delivered, g.lost) for s, g in rack.by_start.items()},
         [(g.start, g.end) for g in rack.order],
@@ -105,8 +106,9 @@ def _send(r: Any, c: _Conn, start: int, now: float) -> None:
     """New data, one segment at a time as the send loop does (§6.1, §7.2)."""
     if c.retransmit_at is None:
         c.retransmit_at = now + c.rtt.current()
-    r.on_transmit(c, start, start + SEG, now, False)  # before SND.MAX moves, as note_sent
-    c.snd_max = c.snd_nxt = start + SEG
+    c.snd_max = start + SEG  # note_sent moves SND.MAX before the hook (RFC 8985 §7.2 FlightSize)
+    r.on_transmit(c, start, start + SEG, now, False)
+    c.snd_nxt = start + SEG
 
 
 def _ack(r: Any, c: _Conn, una: int, blocks: list[tuple[int, int]], now: float) -> None:
