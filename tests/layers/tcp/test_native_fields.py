@@ -18,6 +18,7 @@ import layers.tcp.connection
 from framework._compiled import is_compiled
 from layers.tcp.connection import TcpConnection
 from layers.tcp.view import ConnectionVerbs
+from tests.layers.tcp.helpers import LayerHarness
 
 pytestmark = pytest.mark.skipif(
     not is_compiled(layers.tcp.connection),
@@ -32,3 +33,12 @@ def test_attribute_is_a_native_field(name: str) -> None:
         f"TcpConnection.{name} is not a native field of the compiled class ({attr!r}): declare it "
         f"with an annotation in TcpConnection (self.{name}: T = ...), not only on ConnectionVerbs"
     )
+
+
+def test_a_connection_keeps_nothing_in_its_dict() -> None:
+    """``ConnectionVerbs`` is an interpreted base, so mypyc gives the compiled class a
+    ``__dict__``: after an active open with the default plugins, nothing lives there."""
+    harness = LayerHarness()
+    conn = harness.tcp.connect(bytes([10, 0, 0, 2]), 80, now=0.0)
+    assert isinstance(conn, TcpConnection)
+    assert getattr(conn, "__dict__", {}) == {}
