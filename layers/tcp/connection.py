@@ -47,7 +47,7 @@ from framework.netlayer import NetError
 from layers.tcp import receiver, recovery, sender
 from layers.tcp.congestion import CongestionControl, CongestionControlProtocol
 from layers.tcp.events import Connected, ConnectionClosed, ConnectionFailed, SendSpaceAvailable, SoftError, TcpEvent
-from layers.tcp.policy import LossDetector, TcpSetup
+from layers.tcp.policy import ConnInfo, LossDetector, TcpSetup
 from layers.tcp.rtt import RttEstimator
 from layers.tcp.scoreboard import Scoreboard
 from layers.tcp.seq import seq_add, seq_diff, seq_gt, seq_le, seq_lt
@@ -97,7 +97,11 @@ class TcpConnection(Tcb, ConnectionVerbs):
         )
         self.setup = setup
         self.options = opts
-        self.info = info
+        # info, rtt and ts_rtt are annotated here although ConnectionVerbs declares them: mypyc makes
+        # a native field only of what the compiled class declares itself (an attribute declared only
+        # on that interpreted base would live in __dict__, one generic getattr per read; docs/
+        # architecture.md, "Native connection fields"; tests/layers/tcp/test_native_fields.py).
+        self.info: ConnInfo = info
         self.passive = passive  # MUST-11: remember how SYN-RECEIVED was reached
         self.state = S.CLOSED
         self.created_at = now
@@ -112,7 +116,7 @@ class TcpConnection(Tcb, ConnectionVerbs):
         self.user_closed = False  # close() (both directions) rather than shutdown()
 
         # Policies (layers/tcp/policy.py), installed by plugins when the connection was set up.
-        self.rtt = RttEstimator(min_rto=opts.min_rto, max_rto=opts.max_rto)
+        self.rtt: RttEstimator = RttEstimator(min_rto=opts.min_rto, max_rto=opts.max_rto)
         self.cc: CongestionControlProtocol = setup.congestion or CongestionControl(self.snd_mss)
         self.cc.set_initial_window_rule(opts.initial_window)  # RFC 5681 §3.1 or RFC 6928 §2
         self.ack_policy = setup.ack_policy
@@ -125,7 +129,7 @@ class TcpConnection(Tcb, ConnectionVerbs):
         self._check_ext: list[Any] = []
         self._accept_ext: list[Any] = []
         self._out_ext: list[Any] = []
-        self.ts_rtt = False  # an extension (timestamps) takes RTT samples instead of Karn timing
+        self.ts_rtt: bool = False  # an extension (timestamps) takes RTT samples instead of Karn timing
         #: TSval our timestamps would carry at a time (installed by the timestamps plugin).
         self.tsval_at: Any = None
         self.keepalive = setup.keepalive  # RFC 1122 §4.2.3.6, a timer policy of the keepalive plugin

@@ -118,7 +118,7 @@ class TailLossProbe:
         the RTO is earlier. Called for every new segment sent, so the stack's own connection is read natively (the
         same expressions, typed: compiled, they are field loads instead of attribute lookups)."""
         if isinstance(conn, TcpConnection):
-            rtt = conn.rtt  # (declared on ConnectionVerbs, an interpreted base: one lookup)
+            rtt = conn.rtt
             self._arm(now, conn.in_flight, conn.in_recovery, rtt.srtt, conn.snd_mss, conn.retransmit_at, rtt)
         else:
             self._arm(now, conn.in_flight, conn.in_recovery, conn.rtt.srtt, conn.snd_mss, conn.retransmit_at, conn.rtt)
