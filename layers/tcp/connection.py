@@ -42,7 +42,7 @@ from collections import deque
 from typing import Any
 
 from framework.errors import InvalidStateError
-from framework.lazylog import LazyLog
+from framework.lazylog import LazyLog, debug_enabled
 from framework.netlayer import NetError
 from layers.tcp import receiver, recovery, sender
 from layers.tcp.congestion import CongestionControl, CongestionControlProtocol
@@ -226,7 +226,8 @@ class TcpConnection(Tcb, ConnectionVerbs):
         old = self.state
         new = next_state(old, trigger)
         self.state = new
-        self._log.debug("tcp.state", old=old.value, new=new.value, trigger=trigger.value)
+        if debug_enabled():  # the keywords cost three enum property reads per state change
+            self._log.debug("tcp.state", old=old.value, new=new.value, trigger=trigger.value)
         if new is S.TIME_WAIT:
             # For the user the connection is over; the TCB only guards the 4-tuple now.
             self.events.append(ConnectionClosed())

@@ -35,6 +35,11 @@ class TcpState(enum.Enum):
     LAST_ACK = "LAST-ACK"
     TIME_WAIT = "TIME-WAIT"
 
+    # Members are singletons compared by identity: hash them by identity too, in C. Enum's own
+    # __hash__ is a Python call (hash of the name), and state sets and the transition table
+    # hash states on every segment and state change.
+    __hash__ = object.__hash__
+
     @property
     def synchronized(self) -> bool:
         """RFC 9293 §3.5.2: every state from ESTABLISHED on is "synchronized"."""
@@ -56,6 +61,8 @@ class Trigger(enum.Enum):
     TIMEOUT = "timeout"  # retransmission give-up, user timeout, FIN-WAIT-2 timeout
     TIMEOUT_2MSL = "2MSL timeout"
     RETURN_TO_LISTEN = "RST in SYN-RECEIVED after passive open"  # RFC 9293 §3.10.7.4
+
+    __hash__ = object.__hash__  # as TcpState's: identity, in C
 
 
 S = TcpState
