@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, ClassVar, Final, Protocol
 from framework._compiled import mypyc_attr
 from framework.lazylog import LazyLog, debug_enabled
 from layers.tcp.policy import DecisionLog, decision_log
-from layers.tcp.seq import MASK, seq_diff, seq_gt, seq_le
+from layers.tcp.seq import HALF, MASK, seq_diff, seq_gt, seq_le
 from layers.tcp.state import TcpState
 from layers.tcp.wire import ACK, MAX_OPTION_BYTES, RST, TcpRepr
 
@@ -45,8 +45,6 @@ if TYPE_CHECKING:
 TIMESTAMPS: Final = "timestamps"
 OPTION_BYTES: Final = 12  # NOP NOP + kind 8, length 10 (or SACK-permitted + kind 8 on a SYN)
 PAWS_IDLE: Final = 24 * 24 * 3600.0  # RFC 7323 §5.5: 24 days
-_HALF: Final = 1 << 31
-_MASK: Final = 0xFFFF_FFFF  # = seq.MASK, a machine constant here
 
 
 def offset_for(iss: int) -> int:
@@ -89,7 +87,7 @@ class Timestamps:
     def tsval(self, now: float) -> int:
         """RFC 7323 §5.4: a 1 ms clock with a random per-connection offset (§7.1)."""
         offset = self.offset
-        return (int(now * 1000) + (0 if offset is None else offset)) & _MASK
+        return (int(now * 1000) + (0 if offset is None else offset)) & MASK
 
     def syn_options(self, conn: ConnectionView, seg: TcpRepr, now: float) -> None:
         if self.offset is None:
@@ -123,7 +121,7 @@ class Timestamps:
         if seg.flags & RST:
             return True  # PAWS never applies to a RST
         # §5.3 R1: TSval older than TS.Recent, with TS.Recent still valid: ACK and drop.
-        if (ts[0] - self.ts_recent) & _MASK >= _HALF and now - self.ts_recent_at <= PAWS_IDLE:
+        if (ts[0] - self.ts_recent) & MASK >= HALF and now - self.ts_recent_at <= PAWS_IDLE:
             self.paws_drops += 1
             conn.request_ack()
             return False
@@ -136,15 +134,15 @@ class Timestamps:
         # §4.3 (2): TS.Recent from segments at or before the left edge of what we ACKed. §5.5: an
         # invalid TS.Recent (24 days idle) is replaced even by an "older" TSval, else PAWS stays
         # skipped and TSecr echoes the stale value for good.
-        newer = (ts[0] - self.ts_recent) & _MASK < _HALF or now - self.ts_recent_at > PAWS_IDLE
+        newer = (ts[0] - self.ts_recent) & MASK < HALF or now - self.ts_recent_at > PAWS_IDLE
         if newer and seq_le(seg.seq, conn.last_ack_sent):
             self.ts_recent = ts[0]
             self.ts_recent_at = now
         # §4.1 RTTM: an ACK of new data echoing one of our TSvals gives an RTT sample.
         ecr = ts[1]
         if ecr and seg.flags & ACK and seq_gt(seg.ack, conn.snd_una):
-            rtt_ms = (self.tsval(now) - ecr) & _MASK
-            if rtt_ms < _HALF:
+            rtt_ms = (self.tsval(now) - ecr) & MASK
+            if rtt_ms < HALF:
                 conn.sample_rtt(max(rtt_ms, 0) / 1000.0)
                 self.samples += 1
 
@@ -227,12 +225,12 @@ class Sack:
         end = start + n
         if end <= nxt or buf.holds(start, end):  # O(log n) in the blocks held
             if self.report_dsack:  # RFC 2883 §4: a duplicate: report it first
-                self.dsack = (seg.seq, (seg.seq + n) & _MASK)
+                self.dsack = (seg.seq, (seg.seq + n) & MASK)
                 self.log.debug("tcp.decision", decision="D-SACK", seq=seg.seq, len=n, rfc="RFC 2883 §4", t=now)
         elif start < nxt:
             # Partly old: RFC 2883 §4.1.1 reports the duplicate part, the rest is new data.
             if self.report_dsack:
-                self.dsack = (seg.seq, (seg.seq + nxt - start) & _MASK)
+                self.dsack = (seg.seq, (seg.seq + nxt - start) & MASK)
                 self.log.debug(
                     "tcp.decision", decision="D-SACK", seq=seg.seq, len=nxt - start, rfc="RFC 2883 §4.1.1", t=now
                 )
@@ -272,7 +270,7 @@ class Sack:
         if n == 0:
             return
         base_off, base_seq = buf.nxt, conn.rcv_nxt
-        out = [((base_seq + s - base_off) & _MASK, (base_seq + e - base_off) & _MASK) for s, e in blocks]
+        out = [((base_seq + s - base_off) & MASK, (base_seq + e - base_off) & MASK) for s, e in blocks]
         if dsack is not None:
             out.insert(0, dsack)  # RFC 2883 §4: the D-SACK block first
         sack = out[:n]

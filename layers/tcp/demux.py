@@ -36,6 +36,7 @@ from framework.checksum import BytesLike, internet_checksum
 from framework.handler import PacketHandler
 from framework.stats import Stats
 from layers.tcp import fastpath
+from layers.tcp.wire import HEADER_LEN, PROTO_TCP, pseudo_base
 
 if TYPE_CHECKING:
     from framework.pipeline import Pipeline
@@ -51,9 +52,7 @@ _GSO_ECN: Final = 0x80
 _GSO_TCPV4: Final = 1
 _VER_IHL: Final = 0x45  # version 4, IHL 5: a header without options
 _IP_HLEN: Final = 20
-_TCP_HLEN: Final = 20
 _FRAG: Final = 0x8000 | 0x2000 | 0x1FFF  # reserved flag, MF, fragment offset
-_PROTO_TCP: Final = 6
 _IP_VERSION: Final = 4  # the key the link passes IPv4 up with (RFC 791 §3.1: Version)
 
 
@@ -95,7 +94,7 @@ def find_rx_path(
         return None
     if pipeline.root is not link or pipeline.next_above(link, _IP_VERSION) is not net:
         return None
-    if pipeline.next_above(net, _PROTO_TCP) is not tcp or _PROTO_TCP not in getattr(net, "protocols", ()):
+    if pipeline.next_above(net, PROTO_TCP) is not tcp or PROTO_TCP not in getattr(net, "protocols", ()):
         return None
     return net, link  # type: ignore[return-value]  # checked by the markers above
 
@@ -152,15 +151,15 @@ class EarlyDemux:
             csum_ok = flags & _VNET_CSUM != 0
             buf = buf[_VNET_LEN:]
             n -= _VNET_LEN
-        if n < _IP_HLEN + _TCP_HLEN:
+        if n < _IP_HLEN + HEADER_LEN:
             return False
         ver_ihl, tos, total, _id, frag, _ttl, proto, _c, src, dst, sport, dport = _IP_PORTS.unpack_from(buf)
         # RFC 791 §3.1: IPv4 without options; Total Length covers header and data and fits the
         # frame; RFC 1122 §3.2.1.1: version 4.
-        if ver_ihl != _VER_IHL or total > n or total < _IP_HLEN + _TCP_HLEN:
+        if ver_ihl != _VER_IHL or total > n or total < _IP_HLEN + HEADER_LEN:
             return False
         # RFC 791 §3.1: the reserved flag clear; RFC 791 §3.2: a fragment goes to reassembly.
-        if frag & _FRAG or proto != _PROTO_TCP:
+        if frag & _FRAG or proto != PROTO_TCP:
             return False
         # RFC 1122 §3.2.1.3: our own address only; a unicast source, neither ours nor our
         # subnet's broadcast (layers/ipv4/wire.py is_invalid_source: 0/8, 127/8, 224/3).
@@ -176,7 +175,7 @@ class EarlyDemux:
         if self.verify_ip and internet_checksum(buf[:_IP_HLEN]) != 0:
             return False
         # RFC 9293 §3.1, MUST-3: the pseudo-header sum, unless the link vouches for the checksum.
-        pseudo = int.from_bytes(src + dst, "big") + _PROTO_TCP if self.verify_tcp and not csum_ok else None
+        pseudo = pseudo_base(src, dst) if self.verify_tcp and not csum_ok else None
         kind = fastpath.receive(conn, buf[_IP_HLEN:total], pseudo, tos & 3, now)
         if kind == fastpath.SLOW:
             return False

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from framework.checksum import BytesLike
 from layers.tcp import recovery
 from layers.tcp.builtin_hooks import Sack, Timestamps
-from layers.tcp.seq import HALF, MASK, seq_add, seq_diff, seq_gt, seq_lt
+from layers.tcp.seq import MASK, seq_add, seq_diff, seq_gt, seq_lt
 from layers.tcp.state import TcpState
 from layers.tcp.tcb import DEFAULT_MSS, MAX_WINDOW
 from layers.tcp.wire import ACK, FIN, PSH, RST, SYN, TcpRepr
@@ -216,8 +216,8 @@ def note_sent(conn: TcpConnection, seq: int, length: int, now: float, retransmit
     timers.persist = None
     ld, sb = conn.loss_detector, conn.scoreboard
     if ld is not None and sb is not None:
-        end = (seq + length) & MASK  # seq_add, inline (as in fastpath.py)
-        if ((end - conn.snd_max + HALF) & MASK) - HALF > 0:  # seq_gt(end, SND.MAX), inline
+        end = seq_add(seq, length)
+        if seq_gt(end, conn.snd_max):
             # RFC 8985 §7.2: the PTO's FlightSize includes the segment just sent (one segment
             # from idle arms 2*SRTT + WCDelAckT, two or more 2*SRTT): SND.MAX moves first.
             conn.snd_max = end
