@@ -28,6 +28,8 @@ from typing import Any, Protocol, TextIO
 
 import structlog
 
+from framework.lazylog import DirectChain, set_direct_chain
+
 LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
@@ -203,9 +205,14 @@ def configure_logging(
         renderer = [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer()]
     else:
         renderer = [FastConsoleRenderer()]  # ConsoleRenderer(colors=False)'s text, faster
+    processors = shared + renderer
+    factory = LineLoggerFactory(stream or sys.stderr)  # one write per line
     structlog.configure(
         cache_logger_on_first_use=cache,
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
-        processors=shared + renderer,
-        logger_factory=LineLoggerFactory(stream or sys.stderr),  # one write per line
+        processors=processors,
+        logger_factory=factory,
     )
+    # Per-connection lines (framework/lazylog.py) run this chain without structlog's bound
+    # logger while this configuration stands (docs/architecture.md, "Connection cost").
+    set_direct_chain(DirectChain(processors, factory, factory()))
