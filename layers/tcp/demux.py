@@ -14,13 +14,19 @@ would have done nothing with it but pass it up to :func:`layers.tcp.fastpath.rec
   (unless the layer is told not to verify), reserved flag clear, not a fragment, our address
   as destination, a unicast source that is not ours, protocol TCP;
 - the TCP layer's part (:meth:`layers.tcp.handler.TcpLayer.receive`): an established
-  connection of the 4-tuple with ``fast_path`` on, and a segment that the prediction takes.
+  connection of the 4-tuple with ``fast_path`` on, and a segment that the prediction takes;
+- or, for a segment of such a connection (in any state) that the prediction refuses, the TCP
+  layer's full processing of it (:meth:`layers.tcp.handler.TcpLayer.early_segment`: the
+  handshake's last ACK, a FIN, a RST, anything out of the ordinary), except where
+  ``receive`` would do more than that: a SYN that may reopen TIME-WAIT, an ACK to a full
+  accept queue, a header that does not parse.
 
-Anything else (a check fails, no connection, a segment the prediction refuses) returns
-``False`` having changed nothing, and the frame goes up the pipeline, which then counts and
-logs it as it always does. A frame taken is counted as the pipeline counts it (``frames_in``,
+Anything else (a check fails, no connection, a segment left to the pipeline) returns ``False``
+having changed nothing, and the frame goes up the pipeline, which then counts and logs it as it
+always does. A frame taken is counted as the pipeline counts it (``frames_in``,
 ``link.gso_frames_in``, ``tcp.fast_path``/``tcp.fast_ack``, the ``tcp`` drops), plus
-``tcp.early_demux``; the IPv4 layer counts nothing for a datagram it passes up.
+``tcp.early_demux`` (predicted) or ``tcp.early_demux_slow`` (fully processed); the IPv4 layer
+counts nothing for a datagram it passes up.
 
 Proven equal to the pipeline by differential tests (tests/layers/tcp/test_early_demux.py).
 Plain typed Python: compiled with mypyc as well as run interpreted.
@@ -178,7 +184,16 @@ class EarlyDemux:
         pseudo = pseudo_base(src, dst) if self.verify_tcp and not csum_ok else None
         kind = fastpath.receive(conn, buf[_IP_HLEN:total], pseudo, tos & 3, now)
         if kind == fastpath.SLOW:
-            return False
+            # Not predicted: the TCP layer's full processing, minus the pipeline (the handshake's
+            # last ACK, FINs, anything else of a connection), unless it leaves the frame alone.
+            if not self.tcp.early_segment(conn, buf[_IP_HLEN:total], pseudo, tos & 3, now, self.stats):
+                return False
+            events = self.events
+            events["frames_in"] += 1
+            if gso:
+                events["link.gso_frames_in"] += 1
+            events["tcp.early_demux_slow"] += 1
+            return True
         events = self.events
         events["frames_in"] += 1
         if gso:

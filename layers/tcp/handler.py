@@ -31,6 +31,7 @@ from framework.packet import Packet
 from framework.plugins import PluginHost, hookimpl
 from framework.registry import Registry
 from framework.stack import Stack
+from framework.stats import Stats
 from layers.tcp import extensions, fastpath, hookspecs
 from layers.tcp.buffers import OooPool
 from layers.tcp.connection import TcpConnection
@@ -256,6 +257,36 @@ class TcpLayer(BaseHandler):
             return None
         self._no_tcb(ip, seg, ctx)
         return None
+
+    def early_segment(
+        self, conn: TcpConnection, raw: memoryview, pseudo: int | None, ecn: int, now: float, stats: Stats
+    ) -> bool:
+        """Early demux's second half (layers/tcp/demux.py): a segment of an existing connection
+        that header prediction refused (the handshake's last ACK, a FIN, anything out of the
+        ordinary), processed as :meth:`receive` processes it once the link and the IPv4 layer
+        passed it up. ``False``, having changed nothing, where :meth:`receive` would do more
+        than that (a SYN that may reopen TIME-WAIT, a full accept queue, a malformed header):
+        the frame then goes up the pipeline."""
+        st = conn.state
+        if st is S.TIME_WAIT:
+            return False
+        if st is S.SYN_RECEIVED:
+            listener = conn.listener_ref
+            if listener is not None and listener.accept_queue_full:
+                return False
+        try:
+            seg = TcpRepr.parse(raw, pseudo)
+        except WireError:
+            return False
+        seg.ip_ecn = ecn  # RFC 3168 §5: the ECN field travels with the segment
+        conn.segment_received(seg, now)
+        if conn.drop_reason is not None:  # out-of-order data over its memory budget
+            stats.drop("tcp", conn.drop_reason)
+            conn.drop_reason = None
+        self._dirty[conn] = None
+        if st is S.SYN_RECEIVED:
+            self._settle(conn)
+        return True
 
     def _listen_segment(self, listener: Listener, ip: NetHeader, seg: TcpRepr, ctx: Context) -> None:
         """RFC 9293 §3.10.7.2, LISTEN, with SYN cookies (RFC 4987 §3.6)."""

@@ -50,6 +50,7 @@ from tests.layers.tcp.test_fast_path import (
 )
 
 EARLY = "tcp.early_demux"
+EARLY_SLOW = "tcp.early_demux_slow"  # taken early, not predicted: the TCP layer's full processing
 VNET = struct.Struct("<BBHHHH")
 NEEDS_CSUM, DATA_VALID, GSO_TCPV4, GSO_UDP, GSO_ECN = 1, 2, 1, 3, 0x80
 
@@ -105,7 +106,7 @@ class EdSide(Side):
 
     def counters(self) -> tuple[dict[Any, int], dict[str, int]]:
         stats = self.stack.stats
-        return dict(stats.drops), {k: v for k, v in stats.events.items() if k != EARLY}
+        return dict(stats.drops), {k: v for k, v in stats.events.items() if k not in (EARLY, EARLY_SLOW)}
 
 
 def strip(frm: bytes, offload: bool) -> tuple[Ipv4Repr, TcpRepr]:
@@ -260,6 +261,9 @@ def run(features: dict[str, Any], script: list[Action], offload: bool = False) -
         peer.offload = offload
         now = 1.0
         handshake([early, plain], peer, now)
+        compare(early, plain, "handshake")
+        # The handshake's last ACK is not predicted (SYN-RECEIVED): taken early all the same.
+        assert early.stack.stats.events[EARLY_SLOW] == 1
         for s in (early, plain):
             # The connection also under each invalid source the ip_src_* frames claim: no such
             # connection can arise (the IPv4 layer drops the SYN), so without it early demux's
@@ -291,7 +295,7 @@ def run(features: dict[str, Any], script: list[Action], offload: bool = False) -
             assert logged[0] == logged[1], step
             peer.saw(outs[0])
             compare(early, plain, step)
-    assert plain.stack.stats.events[EARLY] == 0
+    assert plain.stack.stats.events[EARLY] == plain.stack.stats.events[EARLY_SLOW] == 0
     return early
 
 
@@ -400,3 +404,26 @@ def test_a_connection_without_fast_path_is_left_to_the_pipeline() -> None:
     side.conn.fast_path = True
     side.feed((build_ip(peer, ("data", 100, 0), 1.2) or [b""])[0], 1.2)
     assert taken(side) == 1 and side.conn.bytes_received == 200
+
+
+def test_the_handshake_ack_to_a_full_accept_queue_goes_up_the_pipeline() -> None:
+    """RFC 4987 §3.2: the TCP layer drops the ACK that would complete a handshake nobody can
+    accept; early demux leaves that frame to the pipeline, which counts the drop."""
+    sides = [EdSide(FEATURES["default"], True), EdSide(FEATURES["default"], False)]
+    peer = EdPeer()
+    syn = TcpRepr(REMOTE_PORT, LOCAL_PORT, (peer.seq - 1) & MASK, 0, SYN, 0xFFFF)
+    outs = [s.feed(frame_of(syn, b""), 1.0) for s in sides]
+    assert outs[0] == outs[1]
+    _, synack = strip(outs[0][0], False)
+    peer.ack = (synack.seq + 1) & MASK
+    for s in sides:
+        s.tcp.listeners[LOCAL_PORT].backlog = 0  # the accept queue is full from now on
+    ack = frame_of(peer.segment(peer.seq, ACK), b"")
+    outs = [s.feed(ack, 1.1) for s in sides]
+    assert outs[0] == outs[1]
+    early, plain = sides
+    assert early.counters() == plain.counters()
+    assert early.stack.stats.drops[("tcp", "accept_queue_full")] == 1
+    assert early.stack.stats.events[EARLY_SLOW] == 0
+    conns = [s.tcp.connections[(REMOTE_ADDR, REMOTE_PORT, LOCAL_PORT)] for s in sides]
+    assert conns[0].state.value == conns[1].state.value == "SYN-RECEIVED"
