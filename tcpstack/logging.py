@@ -89,19 +89,23 @@ class FastConsoleRenderer(structlog.dev.ConsoleRenderer):
         parts: list[str] = []
         timestamp = event_dict.pop("timestamp", _NOTHING)
         if timestamp is not _NOTHING:
-            parts.append(str(timestamp))
+            stamp = str(timestamp)
+            if stamp:  # an empty column is left out
+                parts.append(stamp)
         if event_dict.pop("level", _NOTHING) is not _NOTHING:
             parts.append(f"[{level.ljust(self._level_width)}]")
         event = event_dict.pop("event", _NOTHING)
         if event is not _NOTHING:
-            parts.append(str(event).ljust(self._pad_event_to))
-        for key in sorted(event_dict):
+            text = str(event).ljust(self._pad_event_to)
+            if text:
+                parts.append(text)
+        for key in sorted(event_dict):  # "key=..." is never empty
             value = event_dict[key]
             if isinstance(value, str):
                 parts.append(f"{key}={value!r}" if _NEEDS_REPR(value) else f"{key}={value}")
             else:
                 parts.append(f"{key}={value!r}")
-        return " ".join(part for part in parts if part).rstrip(" ")
+        return " ".join(parts).rstrip(" ")
 
 
 class IsoUtcStamper:

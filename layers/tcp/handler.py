@@ -654,7 +654,9 @@ class TcpLayer(BaseHandler):
         """Features and congestion control for one connection, through the one setup path
         (layers/tcp/setup.py: the setup hook's implementations run once per connection, called
         directly, never per segment)."""
-        features = merge(self.settings.resolved_features, overrides)
+        base = self.settings.resolved_features
+        # No per-listener overrides (the usual case): merge's result without its copy and loop.
+        features = merge(base, overrides) if overrides else {k: v for k, v in base.items() if v is not None}
         name = options.congestion_control or self.settings.congestion_control
         algorithms = self._algorithm_settings()
         return connection_setup(self.host, info, options, features, name, algorithms, hook=self._setup_hook)
