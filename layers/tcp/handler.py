@@ -288,6 +288,32 @@ class TcpLayer(BaseHandler):
             self._settle(conn)
         return True
 
+    def early_syn(
+        self, src: bytes, dport: int, raw: memoryview, pseudo: int | None, ecn: int, now: float, stats: Stats
+    ) -> bool:
+        """Early demux's part for a segment of no connection (layers/tcp/demux.py): a plain SYN
+        to a listener with room, which :meth:`_listen_segment` would put in its SYN queue,
+        done as it does it. ``False``, having changed nothing, for anything else (a RST, an
+        ACK, a SYN with FIN, a full queue, SYN cookies to send, no listener, a header that does
+        not parse): the frame then goes up the pipeline, which answers or counts it."""
+        listener = self.listeners.get(dport)
+        if listener is None or listener.closed or listener.accept_queue_full or listener.syn_queue_full:
+            return False
+        if len(self.connections) >= self.settings.max_connections or listener.options.syncookies == "always":
+            return False
+        try:
+            seg = TcpRepr.parse(raw, pseudo)
+        except WireError:
+            return False
+        if seg.flags & (SYN | ACK | RST | FIN) != SYN:
+            return False
+        seg.ip_ecn = ecn  # RFC 3168 §5: the ECN field travels with the segment
+        # RFC 9293 §3.10.7.2, LISTEN, "third": a SYN (as _listen_segment, past its checks).
+        conn = self._passive_connection(listener, src, seg, now, stats, None)
+        if conn is not None:
+            conn.open_passive(seg, now)
+        return True
+
     def _listen_segment(self, listener: Listener, ip: NetHeader, seg: TcpRepr, ctx: Context) -> None:
         """RFC 9293 §3.10.7.2, LISTEN, with SYN cookies (RFC 4987 §3.6)."""
         flags = seg.flags
@@ -324,24 +350,24 @@ class TcpLayer(BaseHandler):
         if listener.syn_queue_full:
             ctx.stats.drop("tcp", "backlog_full")  # a full SYN queue drops the SYN; it never resets
             return
-        conn = self._passive_connection(listener, ip, seg, ctx, None)
+        conn = self._passive_connection(listener, ip.src, seg, ctx.now, ctx.stats, None)
         if conn is not None:
             conn.open_passive(seg, ctx.now)
 
     def _passive_connection(
-        self, listener: Listener, ip: NetHeader, seg: TcpRepr, ctx: Context, iss: int | None
+        self, listener: Listener, src: bytes, seg: TcpRepr, now: float, stats: Stats, iss: int | None
     ) -> TcpConnection | None:
         """A new connection in the listener's SYN queue (``None`` if a plugin failed)."""
         local = (self.address, seg.dst_port)
-        remote = (ip.src, seg.src_port)
+        remote = (src, seg.src_port)
         try:
             conn = self._new_connection(
-                local, remote, listener.options, passive=True, now=ctx.now, overrides=listener.features, iss=iss
+                local, remote, listener.options, passive=True, now=now, overrides=listener.features, iss=iss
             )
         except Exception as exc:  # a plugin failed for this connection (clashes were checked earlier)
-            ctx.stats.drop("tcp", "setup_failed")
-            if ctx.now - self._setup_failed_logged >= 1.0:  # at most one line a second under a SYN flood
-                self._setup_failed_logged = ctx.now
+            stats.drop("tcp", "setup_failed")
+            if now - self._setup_failed_logged >= 1.0:  # at most one line a second under a SYN flood
+                self._setup_failed_logged = now
                 self._log.error("tcp.setup_failed", port=seg.dst_port, error=f"{type(exc).__name__}: {exc}")
             return None
         conn.listener_ref = listener
@@ -417,7 +443,7 @@ class TcpLayer(BaseHandler):
         if listener.accept_queue_full or len(self.connections) >= self.settings.max_connections:
             ctx.stats.drop("tcp", "accept_queue_full" if listener.accept_queue_full else "too_many_connections")
             return True  # as Linux: the ACK is dropped, the peer's retransmission may succeed later
-        conn = self._passive_connection(listener, ip, seg, ctx, iss)
+        conn = self._passive_connection(listener, ip.src, seg, ctx.now, ctx.stats, iss)
         if conn is None:
             return True
         ctx.stats.count("tcp.syncookies_accepted")
