@@ -112,6 +112,58 @@ def debug_enabled() -> bool:
     return bool(_current().debug)
 
 
+class DirectChain:
+    """structlog's processor chain run without structlog's bound logger, for one configuration.
+
+    An application's logging setup that made the configuration (the public API's
+    ``configure_logging``) registers it with :func:`set_direct_chain`: the processors list it passed
+    to ``structlog.configure``, the logger factory, and one logger that factory made. While
+    structlog's configuration still holds those very objects (and plain ``dict`` contexts), a
+    :class:`LazyLog` line at an enabled level (not ``exception``) runs here: the same event
+    dictionary a bound logger builds (``conn``, ``plugin``, the keywords, then ``event``), each
+    processor in the list's current order with the same arguments, and the final value handed to
+    the logger's method of the level's name, as ``BoundLoggerBase._proxy_to_logger`` does
+    (``DropEvent`` drops the line). What it saves is structlog's plumbing per line (a method
+    wrapper, two keyword-argument repackings, a context copy); the text is the same
+    (tests/framework/test_lazylog_direct.py)."""
+
+    __slots__ = ("factory", "logger", "processors")
+
+    def __init__(self, processors: list[Any], factory: Any, logger: Any) -> None:
+        self.processors = processors
+        self.factory = factory
+        self.logger = logger
+
+    def emit(self, method: str, event_dict: Any) -> Any:
+        logger = self.logger
+        try:
+            for proc in self.processors:
+                event_dict = proc(logger, method, event_dict)
+            if isinstance(event_dict, (str, bytes, bytearray)):
+                return getattr(logger, method)(event_dict)
+            if isinstance(event_dict, tuple):
+                args, kw = event_dict
+                return getattr(logger, method)(*args, **kw)
+            if isinstance(event_dict, dict):
+                return getattr(logger, method)(**event_dict)
+        except structlog.DropEvent:
+            return None
+        raise ValueError(
+            "Last processor didn't return an appropriate value.  "
+            "Valid return values are a dict, a tuple of (args, kwargs), bytes, or a str."
+        )
+
+
+_direct: DirectChain | None = None
+
+
+def set_direct_chain(chain: DirectChain | None) -> None:
+    """Let :class:`LazyLog` run *chain* while structlog's configuration is the one it was made
+    for (``None``: always go through structlog)."""
+    global _direct
+    _direct = chain
+
+
 class LazyLog:
     """A logger for one connection (and optionally one plugin) that binds nothing until it
     emits: ``LazyLog("tcpstack.tcp", "10.0.0.2:80-10.0.0.1:4000")``, or with a plugin's name
@@ -135,6 +187,25 @@ class LazyLog:
         return level_enabled(level)
 
     def _emit(self, method: str, event: str, kw: dict[str, Any]) -> Any:
+        direct = _direct
+        if direct is not None and method != "exception":
+            cfg = _STRUCTLOG_CONFIG
+            if (
+                cfg is not None
+                and cfg.default_processors is direct.processors
+                and cfg.logger_factory is direct.factory
+                and cfg.default_context_class is dict
+                # structlog's own signatures reject these keywords (TypeError): leave that to it
+                and "event" not in kw
+                and "self" not in kw
+                and "method_name" not in kw
+            ):
+                if self._plugin is None:
+                    event_dict: Any = {"conn": self._conn, **kw}
+                else:
+                    event_dict = {"conn": self._conn, "plugin": self._plugin, **kw}
+                event_dict["event"] = event
+                return direct.emit(method, event_dict)
         logger = _logger(self._name)
         if self._plugin is None:
             return getattr(logger, method)(event, **{"conn": self._conn, **kw})
@@ -181,4 +252,4 @@ class LazyLog:
         return f"<LazyLog {self._name} conn={self._conn}{plugin}>"
 
 
-__all__ = ["LazyLog", "debug_enabled", "level_enabled"]
+__all__ = ["DirectChain", "LazyLog", "debug_enabled", "level_enabled", "set_direct_chain"]

@@ -28,6 +28,8 @@ from typing import Any, Protocol, TextIO
 
 import structlog
 
+from framework.lazylog import DirectChain, set_direct_chain
+
 LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
@@ -87,19 +89,23 @@ class FastConsoleRenderer(structlog.dev.ConsoleRenderer):
         parts: list[str] = []
         timestamp = event_dict.pop("timestamp", _NOTHING)
         if timestamp is not _NOTHING:
-            parts.append(str(timestamp))
+            stamp = str(timestamp)
+            if stamp:  # an empty column is left out
+                parts.append(stamp)
         if event_dict.pop("level", _NOTHING) is not _NOTHING:
             parts.append(f"[{level.ljust(self._level_width)}]")
         event = event_dict.pop("event", _NOTHING)
         if event is not _NOTHING:
-            parts.append(str(event).ljust(self._pad_event_to))
-        for key in sorted(event_dict):
+            text = str(event).ljust(self._pad_event_to)
+            if text:
+                parts.append(text)
+        for key in sorted(event_dict):  # "key=..." is never empty
             value = event_dict[key]
             if isinstance(value, str):
                 parts.append(f"{key}={value!r}" if _NEEDS_REPR(value) else f"{key}={value}")
             else:
                 parts.append(f"{key}={value!r}")
-        return " ".join(part for part in parts if part).rstrip(" ")
+        return " ".join(parts).rstrip(" ")
 
 
 class IsoUtcStamper:
@@ -203,9 +209,14 @@ def configure_logging(
         renderer = [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer()]
     else:
         renderer = [FastConsoleRenderer()]  # ConsoleRenderer(colors=False)'s text, faster
+    processors = shared + renderer
+    factory = LineLoggerFactory(stream or sys.stderr)  # one write per line
     structlog.configure(
         cache_logger_on_first_use=cache,
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
-        processors=shared + renderer,
-        logger_factory=LineLoggerFactory(stream or sys.stderr),  # one write per line
+        processors=processors,
+        logger_factory=factory,
     )
+    # Per-connection lines (framework/lazylog.py) run this chain without structlog's bound
+    # logger while this configuration stands (docs/architecture.md, "Connection cost").
+    set_direct_chain(DirectChain(processors, factory, factory()))

@@ -14,13 +14,22 @@ would have done nothing with it but pass it up to :func:`layers.tcp.fastpath.rec
   (unless the layer is told not to verify), reserved flag clear, not a fragment, our address
   as destination, a unicast source that is not ours, protocol TCP;
 - the TCP layer's part (:meth:`layers.tcp.handler.TcpLayer.receive`): an established
-  connection of the 4-tuple with ``fast_path`` on, and a segment that the prediction takes.
+  connection of the 4-tuple with ``fast_path`` on, and a segment that the prediction takes;
+- or, for a segment of such a connection (in any state) that the prediction refuses, the TCP
+  layer's full processing of it (:meth:`layers.tcp.handler.TcpLayer.early_segment`: the
+  handshake's last ACK, a FIN, a RST, anything out of the ordinary), except where
+  ``receive`` would do more than that: a SYN that may reopen TIME-WAIT, an ACK to a full
+  accept queue, a header that does not parse;
+- or, for a segment of no connection to a port that listens, a plain SYN the listener has
+  room for (:meth:`layers.tcp.handler.TcpLayer.early_syn`: the passive open); anything else
+  there (RSTs, ACKs, SYN cookies to send, full queues) goes up the pipeline.
 
-Anything else (a check fails, no connection, a segment the prediction refuses) returns
-``False`` having changed nothing, and the frame goes up the pipeline, which then counts and
-logs it as it always does. A frame taken is counted as the pipeline counts it (``frames_in``,
+Anything else (a check fails, no connection, a segment left to the pipeline) returns ``False``
+having changed nothing, and the frame goes up the pipeline, which then counts and logs it as it
+always does. A frame taken is counted as the pipeline counts it (``frames_in``,
 ``link.gso_frames_in``, ``tcp.fast_path``/``tcp.fast_ack``, the ``tcp`` drops), plus
-``tcp.early_demux``; the IPv4 layer counts nothing for a datagram it passes up.
+``tcp.early_demux`` (predicted) or ``tcp.early_demux_slow`` (fully processed); the IPv4 layer
+counts nothing for a datagram it passes up.
 
 Proven equal to the pipeline by differential tests (tests/layers/tcp/test_early_demux.py).
 Plain typed Python: compiled with mypyc as well as run interpreted.
@@ -108,6 +117,7 @@ class EarlyDemux:
         "connections",
         "events",
         "land",
+        "listeners",
         "stats",
         "tcp",
         "verify_ip",
@@ -125,6 +135,7 @@ class EarlyDemux:
     ) -> None:
         self.tcp = tcp  # the TcpLayer: its dirty set is swapped at every flush, so read per frame
         self.connections = connections
+        self.listeners: dict[int, Any] = tcp.listeners  # the TcpLayer's: one dict for its lifetime
         self.address = ipv4.address
         # RFC 1122 §3.2.1.3: a source of our subnet's directed broadcast is invalid (a /31 or /32
         # has none, RFC 3021): the address to refuse, or our own address again when there is none.
@@ -169,16 +180,28 @@ class EarlyDemux:
         if src == self.address or src == self.land:
             return False
         conn = self.connections.get((src, sport, dport))
-        if conn is None or not conn.fast_path:
+        if conn is None:
+            if dport not in self.listeners:
+                return False
+        elif not conn.fast_path:
             return False
         # RFC 1122 §3.2.1.2: a bad header checksum is the pipeline's counted drop.
         if self.verify_ip and internet_checksum(buf[:_IP_HLEN]) != 0:
             return False
         # RFC 9293 §3.1, MUST-3: the pseudo-header sum, unless the link vouches for the checksum.
         pseudo = pseudo_base(src, dst) if self.verify_tcp and not csum_ok else None
+        if conn is None:
+            # A SYN to a listener: the TCP layer's passive open, unless it must answer otherwise.
+            if not self.tcp.early_syn(src, dport, buf[_IP_HLEN:total], pseudo, tos & 3, now, self.stats):
+                return False
+            return self._took_slow(gso)
         kind = fastpath.receive(conn, buf[_IP_HLEN:total], pseudo, tos & 3, now)
         if kind == fastpath.SLOW:
-            return False
+            # Not predicted: the TCP layer's full processing, minus the pipeline (the handshake's
+            # last ACK, FINs, anything else of a connection), unless it leaves the frame alone.
+            if not self.tcp.early_segment(conn, buf[_IP_HLEN:total], pseudo, tos & 3, now, self.stats):
+                return False
+            return self._took_slow(gso)
         events = self.events
         events["frames_in"] += 1
         if gso:
@@ -193,4 +216,13 @@ class EarlyDemux:
             self.stats.drop("tcp", reason)
             conn.drop_reason = None
         self.tcp._dirty[conn] = None
+        return True
+
+    def _took_slow(self, gso: bool) -> bool:
+        """Count a frame the TCP layer processed in full as the pipeline counts it."""
+        events = self.events
+        events["frames_in"] += 1
+        if gso:
+            events["link.gso_frames_in"] += 1
+        events["tcp.early_demux_slow"] += 1
         return True

@@ -31,6 +31,7 @@ from framework.packet import Packet
 from framework.plugins import PluginHost, hookimpl
 from framework.registry import Registry
 from framework.stack import Stack
+from framework.stats import Stats
 from layers.tcp import extensions, fastpath, hookspecs
 from layers.tcp.buffers import OooPool
 from layers.tcp.connection import TcpConnection
@@ -257,6 +258,62 @@ class TcpLayer(BaseHandler):
         self._no_tcb(ip, seg, ctx)
         return None
 
+    def early_segment(
+        self, conn: TcpConnection, raw: memoryview, pseudo: int | None, ecn: int, now: float, stats: Stats
+    ) -> bool:
+        """Early demux's second half (layers/tcp/demux.py): a segment of an existing connection
+        that header prediction refused (the handshake's last ACK, a FIN, anything out of the
+        ordinary), processed as :meth:`receive` processes it once the link and the IPv4 layer
+        passed it up. ``False``, having changed nothing, where :meth:`receive` would do more
+        than that (a SYN that may reopen TIME-WAIT, a full accept queue, a malformed header):
+        the frame then goes up the pipeline."""
+        st = conn.state
+        if st is S.TIME_WAIT:
+            return False
+        if st is S.SYN_RECEIVED:
+            listener = conn.listener_ref
+            if listener is not None and listener.accept_queue_full:
+                return False
+        try:
+            seg = TcpRepr.parse(raw, pseudo)
+        except WireError:
+            return False
+        seg.ip_ecn = ecn  # RFC 3168 §5: the ECN field travels with the segment
+        conn.segment_received(seg, now)
+        if conn.drop_reason is not None:  # out-of-order data over its memory budget
+            stats.drop("tcp", conn.drop_reason)
+            conn.drop_reason = None
+        self._dirty[conn] = None
+        if st is S.SYN_RECEIVED:
+            self._settle(conn)
+        return True
+
+    def early_syn(
+        self, src: bytes, dport: int, raw: memoryview, pseudo: int | None, ecn: int, now: float, stats: Stats
+    ) -> bool:
+        """Early demux's part for a segment of no connection (layers/tcp/demux.py): a plain SYN
+        to a listener with room, which :meth:`_listen_segment` would put in its SYN queue,
+        done as it does it. ``False``, having changed nothing, for anything else (a RST, an
+        ACK, a SYN with FIN, a full queue, SYN cookies to send, no listener, a header that does
+        not parse): the frame then goes up the pipeline, which answers or counts it."""
+        listener = self.listeners.get(dport)
+        if listener is None or listener.closed or listener.accept_queue_full or listener.syn_queue_full:
+            return False
+        if len(self.connections) >= self.settings.max_connections or listener.options.syncookies == "always":
+            return False
+        try:
+            seg = TcpRepr.parse(raw, pseudo)
+        except WireError:
+            return False
+        if seg.flags & (SYN | ACK | RST | FIN) != SYN:
+            return False
+        seg.ip_ecn = ecn  # RFC 3168 §5: the ECN field travels with the segment
+        # RFC 9293 §3.10.7.2, LISTEN, "third": a SYN (as _listen_segment, past its checks).
+        conn = self._passive_connection(listener, src, seg, now, stats, None)
+        if conn is not None:
+            conn.open_passive(seg, now)
+        return True
+
     def _listen_segment(self, listener: Listener, ip: NetHeader, seg: TcpRepr, ctx: Context) -> None:
         """RFC 9293 §3.10.7.2, LISTEN, with SYN cookies (RFC 4987 §3.6)."""
         flags = seg.flags
@@ -293,24 +350,24 @@ class TcpLayer(BaseHandler):
         if listener.syn_queue_full:
             ctx.stats.drop("tcp", "backlog_full")  # a full SYN queue drops the SYN; it never resets
             return
-        conn = self._passive_connection(listener, ip, seg, ctx, None)
+        conn = self._passive_connection(listener, ip.src, seg, ctx.now, ctx.stats, None)
         if conn is not None:
             conn.open_passive(seg, ctx.now)
 
     def _passive_connection(
-        self, listener: Listener, ip: NetHeader, seg: TcpRepr, ctx: Context, iss: int | None
+        self, listener: Listener, src: bytes, seg: TcpRepr, now: float, stats: Stats, iss: int | None
     ) -> TcpConnection | None:
         """A new connection in the listener's SYN queue (``None`` if a plugin failed)."""
         local = (self.address, seg.dst_port)
-        remote = (ip.src, seg.src_port)
+        remote = (src, seg.src_port)
         try:
             conn = self._new_connection(
-                local, remote, listener.options, passive=True, now=ctx.now, overrides=listener.features, iss=iss
+                local, remote, listener.options, passive=True, now=now, overrides=listener.features, iss=iss
             )
         except Exception as exc:  # a plugin failed for this connection (clashes were checked earlier)
-            ctx.stats.drop("tcp", "setup_failed")
-            if ctx.now - self._setup_failed_logged >= 1.0:  # at most one line a second under a SYN flood
-                self._setup_failed_logged = ctx.now
+            stats.drop("tcp", "setup_failed")
+            if now - self._setup_failed_logged >= 1.0:  # at most one line a second under a SYN flood
+                self._setup_failed_logged = now
                 self._log.error("tcp.setup_failed", port=seg.dst_port, error=f"{type(exc).__name__}: {exc}")
             return None
         conn.listener_ref = listener
@@ -386,7 +443,7 @@ class TcpLayer(BaseHandler):
         if listener.accept_queue_full or len(self.connections) >= self.settings.max_connections:
             ctx.stats.drop("tcp", "accept_queue_full" if listener.accept_queue_full else "too_many_connections")
             return True  # as Linux: the ACK is dropped, the peer's retransmission may succeed later
-        conn = self._passive_connection(listener, ip, seg, ctx, iss)
+        conn = self._passive_connection(listener, ip.src, seg, ctx.now, ctx.stats, iss)
         if conn is None:
             return True
         ctx.stats.count("tcp.syncookies_accepted")
@@ -623,7 +680,9 @@ class TcpLayer(BaseHandler):
         """Features and congestion control for one connection, through the one setup path
         (layers/tcp/setup.py: the setup hook's implementations run once per connection, called
         directly, never per segment)."""
-        features = merge(self.settings.resolved_features, overrides)
+        base = self.settings.resolved_features
+        # No per-listener overrides (the usual case): merge's result without its copy and loop.
+        features = merge(base, overrides) if overrides else {k: v for k, v in base.items() if v is not None}
         name = options.congestion_control or self.settings.congestion_control
         algorithms = self._algorithm_settings()
         return connection_setup(self.host, info, options, features, name, algorithms, hook=self._setup_hook)

@@ -337,6 +337,23 @@ def overrides(ext: ExtensionProtocol, method: str) -> bool:
     return getattr(type(ext), method) is not getattr(Extension, method)
 
 
+_PER_SEGMENT_HOOKS = ("check", "accepted", "decorate")
+_hooks_of_class: dict[type, tuple[bool, bool, bool]] = {}
+
+
+def per_segment_hooks(ext: ExtensionProtocol) -> tuple[bool, bool, bool]:
+    """:func:`overrides` of ``check``, ``accepted`` and ``decorate``, worked out once per class
+    (a connection asks for each active extension when the SYN exchange ends: a dozen lookups
+    per connection otherwise; docs/architecture.md, "Connection cost"). A class changed after
+    its first connection keeps its first answer."""
+    cls = type(ext)
+    hooks = _hooks_of_class.get(cls)
+    if hooks is None:
+        check, accepted, decorate = (overrides(ext, method) for method in _PER_SEGMENT_HOOKS)
+        hooks = _hooks_of_class[cls] = (check, accepted, decorate)
+    return hooks
+
+
 @dataclass(slots=True)
 class TcpSetup:
     """Everything a new connection is built from; plugins fill in the policy slots.

@@ -8,11 +8,11 @@ layers/tcp/recovery.py: the receive state is the connection's, read on every seg
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from layers.tcp.buffers import REFUSED
 from layers.tcp.events import DataReceived, EofReceived
-from layers.tcp.policy import overrides
+from layers.tcp.policy import per_segment_hooks
 from layers.tcp.recovery import DUPACK_THRESHOLD
 from layers.tcp.seq import seq_add, seq_lt
 from layers.tcp.state import TcpState, Trigger
@@ -148,9 +148,20 @@ def take_syn(conn: TcpConnection, syn: TcpRepr, now: float) -> None:
     if conn.extensions:
         for ext in conn.extensions:
             ext.on_peer_syn(conn, syn, now)
-        active = [e for e in conn.extensions if e.active]
-        conn._check_ext = [e for e in active if overrides(e, "check")]
-        conn._accept_ext = [e for e in active if overrides(e, "accepted")]
-        conn._out_ext = [e for e in active if overrides(e, "decorate")]
+        checks: list[Any] = []
+        accepts: list[Any] = []
+        outs: list[Any] = []
+        for e in conn.extensions:
+            if e.active:
+                check, accepted, decorate = per_segment_hooks(e)
+                if check:
+                    checks.append(e)
+                if accepted:
+                    accepts.append(e)
+                if decorate:
+                    outs.append(e)
+        conn._check_ext = checks
+        conn._accept_ext = accepts
+        conn._out_ext = outs
     # Option bytes every segment carries (timestamps), which PMTU discovery must leave room for.
     conn.option_bytes = max(0, min(peer_mss, conn.local_mss) - conn.snd_mss)

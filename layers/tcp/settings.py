@@ -120,7 +120,9 @@ class TcpSettings:
     """Early demux (docs/architecture.md, "Early demux"): when nothing but the IPv4 layer lies
     between the link and TCP (no pcap, fault or other middleware), a frame whose segment header
     prediction takes goes from the link straight to the connection, with every check and counter
-    of the IPv4 layer (counted as ``tcp.early_demux`` too). ``false`` sends every frame up the
+    of the IPv4 layer (counted as ``tcp.early_demux`` too); another segment of a known connection
+    (the handshake's last ACK, a FIN) goes from the link straight to the TCP layer's full
+    processing (counted as ``tcp.early_demux_slow``). ``false`` sends every frame up the
     pipeline. Needs ``fast_path``."""
 
     resolved_features: dict[str, Any] = field(default_factory=dict, init=False, repr=False)

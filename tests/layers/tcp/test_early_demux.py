@@ -14,6 +14,7 @@ Frames are packed with struct, never with the code under test's emitters."""
 from __future__ import annotations
 
 import struct
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -50,6 +51,7 @@ from tests.layers.tcp.test_fast_path import (
 )
 
 EARLY = "tcp.early_demux"
+EARLY_SLOW = "tcp.early_demux_slow"  # taken early, not predicted: the TCP layer's full processing
 VNET = struct.Struct("<BBHHHH")
 NEEDS_CSUM, DATA_VALID, GSO_TCPV4, GSO_UDP, GSO_ECN = 1, 2, 1, 3, 0x80
 
@@ -105,7 +107,7 @@ class EdSide(Side):
 
     def counters(self) -> tuple[dict[Any, int], dict[str, int]]:
         stats = self.stack.stats
-        return dict(stats.drops), {k: v for k, v in stats.events.items() if k != EARLY}
+        return dict(stats.drops), {k: v for k, v in stats.events.items() if k not in (EARLY, EARLY_SLOW)}
 
 
 def strip(frm: bytes, offload: bool) -> tuple[Ipv4Repr, TcpRepr]:
@@ -260,6 +262,10 @@ def run(features: dict[str, Any], script: list[Action], offload: bool = False) -
         peer.offload = offload
         now = 1.0
         handshake([early, plain], peer, now)
+        compare(early, plain, "handshake")
+        # The SYN (no connection yet) and the handshake's last ACK (SYN-RECEIVED) are not
+        # predicted: taken early all the same.
+        assert early.stack.stats.events[EARLY_SLOW] == 2
         for s in (early, plain):
             # The connection also under each invalid source the ip_src_* frames claim: no such
             # connection can arise (the IPv4 layer drops the SYN), so without it early demux's
@@ -291,7 +297,7 @@ def run(features: dict[str, Any], script: list[Action], offload: bool = False) -
             assert logged[0] == logged[1], step
             peer.saw(outs[0])
             compare(early, plain, step)
-    assert plain.stack.stats.events[EARLY] == 0
+    assert plain.stack.stats.events[EARLY] == plain.stack.stats.events[EARLY_SLOW] == 0
     return early
 
 
@@ -400,3 +406,74 @@ def test_a_connection_without_fast_path_is_left_to_the_pipeline() -> None:
     side.conn.fast_path = True
     side.feed((build_ip(peer, ("data", 100, 0), 1.2) or [b""])[0], 1.2)
     assert taken(side) == 1 and side.conn.bytes_received == 200
+
+
+def test_the_handshake_ack_to_a_full_accept_queue_goes_up_the_pipeline() -> None:
+    """RFC 4987 §3.2: the TCP layer drops the ACK that would complete a handshake nobody can
+    accept; early demux leaves that frame to the pipeline, which counts the drop."""
+    sides = [EdSide(FEATURES["default"], True), EdSide(FEATURES["default"], False)]
+    peer = EdPeer()
+    syn = TcpRepr(REMOTE_PORT, LOCAL_PORT, (peer.seq - 1) & MASK, 0, SYN, 0xFFFF)
+    outs = [s.feed(frame_of(syn, b""), 1.0) for s in sides]
+    assert outs[0] == outs[1]
+    _, synack = strip(outs[0][0], False)
+    peer.ack = (synack.seq + 1) & MASK
+    for s in sides:
+        s.tcp.listeners[LOCAL_PORT].backlog = 0  # the accept queue is full from now on
+    ack = frame_of(peer.segment(peer.seq, ACK), b"")
+    outs = [s.feed(ack, 1.1) for s in sides]
+    assert outs[0] == outs[1]
+    early, plain = sides
+    assert early.counters() == plain.counters()
+    assert early.stack.stats.drops[("tcp", "accept_queue_full")] == 1
+    assert early.stack.stats.events[EARLY_SLOW] == 1  # the SYN only
+    conns = [s.tcp.connections[(REMOTE_ADDR, REMOTE_PORT, LOCAL_PORT)] for s in sides]
+    assert conns[0].state.value == conns[1].state.value == "SYN-RECEIVED"
+
+
+SYN_VARIANTS = {
+    "plain": (SYN, LOCAL_PORT, {}, True),
+    "ecn_setup": (SYN | ECE | CWR, LOCAL_PORT, {}, True),
+    "syn_fin": (SYN | 0x01, LOCAL_PORT, {}, False),
+    "syn_rst": (SYN | 0x04, LOCAL_PORT, {}, False),
+    "syn_ack": (SYN | ACK, LOCAL_PORT, {}, False),
+    "rst": (0x04, LOCAL_PORT, {}, False),
+    "ack": (ACK, LOCAL_PORT, {}, False),
+    "no_listener": (SYN, LOCAL_PORT + 1, {}, False),
+    "cookies_always": (SYN, LOCAL_PORT, {"syncookies": "always"}, False),
+    "syn_queue_full": (SYN, LOCAL_PORT, {"syn_backlog": 0}, False),
+    "accept_queue_full": (SYN, LOCAL_PORT, {"backlog": 0}, False),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(SYN_VARIANTS))
+def test_a_segment_without_connection_is_taken_only_as_a_plain_syn_to_a_listener(variant: str) -> None:
+    """A segment of no connection: a plain SYN to a listener with room is taken early (the
+    passive open), the rest goes up the pipeline; both stacks answer and count alike."""
+    flags, port, listener_kw, take = SYN_VARIANTS[variant]
+    sides = [EdSide(FEATURES["default"], True), EdSide(FEATURES["default"], False)]
+    for s in sides:
+        listener = s.tcp.listeners[LOCAL_PORT]
+        for key, value in listener_kw.items():
+            if key == "syncookies":
+                listener.options = replace(listener.options, syncookies=value)
+            else:
+                setattr(listener, key, value)
+    peer = EdPeer()
+    opts = struct.pack("!BBHBBBBIIBBBB", 2, 4, 1460, 4, 2, 8, 10, peer.tsval, 0, 1, 3, 3, 7)
+    seg = TcpRepr(REMOTE_PORT, port, 7000, 9000 if flags & ACK else 0, flags, 0xFFFF)
+    outs = [s.feed(frame_of(seg, opts if flags & SYN else b""), 1.0) for s in sides]
+    if "cookies" in early_counter_names(sides[1]):  # each stack its own cookie secret
+        assert [strip(f, False)[1].flags for f in outs[0]] == [strip(f, False)[1].flags for f in outs[1]] == [SYN | ACK]
+    else:
+        assert outs[0] == outs[1]
+    early, plain = sides
+    assert early.counters() == plain.counters()
+    assert early.stack.stats.events[EARLY_SLOW] == (1 if take else 0)
+    states = [getattr(s.tcp.connections.get((REMOTE_ADDR, REMOTE_PORT, port)), "state", None) for s in sides]
+    assert states[0] == states[1]
+    assert (states[0] is not None) == take
+
+
+def early_counter_names(side: EdSide) -> str:
+    return " ".join(side.stack.stats.events)

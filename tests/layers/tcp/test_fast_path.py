@@ -31,7 +31,7 @@ from tcpstack.testing import capture_logs
 from tests.layers.tcp.helpers import LOCAL_PORT, MASK, REMOTE_ADDR, REMOTE_PORT, decode, frame, make_stack, tcp_layer
 
 IRS = 0xFFFF_F000  # the peer's ISN: its data crosses the 2**32 wrap early
-FAST = ("tcp.fast_path", "tcp.fast_ack", "tcp.early_demux")
+FAST = ("tcp.fast_path", "tcp.fast_ack", "tcp.early_demux", "tcp.early_demux_slow")
 
 FEATURES: dict[str, dict[str, Any]] = {
     "none": {},
