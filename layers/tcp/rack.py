@@ -86,15 +86,17 @@ class Sent:
 class TailLossProbe:
     """TLP's probe timeout (RFC 8985 §7.2-§7.3), a timer that runs before the RTO."""
 
-    __slots__ = ("at", "floor", "rack", "sent")
+    __slots__ = ("at", "floor", "rack", "sent", "una")
 
     def __init__(self, rack: Rack, floor: float = PTO_MIN) -> None:
         self.rack = rack
         self.floor = floor  # the PTO's lower bound (PTO_MIN)
         self.at: float | None = None
-        #: a probe was asked for and no ACK of new data (or RTO, or recovery) came since: the new
-        #: segment sent as the probe does not re-arm the PTO (RFC 8985 §7.3: the RTO runs behind it)
+        #: a probe was asked for and no ACK of new data (or RTO, or recovery) came since: nothing
+        #: sent meanwhile, the probe itself, new data or a FIN, re-arms the PTO (RFC 8985 §7.2:
+        #: not while a loss probe is out, TLP.end_seq; §7.3: the RTO runs behind it)
         self.sent = False
+        self.una = 0  # SND.UNA when the probe fired: progress since then is an ACK of new data
 
     def deadline(self) -> float | None:
         return self.at
@@ -106,6 +108,7 @@ class TailLossProbe:
         """RFC 8985 §7.3: the probe goes first and the RTO restarts behind it."""
         self.at = None
         self.sent = True
+        self.una = conn.snd_una
         rack = self.rack
         rack.probes += 1
         rack.log.debug(
@@ -469,8 +472,7 @@ class Rack:
     def on_transmit(self, conn: ConnectionView, start: int, end: int, now: float, retransmit: bool) -> None:
         self.on_sent(start, end, now, retransmit)  # RFC 8985 §6.1: record the xmit time
         if not retransmit:  # new data went out: (re)arm the PTO (§7.2), as on_progress does
-            if self.probe.sent:  # RFC 8985 §7.3: this is the probe: the RTO, not the PTO, runs behind it
-                self.probe.sent = False
+            if self.probe.sent:  # RFC 8985 §7.2-§7.3: a probe is out: the RTO, not the PTO, runs until an ACK
                 self.probe.at = None
             elif self.tlp:
                 self.probe.arm(conn, now)
@@ -479,7 +481,13 @@ class Rack:
 
     def on_progress(self, conn: ConnectionView, now: float) -> None:
         """New data or a FIN went out, or new data was acknowledged: (re)arm the PTO (§7.2)."""
-        self.probe.sent = False
+        probe = self.probe
+        if probe.sent and conn.snd_una == probe.una:
+            # A FIN sent as the probe or after it, no ACK of new data since: RFC 8985 §7.2 (no PTO
+            # while a loss probe is out) and §7.3 (the RTO runs behind the probe).
+            probe.at = None
+            return
+        probe.sent = False
         if self.tlp:
             self.probe.arm(conn, now)
         else:

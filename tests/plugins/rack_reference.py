@@ -3,7 +3,8 @@
 (tests/plugins/test_rack_differential.py): a SortedList of every waiting segment, the probe
 timeout armed on every segment. Only the imports changed, and the deliberate behaviour changes
 made since in layers/tcp/rack.py, applied here the same way so the differential tests keep
-comparing the data structures: the PTO's floor (``pto_min``, PTO_MIN)."""
+comparing the data structures: the PTO's floor (``pto_min``, PTO_MIN), and no PTO armed while a
+probe is out until an ACK of new data (``TailLossProbe.una``; a FIN sent meanwhile arms none)."""
 
 from __future__ import annotations
 
@@ -37,13 +38,14 @@ class _Sent:
 class TailLossProbe:
     """TLP's probe timeout (RFC 8985 §7.2-§7.3), a timer that runs before the RTO."""
 
-    __slots__ = ("at", "floor", "rack", "sent")
+    __slots__ = ("at", "floor", "rack", "sent", "una")
 
     def __init__(self, rack: Rack, floor: float = PTO_MIN) -> None:
         self.rack = rack
         self.floor = floor
         self.at: float | None = None
-        self.sent = False  # RFC 8985 §7.3: a probe is out: its own new segment does not re-arm the PTO
+        self.sent = False  # RFC 8985 §7.3: a probe is out: nothing sent re-arms the PTO until an ACK
+        self.una = 0
 
     def deadline(self) -> float | None:
         return self.at
@@ -55,6 +57,7 @@ class TailLossProbe:
         """RFC 8985 §7.3: the probe goes first and the RTO restarts behind it."""
         self.at = None
         self.sent = True
+        self.una = conn.snd_una
         rack = self.rack
         rack.probes += 1
         rack.log.debug(
@@ -268,8 +271,7 @@ class Rack:
     def on_transmit(self, conn: ConnectionView, start: int, end: int, now: float, retransmit: bool) -> None:
         self.on_sent(start, end, now, retransmit)  # RFC 8985 §6.1: record the xmit time
         if not retransmit:  # new data went out: (re)arm the PTO (§7.2), as on_progress does
-            if self.probe.sent:  # RFC 8985 §7.3: this is the probe: the RTO, not the PTO, runs behind it
-                self.probe.sent = False
+            if self.probe.sent:  # RFC 8985 §7.3: a probe is out: the RTO, not the PTO, runs behind it
                 self.probe.at = None
             elif self.tlp:
                 self.probe.arm(conn, now)
@@ -278,6 +280,9 @@ class Rack:
 
     def on_progress(self, conn: ConnectionView, now: float) -> None:
         """New data or a FIN went out, or new data was acknowledged: (re)arm the PTO (§7.2)."""
+        if self.probe.sent and conn.snd_una == self.probe.una:
+            self.probe.at = None  # a FIN sent while a probe is out (as layers/tcp/rack.py)
+            return
         self.probe.sent = False
         if self.tlp:
             self.probe.arm(conn, now)
