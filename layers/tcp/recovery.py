@@ -482,7 +482,11 @@ def sack_resend(
     off = seq_diff(seq, base)
     if off < 0 or off >= buffered:
         return 0
-    size = min(end - start, buffered - off, conn.snd_mss)
+    # RFC 6675 §4 NextSeg (1)/(3): a retransmission holds only data sent before (below HighData,
+    # SND.MAX); what follows is new data, which the send loop sends once, in its turn (rule (2)).
+    size = min(end - start, buffered - off, conn.snd_mss, seq_diff(conn.snd_max, seq))
+    if size <= 0:
+        return 0
     out.append(sender.data_segment(conn, seq, conn.sndbuf.view(off, size), now, retransmit=True))
     sb.mark_retransmitted(start, start + size)
     return size

@@ -116,3 +116,25 @@ def test_a_probe_asked_for_in_the_same_timer_run_as_recovery_is_not_sent_beside_
     ranges = _ranges(out)
     assert _overlaps(ranges) == [], ranges
     assert ranges == [(0, 100, False), (900, 100, False)], ranges  # the head, the rescue
+
+
+def test_the_head_retransmission_ends_at_what_was_sent() -> None:
+    """With nothing SACKed the head retransmission (RFC 6675 §5 (4.3)) is the segment at SND.UNA; when
+    what is outstanding there is shorter than an SMSS and new data waits behind it, it must stop at
+    SND.MAX: the bytes after it were never sent (not a retransmission) and the send loop sends them
+    as new data in the same pass, so they went out twice."""
+    conn = _sack_conn()
+    conn.send(bytes(250), 0.0)
+    assert len(recv(conn, t=0.0)) == 3  # [0,100) [100,200) [200,250)
+    send(conn, t=0.1, seg=replace(SEND, seq=R1, ack=L1 + 200, window=10_000))
+    assert recv(conn, t=0.1) == []
+    sb = conn.scoreboard
+    assert sb is not None
+    conn.send(bytes(300), 0.1)  # new data, queued behind the short segment
+    conn.mark_lost(sb.una, sb.una + 50)  # RACK, RFC 8985 §6.2 step 5 and §6.3
+    conn.start_loss_recovery(0.1)
+    out = recv(conn, t=0.1)
+    ranges = _ranges(out)
+    assert _overlaps(ranges) == [], ranges
+    assert ranges[0] == (200, 50, False)  # the retransmission: only what was sent
+    assert [s.rexmit for s in out if s.payload] == [True] + [False] * (len(ranges) - 1)
