@@ -7,8 +7,8 @@
   timer fires at that moment. ``reo_wnd`` is min_RTT / 4, at most SRTT (§6.2 step 4). Lost
   segments feed the SACK scoreboard, so RFC 6675 recovery retransmits them.
 - TLP (§7): with data in flight and no recovery under way, a probe timeout (PTO) of
-  2 * SRTT (plus 200 ms when one segment is in flight, for a delayed ACK) runs ahead of the
-  RTO. When it fires, one new segment goes out, or the last segment is sent again, so a lost
+  2 * SRTT (plus 200 ms when one segment is in flight, for a delayed ACK; at least ``pto_min``,
+  10 ms) runs ahead of the RTO. When it fires, one new segment goes out, or the last segment is sent again, so a lost
   tail is detected by the ACK that follows instead of by the RTO.
 
 A retransmission whose RTT would be shorter than min_RTT is ignored for the RACK update
@@ -36,14 +36,14 @@ from framework.plugins import hookimpl
 from framework.registry import Registry
 from layers.tcp.extensions import add_feature
 from layers.tcp.policy import Extension, TcpSetup, decision_log
-from layers.tcp.rack import NAME, WC_DEL_ACK, Rack, Sent, TailLossProbe
+from layers.tcp.rack import NAME, PTO_MIN, WC_DEL_ACK, Rack, Sent, TailLossProbe
 
 if TYPE_CHECKING:
     from layers.tcp.policy import DecisionLog
     from layers.tcp.view import ConnectionView
     from layers.tcp.wire import TcpRepr
 
-__all__ = ["NAME", "WC_DEL_ACK", "Rack", "RackTlp", "RackTlpSettings", "Sent", "TailLossProbe"]
+__all__ = ["NAME", "PTO_MIN", "WC_DEL_ACK", "Rack", "RackTlp", "RackTlpSettings", "Sent", "TailLossProbe"]
 
 
 @dataclass(slots=True)
@@ -53,6 +53,12 @@ class RackTlpSettings:
 
     reo_wnd_fraction: float = field(default=0.25, metadata={"min": 0.0, "max": 1.0})
     """The reordering window as a fraction of min_RTT (RFC 8985 §6.2 step 4: 1/4)."""
+
+    pto_min: float = field(default=PTO_MIN, metadata={"min": 0.0, "max": 1.0})
+    """The probe timeout's floor in seconds: PTO = max(2*SRTT (+ WCDelAckT), pto_min), still never
+    later than the RTO (RFC 8985 §7.2). Below a millisecond of SRTT 2*SRTT is under timer and
+    scheduling granularity and probes would go before the ACK could be processed (Linux floored
+    the PTO at 10 ms before 4.13, and adds 2 jiffies since)."""
 
 
 class RackTlp(Extension):
@@ -70,7 +76,10 @@ class RackTlp(Extension):
         if conn.scoreboard is None:  # RFC 8985 §3: RACK-TLP needs SACK
             self.log.debug("tcp.decision", decision="RACK-TLP off", reason="no SACK", rfc="RFC 8985 §3", t=now)
             return
-        conn.install_loss_detector(Rack(self.settings.reo_wnd_fraction, self.log, tlp=self.settings.tlp))
+        settings = self.settings
+        conn.install_loss_detector(
+            Rack(settings.reo_wnd_fraction, self.log, tlp=settings.tlp, pto_min=settings.pto_min)
+        )
         self.active = True
 
 

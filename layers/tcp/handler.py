@@ -32,7 +32,7 @@ from framework.plugins import PluginHost, hookimpl
 from framework.registry import Registry
 from framework.stack import Stack
 from framework.stats import Stats
-from layers.tcp import extensions, fastpath, hookspecs
+from layers.tcp import cookie_handshake, extensions, fastpath, hookspecs
 from layers.tcp.buffers import OooPool
 from layers.tcp.connection import TcpConnection
 from layers.tcp.demux import EarlyDemux, find_rx_path
@@ -47,14 +47,9 @@ from layers.tcp.settings import TcpSettings, check_settings
 from layers.tcp.setup import SetupHook, connection_setup, resolve_overrides, trial_setup
 from layers.tcp.state import TcpState
 from layers.tcp.syncookies import (
-    MSS_TABLE,
-    OPTION_BITS,
     VALID_FOR,
     ListenerCodecs,
-    SynCookieCodec,
     SynCookies,
-    mss_index,
-    plan,
 )
 from layers.tcp.txframe import TxPath, TxTemplate, find_direct
 from layers.tcp.wire import ACK, FIN, HEADER_LEN, PROTO_TCP, RST, SYN, TcpRepr, pseudo_base
@@ -324,7 +319,7 @@ class TcpLayer(BaseHandler):
             # A cookie is checked only on a listener that sent cookies lately (as Linux does), so
             # an ACK flood costs no hash otherwise.
             if not flags & SYN and ctx.now - listener.cookie_sent_at < VALID_FOR:
-                if self._cookie_ack(listener, ip, seg, ctx):
+                if cookie_handshake.cookie_ack(self, listener, ip, seg, ctx):
                     return
             # second: any acknowledgment is bad in LISTEN: <SEQ=SEG.ACK><CTL=RST>
             self._send_rst(ip, seg, ctx)
@@ -345,7 +340,7 @@ class TcpLayer(BaseHandler):
             return
         mode = listener.options.syncookies
         if mode == "always" or (mode == "auto" and listener.syn_queue_full):
-            self._send_cookie(listener, ip, seg, ctx)
+            cookie_handshake.send_cookie(self, listener, ip, seg, ctx)
             return
         if listener.syn_queue_full:
             ctx.stats.drop("tcp", "backlog_full")  # a full SYN queue drops the SYN; it never resets
@@ -374,85 +369,6 @@ class TcpLayer(BaseHandler):
         listener.embryonic.add(conn)
         self._touch(conn)
         return conn
-
-    # ------------------------------------------------------------------ SYN cookies
-
-    def _codecs(self, listener: Listener) -> ListenerCodecs:
-        """The cookie codecs of the features on *listener* (worked out once per listener)."""
-        if listener.codecs is None:
-            features = merge(self.settings.resolved_features, listener.features)
-            found: list[tuple[str, SynCookieCodec, Any]] = []
-            if self.registry is not None:
-                for name, settings in features.items():
-                    feature = extensions.features(self.registry).get(name)
-                    if feature is not None and isinstance(feature.syncookie, SynCookieCodec):
-                        found.append((name, feature.syncookie, settings))
-            listener.codecs = plan(found)
-            if listener.codecs.skipped:
-                self._log.warning(
-                    "tcp.syncookie_no_room", port=listener.port, features=listener.codecs.skipped, bits=OPTION_BITS
-                )
-        return listener.codecs
-
-    @staticmethod
-    def _material(ip: NetHeader, seg: TcpRepr) -> bytes:
-        return ip.dst + seg.dst_port.to_bytes(2, "big") + ip.src + seg.src_port.to_bytes(2, "big")
-
-    def _send_cookie(self, listener: Listener, ip: NetHeader, seg: TcpRepr, ctx: Context) -> None:
-        """RFC 4987 §3.6: answer a SYN with a SYN-ACK whose ISN encodes what the SYN said; keep
-        nothing. The SYN-ACK is what the connection would have sent (RFC 9293 §3.10.7.2)."""
-        now = ctx.now
-        if now - listener.cookie_sent_at >= VALID_FOR and listener.options.syncookies == "auto":
-            self._log.warning("tcp.syn_flood", port=listener.port, action="sending SYN cookies", rfc="RFC 4987 §3.6")
-        listener.cookie_sent_at = now
-        opts = listener.options
-        iss = self._cookies.make(self._material(ip, seg), seg.seq, mss_index(seg.mss), now)
-        # RFC 7323 §2.2: the window field of a SYN-ACK is never scaled.
-        synack = TcpRepr(seg.dst_port, seg.src_port, iss, seq_add(seg.seq, 1), SYN | ACK, min(opts.recv_buffer, 0xFFFF))
-        synack.mss = min(opts.mss or self.local_mss, self.local_mss)  # MUST-14
-        codecs = self._codecs(listener)
-        if codecs.carrier is not None and codecs.carrier[0].offered(seg):
-            bits = 0
-            for codec, settings, shift in codecs.options:
-                bits |= (codec.encode(seg, synack, settings, opts) & ((1 << codec.bits) - 1)) << shift
-            codecs.carrier[0].carry(seg, synack, bits, iss, now)
-        ctx.stats.count("tcp.syncookies_sent")
-        self._transmit(ip.dst, ip.src, synack, ctx)
-
-    def _cookie_ack(self, listener: Listener, ip: NetHeader, seg: TcpRepr, ctx: Context) -> bool:
-        """An ACK that may complete a cookie handshake (RFC 4987 §3.6). ``False``: not a valid
-        cookie (counted; the caller answers it as any stray ACK)."""
-        now = ctx.now
-        peer_isn = (seg.seq - 1) & MASK
-        iss = (seg.ack - 1) & MASK
-        index = self._cookies.check(self._material(ip, seg), peer_isn, iss, now)
-        if index is None:
-            ctx.stats.count("tcp.syncookies_rejected")
-            return False
-        syn = TcpRepr(seg.src_port, seg.dst_port, peer_isn, 0, SYN, 0, mss=MSS_TABLE[index])
-        codecs = self._codecs(listener)
-        if codecs.carrier is not None:
-            carrier = codecs.carrier[0]
-            bits = carrier.recover(seg)
-            if bits is not None:  # the SYN-ACK carried option bits: restore the options
-                carrier.restore(seg, syn)
-                for codec, settings, shift in codecs.options:
-                    if not codec.decode((bits >> shift) & ((1 << codec.bits) - 1), syn, settings):
-                        ctx.stats.count("tcp.syncookies_rejected")
-                        return False
-        if listener.accept_queue_full or len(self.connections) >= self.settings.max_connections:
-            ctx.stats.drop("tcp", "accept_queue_full" if listener.accept_queue_full else "too_many_connections")
-            return True  # as Linux: the ACK is dropped, the peer's retransmission may succeed later
-        conn = self._passive_connection(listener, ip.src, seg, ctx.now, ctx.stats, iss)
-        if conn is None:
-            return True
-        ctx.stats.count("tcp.syncookies_accepted")
-        # The echoed TSval gives the first RTT sample, at most 2**OPTION_BITS ms too long (as
-        # Linux takes it): conservative for the RTO.
-        conn.open_passive(syn, now, synack_sent=True)
-        conn.segment_received(seg, now)
-        self._settle(conn)
-        return True
 
     def _no_tcb(self, ip: NetHeader, seg: TcpRepr, ctx: Context) -> None:
         """RFC 9293 §3.10.7.1: CLOSED (no TCB): answer anything but a RST with a RST."""

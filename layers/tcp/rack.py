@@ -47,6 +47,11 @@ if TYPE_CHECKING:
 NAME: Final = "rack_tlp"
 WC_DEL_ACK: Final = 0.2  # RFC 8985 §7.2: WCDelAckT, the worst-case delayed-ACK time
 NO_SRTT_PTO: Final = 1.0  # RFC 8985 §7.2: the PTO before any RTT sample
+# The PTO's floor (the rack_tlp feature's ``pto_min``): with SRTT below a millisecond (a namespace,
+# a TUN device) 2*SRTT is shorter than the event loop's timer and scheduling granularity, and the
+# probe would go before the ACK could have been processed. Linux before 4.13 floored its PTO at
+# 10 ms (tcp_schedule_loss_probe); since then it adds TCP_TIMEOUT_MIN (2 jiffies, 2-8 ms).
+PTO_MIN: Final = 0.01
 
 _NOWHERE: Final = -1  # Sent.slot: not waiting (delivered, lost) or its slot is behind the head
 _ASIDE: Final = -2  # Sent.slot: waiting, in Rack._aside
@@ -81,14 +86,17 @@ class Sent:
 class TailLossProbe:
     """TLP's probe timeout (RFC 8985 §7.2-§7.3), a timer that runs before the RTO."""
 
-    __slots__ = ("at", "rack", "sent")
+    __slots__ = ("at", "floor", "rack", "sent", "una")
 
-    def __init__(self, rack: Rack) -> None:
+    def __init__(self, rack: Rack, floor: float = PTO_MIN) -> None:
         self.rack = rack
+        self.floor = floor  # the PTO's lower bound (PTO_MIN)
         self.at: float | None = None
-        #: a probe was asked for and no ACK of new data (or RTO, or recovery) came since: the new
-        #: segment sent as the probe does not re-arm the PTO (RFC 8985 §7.3: the RTO runs behind it)
+        #: a probe was asked for and no ACK of new data (or RTO, or recovery) came since: nothing
+        #: sent meanwhile, the probe itself, new data or a FIN, re-arms the PTO (RFC 8985 §7.2:
+        #: not while a loss probe is out, TLP.end_seq; §7.3: the RTO runs behind it)
         self.sent = False
+        self.una = 0  # SND.UNA when the probe fired: progress since then is an ACK of new data
 
     def deadline(self) -> float | None:
         return self.at
@@ -100,6 +108,7 @@ class TailLossProbe:
         """RFC 8985 §7.3: the probe goes first and the RTO restarts behind it."""
         self.at = None
         self.sent = True
+        self.una = conn.snd_una
         rack = self.rack
         rack.probes += 1
         rack.log.debug(
@@ -114,9 +123,10 @@ class TailLossProbe:
 
     def arm(self, conn: ConnectionView, now: float) -> None:
         """RFC 8985 §7.2: with data in flight, outside recovery, arm the probe timeout
-        PTO = 2 * SRTT (+ WCDelAckT with a single segment in flight; 1 s without SRTT), unless
-        the RTO is earlier. Called for every new segment sent, so the stack's own connection is read natively (the
-        same expressions, typed: compiled, they are field loads instead of attribute lookups)."""
+        PTO = 2 * SRTT (+ WCDelAckT with a single segment in flight; 1 s without SRTT), at least
+        ``floor`` (PTO_MIN), unless the RTO is earlier. Called for every new segment sent, so the
+        stack's own connection is read natively (the same expressions, typed: compiled, they are
+        field loads instead of attribute lookups)."""
         if isinstance(conn, TcpConnection):
             rtt = conn.rtt
             self._arm(now, conn.in_flight, conn.in_recovery, rtt.srtt, conn.snd_mss, conn.retransmit_at, rtt)
@@ -135,6 +145,8 @@ class TailLossProbe:
             pto = 2 * srtt  # RFC 8985 §7.2 TLP_calc_PTO: PTO = 2 * SRTT
             if flight <= mss:  # RFC 8985 §7.2: FlightSize (SND.MAX - SND.UNA, this segment included) is one segment
                 pto += WC_DEL_ACK  # the peer may be delaying its ACK of a lone segment
+            if pto < self.floor:
+                pto = self.floor  # not below timer granularity (PTO_MIN); the RTO still bounds it below
         if rto is None:
             rto = now + rtt.current()
         at = now + pto
@@ -172,10 +184,12 @@ class Rack:
         "xmit_ts",
     )
 
-    def __init__(self, fraction: float, log: DecisionLog | None = None, *, tlp: bool = False) -> None:
+    def __init__(
+        self, fraction: float, log: DecisionLog | None = None, *, tlp: bool = False, pto_min: float = PTO_MIN
+    ) -> None:
         self.log: DecisionLog = log if log is not None else decision_log("?", NAME)
         self.tlp = tlp  # send tail loss probes (RFC 8985 §7)
-        self.probe = TailLossProbe(self)
+        self.probe = TailLossProbe(self, pto_min)
         self.reorder_at: float | None = None  # RACK's reorder timer (RFC 8985 §6.2 step 5)
         self.by_start: dict[int, Sent] = {}
         self.order: deque[Sent] = deque()  # in first-transmission order
@@ -458,8 +472,7 @@ class Rack:
     def on_transmit(self, conn: ConnectionView, start: int, end: int, now: float, retransmit: bool) -> None:
         self.on_sent(start, end, now, retransmit)  # RFC 8985 §6.1: record the xmit time
         if not retransmit:  # new data went out: (re)arm the PTO (§7.2), as on_progress does
-            if self.probe.sent:  # RFC 8985 §7.3: this is the probe: the RTO, not the PTO, runs behind it
-                self.probe.sent = False
+            if self.probe.sent:  # RFC 8985 §7.2-§7.3: a probe is out: the RTO, not the PTO, runs until an ACK
                 self.probe.at = None
             elif self.tlp:
                 self.probe.arm(conn, now)
@@ -468,7 +481,13 @@ class Rack:
 
     def on_progress(self, conn: ConnectionView, now: float) -> None:
         """New data or a FIN went out, or new data was acknowledged: (re)arm the PTO (§7.2)."""
-        self.probe.sent = False
+        probe = self.probe
+        if probe.sent and conn.snd_una == probe.una:
+            # A FIN sent as the probe or after it, no ACK of new data since: RFC 8985 §7.2 (no PTO
+            # while a loss probe is out) and §7.3 (the RTO runs behind the probe).
+            probe.at = None
+            return
+        probe.sent = False
         if self.tlp:
             self.probe.arm(conn, now)
         else:

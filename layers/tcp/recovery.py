@@ -231,6 +231,7 @@ def enter_sack_recovery(conn: TcpConnection, now: float) -> None:
     conn._recovery_head_due = True
     if conn.loss_detector is not None:
         conn.loss_detector.on_recovery()  # RFC 8985 §6.2 step 4, and §7.2: no probes during recovery
+    conn._tlp_due = False  # RFC 8985 §7.2: a probe asked for in this timer run yields to recovery's retransmissions
     conn.recover = seq_add(conn.snd_max, -1)
     # Remembered for undoing a spurious recovery (RFC 3522 §2, RFC 3708 §3; RFC 4015 §3.2
     # restores the window): what cwnd and ssthresh were, and the retransmissions to come.
@@ -354,16 +355,19 @@ def on_rto(conn: TcpConnection, now: float) -> None:
     conn._rexmit_until = conn.snd_max
 
 
-def retransmit_last(conn: TcpConnection, out: list[TcpRepr], now: float, una: int, base: int, buffered: int) -> None:
+def retransmit_last(
+    conn: TcpConnection, out: list[TcpRepr], now: float, una: int, base: int, buffered: int, floor: int = 0
+) -> None:
     """RFC 8985 §7.3: send the highest-sequence segment again as the probe; when our FIN is the
     last thing sent and still unacknowledged, the probe carries it (alone, if all data is
-    acknowledged), so a lost FIN is found by the probe's ACK, not by the RTO (as Linux)."""
+    acknowledged), so a lost FIN is found by the probe's ACK, not by the RTO (as Linux). The
+    segment starts at offset *floor* at the lowest (RFC 6675's rescue: above SACKed data)."""
     end_off = seq_diff(conn.snd_max, base)
     fin_out = conn._fin_sent and seq_ge(conn._fin_seq, base)
     if fin_out:
         end_off = min(end_off, seq_diff(conn._fin_seq, base))
     end_off = min(end_off, buffered)
-    start_off = max(end_off - conn.snd_mss, seq_diff(una, base), 0)
+    start_off = max(end_off - conn.snd_mss, seq_diff(una, base), 0, floor)
     if end_off <= start_off:
         if fin_out and seq_diff(conn._fin_seq, base) == end_off:
             out.append(sender.fin_segment(conn, conn._fin_seq, now, retransmit=True))
@@ -387,13 +391,17 @@ def sack_retransmit(conn: TcpConnection, out: list[TcpRepr], now: float, una: in
     pipe = sb.pipe(max_pos)
     unsent = buffered - seq_diff(conn.snd_nxt, base)
     window_closed = seq_diff(seq_add(una, conn.snd_wnd), conn.snd_nxt) <= 0
+    passed = sb.una  # the end of the highest range this pass retransmitted (a position)
     if conn._recovery_head_due:
         # RFC 6675 §5 (4.3): on entering recovery, retransmit the first segment presumed
         # lost (at HighACK + 1) at once, whatever the pipe says; with a small window the
         # pipe may stay above cwnd until the retransmission timer fires otherwise.
         conn._recovery_head_due = False
         head = sb.next_hole(max_pos, lost_only=False) or (sb.una, sb.una + mss)
-        pipe += sack_resend(conn, out, now, head, una, base, buffered)
+        sent = sack_resend(conn, out, now, head, una, base, buffered)
+        pipe += sent
+        if sent:
+            passed = head[0] + sent
     for lost_only in (True, False):
         if not lost_only and unsent > 0 and not window_closed:
             return pipe  # rule (2) applies: new data goes before unproven holes
@@ -405,18 +413,25 @@ def sack_retransmit(conn: TcpConnection, out: list[TcpRepr], now: float, una: in
             if not sent:
                 break  # a SYN or FIN position: the retransmission timer covers it
             pipe += sent
+            if hole[0] + sent > passed:
+                passed = hole[0] + sent
     # Rule (4), the rescue retransmission: once per recovery, when nothing else may go, the
     # segment holding the highest unSACKed byte, so a lost tail is not left to the RTO.
     if not conn._rescue_done and conn.cc.cwnd - pipe >= mss and conn.snd_max != una:
         top = sb.una + seq_diff(conn.snd_max, una)
-        if sb.highest_sacked < top:
-            conn._rescue_done = True
+        # RFC 6675 §4 NextSeg (4) / §5 (C.1): the segment includes the highest unSACKed sequence
+        # number and starts above what the receiver SACKed and what this pass just retransmitted
+        # (the (4.3) head, rules (1) and (3)): a segment goes at most once per pass.
+        floor = max(sb.highest_sacked, passed)
+        if floor < top:
             before = len(out)
-            retransmit_last(conn, out, now, una, base, buffered)
+            retransmit_last(conn, out, now, una, base, buffered, floor - sb.una + seq_diff(una, base))
             if len(out) > before:
+                conn._rescue_done = True  # RFC 6675 §4 NextSeg (4): once per recovery (RescueRxt)
                 seg = out[-1]
                 pos = sb.una + seq_diff(seg.seq, una)
-                sb.mark_retransmitted(pos, pos + len(seg.payload))
+                # RFC 6675 §4 NextSeg (4): in the pipe, but "HighRxt MUST NOT be updated".
+                sb.mark_retransmitted(pos, pos + len(seg.payload), False)
                 pipe += len(seg.payload)
     return pipe
 
@@ -467,7 +482,11 @@ def sack_resend(
     off = seq_diff(seq, base)
     if off < 0 or off >= buffered:
         return 0
-    size = min(end - start, buffered - off, conn.snd_mss)
+    # RFC 6675 §4 NextSeg (1)/(3): a retransmission holds only data sent before (below HighData,
+    # SND.MAX); what follows is new data, which the send loop sends once, in its turn (rule (2)).
+    size = min(end - start, buffered - off, conn.snd_mss, seq_diff(conn.snd_max, seq))
+    if size <= 0:
+        return 0
     out.append(sender.data_segment(conn, seq, conn.sndbuf.view(off, size), now, retransmit=True))
     sb.mark_retransmitted(start, start + size)
     return size

@@ -182,9 +182,12 @@ class Scoreboard:
             start = max(start, e)
         return None
 
-    def mark_retransmitted(self, start: int, end: int) -> None:
+    def mark_retransmitted(self, start: int, end: int, high_rxt: bool = True) -> None:
+        """[start, end) was retransmitted: in the pipe (RFC 6675 §4 SetPipe); HighRxt moves past it
+        unless *high_rxt* is false (the rescue retransmission, RFC 6675 §4 NextSeg (4))."""
         for s, e in self.sacked.gaps(start, end):  # what is SACKed is not in the pipe
             self.rexmit.add(s, e)
         if self.relost:
             self.relost.remove(start, end)
-        self.high_rxt = max(self.high_rxt, end)
+        if high_rxt:
+            self.high_rxt = max(self.high_rxt, end)

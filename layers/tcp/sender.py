@@ -66,6 +66,8 @@ def send_data(conn: TcpConnection, out: list[TcpRepr], now: float) -> None:
         unsent_now = buffered - seq_diff(conn.snd_nxt, base)
         if unsent_now > 0 and seq_diff(seq_add(una, conn.snd_wnd), conn.snd_nxt) > 0:
             tlp_extra = mss
+        elif unsent_now <= 0 and conn._fin_queued and not conn._fin_sent:
+            pass  # RFC 8985 §7.3: our FIN, not sent yet, is the previously unsent segment: it goes below, alone
         else:
             recovery.retransmit_last(conn, out, now, una, base, buffered)
     credits = conn._lt_credits

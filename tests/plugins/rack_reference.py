@@ -1,7 +1,10 @@
 """The RACK-TLP state machine as plugins/rack_tlp.py had it before it moved to layers/tcp/rack.py
 (commit 6bb575d), kept verbatim as the reference for the differential tests
 (tests/plugins/test_rack_differential.py): a SortedList of every waiting segment, the probe
-timeout armed on every segment. Only the imports changed."""
+timeout armed on every segment. Only the imports changed, and the deliberate behaviour changes
+made since in layers/tcp/rack.py, applied here the same way so the differential tests keep
+comparing the data structures: the PTO's floor (``pto_min``, PTO_MIN), and no PTO armed while a
+probe is out until an ACK of new data (``TailLossProbe.una``; a FIN sent meanwhile arms none)."""
 
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ if TYPE_CHECKING:
 
 NAME = "rack_tlp"
 WC_DEL_ACK = 0.2  # RFC 8985 §7.2: WCDelAckT, the worst-case delayed-ACK time
+PTO_MIN = 0.01  # the PTO's floor, as layers/tcp/rack.py
 
 
 @dataclass(slots=True, eq=False)
@@ -34,12 +38,14 @@ class _Sent:
 class TailLossProbe:
     """TLP's probe timeout (RFC 8985 §7.2-§7.3), a timer that runs before the RTO."""
 
-    __slots__ = ("at", "rack", "sent")
+    __slots__ = ("at", "floor", "rack", "sent", "una")
 
-    def __init__(self, rack: Rack) -> None:
+    def __init__(self, rack: Rack, floor: float = PTO_MIN) -> None:
         self.rack = rack
+        self.floor = floor
         self.at: float | None = None
-        self.sent = False  # RFC 8985 §7.3: a probe is out: its own new segment does not re-arm the PTO
+        self.sent = False  # RFC 8985 §7.3: a probe is out: nothing sent re-arms the PTO until an ACK
+        self.una = 0
 
     def deadline(self) -> float | None:
         return self.at
@@ -51,6 +57,7 @@ class TailLossProbe:
         """RFC 8985 §7.3: the probe goes first and the RTO restarts behind it."""
         self.at = None
         self.sent = True
+        self.una = conn.snd_una
         rack = self.rack
         rack.probes += 1
         rack.log.debug(
@@ -77,6 +84,7 @@ class TailLossProbe:
             pto = 2 * srtt
             if flight <= conn.snd_mss:
                 pto += WC_DEL_ACK  # the peer may be delaying its ACK of a lone segment
+            pto = max(pto, self.floor)  # the PTO's floor (as layers/tcp/rack.py)
         rto = conn.retransmit_at
         if rto is None:
             rto = now + conn.rtt.current()
@@ -108,10 +116,12 @@ class Rack:
         "xmit_ts",
     )
 
-    def __init__(self, fraction: float, log: DecisionLog | None = None, *, tlp: bool = False) -> None:
+    def __init__(
+        self, fraction: float, log: DecisionLog | None = None, *, tlp: bool = False, pto_min: float = PTO_MIN
+    ) -> None:
         self.log = log if log is not None else decision_log("?", NAME)
         self.tlp = tlp  # send tail loss probes (RFC 8985 §7)
-        self.probe = TailLossProbe(self)
+        self.probe = TailLossProbe(self, pto_min)
         self.reorder_at: float | None = None  # RACK's reorder timer (RFC 8985 §6.2 step 5)
         self.by_start: dict[int, _Sent] = {}
         self.order: deque[_Sent] = deque()  # in first-transmission order
@@ -261,8 +271,7 @@ class Rack:
     def on_transmit(self, conn: ConnectionView, start: int, end: int, now: float, retransmit: bool) -> None:
         self.on_sent(start, end, now, retransmit)  # RFC 8985 §6.1: record the xmit time
         if not retransmit:  # new data went out: (re)arm the PTO (§7.2), as on_progress does
-            if self.probe.sent:  # RFC 8985 §7.3: this is the probe: the RTO, not the PTO, runs behind it
-                self.probe.sent = False
+            if self.probe.sent:  # RFC 8985 §7.3: a probe is out: the RTO, not the PTO, runs behind it
                 self.probe.at = None
             elif self.tlp:
                 self.probe.arm(conn, now)
@@ -271,6 +280,9 @@ class Rack:
 
     def on_progress(self, conn: ConnectionView, now: float) -> None:
         """New data or a FIN went out, or new data was acknowledged: (re)arm the PTO (§7.2)."""
+        if self.probe.sent and conn.snd_una == self.probe.una:
+            self.probe.at = None  # a FIN sent while a probe is out (as layers/tcp/rack.py)
+            return
         self.probe.sent = False
         if self.tlp:
             self.probe.arm(conn, now)
