@@ -34,6 +34,12 @@ one kernel-side process per flow, all started together), aggregate bytes moved i
 ``--workers-seconds``, the best of ``--repeat``. ``--json``'s ``workers`` holds ``flows``,
 ``seconds``, ``bytes`` (``one``/``two`` -> direction -> bytes moved), ``mb_per_s`` (the same as
 MB/s) and ``two_vs_one`` (direction -> the ratio of bytes moved).
+
+The machine may be a virtual one whose host takes CPU time away (``steal`` in ``/proc/stat``):
+``--json``'s ``steal_percent`` gives, for each part of the run (``ours_plain``,
+``ours_offload``, ``workers``, ``minimal``, ``kernel``), the share of all CPU time the host took
+while it ran, and the table prints it. A part with much steal measured a slower machine than the
+others did: compare runs, and their ratios, with that in mind.
 This is a benchmark, not a test: it asserts nothing about speed. ``--json`` prints the
 report as JSON (keys in :data:`JSON_KEYS`).
 """
@@ -79,6 +85,7 @@ JSON_KEYS = (
     "minimal_checks",
     "segment_us",
     "workers",
+    "steal_percent",
 )
 #: Directions: the kernel sends to the peer (ours, minimal, kernel sink), or the peer sends.
 DIRECTIONS = ("kernel_to_peer", "peer_to_kernel")
@@ -138,6 +145,32 @@ class VethPair:
             p.wait()
         for ns in (self.a, self.b):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+class Steal:
+    """The share of CPU time the hypervisor took (``/proc/stat``'s ``steal``), per part of the run."""
+
+    def __init__(self) -> None:
+        self.percent: dict[str, float] = {}
+        self._name = ""
+        self._start: list[int] = []
+
+    @staticmethod
+    def _read() -> list[int]:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()[1:]
+        return [int(v) for v in fields[:8]] + [0] * (8 - len(fields[:8]))  # user .. steal
+
+    def part(self, name: str) -> None:
+        """End the current part (if any) and start *name*."""
+        self.end()
+        self._name, self._start = name, self._read()
+
+    def end(self) -> None:
+        if self._name:
+            delta = [b - a for a, b in zip(self._start, self._read(), strict=True)]
+            self.percent[self._name] = round(100 * delta[7] / max(1, sum(delta)), 1)
+            self._name = ""
 
 
 def best(fn: Callable[[], float], repeat: int) -> float:
@@ -225,6 +258,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     checks: dict[str, Any] = {}
     ns = Netns(prefix="tcps-bench")
     veth = None
+    steal = Steal()
     try:
 
         def peer(*a: str) -> float:
@@ -237,20 +271,25 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             t = best(lambda: peer("recv", STACK_ADDR, "80", str(size)), repeat)
             figures[mode]["peer_to_kernel"][who] = size / t / 1e6
 
+        steal.part("ours_plain")
         stack = ns.tcpstack("--serve", "discard:9", "--serve", "http:80", tmp=tmp)
         bulk("plain", "ours")
         conns_ours = n / best(lambda: peer("conns", STACK_ADDR, "9", str(n)), repeat)
         stop(stack)
+        steal.part("ours_offload")
         stack = ns.tcpstack("--offload", "--serve", "discard:9", "--serve", "http:80", tmp=tmp, label="offload")
         bulk("offload", "ours")
         stop(stack)
+        steal.part("workers")
         workers = measure_workers(ns, tmp, args.flows, args.workers_seconds, repeat)
+        steal.part("minimal")
         for mode in MODES:
             minimal = start_minimal(ns, tmp, mode == "offload")
             bulk(mode, "minimal")
             stop(minimal)
             checks[mode] = minimal_counters(tmp / ("minimal-offload.out" if mode == "offload" else "minimal.out"))
 
+        steal.part("kernel")
         veth = VethPair()
         veth.serve("sink", 9)
         veth.serve("source", 80)
@@ -261,6 +300,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         for mode in MODES:  # the veth pair offloads in both cases: one kernel figure
             figures[mode]["kernel_to_peer"]["kernel"] = kern_in
             figures[mode]["peer_to_kernel"]["kernel"] = kern_out
+        steal.end()
     finally:
         if veth is not None:
             veth.close()
@@ -290,6 +330,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "minimal_checks": checks,
         "segment_us": segment_medians(args.segments, args.segment_runs),
         "workers": workers,
+        "steal_percent": steal.percent,
     }
     assert tuple(report) == JSON_KEYS
     return report
@@ -327,6 +368,7 @@ def print_table(r: dict[str, Any]) -> None:
             f"1 vs 2 workers, {w['flows']} parallel flows for {w['seconds']:g} s, {names[d]}: "
             f"{one:.1f} vs {two:.1f} MB/s, two/one {w['two_vs_one'][d]:.2f}"
         )
+    print("CPU time taken by the host (steal), %: " + ", ".join(f"{k} {v:g}" for k, v in r["steal_percent"].items()))
     print(f"checksum: {r['checksum_module']}")
 
 
