@@ -26,19 +26,22 @@ and measures, with the same kernel-side client (bench/peer.py) in every case:
 The minimal endpoint (bench/minimal_tcp.py) verifies and computes every checksum with the
 function our stack uses, so it is the physical limit of Python on this machine: the ratios
 ours/minimal say how much of it we reach, ours/kernel how far Python is from the kernel. Each
-figure is the best of ``--repeat`` runs.
+figure is the best of ``--repeat`` rounds; a round measures every configuration once, in turn
+(ours, ours with offload, the minimal endpoint both ways, the kernel, then 1 and 2 workers), so
+a slow spell of a shared machine falls on all of them alike rather than on one figure. The
+minimal endpoint's counters (``minimal_checks``) are summed over the rounds.
 
 Workers: ``tcpstack up`` (one process) and ``tcpstack up --workers 2`` on the same multi-queue
 TUN device, without offload, each with ``--flows`` (8) parallel flows each way (bench/flows.py:
 one kernel-side process per flow, all started together), aggregate bytes moved in a fixed
-``--workers-seconds``, the best of ``--repeat``. ``--json``'s ``workers`` holds ``flows``,
+``--workers-seconds``, the most of the ``--repeat`` rounds. ``--json``'s ``workers`` holds ``flows``,
 ``seconds``, ``bytes`` (``one``/``two`` -> direction -> bytes moved), ``mb_per_s`` (the same as
 MB/s) and ``two_vs_one`` (direction -> the ratio of bytes moved).
 
 The machine may be a virtual one whose host takes CPU time away (``steal`` in ``/proc/stat``):
-``--json``'s ``steal_percent`` gives, for each part of the run (``ours_plain``,
-``ours_offload``, ``workers``, ``minimal``, ``kernel``), the share of all CPU time the host took
-while it ran, and the table prints it. A part with much steal measured a slower machine than the
+``--json``'s ``steal_percent`` gives, for each part of a round (``ours_plain``,
+``ours_offload``, ``minimal``, ``kernel``, ``workers``), the share of all CPU time the host took
+while it ran, over all rounds, and the table prints it. A part with much steal measured a slower machine than the
 others did: compare runs, and their ratios, with that in mind.
 This is a benchmark, not a test: it asserts nothing about speed. ``--json`` prints the
 report as JSON (keys in :data:`JSON_KEYS`).
@@ -148,18 +151,19 @@ class VethPair:
 
 
 class Steal:
-    """The share of CPU time the hypervisor took (``/proc/stat``'s ``steal``), per part of the run."""
+    """The share of CPU time the hypervisor took (``/proc/stat``'s ``steal``), per part of the
+    run, over all the rounds."""
 
     def __init__(self) -> None:
-        self.percent: dict[str, float] = {}
+        self._ticks: dict[str, list[int]] = {}  # part -> [steal, all]
         self._name = ""
         self._start: list[int] = []
 
     @staticmethod
     def _read() -> list[int]:
         with open("/proc/stat") as f:
-            fields = f.readline().split()[1:]
-        return [int(v) for v in fields[:8]] + [0] * (8 - len(fields[:8]))  # user .. steal
+            fields = [int(v) for v in f.readline().split()[1:9]]  # user .. steal
+        return fields + [0] * (8 - len(fields))
 
     def part(self, name: str) -> None:
         """End the current part (if any) and start *name*."""
@@ -169,12 +173,14 @@ class Steal:
     def end(self) -> None:
         if self._name:
             delta = [b - a for a, b in zip(self._start, self._read(), strict=True)]
-            self.percent[self._name] = round(100 * delta[7] / max(1, sum(delta)), 1)
+            ticks = self._ticks.setdefault(self._name, [0, 0])
+            ticks[0] += delta[7]
+            ticks[1] += sum(delta)
             self._name = ""
 
-
-def best(fn: Callable[[], float], repeat: int) -> float:
-    return min(fn() for _ in range(repeat))
+    @property
+    def percent(self) -> dict[str, float]:
+        return {name: round(100 * st / max(1, total), 1) for name, (st, total) in self._ticks.items()}
 
 
 def stop(p: subprocess.Popen[bytes]) -> None:
@@ -224,23 +230,21 @@ def segment_medians(segments: int, runs: int) -> dict[str, float]:
     return {case: round(c["median_us"], 2) for case, c in cases.items()}
 
 
-def measure_workers(ns: Netns, tmp: Path, flows: int, seconds: float, repeat: int) -> dict[str, Any]:
-    """1 vs 2 workers: bytes *flows* parallel flows move in *seconds*, each way (best of *repeat*)."""
-    moved: dict[str, dict[str, int]] = {}
+def workers_round(ns: Netns, tmp: Path, flows: int, seconds: float, moved: dict[str, dict[str, int]]) -> None:
+    """One round of 1 vs 2 workers: bytes *flows* parallel flows move in *seconds*, each way; the
+    most each configuration moved in any round is kept in *moved*."""
     for label, extra in WORKER_RUNS:
         stack = ns.tcpstack(*extra, "--serve", "discard:9", "--serve", "http:80", tmp=tmp, label=f"workers-{label}")
         try:
-            moved[label] = {
-                direction: max(
-                    json.loads(
-                        ns.exec([sys.executable, FLOWS, kind, STACK_ADDR, port, str(flows), str(seconds)]).stdout
-                    )["bytes"]
-                    for _ in range(repeat)
-                )
-                for direction, kind, port in (("kernel_to_peer", "send", "9"), ("peer_to_kernel", "recv", "80"))
-            }
+            for direction, kind, port in (("kernel_to_peer", "send", "9"), ("peer_to_kernel", "recv", "80")):
+                out = ns.exec([sys.executable, FLOWS, kind, STACK_ADDR, port, str(flows), str(seconds)]).stdout
+                best_so_far = moved.setdefault(label, {}).get(direction, 0)
+                moved[label][direction] = max(best_so_far, json.loads(out)["bytes"])
         finally:
             stop(stack)
+
+
+def workers_report(flows: int, seconds: float, moved: dict[str, dict[str, int]]) -> dict[str, Any]:
     return {
         "flows": flows,
         "seconds": seconds,
@@ -254,8 +258,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     size = int(args.size_mb * 1_000_000)
     n, repeat = args.conns, args.repeat
     tmp = Path(tempfile.mkdtemp(prefix="tcpstack-bench-"))
-    figures: dict[str, Any] = {m: {d: {} for d in DIRECTIONS} for m in MODES}
-    checks: dict[str, Any] = {}
+    # Seconds per figure, one entry per round; the least is kept (rates: the most).
+    times: dict[str, dict[str, dict[str, list[float]]]] = {m: {d: {} for d in DIRECTIONS} for m in MODES}
+    conn_times: dict[str, list[float]] = {"ours": [], "kernel": []}
+    moved: dict[str, dict[str, int]] = {}
+    checks: dict[str, Any] = {m: {} for m in MODES}
     ns = Netns(prefix="tcps-bench")
     veth = None
     steal = Steal()
@@ -265,47 +272,57 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             r = ns.exec([sys.executable, PEER, *a], timeout=600)
             return float(r.stdout.strip())
 
-        def bulk(mode: str, who: str) -> None:
-            t = best(lambda: peer("send", STACK_ADDR, "9", str(size)), repeat)
-            figures[mode]["kernel_to_peer"][who] = size / t / 1e6
-            t = best(lambda: peer("recv", STACK_ADDR, "80", str(size)), repeat)
-            figures[mode]["peer_to_kernel"][who] = size / t / 1e6
+        def bulk(mode: str, who: str, client: Callable[..., float], host: str) -> None:
+            times[mode]["kernel_to_peer"].setdefault(who, []).append(client("send", host, "9", str(size)))
+            times[mode]["peer_to_kernel"].setdefault(who, []).append(client("recv", host, "80", str(size)))
 
-        steal.part("ours_plain")
-        stack = ns.tcpstack("--serve", "discard:9", "--serve", "http:80", tmp=tmp)
-        bulk("plain", "ours")
-        conns_ours = n / best(lambda: peer("conns", STACK_ADDR, "9", str(n)), repeat)
-        stop(stack)
-        steal.part("ours_offload")
-        stack = ns.tcpstack("--offload", "--serve", "discard:9", "--serve", "http:80", tmp=tmp, label="offload")
-        bulk("offload", "ours")
-        stop(stack)
-        steal.part("workers")
-        workers = measure_workers(ns, tmp, args.flows, args.workers_seconds, repeat)
-        steal.part("minimal")
-        for mode in MODES:
-            minimal = start_minimal(ns, tmp, mode == "offload")
-            bulk(mode, "minimal")
-            stop(minimal)
-            checks[mode] = minimal_counters(tmp / ("minimal-offload.out" if mode == "offload" else "minimal.out"))
-
-        steal.part("kernel")
         veth = VethPair()
         veth.serve("sink", 9)
         veth.serve("source", 80)
         time.sleep(0.5)
-        kern_in = size / best(lambda: veth.client("send", "10.9.0.2", "9", str(size)), repeat) / 1e6
-        kern_out = size / best(lambda: veth.client("recv", "10.9.0.2", "80", str(size)), repeat) / 1e6
-        conns_kern = n / best(lambda: veth.client("conns", "10.9.0.2", "9", str(n)), repeat)
-        for mode in MODES:  # the veth pair offloads in both cases: one kernel figure
-            figures[mode]["kernel_to_peer"]["kernel"] = kern_in
-            figures[mode]["peer_to_kernel"]["kernel"] = kern_out
+        # Rounds: every configuration measured once per round, in turn, so that a slow spell of
+        # the machine (another tenant, the host's steal) falls on all of them alike.
+        for _ in range(repeat):
+            steal.part("ours_plain")
+            stack = ns.tcpstack("--serve", "discard:9", "--serve", "http:80", tmp=tmp)
+            try:
+                bulk("plain", "ours", peer, STACK_ADDR)
+                conn_times["ours"].append(peer("conns", STACK_ADDR, "9", str(n)))
+            finally:
+                stop(stack)
+            steal.part("ours_offload")
+            stack = ns.tcpstack("--offload", "--serve", "discard:9", "--serve", "http:80", tmp=tmp, label="offload")
+            try:
+                bulk("offload", "ours", peer, STACK_ADDR)
+            finally:
+                stop(stack)
+            steal.part("minimal")
+            for mode in MODES:
+                minimal = start_minimal(ns, tmp, mode == "offload")
+                try:
+                    bulk(mode, "minimal", peer, STACK_ADDR)
+                finally:
+                    stop(minimal)
+                counted = minimal_counters(tmp / ("minimal-offload.out" if mode == "offload" else "minimal.out"))
+                for key, value in counted.items():
+                    checks[mode][key] = checks[mode].get(key, 0) + value
+            steal.part("kernel")
+            bulk("plain", "kernel", veth.client, "10.9.0.2")  # the veth pair offloads anyway: one kernel figure
+            conn_times["kernel"].append(veth.client("conns", "10.9.0.2", "9", str(n)))
+            steal.part("workers")
+            workers_round(ns, tmp, args.flows, args.workers_seconds, moved)
         steal.end()
     finally:
         if veth is not None:
             veth.close()
         ns.close()
-    figures["connections"] = {"ours": conns_ours, "kernel": conns_kern}
+    figures: dict[str, Any] = {
+        m: {d: {who: size / min(ts) / 1e6 for who, ts in times[m][d].items()} for d in DIRECTIONS} for m in MODES
+    }
+    for d in DIRECTIONS:
+        figures["offload"][d]["kernel"] = figures["plain"][d]["kernel"]
+    figures["connections"] = {who: n / min(ts) for who, ts in conn_times.items()}
+    workers = workers_report(args.flows, args.workers_seconds, moved)
     ratios: dict[str, Any] = {
         m: {
             d: {
@@ -316,7 +333,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         }
         for m in MODES
     }
-    ratios["connections"] = {"ours_vs_kernel": conns_ours / conns_kern}
+    ratios["connections"] = {"ours_vs_kernel": figures["connections"]["ours"] / figures["connections"]["kernel"]}
     report = {
         "benchmark": "run",
         "date": datetime.date.today().isoformat(),
