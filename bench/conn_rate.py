@@ -56,7 +56,10 @@ def start(ns: Netns, root: Path, loop: str, level: str, tmp: Path, profile: Path
     while time.monotonic() < deadline:  # up when a connection gets through
         if proc.poll() is not None:
             raise RuntimeError(f"tcpstack exited: {(tmp / 'stack.err').read_text()[-2000:]}")
-        r = ns.exec([sys.executable, str(PEER), "conns", STACK_ADDR, "9", "1"], check=False, timeout=10)
+        try:
+            r = ns.exec([sys.executable, str(PEER), "conns", STACK_ADDR, "9", "1"], check=False, timeout=10)
+        except subprocess.TimeoutExpired:  # a SYN sent before the stack read its device: try again
+            continue
         if r.returncode == 0:
             return proc
         time.sleep(0.2)
