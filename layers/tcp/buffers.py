@@ -1,7 +1,8 @@
 """Send and receive buffers (RFC 9293 §3.3.1, §3.8.6; smoltcp's ``storage``).
 
-Costs do not grow with the amount of buffered data: the send buffer is one ``bytearray`` with a
-moving head that is compacted only when the dead prefix is large; the receive side keeps
+Costs do not grow with the amount of buffered data: the send buffer is one preallocated
+``bytearray`` between a head and a tail index (each byte the application writes is copied into it
+once, and moved at most about once more; docs/architecture.md, "Send buffer copies"); the receive side keeps
 in-order bytes in one preallocated ``bytearray`` between a head and a tail cursor (each payload
 byte is copied into it once; docs/architecture.md, "Receive copies") and out-of-order pieces in a
 heap, with the blocks they form
@@ -13,55 +14,107 @@ per-connection and a stack-wide memory budget (docs/tcp.md, "Out-of-order data")
 from __future__ import annotations
 
 import heapq
+from typing import Final
 
 from framework.checksum import BytesLike
 from layers.tcp.intervals import IntervalSet
 
-_COMPACT_AT = 1 << 16
+_TX_MIN_STORE: Final = 2048  # the smallest send store allocated
+_TX_KEEP: Final = 4096  # a send store this small stays when everything is acknowledged (larger ones go)
+_NO_TX_STORE: Final = bytearray()  # the store of an empty buffer; never written to
+
+
+def _unshared(store: bytearray) -> bool:
+    """True if no buffer export (no memoryview) of *store* is alive, so bytes already handed out
+    may be overwritten. A resize is refused with ``BufferError`` while an export lives; popping
+    the last byte and appending it back is that check without a reallocation (CPython shrinks a
+    ``bytearray`` by one in place and grows it back within the same allocation)."""
+    try:
+        last = store.pop()
+    except BufferError:
+        return False
+    store.append(last)
+    return True
 
 
 class SendBuffer:
     """Bytes the user wrote that are not yet acknowledged; offset 0 is SND.UNA.
 
-    :meth:`view` hands out memoryviews of the buffer (the send path writes them to the link
-    without copying, docs/architecture.md "The send path"). A ``bytearray`` with views alive
-    cannot be resized, so :meth:`write` and :meth:`consume` never resize one under a view: a
-    write then moves the live bytes to a fresh buffer (the views keep the old one, which nobody
-    changes), and compaction waits for the next call. The driver drops its views before user
-    code runs, so in the stack this fallback is rare; it keeps the views correct whatever
-    holds them.
+    One preallocated ``bytearray`` (the store) holds them between a head and a tail index:
+    :meth:`write` copies the application's bytes into ``store[tail:tail + n]`` (a same-size slice
+    assignment: never a resize) and :meth:`consume` moves the head; each byte is copied in once.
+    When a write does not fit behind the tail, the live bytes move: to the front of the same
+    store when no view of it is alive and the dead prefix is at least as large as they are (the
+    acknowledged bytes pay for the move), otherwise into a fresh store twice what is needed
+    (the appended bytes pay: at most about one extra copy per byte, docs/architecture.md
+    "Send buffer copies"). The store never exceeds twice the capacity. When everything is
+    acknowledged a store larger than 4 KiB is dropped (an idle connection keeps little).
+
+    :meth:`view` hands out memoryviews of the store (the send path writes them to the link
+    without copying, docs/architecture.md "The send path"), clipped at the tail. A view's bytes
+    never change afterwards: writes only fill bytes beyond the tail (never handed out), and
+    live bytes are moved within a store only when no view of it is alive; otherwise they go to a
+    fresh store and the views keep the old one, which nobody changes.
     """
 
-    __slots__ = ("_buf", "_head", "capacity")
+    __slots__ = ("_buf", "_head", "_tail", "capacity")
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._buf = bytearray()
+        self._buf = _NO_TX_STORE
         self._head = 0
+        self._tail = 0
 
     def __len__(self) -> int:
-        return len(self._buf) - self._head
+        return self._tail - self._head
 
     @property
     def free(self) -> int:
-        return max(0, self.capacity - len(self))
+        return max(0, self.capacity - (self._tail - self._head))
 
     def write(self, data: BytesLike) -> int:
         """Append as much of *data* as fits (the one copy of the application's bytes); return
         how many bytes were taken."""
-        if isinstance(data, memoryview) and (data.itemsize != 1 or data.ndim != 1):
+        if isinstance(data, memoryview) and (data.itemsize != 1 or data.ndim != 1 or data.format != "B"):
             data = data.cast("B")  # count (and slice) bytes, not items
-        n = min(len(data), self.free)
-        if n:
-            part = memoryview(data)[:n] if n < len(data) else data
-            try:
-                self._buf += part
-            except BufferError:  # a view of the buffer is alive: leave it the old bytes
-                buf = self._buf[self._head :]
-                buf += part
-                self._buf = buf
-                self._head = 0
-        return n
+        n = min(len(data), self.capacity - (self._tail - self._head))
+        if n > 0:
+            tail = self._tail
+            if tail + n > len(self._buf):
+                tail = self._make_room(n)
+            if n < len(data):
+                with memoryview(data) as mv:
+                    self._buf[tail : tail + n] = mv[:n]
+            else:
+                self._buf[tail : tail + n] = data
+            self._tail = tail + n
+            return n
+        return 0
+
+    def _make_room(self, n: int) -> int:
+        """Room for *n* more bytes behind the live ones; returns the new tail."""
+        store = self._buf
+        head = self._head
+        tail = self._tail
+        live = tail - head
+        need = live + n
+        size = len(store)
+        if need <= size and head >= live and _unshared(store):
+            if live:
+                with memoryview(store) as mv:
+                    mv[:live] = mv[head:tail]  # disjoint: head >= live
+            self._head = 0
+            self._tail = live
+            return live
+        new_size = max(2 * need, _TX_MIN_STORE, min(size, 2 * self.capacity))
+        fresh = bytearray(new_size)
+        if live:
+            with memoryview(store) as mv:
+                fresh[:live] = mv[head:tail]
+        self._buf = fresh
+        self._head = 0
+        self._tail = live
+        return live
 
     def view(self, offset: int, size: int) -> memoryview:
         """``size`` bytes (fewer at the end) starting *offset* bytes after SND.UNA, not copied.
@@ -69,26 +122,33 @@ class SendBuffer:
         The view stays valid (its bytes unchanged) however the buffer changes afterwards.
         """
         start = self._head + offset
-        return memoryview(self._buf)[start : start + size]
+        end = min(start + size, self._tail)
+        return memoryview(self._buf)[start:end]
 
     def peek(self, offset: int, size: int) -> bytes:
         """A copy of ``size`` bytes (fewer at the end) starting *offset* bytes after SND.UNA."""
         start = self._head + offset
-        return bytes(self._buf[start : start + size])
+        end = min(start + size, self._tail)
+        if end <= start:
+            return b""
+        with memoryview(self._buf) as mv:
+            return bytes(mv[start:end])
 
     def consume(self, n: int) -> None:
         """Forget the first *n* bytes (they were acknowledged)."""
-        self._head += min(n, len(self))
-        if self._head >= _COMPACT_AT and self._head * 2 >= len(self._buf):
-            try:
-                del self._buf[: self._head]  # O(1) in CPython: the bytearray moves its start
-            except BufferError:  # a view is alive: compact on a later call
-                return
-            self._head = 0
+        head = self._head + n
+        if head < self._tail:
+            if n > 0:
+                self._head = head
+            return
+        self._head = self._tail  # everything acknowledged
+        if len(self._buf) > _TX_KEEP:  # a large store goes (views keep it while they live)
+            self._buf = _NO_TX_STORE
+            self._head = self._tail = 0
 
     def clear(self) -> None:
-        self._buf = bytearray()
-        self._head = 0
+        self._buf = _NO_TX_STORE
+        self._head = self._tail = 0
 
 
 # What one held out-of-order piece costs besides its payload, in bytes. Measured with
