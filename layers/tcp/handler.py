@@ -291,6 +291,10 @@ class TcpLayer(BaseHandler):
         done as it does it. ``False``, having changed nothing, for anything else (a RST, an
         ACK, a SYN with FIN, a full queue, SYN cookies to send, no listener, a header that does
         not parse): the frame then goes up the pipeline, which answers or counts it."""
+        # The flags byte (RFC 9293 §3.1, octet 13) first: a stray ACK or RST to a listening port
+        # is not parsed (nor its checksum summed) here and again by the pipeline.
+        if raw[13] & (SYN | ACK | RST | FIN) != SYN:
+            return False
         listener = self.listeners.get(dport)
         if listener is None or listener.closed or listener.accept_queue_full or listener.syn_queue_full:
             return False
@@ -299,8 +303,6 @@ class TcpLayer(BaseHandler):
         try:
             seg = TcpRepr.parse(raw, pseudo)
         except WireError:
-            return False
-        if seg.flags & (SYN | ACK | RST | FIN) != SYN:
             return False
         seg.ip_ecn = ecn  # RFC 3168 §5: the ECN field travels with the segment
         # RFC 9293 §3.10.7.2, LISTEN, "third": a SYN (as _listen_segment, past its checks).
