@@ -1,6 +1,6 @@
 """tcpstack benchmark: our stack, a minimal Python TCP endpoint and the Linux kernel, in one run.
 
-Run as root:  .venv/bin/python bench/run.py [--size-mb 100] [--conns 500] [--repeat 3] [--flows 8]
+Run as root:  .venv/bin/python bench/run.py [--size-mb 100] [--conns 2000] [--repeat 3] [--flows 8]
                   [--workers-seconds 5] [--json]
 
 It builds three network namespaces of its own (removed at the end, also on failure):
@@ -392,7 +392,7 @@ def print_table(r: dict[str, Any]) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size-mb", type=float, default=100, help="bulk transfer size (default 100 MB)")
-    ap.add_argument("--conns", type=int, default=500, help="sequential connections per run (default 500)")
+    ap.add_argument("--conns", type=int, default=2000, help="sequential connections per run (default 2000)")
     ap.add_argument("--repeat", type=int, default=3, help="runs per figure; the best is kept (default 3)")
     ap.add_argument("--segments", type=int, default=5000, help="bench/segment.py --segments (default 5000)")
     ap.add_argument("--segment-runs", type=int, default=3, help="bench/segment.py --runs (default 3)")

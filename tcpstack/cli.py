@@ -25,13 +25,16 @@ from tcpstack.apps import AppError, AppSpec, load_app, parse_app
 from tcpstack.embed import PreparedStack, load_config_data, parse_feature, prepare_stack, run_stack, up_config
 from tcpstack.io.driver import event_loop_name
 from tcpstack.io.driver import run as run_loop
-from tcpstack.logging import LEVELS, configure_logging
+from tcpstack.logging import LEVELS, configure_logging, flush_logs
 
 __all__ = ["build_parser", "main", "parse_feature"]
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+#: ``tcpstack up``'s info and debug lines are written in batches, at most this many seconds
+#: late: one system call per batch instead of one per line (tcpstack.logging.LineSink).
+UP_LOG_FLUSH = 0.05
 
 logger = structlog.get_logger("tcpstack.cli")
 
@@ -564,9 +567,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    configure_logging(fmt=getattr(args, "log_format", "console"), level=getattr(args, "log_level", "info"))
+    configure_logging(
+        fmt=getattr(args, "log_format", "console"),
+        level=getattr(args, "log_level", "info"),
+        flush_after=UP_LOG_FLUSH if args.command == "up" else 0.0,
+    )
     if args.command == "up":
-        return cmd_up(args)
+        try:
+            return cmd_up(args)
+        finally:
+            flush_logs()
     if args.command == "connect":
         return cmd_connect(args)
     if args.command in ("ss", "stats", "fetch"):

@@ -10,6 +10,7 @@ other process to write between the two calls, so PrintLogger passes it most of t
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
@@ -17,10 +18,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import structlog
 
 from tcpstack import configure_logging
-from tcpstack.logging import LineLogger
+from tcpstack.logging import LineLogger, LineSink, flush_logs
 
 
 class _Recorder(io.StringIO):
@@ -74,3 +76,83 @@ def test_two_processes_sharing_one_stderr_file_never_merge_lines(tmp_path: Path)
     assert len(lines) == 4000
     events = [json.loads(line) for line in lines]  # a merged line would not parse
     assert sorted((e["worker"], e["i"]) for e in events) == [(w, i) for w in ("0", "1") for i in range(2000)]
+
+
+# ---------------------------------------------------------------- batched lines (flush_after)
+
+
+def test_batched_info_lines_wait_then_go_out_in_one_write() -> None:
+    out = _Recorder()
+    sink = LineSink(out, flush_after=0.02)
+    logger = LineLogger(out, sink)
+
+    async def main() -> list[str]:
+        for i in range(3):
+            logger.info(f"line {i}")
+        before = list(out.calls)
+        await asyncio.sleep(0.2)  # well past flush_after: the timer has written them
+        return before
+
+    assert asyncio.run(main()) == []
+    assert out.calls == ["line 0\nline 1\nline 2\n"]
+
+
+def test_a_warning_writes_the_waiting_lines_first_in_the_same_write() -> None:
+    out = _Recorder()
+    sink = LineSink(out, flush_after=10.0)
+    logger = LineLogger(out, sink)
+
+    async def main() -> None:
+        logger.info("a")
+        logger.debug("b")
+        logger.warning("c")
+        logger.info("d")
+
+    asyncio.run(main())
+    assert out.calls == ["a\nb\nc\n"]  # d waits for a loop that is gone...
+    logger.info("e")  # ...and goes out, first, with the next line logged without a loop
+    assert out.calls == ["a\nb\nc\n", "d\ne\n"]
+
+
+def test_without_a_running_loop_every_line_is_written_at_once() -> None:
+    out = _Recorder()
+    logger = LineLogger(out, LineSink(out, flush_after=10.0))
+    logger.info("x")
+    logger.debug("y")
+    assert out.calls == ["x\n", "y\n"]
+
+
+def test_a_batch_stays_under_pipe_buf_and_keeps_every_line() -> None:
+    out = _Recorder()
+    logger = LineLogger(out, LineSink(out, flush_after=10.0))
+    lines = [f"{i:04d} " + "x" * 195 for i in range(100)]  # 20,000 characters
+
+    async def main() -> None:
+        for line in lines:
+            logger.info(line)
+
+    asyncio.run(main())
+    logger.msg("end")
+    assert all(len(call.encode()) <= 4096 and call.endswith("\n") for call in out.calls)
+    assert "".join(out.calls).splitlines() == [*lines, "end"]
+    assert 5 <= len(out.calls) <= 7  # batched: not one write per line
+
+
+def test_configure_logging_flush_after_and_flush_logs() -> None:
+    out = _Recorder()
+    with pytest.raises(ValueError, match="flush_after"):
+        configure_logging(stream=out, flush_after=-1.0)
+    configure_logging(fmt="json", level="info", stream=out, cache=False, flush_after=10.0)
+    try:
+
+        async def main() -> None:
+            structlog.get_logger("t").info("one")
+            structlog.get_logger("t").info("two")
+
+        asyncio.run(main())
+        assert out.calls == []
+        flush_logs()
+        [batch] = out.calls
+        assert [json.loads(line)["event"] for line in batch.splitlines()] == ["one", "two"]
+    finally:
+        structlog.reset_defaults()
