@@ -2,7 +2,7 @@
 SYN-ACK that keeps no state, and completing the handshake from the ACK that returns it. The
 cookie itself (its MAC, its time counter, the MSS table) and the codecs that carry negotiated
 options through it are layers/tcp/syncookies.py; the listener's choice between a SYN queue
-entry and a cookie is :meth:`layers.tcp.handler.TcpLayer._listen_segment`, which calls these.
+entry and a cookie is :meth:`layers.tcp.layer.TcpLayer._listen_segment`, which calls these.
 
 Moved out of layers/tcp/handler.py unchanged (functions taking the layer instead of methods),
 to keep that module under the house limit of ~800 lines.
@@ -29,7 +29,7 @@ from layers.tcp.syncookies import (
 from layers.tcp.wire import ACK, SYN, TcpRepr
 
 if TYPE_CHECKING:
-    from layers.tcp.handler import Listener, TcpLayer
+    from layers.tcp.layer import Listener, TcpLayer
 
 __all__ = ["cookie_ack", "listener_codecs", "material", "send_cookie"]
 

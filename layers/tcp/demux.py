@@ -13,15 +13,15 @@ would have done nothing with it but pass it up to :func:`layers.tcp.fastpath.rec
   checks: version 4 and IHL 5 (no options), a consistent Total Length, the header checksum
   (unless the layer is told not to verify), reserved flag clear, not a fragment, our address
   as destination, a unicast source that is not ours, protocol TCP;
-- the TCP layer's part (:meth:`layers.tcp.handler.TcpLayer.receive`): an established
+- the TCP layer's part (:meth:`layers.tcp.layer.TcpLayer.receive`): an established
   connection of the 4-tuple with ``fast_path`` on, and a segment that the prediction takes;
 - or, for a segment of such a connection (in any state) that the prediction refuses, the TCP
-  layer's full processing of it (:meth:`layers.tcp.handler.TcpLayer.early_segment`: the
+  layer's full processing of it (:meth:`layers.tcp.layer.TcpLayer.early_segment`: the
   handshake's last ACK, a FIN, a RST, anything out of the ordinary), except where
   ``receive`` would do more than that: a SYN that may reopen TIME-WAIT, an ACK to a full
   accept queue, a header that does not parse;
 - or, for a segment of no connection to a port that listens, a plain SYN the listener has
-  room for (:meth:`layers.tcp.handler.TcpLayer.early_syn`: the passive open); anything else
+  room for (:meth:`layers.tcp.layer.TcpLayer.early_syn`: the passive open); anything else
   there (RSTs, ACKs, SYN cookies to send, full queues) goes up the pipeline.
 
 Anything else (a check fails, no connection, a segment left to the pipeline) returns ``False``

@@ -3,7 +3,7 @@ and the ``tcp_connection_setup`` hook that lets plugins install their policies.
 
 Three callers use it and nothing else builds a :class:`~layers.tcp.policy.TcpSetup`:
 
-- the TCP layer, for every connection it opens or accepts (layers/tcp/handler.py);
+- the TCP layer, for every connection it opens or accepts (layers/tcp/layer.py);
 - the trial setup that checks a configuration or an API call for plugins that clash
   (:func:`trial_setup`, from layers/tcp/settings.py and the layer);
 - the plugin-author kit's sans-IO connections (``tcpstack.testing.sansio.make_setup``).

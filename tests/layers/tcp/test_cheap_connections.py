@@ -193,17 +193,17 @@ def test_the_tcp_layer_makes_no_pluggy_call_per_connection(monkeypatch: pytest.M
 
 def test_congestion_settings_are_resolved_once_per_registry(monkeypatch: pytest.MonkeyPatch) -> None:
     """An empty ``congestion`` table is an answer too: not resolved again for every connection."""
-    from layers.tcp import handler
+    from layers.tcp import layer
 
     harness = LayerHarness()
     calls: list[object] = []
-    real = handler.resolve_algorithm_settings
+    real = layer.resolve_algorithm_settings
 
     def counting(*args: Any, **kw: Any) -> Any:
         calls.append(args)
         return real(*args, **kw)
 
-    monkeypatch.setattr(handler, "resolve_algorithm_settings", counting)
+    monkeypatch.setattr(layer, "resolve_algorithm_settings", counting)
     for port in (7, 8, 9):
         harness.tcp.connect(bytes([10, 0, 0, 2]), port, now=0.0)
     assert len(calls) <= 1
