@@ -101,7 +101,11 @@ class Echo(_Service):
 
 
 class Discard(_Service):
-    """RFC 863: reads and throws away; closes when the peer closes."""
+    """RFC 863: reads and throws away; closes when the peer closes. It keeps nothing, so it takes
+    the received bytes as views of the receive buffer (``tcpstack_data_views``): not copied at
+    all."""
+
+    tcpstack_data_views = True
 
     def data_received(self, data: bytes) -> None:
         pass

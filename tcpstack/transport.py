@@ -84,10 +84,18 @@ def failure_exception(reason: str, detail: str) -> OSError:
 _BYTES, _VIEW, _BUFFERED = "bytes", "view", "buffered"
 
 
+#: A protocol class attribute: ``True`` lets the transport hand ``data_received`` a memoryview of
+#: the connection's receive buffer, valid during the call only (docs/embedding.md, "Receiving
+#: without a copy"): no copy at all. asyncio's own transports never look at it.
+DATA_VIEWS_ATTR = "tcpstack_data_views"
+
+
 def _read_mode(protocol: asyncio.BaseProtocol) -> str:
     if isinstance(protocol, asyncio.BufferedProtocol):
         return _BUFFERED
     if type(protocol) is asyncio.StreamReaderProtocol:  # exactly: a subclass may keep what it gets
+        return _VIEW
+    if getattr(protocol, DATA_VIEWS_ATTR, False) is True:  # the protocol said it keeps nothing
         return _VIEW
     return _BYTES
 
@@ -340,7 +348,8 @@ class TcpTransport(_FlowControlMixin):
             self._deliver_buffered(cast(asyncio.BufferedProtocol, protocol))
         elif mode is _VIEW:
             # StreamReaderProtocol.data_received -> StreamReader.feed_data copies the view into
-            # the reader's buffer at once and keeps nothing: one copy, no bytes in between.
+            # the reader's buffer at once and keeps nothing: one copy, no bytes in between. A
+            # protocol with tcpstack_data_views = True keeps nothing either (or copies itself).
             with conn.rcvbuf.peek() as view:
                 n = len(view)
                 try:

@@ -234,3 +234,55 @@ def test_a_stream_reader_is_fed_views_and_other_protocols_get_bytes() -> None:
 
     run(main)
     assert types == {"exact": {memoryview}, "subclass": {bytes}}
+
+
+def test_a_protocol_that_asks_for_views_gets_them_and_the_bytes_are_taken() -> None:
+    """``tcpstack_data_views = True`` (the discard service sets it): ``data_received`` gets
+    read-only views of the receive buffer, no copy; what it hashes during the calls is what was
+    sent, and the window reopens as it reads (all 3 MB arrive through a 512 KiB buffer). A
+    protocol that sets it to anything but ``True`` gets bytes."""
+
+    class Viewer(asyncio.Protocol):
+        tcpstack_data_views = True
+
+        def __init__(self) -> None:
+            self.sha = hashlib.sha256()
+            self.types: set[type] = set()
+            self.received = 0
+            self.lost: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+
+        def data_received(self, data: bytes) -> None:
+            self.types.add(type(data))
+            self.sha.update(data)
+            self.received += len(data)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self.lost.set_result(exc)
+
+    class Truthy(Viewer):
+        tcpstack_data_views = 1  # type: ignore[assignment]
+
+    async def main() -> list[Viewer]:
+        async with two_stacks() as (srv, cli):
+            got: list[Viewer] = []
+            await srv.create_server(lambda: got.append(Viewer()) or got[-1], port=6007)
+            await srv.create_server(lambda: got.append(Truthy()) or got[-1], port=6008)
+            await _send_all(cli, 6007)
+            await _send_all(cli, 6008)
+            while len(got) < 2:
+                await asyncio.sleep(0.01)
+            for viewer in got:
+                assert await asyncio.wait_for(viewer.lost, 50) is None
+            return got
+
+    viewer, truthy = run(main)
+    assert viewer.types == {memoryview} and truthy.types == {bytes}
+    assert viewer.received == truthy.received == len(DATA)
+    assert viewer.sha.digest() == truthy.sha.digest() == hashlib.sha256(DATA).digest()
+
+
+def test_the_discard_service_takes_views() -> None:
+    from tcpstack.services import Discard
+    from tcpstack.transport import _VIEW, _read_mode
+
+    assert _read_mode(Discard()) is _VIEW
