@@ -336,9 +336,13 @@ def _unanswered_rsts(pcap: Path, ports: set[int]) -> None:
         # Nothing from us on that connection after its RST: in particular no RST in reply.
         assert not [s for s in conn if s.src == STACK_ADDR and s.index > first.index], port
         # Later RSTs are the kernel's answers (<SEQ=SEG.ACK><CTL=RST>) to segments of ours that
-        # were already on their way when it closed.
+        # were already on their way when it closed, and its own abort (RST+ACK at SND.NXT, which
+        # we had acknowledged): Linux marks the socket closed before it sends the abort, so
+        # answers to segments arriving in between can come first (seen once in 12+ runs).
         ours_before = {s.ack for s in conn if s.src == STACK_ADDR and s.index < first.index}
-        assert all(s.flags == RST and s.seq in ours_before for s in rsts[1:]), (port, rsts)
+        aborts = [s for s in rsts if s.flags == RST | ACK]
+        assert len(aborts) <= 1, (port, rsts)
+        assert all(s.flags in (RST, RST | ACK) and s.seq in ours_before for s in rsts[1:]), (port, rsts)
 
 
 def test_client_abort_when_idle_leaves_the_server_working(netns: Netns, tmp_path: Path) -> None:
