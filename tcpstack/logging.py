@@ -166,8 +166,7 @@ class LineSink:
         with self.lock:
             if self._pending:
                 self._pending.append(message)
-                text = "\n".join(self._pending) + "\n"
-                self._drop_pending()
+                text = self._take()
             else:
                 text = message + "\n"
             self.file.write(text)
@@ -205,20 +204,22 @@ class LineSink:
         with self.lock:
             if not self._pending:
                 return
-            text = "\n".join(self._pending) + "\n"
-            self._drop_pending()
+            text = self._take()
             try:
                 self.file.write(text)
                 self.file.flush()
             except ValueError:  # the file was closed under us (the end of a test, of the process)
                 pass
 
-    def _drop_pending(self) -> None:
+    def _take(self) -> str:
+        """The waiting lines as one text (whole lines), and nothing waits any more."""
+        text = "\n".join(self._pending) + "\n"
         self._pending = []
         self._chars = 0
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
+        return text
 
 
 class LineLogger(structlog.PrintLogger):
@@ -237,7 +238,6 @@ class LineLogger(structlog.PrintLogger):
     def __init__(self, file: TextIO | None = None, sink: LineSink | None = None) -> None:
         super().__init__(file)
         self._sink = sink if sink is not None else LineSink(self._file)
-        self._lock = self._sink.lock
 
     def msg(self, message: str) -> None:
         self._sink.write_now(message)
