@@ -365,7 +365,7 @@ def upload_with_inbound_loss(netns: Netns, tmp: Path, features: str) -> RecvRun:
 
 def test_our_sack_blocks_spare_the_kernel_retransmissions(netns: Netns, tmp_path: Path) -> None:
     """RFC 2018 §4 (receiver) with RFC 6675 at the kernel: with 10% of the inbound datagrams dropped (seed 7),
-    a 5 MB curl upload arrives intact; our ACKs carry SACK blocks, so the kernel recovers without timeouts and
+    a 5 MB curl upload arrives intact; our ACKs carry SACK blocks, so the kernel recovers mostly without timeouts and
     retransmits far fewer bytes than with ``sack = false`` (where it falls back to NewReno and go-back-N)."""
     on = upload_with_inbound_loss(netns, tmp_path / "on", "")
     off = upload_with_inbound_loss(netns, tmp_path / "off", "sack = false")
@@ -375,7 +375,10 @@ def test_our_sack_blocks_spare_the_kernel_retransmissions(netns: Netns, tmp_path
     assert off.our_sack_acks == 0, off
     assert on.kernel["TcpExtTCPSackRecovery"] > 0 and on.kernel["TcpExtTCPRenoRecovery"] == 0, on
     assert off.kernel["TcpExtTCPSackRecovery"] == 0, off
-    assert on.kernel["TcpExtTCPTimeouts"] <= 2, on  # RTO-based recovery is rare with SACK
+    # RTO-based recovery is rare with SACK: a timeout needs a lost retransmission that RACK cannot see, which
+    # random 10% loss makes rare but not impossible (CI once saw 3 against 40 SACK recoveries), so the bound is
+    # a share of the recoveries, not a fixed count.
+    assert 4 * on.kernel["TcpExtTCPTimeouts"] <= on.kernel["TcpExtTCPSackRecovery"], on
     assert on.kernel["TcpExtTCPTimeouts"] < off.kernel["TcpExtTCPTimeouts"], (on, off)
     assert on.kernel["TcpRetransSegs"] < off.kernel["TcpRetransSegs"], (on, off)
     assert on.kernel_retransmitted < off.kernel_retransmitted, (on, off)
