@@ -25,7 +25,7 @@ Code that would build something costly for a line (a summary of the whole connec
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -104,12 +104,37 @@ def level_enabled(level: str) -> bool:
 
 
 def debug_enabled() -> bool:
-    """Whether a debug event would be emitted now: :meth:`LazyLog.debug`'s own test, for code on
-    the per-segment path that asks before building a decision's keywords."""
+    """Whether a debug event would be emitted now, or a tap takes it: :meth:`LazyLog.debug`'s own
+    test, for code on the per-segment path that asks before building a decision's keywords."""
+    if _tap is not None:
+        return True
     cfg = _STRUCTLOG_CONFIG
     if cfg is not None and cfg.default_wrapper_class is _levels.wrapper:
         return bool(_levels.debug)
     return bool(_current().debug)
+
+
+class DebugTap(Protocol):
+    """What :func:`set_debug_tap` installs: called with every debug-level :class:`LazyLog` event,
+    whatever the logging level, as ``tap(conn, plugin, event, keywords)``."""
+
+    def __call__(self, conn: str, plugin: str | None, event: str, kw: dict[str, Any], /) -> None: ...
+
+
+_tap: DebugTap | None = None
+
+
+def set_debug_tap(tap: DebugTap | None) -> DebugTap | None:
+    """Hand every debug-level :class:`LazyLog` event to *tap* (``None``: to nobody), also when
+    the logging configuration filters debug out; returns the tap installed before.
+
+    What a capture or a probe uses to see the decisions (``tcp.decision`` events) of the moment:
+    with a tap installed, :func:`debug_enabled` is true, so the per-segment path builds the
+    keywords of its decisions. With none (the default) nothing changes: one module-global test
+    per filtered-out debug call. The tap must not raise; one stack per process installs it."""
+    global _tap
+    before, _tap = _tap, tap
+    return before
 
 
 class DirectChain:
@@ -213,6 +238,9 @@ class LazyLog:
 
     def debug(self, event: str, /, **kw: Any) -> Any:
         levels = _levels if _wrapper_class() is _levels.wrapper else _current()
+        tap = _tap
+        if tap is not None:
+            tap(self._conn, self._plugin, event, kw)
         if levels.debug:
             return self._emit("debug", event, kw)
         return None
@@ -252,4 +280,4 @@ class LazyLog:
         return f"<LazyLog {self._name} conn={self._conn}{plugin}>"
 
 
-__all__ = ["DirectChain", "LazyLog", "debug_enabled", "level_enabled", "set_direct_chain"]
+__all__ = ["DebugTap", "DirectChain", "LazyLog", "debug_enabled", "level_enabled", "set_debug_tap", "set_direct_chain"]

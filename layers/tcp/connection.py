@@ -219,6 +219,11 @@ class TcpConnection(Tcb, ConnectionVerbs):
     def label(self) -> str:
         return self.info.label
 
+    @property
+    def number(self) -> int:
+        """The connection's number, unique within a stack run (:attr:`ConnInfo.number`)."""
+        return self.info.number
+
     def __repr__(self) -> str:
         return f"<TcpConnection {self.label} {self.state.value}>"
 

@@ -147,6 +147,10 @@ class TcpLayer(BaseHandler):
         self.ooo_pool = OooPool(settings.ooo_memory)  # out-of-order data of every connection
         self._below: tuple[PacketHandler, ...] = ()
         self.early_demux: EarlyDemux | None = None  # set when the stack takes it (install_early_demux)
+        # Connection numbers (ConnInfo.number): next_number, then every number_step-th; `up --workers`
+        # gives worker i of n the start i + 1 and the step n, so numbers stay unique across workers.
+        self.next_number = 1
+        self.number_step = 1
 
     # ------------------------------------------------------------------ assembly
 
@@ -627,7 +631,10 @@ class TcpLayer(BaseHandler):
         overrides: dict[str, Any] | None = None,
         iss: int | None = None,
     ) -> TcpConnection:
-        info = ConnInfo(local=local, remote=remote, mss=min(options.mss or self.local_mss, self.local_mss))
+        info = ConnInfo(
+            local=local, remote=remote, mss=min(options.mss or self.local_mss, self.local_mss), number=self.next_number
+        )
+        self.next_number += self.number_step
         setup = self._setup(info, options, overrides or {})
         conn = TcpConnection(
             setup,

@@ -138,6 +138,10 @@ class ConnInfo:
     remote: tuple[bytes, int]
     mss: int
     """Effective send MSS (RFC 9293 §3.7.1) once known; before the handshake the local MSS."""
+    number: int = 0
+    """The connection's number, unique within a stack run (the TCP layer counts them from 1;
+    ``up --workers`` interleaves its workers' counts): the ID ``tcpstack ss``, ``probe`` and
+    ``plot`` show and take. 0: not numbered (a connection built outside a TCP layer)."""
     label: str = field(init=False, repr=False, compare=False)
     """``local>remote`` for logs: formatted once per connection, not once per logger."""
 
