@@ -115,26 +115,62 @@ def debug_enabled() -> bool:
 
 
 class DebugTap(Protocol):
-    """What :func:`set_debug_tap` installs: called with every debug-level :class:`LazyLog` event,
+    """What :func:`add_debug_tap` installs: called with every debug-level :class:`LazyLog` event,
     whatever the logging level, as ``tap(conn, plugin, event, keywords)``."""
 
     def __call__(self, conn: str, plugin: str | None, event: str, kw: dict[str, Any], /) -> None: ...
 
 
-_tap: DebugTap | None = None
+_taps: list[DebugTap] = []
+_tap: DebugTap | None = None  # the one tap, or a fan-out to several; None: no tap
 
 
-def set_debug_tap(tap: DebugTap | None) -> DebugTap | None:
-    """Hand every debug-level :class:`LazyLog` event to *tap* (``None``: to nobody), also when
-    the logging configuration filters debug out; returns the tap installed before.
+def _fan_out(conn: str, plugin: str | None, event: str, kw: dict[str, Any], /) -> None:
+    for tap in tuple(_taps):
+        tap(conn, plugin, event, kw)
+
+
+def add_debug_tap(tap: DebugTap) -> None:
+    """Hand every debug-level :class:`LazyLog` event to *tap* as well, also when the logging
+    configuration filters debug out, until :func:`remove_debug_tap`.
 
     What a capture or a probe uses to see the decisions (``tcp.decision`` events) of the moment:
     with a tap installed, :func:`debug_enabled` is true, so the per-segment path builds the
     keywords of its decisions. With none (the default) nothing changes: one module-global test
-    per filtered-out debug call. The tap must not raise; one stack per process installs it."""
+    per filtered-out debug call. A tap must not raise and must not keep *kw* (copy what it needs)."""
     global _tap
-    before, _tap = _tap, tap
-    return before
+    _taps.append(tap)
+    _tap = tap if len(_taps) == 1 else _fan_out
+
+
+def remove_debug_tap(tap: DebugTap) -> None:
+    """Undo one :func:`add_debug_tap` of *tap* (nothing if it is not installed)."""
+    global _tap
+    if tap in _taps:
+        _taps.remove(tap)
+    _tap = None if not _taps else _taps[0] if len(_taps) == 1 else _fan_out
+
+
+def describe_decision(plugin: str | None, kw: dict[str, Any]) -> str:
+    """One line for a decision event's keywords, for a capture comment or a probe record:
+    ``ACK delayed, delayed_ack, RFC 1122 §4.2.3.2, deadline 40 ms``: the ``decision``, the
+    plugin, the ``rfc``, then the other keywords as ``key value``; a ``deadline`` (an absolute
+    time) is shown relative to the event's ``t``, in milliseconds; ``t`` itself is left out."""
+    parts = [str(kw.get("decision", "?"))]
+    if plugin:
+        parts.append(plugin)
+    rfc = kw.get("rfc")
+    if rfc:
+        parts.append(str(rfc))
+    t = kw.get("t")
+    for key, value in kw.items():
+        if key in ("decision", "rfc", "t"):
+            continue
+        if key == "deadline" and isinstance(value, (int, float)) and isinstance(t, (int, float)):
+            parts.append(f"deadline {round((value - t) * 1000, 3):g} ms")
+        else:
+            parts.append(f"{key} {value}")
+    return ", ".join(parts)
 
 
 class DirectChain:
@@ -280,4 +316,14 @@ class LazyLog:
         return f"<LazyLog {self._name} conn={self._conn}{plugin}>"
 
 
-__all__ = ["DebugTap", "DirectChain", "LazyLog", "debug_enabled", "level_enabled", "set_debug_tap", "set_direct_chain"]
+__all__ = [
+    "DebugTap",
+    "DirectChain",
+    "LazyLog",
+    "add_debug_tap",
+    "debug_enabled",
+    "describe_decision",
+    "level_enabled",
+    "remove_debug_tap",
+    "set_direct_chain",
+]
