@@ -34,6 +34,11 @@ _DIRECTIONS: tuple[str, ...] = ("both", "in", "out")
 _RATE = {"min": 0.0, "max": 1.0}
 
 
+def _check_ports(value: list[int]) -> str | None:
+    bad = [p for p in value if not 1 <= p <= 65535]
+    return f"ports must be 1-65535, got {bad[0]}" if bad else None
+
+
 @dataclass(slots=True)
 class FaultSettings:
     seed: int = 1
@@ -64,6 +69,11 @@ class FaultSettings:
     ce_mark: float = field(default=0.0, metadata=_RATE)
     """Probability that an ECN-capable IPv4 datagram (ECT(0) or ECT(1)) is marked CE, as an
     AQM router would (RFC 3168 §5); the header checksum is fixed."""
+
+    ports: list[int] = field(default_factory=list, metadata={"check": _check_ports})
+    """Random faults apply only to TCP and UDP datagrams from or to one of these ports (either
+    end; IPv4 or IPv6, first fragments and unfragmented datagrams); other packets pass untouched.
+    Empty (the default): every packet. Scripted rules are not restricted by it."""
 
 
 @dataclass(slots=True, eq=False)
@@ -116,6 +126,7 @@ class FaultInjector(BaseHandler):
         self._random_out = any_rate and s.direction in ("both", "out")
         self._active_in = self._random_in
         self._active_out = self._random_out
+        self._ports: frozenset[int] | None = frozenset(s.ports) if s.ports else None
 
     # ------------------------------------------------------------------ scripted faults
 
@@ -179,7 +190,9 @@ class FaultInjector(BaseHandler):
             duplicate = action == "duplicate"
             corrupt = action == "corrupt"
             delay = action == "delay"
-        elif self._random_in if inbound else self._random_out:
+        elif (self._random_in if inbound else self._random_out) and (
+            self._ports is None or _ports_of(pkt.payload if inbound else pkt.to_bytes()) & self._ports
+        ):
             s, rand = self.settings, self.rng.random
             if s.drop and rand() < s.drop:
                 self._drop(ctx)
@@ -323,6 +336,27 @@ def _mark_ce(data: bytes) -> bytes | None:
     buf[10] = csum >> 8
     buf[11] = csum & 0xFF
     return bytes(buf)
+
+
+def _ports_of(data: bytes | bytearray | memoryview) -> frozenset[int]:
+    """The source and destination ports of a TCP or UDP datagram (IPv4: RFC 791 §3.1, the header
+    length from IHL, none for a non-first fragment; IPv6: RFC 8200 §3, a TCP/UDP header right after
+    the fixed header only); empty for anything else or too short."""
+    if len(data) < 20:
+        return frozenset()
+    version = data[0] >> 4
+    if version == 4:
+        ihl = (data[0] & 0x0F) * 4
+        if data[9] not in (6, 17) or (data[6] & 0x1F or data[7]) or len(data) < ihl + 4:
+            return frozenset()
+        off = ihl
+    elif version == 6:
+        if len(data) < 44 or data[6] not in (6, 17):
+            return frozenset()
+        off = 40
+    else:
+        return frozenset()
+    return frozenset(((data[off] << 8) | data[off + 1], (data[off + 2] << 8) | data[off + 3]))
 
 
 def _datagram(pkt: Packet, inbound: bool) -> bytes:

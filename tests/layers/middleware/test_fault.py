@@ -378,3 +378,28 @@ def test_corrupting_a_partial_checksum_packet_completes_the_checksum_first() -> 
     partial, full = _partial_tcp()
     assert fault._complete_tcp_checksum(partial) == full
     assert fault._complete_tcp_checksum(b"not ip") == b"not ip"
+
+
+def _ports(sport: int, dport: int) -> bytes:
+    return sport.to_bytes(2, "big") + dport.to_bytes(2, "big") + bytes(16)
+
+
+def test_ports_restrict_random_faults_to_matching_tcp_and_udp_datagrams() -> None:
+    """``ports``: drop = 1 discards only TCP/UDP datagrams from or to a listed port; other ports,
+    other protocols and non-first fragments pass."""
+    stack, _injector, top = fault_stack(drop=1.0, ports=[81])
+    hit_tcp = ipv4_datagram(_ports(81, 40000), proto=6, ident=1)
+    hit_udp = ipv4_datagram(_ports(40000, 81), proto=17, ident=2)
+    other_port = ipv4_datagram(_ports(80, 40000), proto=6, ident=3)
+    other_proto = ipv4_datagram(_ports(81, 81), proto=253, ident=4)
+    fragment = bytearray(ipv4_datagram(_ports(81, 40000), proto=6, ident=5))
+    fragment[7] = 1  # fragment offset 8: no ports in it (the header checksum is not checked here)
+    feed(stack, [hit_tcp, hit_udp, other_port, other_proto, bytes(fragment), b"\x45" + bytes(9)])
+    assert top.received[:3] == [other_port, other_proto, bytes(fragment)]
+    assert stack.stats.events["fault.dropped"] == 2
+
+
+def test_ports_setting_is_checked() -> None:
+    problems: list[str] = []
+    validate_settings(FaultSettings, {"ports": [80, 0, 70000]}, "layers[1]", problems)
+    assert problems and "1-65535" in problems[0], problems
