@@ -56,7 +56,7 @@ def check_capture_path(value: str) -> str | None:
 class PcapSettings:
     path: str = field(default="tcpstack.pcap", metadata={"check": check_capture_path})
     """File to write the capture to; created or truncated when the stack is built. A name ending
-    in ``.pcapng`` is written as pcapng, each frame commented with the decisions taken on it
+    in `.pcapng` is written as pcapng, each frame commented with the decisions taken on it
     (docs/observability.md, "Decisions in the capture"); any other name, as classic pcap."""
 
     snaplen: int = field(default=65535, metadata={"min": 68, "max": 262144})
