@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import struct
 import weakref
-from socket import inet_ntoa
+from socket import inet_aton
 from typing import Any, BinaryIO, Final
 
 from framework.context import Context
@@ -49,6 +49,12 @@ COMMENTS_MAX: Final = 32
 """Comments on one frame at most; one more says how many were left out."""
 COMMENT_BYTES: Final = 1024
 """Longest comment in bytes (UTF-8); a longer one is cut and ends with ``...``."""
+
+LABELS_MAX: Final = 4096
+"""Connection labels whose keys are cached (the cache starts again when full)."""
+OPTIONS_MAX: Final = 1024
+"""Comments whose encoded options are cached (a decision's text often repeats: ``ACK delayed,
+delayed_ack, RFC 1122 §4.2.3.2, deadline 40 ms``)."""
 
 BYTE_ORDER_MAGIC: Final = 0x1A2B3C4D
 _SHB: Final = 0x0A0D0D0A
@@ -91,7 +97,7 @@ def epb(usec: int, data: bytes | bytearray | memoryview, orig: int, comments: li
     pad = _PAD[n & 3]
     opts = b""
     if comments:
-        opts = b"".join(_option(_OPT_COMMENT, _comment_bytes(c)) for c in comments) + _END_OF_OPT
+        opts = b"".join([_comment_option(c) for c in comments]) + _END_OF_OPT
     total = 32 + n + len(pad) + len(opts)
     return b"".join(
         (
@@ -104,6 +110,19 @@ def epb(usec: int, data: bytes | bytearray | memoryview, orig: int, comments: li
     )
 
 
+_options: dict[str, bytes] = {}
+
+
+def _comment_option(text: str) -> bytes:
+    """The ``opt_comment`` option for *text* (cached)."""
+    opt = _options.get(text)
+    if opt is None:
+        if len(_options) >= OPTIONS_MAX:
+            _options.clear()
+        opt = _options[text] = _option(_OPT_COMMENT, _comment_bytes(text))
+    return opt
+
+
 def _comment_bytes(text: str) -> bytes:
     raw = text.encode("utf-8", "replace")
     if len(raw) <= COMMENT_BYTES:
@@ -111,25 +130,53 @@ def _comment_bytes(text: str) -> bytes:
     return raw[: COMMENT_BYTES - 3].decode("utf-8", "ignore").encode() + b"..."
 
 
-def tcp_conn_label(data: bytes | bytearray | memoryview, outbound: bool) -> str | None:
-    """The connection label (``ConnInfo.label``: ``local:port>remote:port``) of an IPv4 datagram
-    carrying the start of a TCP segment, seen from this stack (*outbound*: we sent it); ``None``
-    for anything else (another protocol, a later fragment, a datagram too short to tell)."""
+def frame_conn_key(data: bytes | bytearray | memoryview, outbound: bool) -> bytes | None:
+    """The connection an IPv4 datagram carrying the start of a TCP segment is on, seen from this
+    stack (*outbound*: we sent it), as 12 bytes: local address, remote address, local port,
+    remote port; ``None`` for anything else (another protocol, a later fragment, a datagram too
+    short to tell). Compared with :func:`label_conn_key` of a decision's connection label."""
+    if not isinstance(data, bytes):
+        data = bytes(data[:64])  # the IPv4 header (at most 60 bytes) and the ports
     if len(data) < 24 or data[0] >> 4 != 4 or data[9] != 6:
         return None
     ihl = (data[0] & 15) * 4
     if ihl < 20 or len(data) < ihl + 4 or ((data[6] & 0x1F) << 8 | data[7]):
         return None
-    src = f"{inet_ntoa(bytes(data[12:16]))}:{data[ihl] << 8 | data[ihl + 1]}"
-    dst = f"{inet_ntoa(bytes(data[16:20]))}:{data[ihl + 2] << 8 | data[ihl + 3]}"
-    return f"{src}>{dst}" if outbound else f"{dst}>{src}"
+    if outbound:
+        return data[12:20] + data[ihl : ihl + 4]
+    return data[16:20] + data[12:16] + data[ihl + 2 : ihl + 4] + data[ihl : ihl + 2]
+
+
+_label_keys: dict[str, bytes | None] = {}
+
+
+def label_conn_key(label: str) -> bytes | None:
+    """:func:`frame_conn_key`'s 12 bytes for a connection label (``ConnInfo.label``,
+    ``10.0.0.2:80>10.0.0.1:4000``, local first); ``None`` for a label of another form. Cached:
+    a connection's decisions all name the same label."""
+    key = _label_keys.get(label, b"")
+    if key != b"":
+        return key
+    key = None
+    local, sep, remote = label.partition(">")
+    la, _, lp = local.rpartition(":")
+    ra, _, rp = remote.rpartition(":")
+    try:
+        if sep and lp.isdigit() and rp.isdigit():
+            key = inet_aton(la) + inet_aton(ra) + struct.pack("!HH", int(lp), int(rp))
+    except (OSError, struct.error):
+        key = None
+    if len(_label_keys) >= LABELS_MAX:
+        _label_keys.clear()
+    _label_keys[label] = key
+    return key
 
 
 class _Record:
     """A frame held back: its time, bytes (a copy, cut to the snaplen), original length, whether
-    we sent it, its comments, and its connection label once asked."""
+    we sent it, its comments, and its connection (:func:`frame_conn_key`) once asked."""
 
-    __slots__ = ("comments", "data", "hidden", "label", "now", "orig", "outbound", "usec")
+    __slots__ = ("comments", "data", "hidden", "key", "now", "orig", "outbound", "usec")
 
     def __init__(self, usec: int, now: float, data: bytes, orig: int, outbound: bool) -> None:
         self.usec = usec
@@ -139,13 +186,13 @@ class _Record:
         self.outbound = outbound
         self.comments: list[str] | None = None
         self.hidden = 0  # decisions beyond COMMENTS_MAX, told in one more comment
-        self.label: str | None = ""  # "": not computed yet
+        self.key: bytes | None = b""  # b"": not computed yet
 
-    def conn_label(self) -> str | None:
-        label = self.label
-        if label == "":
-            label = self.label = tcp_conn_label(self.data, self.outbound)
-        return label
+    def conn_key(self) -> bytes | None:
+        key = self.key
+        if key == b"":
+            key = self.key = frame_conn_key(self.data, self.outbound)
+        return key
 
 
 class _DecisionTap:
@@ -300,7 +347,12 @@ class PcapngWriter(PcapWriter):
         text = describe_decision(plugin, kw)
         ctx = self._ctx
         anchor = self._anchor
-        if anchor is not None and ctx is not None and ctx.inbound == self._held_for and anchor.conn_label() == conn:
+        if (
+            anchor is not None
+            and ctx is not None
+            and ctx.inbound == self._held_for
+            and anchor.conn_key() == label_conn_key(conn)
+        ):
             _add(anchor, text)
             return
         t = kw.get("t")
@@ -315,12 +367,12 @@ class PcapngWriter(PcapWriter):
 
     def _place_pending(self, rec: _Record) -> None:
         """Move the decisions waiting for *rec*'s connection onto it (we send *rec*)."""
-        label = rec.conn_label()
-        if label is None:
+        key = rec.conn_key()
+        if key is None:
             return
         keep: list[tuple[str, str, float | None]] = []
         for conn, text, t in self._pending:
-            if conn != label:
+            if label_conn_key(conn) != key:
                 keep.append((conn, text, t))
                 continue
             if t is not None and rec.now - t >= 0.5e-6:

@@ -28,7 +28,7 @@ from framework.registry import Registry
 from framework.stack import Stack
 from layers.middleware import pcap
 from layers.middleware.pcap import PcapSettings, PcapWriter
-from layers.middleware.pcapng import COMMENTS_MAX, HOLD_MAX, PENDING_MAX, PcapngWriter, tcp_conn_label
+from layers.middleware.pcapng import COMMENTS_MAX, HOLD_MAX, PENDING_MAX, PcapngWriter, frame_conn_key, label_conn_key
 from tcpstack.config import build_stack, config_from_dict
 from tcpstack.plugins import PluginHost
 from tcpstack.testing.pair import StackPair
@@ -200,15 +200,21 @@ def test_the_factory_picks_the_format_by_the_name(tmp_path: Path, name: str, kin
     assert magic == (b"\x0a\x0d\x0d\x0a" if kind is PcapngWriter else b"\xd4\xc3\xb2\xa1")
 
 
-def test_tcp_conn_label() -> None:
-    """The label of a frame is its connection's ConnInfo.label seen from us, either direction."""
-    assert tcp_conn_label(tcp_in(), False) == CONN
-    assert tcp_conn_label(tcp_out().to_bytes(), True) == CONN
-    assert tcp_conn_label(ipv4_datagram(b"\0" * 8), False) is None  # not TCP
-    assert tcp_conn_label(tcp_in()[:22], False) is None  # too short to hold the ports
+def test_a_frame_and_its_connections_label_give_the_same_key() -> None:
+    """A frame's connection, either direction, has the key of its connection's label (ConnInfo.label)."""
+    key = label_conn_key(CONN)
+    assert key is not None and len(key) == 12
+    assert frame_conn_key(tcp_in(), False) == key
+    assert frame_conn_key(tcp_out().to_bytes(), True) == key
+    assert frame_conn_key(tcp_in(), True) != key  # the same frame seen as ours: the mirror image
+    assert label_conn_key(OTHER) not in (None, key)
+    assert frame_conn_key(ipv4_datagram(b"\0" * 8), False) is None  # not TCP
+    assert frame_conn_key(tcp_in()[:22], False) is None  # too short to hold the ports
     frag = bytearray(tcp_in())
     frag[6:8] = b"\x00\x10"  # a later fragment: no TCP header in it
-    assert tcp_conn_label(frag, False) is None
+    assert frame_conn_key(frag, False) is None
+    for odd in ("?", "", "a>b", "10.0.0.2:80>10.0.0.1:x", "10.0.0.2:80>999.0.0.1:1", "10.0.0.2:80>10.0.0.1:70000"):
+        assert label_conn_key(odd) is None, odd
 
 
 # ====================================================================== which frame a decision belongs to
