@@ -281,6 +281,33 @@ def test_a_decision_outside_handling_lands_on_our_next_frame_of_its_connection_w
     ]
 
 
+def test_a_decision_at_the_end_of_batch_output_is_not_the_last_inbound_frames() -> None:
+    """A layer's end-of-batch output (TCP's flush, where Nagle holds a segment) runs after the batch's
+    frames were handled, before the capture's own flush: its decisions go to the frame they caused,
+    not to the inbound frame still held (the stack marked the flush as outside inbound handling)."""
+
+    class Flusher(Scripted):
+        def flush(self, ctx: Context) -> None:
+            if self.pending:
+                self.pending = False
+                decide(CONN, "segment held", ctx.now)
+                self.reply(ctx, b"sent at the flush", ident=2)
+
+    def script(pkt: Packet, ctx: Context, me: Scripted) -> None:
+        me.pending = True  # type: ignore[attr-defined]
+
+    buf = io.BytesIO()
+    writer = PcapngWriter("pcap", buf)
+    flusher = Flusher(script)
+    flusher.pending = False  # type: ignore[attr-defined]
+    stack, _top = make_stack(writer, flusher)
+    stack.receive_frame(tcp_in(b"ack", ident=1), now=1.0)
+    stack.frames_to_send(now=1.0)
+    writer.close()
+    got = frames(buf.getvalue())
+    assert [(IP(b).id, c) for _, b, c in got] == [(1, []), (2, ["segment held, tester, RFC 0 §1"])]
+
+
 def test_a_timer_decision_at_the_frames_time_shows_no_time() -> None:
     """A decision whose frame went out at the same instant (an RTO and its retransmission) is shown as is."""
     buf, writer, stack, top, _ = writer_stack()
