@@ -43,8 +43,8 @@ HOLD_MAX: Final = 64
 after it); at this many they are written without waiting, and later decisions of that handling
 go to the connection's next frame we send."""
 PENDING_MAX: Final = 256
-"""Decisions waiting for their connection's next frame; beyond that the oldest is dropped
-(counted as ``pcap.comments_dropped``)."""
+"""Decisions waiting for their connection's next frame; beyond that the oldest of the connection
+that has waited longest is dropped (counted as ``pcap.comments_dropped``)."""
 COMMENTS_MAX: Final = 32
 """Comments on one frame at most; one more says how many were left out."""
 COMMENT_BYTES: Final = 1024
@@ -225,7 +225,12 @@ class PcapngWriter(PcapWriter):
         self._held: list[_Record] = []
         self._held_for = 0  # Context.inbound of the handling the held records belong to
         self._anchor: _Record | None = None  # the inbound frame being handled (the latest recorded)
-        self._pending: list[tuple[str, str, float | None]] = []  # (connection, comment, time) waiting
+        # Decisions waiting for their connection's next frame we send: (comment, time) by connection key.
+        self._pending: dict[bytes, list[tuple[str, float | None]]] = {}
+        self._waiting = 0  # decisions in _pending
+        self.unplaced = 0
+        """Decisions no frame of this capture took: their connection's label names no IPv4 TCP
+        connection, or its connection sent nothing more before the capture was closed."""
         self.comments = 0
         """Comments written so far."""
         tap = _DecisionTap(self)
@@ -355,13 +360,27 @@ class PcapngWriter(PcapWriter):
         ):
             _add(anchor, text)
             return
+        key = label_conn_key(conn)
+        if key is None:
+            self.unplaced += 1
+            return
         t = kw.get("t")
         if not isinstance(t, (int, float)):
             t = ctx.now if ctx is not None else None
         pending = self._pending
-        pending.append((conn, text, t))
-        if len(pending) > PENDING_MAX:
-            del pending[0]
+        waiting = pending.get(key)
+        if waiting is None:
+            pending[key] = [(text, t)]
+        else:
+            waiting.append((text, t))
+        self._waiting += 1
+        if self._waiting > PENDING_MAX:  # drop the oldest of the connection that waits longest
+            first = next(iter(pending))
+            oldest = pending[first]
+            del oldest[0]
+            if not oldest:
+                del pending[first]
+            self._waiting -= 1
             if ctx is not None:
                 ctx.stats.count("pcap.comments_dropped")
 
@@ -370,15 +389,15 @@ class PcapngWriter(PcapWriter):
         key = rec.conn_key()
         if key is None:
             return
-        keep: list[tuple[str, str, float | None]] = []
-        for conn, text, t in self._pending:
-            if label_conn_key(conn) != key:
-                keep.append((conn, text, t))
-                continue
-            if t is not None and rec.now - t >= 0.5e-6:
-                text = f"{text} (decided {round((rec.now - t) * 1000, 3):g} ms earlier)"
+        waiting = self._pending.pop(key, None)
+        if waiting is None:
+            return
+        self._waiting -= len(waiting)
+        now = rec.now
+        for text, t in waiting:
+            if t is not None and now - t >= 0.5e-6:
+                text = f"{text} (decided {round((now - t) * 1000, 3):g} ms earlier)"
             _add(rec, text)
-        self._pending = keep
 
     # ------------------------------------------------------------------ end
 
@@ -394,9 +413,11 @@ class PcapngWriter(PcapWriter):
         if self._sink is not None:
             if self._held:
                 self._release()
-            if self._pending and self._ctx is not None:
-                self._ctx.stats.count("pcap.comments_unplaced", len(self._pending))
-            self._pending = []
+            self.unplaced += self._waiting
+            if self.unplaced and self._ctx is not None:
+                self._ctx.stats.count("pcap.comments_unplaced", self.unplaced)
+            self._pending = {}
+            self._waiting = 0
         self._untap()
         super().close()
 

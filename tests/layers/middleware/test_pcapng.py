@@ -385,6 +385,17 @@ def test_comments_per_frame_and_waiting_decisions_are_bounded() -> None:
     assert stack.stats.events["pcap.comments_dropped"] == 3
 
 
+def test_a_decision_on_no_tcp_connection_is_counted_not_placed() -> None:
+    """A decision whose connection label names no IPv4 TCP connection (a policy built without its
+    connection's log says "?") lands on no frame and is counted at close."""
+    buf, writer, stack, top, _ = writer_stack()
+    decide("?", "ACK delayed", 1.0)
+    stack.send(top, tcp_out(), now=1.0)
+    writer.close()
+    assert frames(buf.getvalue())[0][2] == []
+    assert writer.unplaced == 1 and stack.stats.events["pcap.comments_unplaced"] == 1
+
+
 def test_a_write_error_stops_the_capture_cleanly() -> None:
     """A sink that fails (a full disk) stops the capture with a counted error; packets still pass."""
 
