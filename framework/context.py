@@ -20,10 +20,17 @@ class Context:
     """What a handler may do besides returning a packet: count (``ctx.stats.drop``,
     ``ctx.stats.count``), transmit, deliver."""
 
-    __slots__ = ("_pipeline", "now", "stats")
+    __slots__ = ("_pipeline", "inbound", "now", "stats")
 
     def __init__(self, pipeline: Pipeline, stats: Stats) -> None:
         self.now = 0.0
+        self.inbound = 0
+        """The number (:attr:`Stack.frames_in <framework.stack.Stack.frames_in>`) of the inbound
+        frame being handled, 0 outside inbound handling (a timer, a send, the end-of-batch flush,
+        event dispatch). The stack sets it as each call begins, one store per call, so a handler
+        can tell whether what happens now happens on behalf of an inbound frame: the pcapng
+        capture uses it to put a decision on the frame it was taken on (docs/architecture.md,
+        "Which frame a decision belongs to")."""
         self.stats = stats
         self._pipeline = pipeline
 

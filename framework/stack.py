@@ -78,9 +78,10 @@ class Stack:
 
         Afterwards drain :meth:`frames_to_send` and re-read :meth:`get_timer`.
         """
-        self._frames_in += 1
+        n = self._frames_in = self._frames_in + 1
         ctx = self._ctx
         ctx.now = self._now(now)
+        ctx.inbound = n  # handling frame n (Context.inbound); the stack's next call resets it
         try:
             early = self.early_receive
             if early is not None and early(frame, ctx.now):  # the clamped clock, as the pipeline gets
@@ -110,6 +111,7 @@ class Stack:
         """Run every timer due at *now*. Afterwards drain :meth:`frames_to_send`."""
         ctx = self._ctx
         ctx.now = self._now(now)
+        ctx.inbound = 0
         try:
             self.pipeline.handle_timer(ctx)
         except Exception:
@@ -118,9 +120,11 @@ class Stack:
 
     def send(self, origin: PacketHandler, pkt: Packet, *, now: float) -> None:
         """Send *pkt* down from below *origin* (used by upper layers' user-facing calls)."""
-        self._ctx.now = self._now(now)
+        ctx = self._ctx
+        ctx.now = self._now(now)
+        ctx.inbound = 0
         try:
-            self.pipeline.send_below(origin, pkt, self._ctx)
+            self.pipeline.send_below(origin, pkt, ctx)
         except Exception:
             self.stats.drop("stack", "internal_error")
             self._log.exception("stack.internal_error", where="send")
@@ -139,6 +143,7 @@ class Stack:
         views alive must copy itself to grow)."""
         ctx = self._ctx
         ctx.now = self._now(now)
+        ctx.inbound = 0
         try:
             self.pipeline.flush(ctx)
         except Exception:
@@ -160,6 +165,7 @@ class Stack:
         """Deliver queued user events (e.g. TCP data arrival) to their listeners. The driver
         calls this before writing :meth:`frames_to_send` (so replies ride with the batch's ACKs) and
         after; user code runs only from here."""
+        self._ctx.inbound = 0  # what user code causes is not the last inbound frame's doing
         self.pipeline.dispatch_events()
 
     def get_timer(self) -> float | None:

@@ -58,6 +58,13 @@ class _VersionAction(argparse.Action):
         parser.exit(EXIT_OK)
 
 
+#: ``--pcap``'s help (``up``, ``connect``): the name picks the format (layers/middleware/pcap.py ``is_pcapng``).
+PCAP_HELP = (
+    "write every frame in and out to this capture file: FILE.pcapng is pcapng with the decisions taken "
+    "on each frame as its comments (Wireshark, tshark -e frame.comment); any other name, classic pcap"
+)
+
+
 def version_text() -> str:
     """What ``tcpstack --version`` prints (two lines)."""
     import importlib.metadata
@@ -97,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--tun", metavar="NAME", help="TUN device to attach to (default: from the configuration, tun0)")
     up.add_argument("--address", metavar="IP/PREFIX", help="the stack's own IPv4 address, e.g. 10.0.0.2/24")
     up.add_argument("--config", metavar="FILE", help="TOML configuration file (see docs/configuration.md)")
-    up.add_argument("--pcap", metavar="FILE", help="write every frame in and out to this pcap file")
+    up.add_argument("--pcap", metavar="FILE", help=PCAP_HELP)
     up.add_argument(
         "--snaplen", type=int, metavar="BYTES", help="store at most BYTES of each frame in the pcap (like tcpdump -s)"
     )
@@ -170,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     connect.add_argument("--tun", metavar="NAME", help="TUN device (default: from the configuration, tun0)")
     connect.add_argument("--address", metavar="IP/PREFIX", help="the stack's own IPv4 address, e.g. 10.0.0.2/24")
     connect.add_argument("--config", metavar="FILE", help="TOML configuration file")
-    connect.add_argument("--pcap", metavar="FILE", help="write every frame in and out to this pcap file")
+    connect.add_argument("--pcap", metavar="FILE", help=PCAP_HELP)
     connect.add_argument(
         "--snaplen", type=int, metavar="BYTES", help="store at most BYTES of each frame in the pcap (like tcpdump -s)"
     )
@@ -238,7 +245,11 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     demo.add_argument("--keep", action="store_true", help="leave the namespace and stack running afterwards")
-    demo.add_argument("--pcap", metavar="FILE", help="where to write the capture (default: a temporary directory)")
+    demo.add_argument(
+        "--pcap",
+        metavar="FILE",
+        help="where to write the capture (default: a temporary directory; FILE.pcapng: pcapng with decision comments)",
+    )
     demo.add_argument(
         "--offload", action="store_true", help="run the stack with TUN checksum and segmentation offload (faster)"
     )

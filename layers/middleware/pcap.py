@@ -1,4 +1,5 @@
-"""Packet capture middleware (layer type ``pcap``): a classic libpcap file writer.
+"""Packet capture middleware (layer type ``pcap``): a classic libpcap file writer (and, for a
+path ending in ``.pcapng``, the pcapng writer of :mod:`layers.middleware.pcapng`).
 
 Every datagram that passes, inbound and outbound, is appended to a libpcap file (magic
 ``0xa1b2c3d4``, microsecond timestamps, version 2.4) with link type ``LINKTYPE_RAW`` (101), so
@@ -54,7 +55,9 @@ def check_capture_path(value: str) -> str | None:
 @dataclass(slots=True)
 class PcapSettings:
     path: str = field(default="tcpstack.pcap", metadata={"check": check_capture_path})
-    """File to write the capture to; created or truncated when the stack is built."""
+    """File to write the capture to; created or truncated when the stack is built. A name ending
+    in `.pcapng` is written as pcapng, each frame commented with the decisions taken on it
+    (docs/observability.md, "Decisions in the capture"); any other name, as classic pcap."""
 
     snaplen: int = field(default=65535, metadata={"min": 68, "max": 262144})
     """Largest number of bytes stored per packet; longer packets are truncated in the file
@@ -81,7 +84,11 @@ class PcapWriter(BaseHandler):
         ``pcap_frame``, see :func:`tcpstack.logging.link_pcap`)."""
         self._sink: BinaryIO | None = sink
         self._owns_sink = owns_sink
-        sink.write(_GLOBAL_HEADER.pack(PCAP_MAGIC, 2, 4, 0, 0, snaplen, LINKTYPE_RAW))
+        sink.write(self._file_header(snaplen))
+
+    def _file_header(self, snaplen: int) -> bytes:
+        """The bytes a capture starts with (classic libpcap: the 24-byte global header)."""
+        return _GLOBAL_HEADER.pack(PCAP_MAGIC, 2, 4, 0, 0, snaplen, LINKTYPE_RAW)
 
     @property
     def closed(self) -> bool:
@@ -137,13 +144,24 @@ class PcapWriter(BaseHandler):
                 sink.close()
 
 
+def is_pcapng(path: str) -> bool:
+    """Whether a capture at *path* is written as pcapng (a name ending in ``.pcapng``, any case)
+    rather than classic pcap."""
+    return path.lower().endswith(".pcapng")
+
+
 def _pcap(name: str, settings: PcapSettings) -> PcapWriter:
+    writer: type[PcapWriter] = PcapWriter
+    if is_pcapng(settings.path):
+        from layers.middleware.pcapng import PcapngWriter
+
+        writer = PcapngWriter
     try:
         f = open(settings.path, "wb")  # closed by PcapWriter.close (stack_closed)
     except OSError as exc:
         raise ValueError(f"pcap.path: cannot open {settings.path}: {exc.strerror or exc}") from None
     try:
-        return PcapWriter(name, f, snaplen=settings.snaplen, owns_sink=True)
+        return writer(name, f, snaplen=settings.snaplen, owns_sink=True)
     except BaseException:
         f.close()
         raise
@@ -152,7 +170,11 @@ def _pcap(name: str, settings: PcapSettings) -> PcapWriter:
 @hookimpl
 def stack_register(registry: Registry) -> None:
     registry.add_layer(
-        "pcap", _pcap, PcapSettings, doc="record every packet to a libpcap file (LINKTYPE_RAW)", requires=("link",)
+        "pcap",
+        _pcap,
+        PcapSettings,
+        doc="record every packet to a pcap file, or a pcapng file with decision comments (LINKTYPE_RAW)",
+        requires=("link",),
     )
 
 

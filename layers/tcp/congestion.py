@@ -32,7 +32,10 @@ class _NoLog:
         return None
 
 
-_NO_LOG = _NoLog()
+NO_LOG = _NoLog()
+"""The log of a controller nobody gave one yet (the TCP layer's setup and the connection give
+every controller its connection's decision log: docs/observability.md needs every decision
+in a :class:`~framework.lazylog.LazyLog`)."""
 
 
 class CongestionControlProtocol(Protocol):
@@ -70,7 +73,7 @@ class CongestionControl:
 
     def __init__(self, mss: int) -> None:
         self.mss = mss
-        self.log: DecisionLog = _NO_LOG
+        self.log: DecisionLog = NO_LOG
         self.iw_rule = "rfc5681"
         self.cwnd = initial_window(mss)
         self.ssthresh = 1 << 30  # RFC 5681 §3.1: "arbitrarily high"

@@ -45,9 +45,9 @@ from framework.errors import InvalidStateError
 from framework.lazylog import LazyLog, debug_enabled
 from framework.netlayer import NetError
 from layers.tcp import receiver, recovery, sender
-from layers.tcp.congestion import CongestionControl, CongestionControlProtocol
+from layers.tcp.congestion import NO_LOG, CongestionControl, CongestionControlProtocol
 from layers.tcp.events import Connected, ConnectionClosed, ConnectionFailed, SendSpaceAvailable, SoftError, TcpEvent
-from layers.tcp.policy import ConnInfo, LossDetector, TcpSetup
+from layers.tcp.policy import ConnInfo, LossDetector, TcpSetup, decision_log
 from layers.tcp.rtt import RttEstimator
 from layers.tcp.scoreboard import Scoreboard
 from layers.tcp.seq import seq_add, seq_diff, seq_gt, seq_le, seq_lt
@@ -117,7 +117,13 @@ class TcpConnection(Tcb, ConnectionVerbs):
 
         # Policies (layers/tcp/policy.py), installed by plugins when the connection was set up.
         self.rtt: RttEstimator = RttEstimator(min_rto=opts.min_rto, max_rto=opts.max_rto)
-        self.cc: CongestionControlProtocol = setup.congestion or CongestionControl(self.snd_mss)
+        cc: CongestionControlProtocol = setup.congestion or CongestionControl(self.snd_mss)
+        if getattr(cc, "log", None) is NO_LOG:
+            # A controller a plugin put in the slot itself (after setup gave the configured one its
+            # log), or none: its window reductions are decisions like any other, seen by the log
+            # and by its debug taps (the pcapng capture's comments).
+            cc.log = decision_log(info.label, cc.name)
+        self.cc: CongestionControlProtocol = cc
         self.cc.set_initial_window_rule(opts.initial_window)  # RFC 5681 §3.1 or RFC 6928 §2
         self.ack_policy = setup.ack_policy
         self.send_policy = setup.send_policy

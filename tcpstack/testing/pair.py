@@ -44,11 +44,19 @@ def decode(frm: bytes) -> tuple[Ipv4Repr, TcpRepr]:
 
 
 def stack_config(
-    address: str = f"{LOCAL_IP}/24", *, mtu: int = 1500, fault: dict[str, Any] | None = None, **tcp: Any
+    address: str = f"{LOCAL_IP}/24",
+    *,
+    mtu: int = 1500,
+    fault: dict[str, Any] | None = None,
+    pcap: str | None = None,
+    **tcp: Any,
 ) -> dict[str, Any]:
-    """A configuration dict: memory link, [fault,] ipv4 at *address*, tcp with *tcp* settings
-    (every feature off unless *tcp* names some, RFC 5681 initial window, fixed ISN secret)."""
+    """A configuration dict: memory link, [pcap,] [fault,] ipv4 at *address*, tcp with *tcp*
+    settings (every feature off unless *tcp* names some, RFC 5681 initial window, fixed ISN
+    secret). *pcap*: a capture file (``.pcapng``: with decision comments) just above the link."""
     layers: list[dict[str, Any]] = [{"type": "memory", "mtu": mtu}]
+    if pcap is not None:
+        layers.append({"type": "pcap", "path": pcap})
     if fault is not None:
         layers.append({"type": "fault", **fault})
     layers.append({"type": "ipv4", "address": address, "ident_seed": 0})

@@ -25,7 +25,7 @@ UP_OPTIONS = {
     "--tun": "TUN device to attach to",
     "--address": "IPv4 address",
     "--config": "TOML configuration file",
-    "--pcap": "pcap file",
+    "--pcap": "FILE.pcapng is pcapng with the decisions",
     "--create": "create the TUN device",
     "--mtu": "link MTU",
     "--log-format": "JSON lines",

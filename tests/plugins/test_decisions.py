@@ -3,10 +3,42 @@ name the connection, the plugin and the RFC), so a user can read why an ACK was 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from framework.lazylog import add_debug_tap, remove_debug_tap
 from layers.tcp.congestion import CongestionControl
 from layers.tcp.policy import decision_log
 from plugins.delayed_ack import DelayedAck, DelayedAckSettings
 from plugins.nagle import Nagle, NagleSettings
+
+
+@pytest.fixture(autouse=True)
+def every_decision_reaches_the_debug_tap(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Around every test here (each drives some policy's decisions): every ``tcp.decision`` the log
+    shows also reached a debug tap, in the same order, so it went through a LazyLog
+    (``decision_log``): what the pcapng capture's comments and the probe see. A decision logged some
+    other way would be in the log and not in the tap."""
+    if "log_output" not in request.fixturenames:
+        yield
+        return
+    log_output = request.getfixturevalue("log_output")
+    tapped: list[tuple[str, str | None, str]] = []
+
+    def tap(conn: str, plugin: str | None, event: str, kw: dict[str, Any]) -> None:
+        if event == "tcp.decision":
+            tapped.append((conn, plugin, str(kw.get("decision"))))
+
+    add_debug_tap(tap)
+    try:
+        yield
+    finally:
+        remove_debug_tap(tap)
+    logged = [(e["conn"], e.get("plugin"), str(e["decision"])) for e in _decisions(log_output)]
+    assert logged, "the test logged no decision"
+    assert tapped == logged
 
 
 def _decisions(log_output: object) -> list[dict[str, object]]:
@@ -101,3 +133,23 @@ def test_keepalive_logs_probes_and_the_dead_peer(log_output) -> None:
     got = [(e["decision"], e.get("probe"), round(float(e["t"]), 1)) for e in _by(log_output, "keepalive")]
     # idle counts from the handshake's last segment (t = 0.002 on this 1 ms wire)
     assert got == [("probe sent", 1, 10.0), ("probe sent", 2, 12.0), ("peer dead", None, 14.0)], got
+
+
+def test_a_controller_a_plugin_installs_itself_logs_its_decisions(log_output) -> None:
+    """A congestion controller a plugin puts in ``setup.congestion`` itself (after the setup gave the
+    configured one its log) still logs its window reductions through the connection's decision log, as
+    does the controller a connection makes when the slot is empty."""
+    from framework.plugins import hookimpl
+    from layers.tcp.congestion import NO_LOG
+    from tcpstack.testing.sansio import ConnectionBuilder, plugin_host
+
+    class OwnController:
+        @hookimpl
+        def tcp_connection_setup(self, setup: Any) -> None:
+            setup.congestion = CongestionControl(setup.info.mss)
+            assert setup.congestion.log is NO_LOG
+
+    conn = ConnectionBuilder(plugin_host([OwnController()]))("ESTABLISHED")
+    conn.cc.on_timeout(in_flight=8000, now=3.0)
+    [e] = [x for x in _decisions(log_output) if x["conn"] == conn.info.label]
+    assert e["decision"] == "cwnd reduced" and e["plugin"] == "reno" and e["reason"] == "retransmission timeout"
