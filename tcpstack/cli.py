@@ -253,6 +253,28 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--offload", action="store_true", help="run the stack with TUN checksum and segmentation offload (faster)"
     )
+    plot = sub.add_parser(
+        "plot",
+        help="draw a connection's graphs from a capture (and a probe file): PNG, SVG or an HTML page",
+        description=(
+            "Draw, per TCP connection of CAPTURE (pcap or pcapng: raw IP, Ethernet, Linux cooked v1/v2), "
+            "a time-sequence graph, throughput, RTT and, with --probe, cwnd/ssthresh with the phases and "
+            "decisions (docs/observability.md, 'Graphs'). .png and .svg: one connection (the one with most "
+            "data unless --conn names one); .html: one self-contained page with every connection with data "
+            "(at most 20, largest first) or those --conn names, and each one's summary."
+        ),
+    )
+    plot.add_argument("capture", metavar="CAPTURE", help="the capture file (pcap or pcapng)")
+    plot.add_argument("--probe", metavar="FILE", help="the probe file of the same run (CSV or JSON lines)")
+    plot.add_argument(
+        "--conn",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="a connection: its number (the probe's, or the order in the capture without one) or LOCAL-REMOTE "
+        "(IPv6 in brackets); repeatable for .html",
+    )
+    plot.add_argument("-o", "--output", required=True, metavar="OUT", help="OUT.png, OUT.svg or OUT.html")
     return parser
 
 
@@ -626,6 +648,10 @@ def _main(argv: Sequence[str] | None) -> int:
         if args.config_command == "init":
             return configcmd.init(args.file, force=args.force)
         return configcmd.check(args.file)
+    if args.command == "plot":
+        from tcpstack.plot.command import run as run_plot
+
+        return run_plot(args.capture, args.output, args.probe, args.conn)
     if args.command == "demo":
         from tcpstack.demo import run_demo
 
