@@ -12,7 +12,7 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from tcpstack.plot.capture import (
     Capture,
@@ -25,7 +25,24 @@ from tcpstack.plot.capture import (
 )
 from tcpstack.plot.probe import OpenRecord, ProbeError, ProbeFile, read_probe
 
-__all__ = ["FORMATS", "MAX_CONNECTIONS", "PlotError", "parse_conn_id", "parse_endpoint", "plot", "run"]
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from tcpstack.plot.analysis import Analysis
+
+__all__ = [
+    "FORMATS",
+    "MAX_CONNECTIONS",
+    "Drawn",
+    "PlotError",
+    "Result",
+    "figures",
+    "page",
+    "parse_conn_id",
+    "parse_endpoint",
+    "plot",
+    "run",
+]
 
 #: The page shows at most this many connections unless they are named with --conn: the largest.
 MAX_CONNECTIONS = 20
@@ -168,35 +185,52 @@ def _numbers(nums: list[int]) -> str:
     return f"its connections: {shown}" + (f" and {len(nums) - 10} more" if len(nums) > 10 else "")
 
 
-def plot(
-    capture: str,
-    out: str,
-    *,
-    probe: str | None = None,
-    conns: list[str] | None = None,
-    err: TextIO | None = None,
-) -> list[Entry]:
-    """Draw *capture*'s connections to *out*; return the connections drawn.
+@dataclass(slots=True)
+class Drawn:
+    """A connection drawn: its ID, its series and its figure."""
 
-    :raises PlotError: with the message to show and the exit status.
-    """
-    err = err if err is not None else sys.stderr
-    out_path = Path(out)
-    fmt = out_path.suffix.lower()
-    if fmt not in FORMATS:
-        raise PlotError(f"-o {out}: the name must end in .png, .svg or .html", EXIT_USAGE)
-    if not (out_path.parent if str(out_path.parent) else Path(".")).is_dir():
-        raise PlotError(f"-o {out}: the directory {out_path.parent} does not exist", EXIT_USAGE)
-    if out_path.is_dir():
-        raise PlotError(f"-o {out}: is a directory", EXIT_USAGE)
-    ids = conns or []
+    entry: Entry
+    analysis: Analysis
+    figure: Figure
+    title: str
+
+
+@dataclass(slots=True)
+class Result:
+    capture: Capture
+    probe: ProbeFile | None
+    drawn: list[Drawn]
+
+
+def _check_ids(ids: list[str]) -> None:
     for text in ids:  # a typo costs nothing: checked before any file is read
         try:
             parse_conn_id(text)
         except ValueError as exc:
             raise PlotError(f"--conn {exc}", EXIT_USAGE) from None
-    if len(ids) > 1 and fmt != ".html":
-        raise PlotError(f"-o {out}: a {fmt} file shows one connection; name one --conn, or write .html", EXIT_USAGE)
+
+
+def figures(
+    capture: str,
+    *,
+    probe: str | None = None,
+    conns: list[str] | None = None,
+    many: bool = False,
+    err: TextIO | None = None,
+) -> Result:
+    """Read *capture* (and *probe*) and draw the connections: those *conns* names, else the one
+    with most data, or with *many* every connection with data (at most :data:`MAX_CONNECTIONS`,
+    largest first). Notes (skipped frames, which connection was picked) go to *err*.
+
+    :raises PlotError: with the message to show and the exit status.
+    """
+    # Imported here: matplotlib costs half a second, which only this command pays.
+    from tcpstack.plot.analysis import analyze
+    from tcpstack.plot.draw import draw
+
+    err = err if err is not None else sys.stderr
+    ids = conns or []
+    _check_ids(ids)
     try:
         cap = read_capture(capture)
     except CaptureError as exc:
@@ -228,7 +262,7 @@ def plot(
     else:
         ranked = sorted(entries, key=lambda e: (-e.conn.data_bytes, e.conn.index))
         with_data = [e for e in ranked if e.conn.data_bytes] or ranked
-        if fmt == ".html":
+        if many:
             chosen = with_data[:MAX_CONNECTIONS]
             if len(with_data) > MAX_CONNECTIONS:
                 print(
@@ -243,18 +277,6 @@ def plot(
                     f"tcpstack plot: {len(entries)} connections; drawing {chosen[0].label}, the one with most data",
                     file=err,
                 )
-    _draw(cap, pf, chosen, out_path, fmt, capture, probe)
-    return chosen
-
-
-def _draw(
-    cap: Capture, pf: ProbeFile | None, chosen: list[Entry], out: Path, fmt: str, capture: str, probe: str | None
-) -> None:
-    # Imported here: matplotlib costs half a second, which only this command pays.
-    from tcpstack.plot.analysis import analyze
-    from tcpstack.plot.draw import draw
-    from tcpstack.plot.page import Section, render_page, summary
-
     series = pf.load({e.number for e in chosen if e.number is not None and e.opened is not None}) if pf else {}
     drawn = []
     for e in chosen:
@@ -265,24 +287,64 @@ def _draw(
         title = f"{ident}: {format_endpoint(e.conn.ends[d])} → {format_endpoint(e.conn.ends[r])}"
         if pf is not None and s is None:
             title += " (not in the probe file)"
-        drawn.append((e, a, draw(a, title), title))
+        drawn.append(Drawn(e, a, draw(a, title), title))
+    return Result(cap, pf, drawn)
+
+
+def plot(
+    capture: str,
+    out: str,
+    *,
+    probe: str | None = None,
+    conns: list[str] | None = None,
+    err: TextIO | None = None,
+) -> Result:
+    """Draw *capture*'s connections to *out* (``.png``, ``.svg`` or ``.html``).
+
+    :raises PlotError: with the message to show and the exit status.
+    """
+    out_path = Path(out)
+    fmt = out_path.suffix.lower()
+    if fmt not in FORMATS:
+        raise PlotError(f"-o {out}: the name must end in .png, .svg or .html", EXIT_USAGE)
+    if out_path.is_dir():
+        raise PlotError(f"-o {out}: is a directory", EXIT_USAGE)
+    if not out_path.parent.is_dir():
+        raise PlotError(f"-o {out}: the directory {out_path.parent} does not exist", EXIT_USAGE)
+    ids = conns or []
+    _check_ids(ids)
+    if len(ids) > 1 and fmt != ".html":
+        raise PlotError(f"-o {out}: a {fmt} file shows one connection; name one --conn, or write .html", EXIT_USAGE)
+    result = figures(capture, probe=probe, conns=ids, many=fmt == ".html", err=err)
     try:
         if fmt == ".html":
-            sections = []
-            for e, a, fig, title in drawn:
-                ends = tuple(e.pair.split("-", 1))
-                rows = summary(a, str(e.number) if e.number is not None else e.pair, (ends[0], ends[1]), e.local_side)
-                sections.append(Section(anchor=f"c{e.conn.index}", title=title, rows=rows, figure=fig))
-            st = cap.stats
-            notes = [
-                f"capture: {capture} ({st.frames} frames, {st.tcp} TCP segments, {len(cap.conns)} connections)"
-                + (f"; probe: {probe}" if probe else "; no probe file: no congestion-control graph")
-            ]
-            out.write_text(render_page(f"tcpstack plot: {cap.path.name}", notes, sections), encoding="utf-8")
+            out_path.write_text(page(result, capture, probe), encoding="utf-8")
         else:
-            drawn[0][2].savefig(out, format=fmt[1:], dpi=100)
+            result.drawn[0].figure.savefig(out_path, format=fmt[1:], dpi=100)
     except OSError as exc:
         raise PlotError(f"cannot write {out}: {exc.strerror or exc}") from None
+    return result
+
+
+def page(result: Result, capture: str, probe: str | None) -> str:
+    """The HTML page of the connections drawn."""
+    from tcpstack.plot.page import Section, render_page, summary
+
+    sections = []
+    for d in result.drawn:
+        e = d.entry
+        ends = e.pair.split("-", 1)
+        rows = summary(d.analysis, str(e.number) if e.number is not None else e.pair, (ends[0], ends[1]), e.local_side)
+        sections.append(Section(anchor=f"c{e.conn.index}", title=d.title, rows=rows, figure=d.figure))
+    cap = result.capture
+    st = cap.stats
+    notes = [
+        f"capture: {capture} ({st.frames} frames, {st.tcp} TCP segments, {len(cap.conns)} connections)"
+        + (f"; probe: {probe}" if probe else "; no probe file: no congestion-control graph")
+    ]
+    if st.malformed() or st.notes:
+        notes.append(f"skipped {st.malformed()} malformed frames" + "".join(f"; {n}" for n in st.notes))
+    return render_page(f"tcpstack plot: {cap.path.name}", notes, sections)
 
 
 def run(capture: str, out: str, probe: str | None, conns: list[str] | None) -> int:
