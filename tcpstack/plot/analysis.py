@@ -280,14 +280,18 @@ def _throughput(a: Analysis) -> None:
     n = max(1, math.ceil(duration / interval))
     good = [0] * n
     sent = [0] * n
+
+    def bin_of(x: float) -> int:
+        return min(max(int(x / interval), 0), n - 1)
+
     for x, ln in zip(a.seg_x, a.seg_len, strict=True):
-        sent[min(int(x / interval), n - 1)] += int(ln)
+        sent[bin_of(x)] += int(ln)
     end = int(max((r + ln for r, ln in zip(a.seg_rel, a.seg_len, strict=True)), default=1))
     delivered = 0
     for x, ack in zip(a.ack_x, a.ack_rel, strict=True):
         now = min(max(int(ack), 1), end) - 1
         if now > delivered:
-            good[min(int(x / interval), n - 1)] += now - delivered
+            good[bin_of(x)] += now - delivered
             delivered = now
     scale = 8 / interval / 1e6
     a.edges = [k * interval for k in range(n + 1)]

@@ -17,6 +17,7 @@ note.
 from __future__ import annotations
 
 import ipaddress
+import math
 import socket
 import struct
 from array import array
@@ -112,6 +113,8 @@ class Conn:
         "segments",
         "syn_ack_side",
         "syn_seen",
+        "t_max",
+        "t_min",
         "wscale",
     )
 
@@ -143,17 +146,20 @@ class Conn:
         self.segments = [0, 0]
         self.closed = False
         """A FIN or RST was seen: a later SYN on the same ports starts a new connection."""
+        self.t_min = math.inf
+        self.t_max = -math.inf
 
     def __len__(self) -> int:
         return len(self.seg_t)
 
     @property
     def first_t(self) -> float:
-        return self.seg_t[0]
+        """The earliest frame's time (frames need not be in time order: merged captures, a clock step)."""
+        return self.t_min
 
     @property
     def last_t(self) -> float:
-        return self.seg_t[-1]
+        return self.t_max
 
     @property
     def data_bytes(self) -> int:
@@ -170,6 +176,8 @@ class Conn:
         self, t: float, side: int, flags: int, seq: int, ack: int, win: int, length: int, opts: list[tuple[int, bytes]]
     ) -> None:
         self.seg_t.append(t)
+        self.t_min = min(self.t_min, t)
+        self.t_max = max(self.t_max, t)
         self.seg_side.append(side)
         self.seg_flags.append(flags)
         self.seg_seq.append(seq)
@@ -253,6 +261,8 @@ def _pcap_frames(f: _Guard, stats: ReadStats) -> Iterator[tuple[float, int, byte
     except (ValueError, dpkt.Error, struct.error) as exc:
         raise CaptureError(f"not a pcap file ({exc})") from None
     linktype = int(reader.datalink())
+    if not _supported(linktype):
+        raise CaptureError(f"link type {linktype} is not supported (supported: {SUPPORTED})")
     try:
         for ts, buf in reader:
             yield float(ts), linktype, buf
@@ -331,9 +341,15 @@ def _pcapng_frames(f: _Guard, stats: ReadStats) -> Iterator[tuple[float, int, by
                 stats.skipped["malformed: packet block"] += 1
             elif btype == dpkt.pcapng.PCAPNG_BT_IDB:
                 stats.notes.append(f"malformed interface description block ({exc or type(exc).__name__})")
-                interfaces.append((-1, 1e6, 0))
+                interfaces.append((-1, 1e6, 0))  # its packets: skipped as of an unsupported link type
             elif btype == _PCAPNG_SHB:
                 raise CaptureError(f"malformed pcapng section header ({exc or type(exc).__name__})") from None
+
+
+def _supported(linktype: int) -> bool:
+    return linktype in RAW_LINKTYPES or linktype in (
+        LINKTYPE_ETHERNET, LINKTYPE_NULL, LINKTYPE_LOOP, LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2,
+    )  # fmt: skip
 
 
 def _interface(idb: dpkt.pcapng.InterfaceDescriptionBlock, order: str) -> tuple[int, float, int]:
@@ -422,7 +438,7 @@ def _segment(net: object) -> _Segment | str:
         opts = [o for o in dpkt.tcp.parse_opts(bytes(tcp.opts)) if o is not None]
     return (
         bytes(net.src), int(tcp.sport), bytes(net.dst), int(tcp.dport),
-        int(tcp.seq), int(tcp.ack), int(tcp.flags), int(tcp.win), length, opts,
+        int(tcp.seq), int(tcp.ack), int(tcp.flags) & 0xFF, int(tcp.win), length, opts,
     )  # fmt: skip
 
 
@@ -470,9 +486,10 @@ def read_capture(path: str | Path) -> Capture:
             for ts, linktype, buf in frames:
                 stats.frames += 1
                 if linktype not in linktypes:
-                    if not (linktype in RAW_LINKTYPES or linktype in (1, 0, 108, 113, 276)):
-                        raise CaptureError(f"link type {linktype} is not supported (supported: {SUPPORTED})")
                     linktypes.add(linktype)
+                if not _supported(linktype):  # pcapng: one interface of several may be of another kind
+                    stats.skipped[f"link type {linktype} (not supported)"] += 1
+                    continue
                 try:
                     seg = _segment(_network(linktype, buf))
                 except Exception:  # a garbage frame must not end the reading: counted
@@ -486,6 +503,9 @@ def read_capture(path: str | Path) -> Capture:
             raise CaptureError(f"cannot read: {exc.strerror or exc}") from None
         if f.short:
             stats.notes.append(f"the file ends inside a frame (cut short?) after {stats.frames} frames")
+    unsupported = sorted(lt for lt in linktypes if not _supported(lt))
+    if unsupported and not stats.tcp:
+        raise CaptureError(f"link type {unsupported[0]} is not supported (supported: {SUPPORTED})")
     if stats.frames == 0 and not stats.notes:
         raise CaptureError("the capture holds no frames")
     return Capture(path=path, conns=conns, stats=stats, linktypes=linktypes)

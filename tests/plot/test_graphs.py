@@ -8,6 +8,7 @@ past 2**32), written as raw IP, Ethernet, Linux cooked v1 and v2, pcap and pcapn
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import Counter
 from pathlib import Path
@@ -100,7 +101,7 @@ def test_throughput_is_the_captures_bytes_per_interval(files, name) -> None:
     sent, edges2 = stairs(fig, "tput.sent")
     assert edges == edges2
     step = edges[1] - edges[0]
-    assert all(math.isclose(b - a, step, rel_tol=1e-9) for a, b in zip(edges, edges[1:], strict=False))
+    assert all(math.isclose(b - a, step, rel_tol=1e-9) for a, b in itertools.pairwise(edges))
     assert edges[0] == 0 and edges[-1] >= conv[-1].t - exp.t0
     for series, events in ((good, exp.acked_bytes), (sent, exp.sent_bytes)):
         per_bin = [0] * len(series)
