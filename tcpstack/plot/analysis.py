@@ -15,6 +15,9 @@ import math
 from array import array
 from dataclasses import dataclass, field
 
+import numpy as np
+import numpy.typing as npt
+
 from layers.tcp.rtt import RttEstimator
 from tcpstack.plot.capture import ACK, FIN, SYN, Conn
 from tcpstack.plot.probe import EVENTS, ProbeSeries
@@ -74,7 +77,7 @@ class ProbeView:
     connection's first frame; sequence numbers relative to the capture's base)."""
 
     series: ProbeSeries
-    x: list[float]
+    x: array[float]
     local_is_data_sender: bool
     lost_x: list[float] = field(default_factory=list)
     lost_y: list[float] = field(default_factory=list)
@@ -84,17 +87,17 @@ class ProbeView:
     decisions: list[tuple[float, float, str]] = field(default_factory=list)
     """(x, cwnd at that record, decision text) for each decision."""
 
-    def values(self, name: str) -> tuple[list[float], list[float]]:
+    def values(self, name: str) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
         """The (x, value) points of a field, leaving out records where it is absent."""
-        col = self.series.column(name)
-        pts = [(x, v) for x, v in zip(self.x, col, strict=True) if not math.isnan(v)]
-        return [p[0] for p in pts], [p[1] for p in pts]
+        col = np.frombuffer(self.series.column(name), dtype=np.float64)
+        keep = ~np.isnan(col)
+        return np.frombuffer(self.x, dtype=np.float64)[keep], col[keep]
 
-    def rtt_samples(self) -> tuple[list[float], list[float]]:
-        ack = EVENTS.index("ack")
-        col = self.series.column("rtt_sample")
-        pts = [(x, v) for x, v, e in zip(self.x, col, self.series.event, strict=True) if e == ack and not math.isnan(v)]
-        return [p[0] for p in pts], [p[1] for p in pts]
+    def rtt_samples(self) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """The RTT samples of the ``ack`` records."""
+        col = np.frombuffer(self.series.column("rtt_sample"), dtype=np.float64)
+        keep = ~np.isnan(col) & (np.frombuffer(self.series.event, dtype=np.int8) == EVENTS.index("ack"))
+        return np.frombuffer(self.x, dtype=np.float64)[keep], col[keep]
 
     def phase_share(self) -> dict[str, float]:
         """Each phase's share of the time the runs cover."""
@@ -142,9 +145,9 @@ class Analysis:
     rtt: array[float] = field(default_factory=lambda: array("d"))
     """Seconds: from a data segment to the first ACK covering it (taken per ACK that advances,
     for the newest segment it covers; none when it covers a retransmitted byte: Karn)."""
-    est_x: list[float] = field(default_factory=list)
-    est_srtt: list[float] = field(default_factory=list)
-    est_rto: list[float] = field(default_factory=list)
+    est_x: array[float] = field(default_factory=lambda: array("d"))
+    est_srtt: array[float] = field(default_factory=lambda: array("d"))
+    est_rto: array[float] = field(default_factory=lambda: array("d"))
     # the summary
     retrans_segments: list[int] = field(default_factory=lambda: [0, 0])
     retrans_bytes: list[int] = field(default_factory=lambda: [0, 0])
@@ -311,7 +314,7 @@ def _estimate(a: Analysis) -> None:
 
 
 def _probe_view(a: Analysis, s: ProbeSeries, local_is_data_sender: bool) -> ProbeView:
-    x = [t - a.t0 for t in s.t]
+    x = array("d", (t - a.t0 for t in s.t))
     view = ProbeView(series=s, x=x, local_is_data_sender=local_is_data_sender)
     lost, una, cwnd = s.column("lost"), s.column("snd_una"), s.column("cwnd")
     unwrap = _Unwrap(a.base)

@@ -4,8 +4,8 @@ The files (classic pcap in either byte order with micro- or nanosecond timestamp
 any number of sections and interfaces, each with its own link type and timestamp resolution) and
 the link layers (raw IP: link types 101, 12, 14, 228 and 229; Ethernet with VLAN tags: 1; Linux
 cooked v1: 113 and v2: 276; BSD loopback/null: 0 and 108) are decoded by dpkt; this module keeps
-of every TCP segment only the numbers the graphs need, in arrays (about 24 bytes a segment), so a
-capture of millions of frames fits in memory.
+of every TCP segment only the numbers the graphs need, in arrays (24 bytes a segment, 12 more per
+SACK block), so a capture of millions of frames fits in memory.
 
 A frame that cannot be read (not IP, not TCP, a fragment, a garbage or truncated header) is
 skipped and counted by reason in :class:`ReadStats`; a file that is not a capture, or whose link
@@ -125,13 +125,13 @@ class Conn:
         self.seg_t = array("d")
         self.seg_side = array("B")
         self.seg_flags = array("B")
-        self.seg_seq = array("L")
-        self.seg_ack = array("L")
-        self.seg_win = array("L")
-        self.seg_len = array("L")
-        self.sack_at = array("L")
-        self.sack_left = array("L")
-        self.sack_right = array("L")
+        self.seg_seq = array("I")  # 4 bytes each ("L" is 8 on 64-bit Linux)
+        self.seg_ack = array("I")
+        self.seg_win = array("H")
+        self.seg_len = array("I")
+        self.sack_at = array("I")
+        self.sack_left = array("I")
+        self.sack_right = array("I")
         self.syn_seen = [False, False]
         self.isn = [0, 0]
         """Each side's SYN sequence number (when :attr:`syn_seen`)."""

@@ -3,10 +3,11 @@
 Every artist that carries data has a ``gid`` naming what it shows, so that what was drawn can be
 read back from the figure (tests/plot compare it with the capture and the probe):
 
-- (a) time-sequence: ``tseq.segments`` and ``tseq.retransmissions`` (LineCollection: one vertical
-  bar per segment, from its relative sequence number to the end of its payload), ``tseq.ack`` and
-  ``tseq.window`` (Line2D steps: the ACK and ACK + window), ``tseq.sack`` (LineCollection: one bar
-  per SACK block), ``tseq.lost`` (Line2D markers: where the probe marked bytes lost);
+- (a) time-sequence: ``tseq.segments`` and ``tseq.retransmissions`` (Line2D of vertical bars, one
+  per segment, from its relative sequence number to the end of its payload: x, x, NaN, ... and
+  low, high, NaN, ...), ``tseq.ack`` and ``tseq.window`` (Line2D steps: the ACK and ACK + window),
+  ``tseq.sack`` (bars as the segments': one per SACK block), ``tseq.lost`` (Line2D markers: where
+  the probe marked bytes lost);
 - (b) throughput: ``tput.goodput`` and ``tput.sent`` (StepPatch, Mbit/s per interval),
   ``tput.flight`` (Line2D on the right-hand axis: bytes in flight as the capture sees them);
 - (c) RTT: ``rtt.capture`` and ``rtt.probe`` (Line2D markers, ms), ``rtt.srtt`` and ``rtt.rto``
@@ -19,11 +20,13 @@ read back from the figure (tests/plot compare it with the capture and the probe)
 
 from __future__ import annotations
 
+from array import array
 from collections import Counter
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 from matplotlib.axes import Axes
-from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 
 from tcpstack.plot.analysis import Analysis, decision_kind
@@ -59,51 +62,73 @@ def draw(a: Analysis, title: str) -> Figure:
     return fig
 
 
-def _bars(x: Any, low: Any, high: Any) -> list[list[tuple[float, float]]]:
-    return [[(xi, lo), (xi, hi)] for xi, lo, hi in zip(x, low, high, strict=True)]
+def _np(values: Any) -> npt.NDArray[np.float64]:
+    """An ``array('d')`` (or a list) as a numpy array, without a copy where possible: a capture of
+    a million segments must not cost a Python object per number here."""
+    if isinstance(values, np.ndarray):
+        return values.astype(np.float64, copy=False)
+    if isinstance(values, array) and values.typecode == "d":
+        return np.frombuffer(values, dtype=np.float64)
+    return np.asarray(values, dtype=np.float64)
+
+
+def _bars(x: Any, low: Any, high: Any) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Vertical bars as one line broken by NaN: x0, x0, NaN, x1, x1, NaN... One path of 3n points
+    costs 48 bytes a bar; a LineCollection would make a Path object of each."""
+    xs = _np(x)
+    n = len(xs)
+    bx = np.full(3 * n, np.nan)
+    by = np.full(3 * n, np.nan)
+    bx[0::3] = xs
+    bx[1::3] = xs
+    by[0::3] = _np(low)
+    by[1::3] = _np(high)
+    return bx, by
 
 
 def _time_sequence(ax: Axes, a: Analysis) -> None:
     ax.set_title("(a) time-sequence (tcptrace style)", loc="left", fontsize="medium")
-    new = [i for i, r in enumerate(a.seg_retrans) if not r]
-    again = [i for i, r in enumerate(a.seg_retrans) if r]
-    for gid, idx, color, width, label in (
-        ("tseq.segments", new, "#1f4e9c", 1.2, "segment"),
+    x, rel, length = _np(a.seg_x), _np(a.seg_rel), _np(a.seg_len)
+    again = np.frombuffer(a.seg_retrans, dtype=np.uint8).astype(bool)
+    for gid, sel, color, width, label in (
+        ("tseq.segments", ~again, "#1f4e9c", 1.2, "segment"),
         ("tseq.retransmissions", again, "#d62728", 2.5, "retransmission"),
     ):
-        segs = [[(a.seg_x[i], a.seg_rel[i]), (a.seg_x[i], a.seg_rel[i] + a.seg_len[i])] for i in idx]
-        lc = LineCollection(segs, colors=color, linewidths=width, label=f"{label} ({len(segs)})", gid=gid, zorder=3)
-        ax.add_collection(lc)
+        bx, by = _bars(x[sel], rel[sel], rel[sel] + length[sel])
+        n = int(sel.sum())
+        ax.plot(bx, by, color=color, lw=width, solid_capstyle="butt", label=f"{label} ({n})", gid=gid, zorder=3)
     # A bar is a few pixels tall in a long transfer: an "R" beside each retransmission (as tcptrace does).
     ax.plot(
-        [a.seg_x[i] for i in again],
-        [a.seg_rel[i] + a.seg_len[i] / 2 for i in again],
+        x[again],
+        rel[again] + length[again] / 2,
         linestyle="none",
         marker="$R$",
         ms=7,
         color="#d62728",
         zorder=4,
     )
-    ax.plot(a.ack_x, a.ack_rel, drawstyle="steps-post", color="#2ca02c", lw=1, label="ACK", gid="tseq.ack")
+    ax.plot(_np(a.ack_x), _np(a.ack_rel), drawstyle="steps-post", color="#2ca02c", lw=1, label="ACK", gid="tseq.ack")
     scale = "window scale unknown: unscaled" if a.window_scale is None else f"scale {a.window_scale}"
     ax.plot(
-        a.ack_x,
-        a.win_rel,
+        _np(a.ack_x),
+        _np(a.win_rel),
         drawstyle="steps-post",
         color="#bcbd22",
         lw=1,
         label=f"ACK + receive window ({scale})",
         gid="tseq.window",
     )
-    sack = LineCollection(
-        _bars(a.sack_x, a.sack_left, a.sack_right),
-        colors="#9467bd",
-        linewidths=2.5,
+    bx, by = _bars(a.sack_x, a.sack_left, a.sack_right)
+    ax.plot(
+        bx,
+        by,
+        color="#9467bd",
+        lw=2.5,
         alpha=0.7,
+        solid_capstyle="butt",
         label=f"SACK block ({len(a.sack_x)})",
         gid="tseq.sack",
     )
-    ax.add_collection(sack)
     if a.probe is not None and a.probe.lost_x:
         ax.plot(
             a.probe.lost_x,
@@ -127,13 +152,14 @@ def _throughput(ax: Axes, a: Analysis) -> None:
     ax.set_ylabel("Mbit/s")
     ax.set_ylim(bottom=0)
     twin = ax.twinx()
+    ax.set_zorder(twin.get_zorder() + 1)  # the throughput steps in front of the flight line
+    ax.patch.set_visible(False)
     twin.plot(
-        a.flight_x,
-        a.flight,
+        _np(a.flight_x),
+        _np(a.flight),
         drawstyle="steps-post",
-        color="#7f7f7f",
-        lw=0.8,
-        alpha=0.8,
+        color="#aaaaaa",
+        lw=0.6,
         label="bytes in flight (capture)",
         gid="tput.flight",
     )
@@ -146,26 +172,22 @@ def _throughput(ax: Axes, a: Analysis) -> None:
 
 def _rtt(ax: Axes, a: Analysis) -> None:
     ax.set_title("(c) round-trip time", loc="left", fontsize="medium")
-    ms = [r * 1000 for r in a.rtt]
-    ax.plot(a.rtt_x, ms, ".", ms=3, color="#1f4e9c", label=f"sample (capture, {len(ms)})", gid="rtt.capture")
+    ms = _np(a.rtt) * 1000
+    ax.plot(_np(a.rtt_x), ms, ".", ms=3, color="#1f4e9c", label=f"sample (capture, {len(ms)})", gid="rtt.capture")
     p = a.probe
     if p is not None:
         x, v = p.rtt_samples()
-        ax.plot(
-            x, [s * 1000 for s in v], "+", ms=4, color="#ff7f0e", label=f"sample (probe, {len(x)})", gid="rtt.probe"
-        )
+        ax.plot(x, v * 1000, "+", ms=4, color="#ff7f0e", label=f"sample (probe, {len(x)})", gid="rtt.probe")
         sx, srtt = p.values("srtt")
         rx, rto = p.values("rto")
         source = "probe"
     else:
-        sx, srtt, rx, rto = a.est_x, a.est_srtt, a.est_x, a.est_rto
+        sx, srtt, rx, rto = _np(a.est_x), _np(a.est_srtt), _np(a.est_x), _np(a.est_rto)
         source = "RFC 6298 from the capture's samples"
-    ax.plot(
-        sx, [s * 1000 for s in srtt], drawstyle="steps-post", color="#2ca02c", label=f"srtt ({source})", gid="rtt.srtt"
-    )
+    ax.plot(sx, srtt * 1000, drawstyle="steps-post", color="#2ca02c", label=f"srtt ({source})", gid="rtt.srtt")
     ax.plot(
         rx,
-        [s * 1000 for s in rto],
+        rto * 1000,
         drawstyle="steps-post",
         color="#d62728",
         lw=1,
@@ -173,7 +195,7 @@ def _rtt(ax: Axes, a: Analysis) -> None:
         gid="rtt.rto",
     )
     ax.set_ylabel("ms (log scale)")
-    if any(v > 0 for v in ms) or (p is not None and sx):
+    if bool((ms > 0).any()) or (p is not None and len(sx)):
         ax.set_yscale("log")
     ax.legend(**_LEGEND)
 

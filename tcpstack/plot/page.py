@@ -9,7 +9,7 @@ import io
 import math
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from matplotlib.figure import Figure
@@ -30,7 +30,7 @@ class Section:
     figure: Figure
 
 
-def _ms(values: Sequence[float]) -> str:
+def _ms(values: Iterable[float]) -> str:
     vals = [v for v in values if not math.isnan(v)]
     if not vals:
         return "no samples"

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from matplotlib.collections import LineCollection, PolyCollection
+from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import StepPatch
@@ -98,9 +98,8 @@ def expected(conv: list[OSeg]) -> Expected:
     for s in conv:
         payload[s.src] += s.length
     sender = max(payload, key=lambda k: payload[k])
-    [syn] = [s for s in conv if s.src == sender and s.flags & 0x02]
-    syns = [s for s in conv if s.flags & 0x02]
-    other_syn = next(s for s in syns if s.src != sender)
+    syn = next(s for s in conv if s.src == sender and s.flags & 0x02)  # the first, if it was sent again
+    other_syn = next(s for s in conv if s.src != sender and s.flags & 0x02)
     scale = other_syn.wscale if (syn.wscale is not None and other_syn.wscale is not None) else 0
     e = Expected(sender=sender, t0=conv[0].t, isn=syn.seq)
 
@@ -242,14 +241,15 @@ def line_points(fig: Figure, gid: str) -> list[tuple[float, float]]:
 
 
 def bars(fig: Figure, gid: str) -> list[tuple[float, float, float]]:
-    """A LineCollection of vertical bars as (x, low, high)."""
-    lc = the(fig, gid)
-    assert isinstance(lc, LineCollection)
+    """Vertical bars drawn as one Line2D broken by NaN (x, x, NaN / low, high, NaN), as (x, low, high)."""
+    line = the(fig, gid)
+    assert isinstance(line, Line2D)
+    xs, ys = [float(v) for v in line.get_xdata()], [float(v) for v in line.get_ydata()]
+    assert len(xs) == len(ys) and len(xs) % 3 == 0
     out = []
-    for seg in lc.get_segments():
-        (x0, y0), (x1, y1) = seg
-        assert x0 == x1
-        out.append((float(x0), float(y0), float(y1)))
+    for i in range(0, len(xs), 3):
+        assert xs[i] == xs[i + 1] and math.isnan(xs[i + 2]) and math.isnan(ys[i + 2])
+        out.append((xs[i], ys[i], ys[i + 1]))
     return out
 
 
@@ -278,3 +278,22 @@ def close(a: list[tuple[float, ...]], b: list[tuple[float, ...]], tol: float = 1
         len(p) == len(q) and all(math.isclose(x, y, abs_tol=tol) for x, y in zip(p, q, strict=True))
         for p, q in zip(a, b, strict=True)
     )
+
+
+def check_figure(fig: Figure, exp: Expected, conv: list[OSeg]) -> None:
+    """Every capture-derived series of *fig* equals the oracle's (assertions)."""
+    assert close(bars(fig, "tseq.segments"), exp.segments)
+    assert close(bars(fig, "tseq.retransmissions"), exp.retransmissions)
+    assert close(line_points(fig, "tseq.ack"), exp.acks)
+    assert close(line_points(fig, "tseq.window"), exp.windows)
+    assert close(bars(fig, "tseq.sack"), exp.sacks)
+    assert close(line_points(fig, "rtt.capture"), [(x, r * 1000) for x, r in exp.rtt], tol=1e-6)
+    good, edges = stairs(fig, "tput.goodput")
+    sent, _ = stairs(fig, "tput.sent")
+    step = edges[1] - edges[0]
+    assert edges[0] == 0 and edges[-1] >= max(s.t for s in conv) - exp.t0
+    for series, events in ((good, exp.acked_bytes), (sent, exp.sent_bytes)):
+        per_bin = [0] * len(series)
+        for x, n in events:
+            per_bin[min(max(int(x / step), 0), len(series) - 1)] += n
+        assert all(math.isclose(v * step * 1e6 / 8, n, abs_tol=1e-6) for v, n in zip(series, per_bin, strict=True))
