@@ -490,7 +490,9 @@ def _frame(pkt: Packet | bytes, link: str, v6: bool, *, arp: bool = False) -> Pa
     raise ValueError(link)
 
 
-def write_capture(sc: Scenario, path: Path, link: str = "raw", *, pcapng: bool = False, noise: bool = True) -> Path:
+def write_capture(
+    sc: Scenario, path: Path, link: str = "raw", *, pcapng: bool = False, noise: bool = True, sort: bool = True
+) -> Path:
     """The scenario's frames as a capture file: link type *link*, pcap or pcapng (with comments)."""
     items: list[tuple[float, Packet]] = []
     for seg in sc.segs:
@@ -509,7 +511,8 @@ def write_capture(sc: Scenario, path: Path, link: str = "raw", *, pcapng: bool =
                 frame = _frame(_noise(kind, sc.v6), link, sc.v6)
             frame.time = t
             items.append((t, frame))
-    items.sort(key=lambda x: x[0])
+    if sort:
+        items.sort(key=lambda x: x[0])
     frames = [f for _, f in items]
     if pcapng:
         w = PcapNgWriter(str(path))

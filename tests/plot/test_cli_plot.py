@@ -200,3 +200,25 @@ def test_parse_conn_id() -> None:
     for bad in ("1-2-3", "10.0.0.1:99999-10.0.0.2:1", "10.0.0.300:1-10.0.0.2:1", ""):
         with pytest.raises(ValueError):
             parse_conn_id(bad)
+
+
+def test_odd_but_valid_captures_draw(tmp_path, capsys) -> None:
+    """Frames out of time order (merged captures, a clock step), a connection of one frame, no
+    data at all: graphs all the same, no error."""
+    c, s = scenario.CLIENT, scenario.SERVER
+    t = scenario.T0
+    segs = [
+        Seg(t, c, s, 10, 0, "S", syn_opts=True),
+        Seg(t + 0.001, s, c, 20, 11, "SA", syn_opts=True),
+        Seg(t + 0.002, s, c, 21, 11, "PA", length=500),
+        Seg(t - 5.0, c, s, 11, 521, "A"),  # stamped five seconds before the SYN
+        Seg(t + 0.003, (c[0], 5), s, 1, 0, "S"),  # a connection of one frame
+    ]
+    path = scenario.write_capture(scenario.Scenario(segs, [], []), tmp_path / "odd.pcap", noise=False, sort=False)
+    for conn, out in (("1", "a.png"), ("2", "b.svg")):
+        code, _, err = _run(capsys, path, "--conn", conn, "-o", tmp_path / out)
+        assert code == 0, err
+    [d] = figures(str(path), conns=["1"]).drawn
+    assert d.entry.conn.ends[0] == c  # the SYN, first in the file, though not in time
+    assert d.analysis.t0 == pytest.approx(t - 5.0) and d.analysis.duration == pytest.approx(5.002)
+    assert list(d.analysis.ack_x) == pytest.approx([0.0]) and list(d.analysis.seg_x) == pytest.approx([5.002])
