@@ -339,7 +339,8 @@ def page(result: Result, capture: str, probe: str | None) -> str:
     cap = result.capture
     st = cap.stats
     notes = [
-        f"capture: {capture} ({st.frames} frames, {st.tcp} TCP segments, {len(cap.conns)} connections)"
+        f"capture: {capture} ({st.frames} frames, {st.tcp} TCP segments, "
+        f"{len(cap.conns)} connection{'' if len(cap.conns) == 1 else 's'})"
         + (f"; probe: {probe}" if probe else "; no probe file: no congestion-control graph")
     ]
     if st.malformed() or st.notes:

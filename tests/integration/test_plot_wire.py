@@ -1,12 +1,13 @@
 """``tcpstack plot`` on real captures: our stack serves a download through a fault layer that drops
 3% of what it sends (tests/integration/test_plugins_wire2.py's set-up: the stack's capture sits
-above the fault layer, so it holds every segment sent, dropped ones too), curl fetches it, and
-tcpdump captures the same connection on the kernel's side of the TUN device three ways: on tun0
-(raw IP, link type 101), on ``any`` (Linux cooked v2, 276) and on ``any -y LINUX_SLL`` (cooked
-v1, 113). The stack's capture is also converted to pcapng (editcap, or scapy where editcap is
-missing). ``tcpstack plot`` draws every file, and the graphs are checked against the capture read
-by scapy (tests/plot/oracle.py), against each other (the kernel saw a subset of what the stack
-sent) and against the stack's own count of retransmissions.
+above the fault layer, so it holds every segment sent, dropped ones too; written as pcapng with
+the decisions as frame comments), curl fetches it, and tcpdump captures the same connection on
+the kernel's side of the TUN device three ways: on tun0 (raw IP, link type 101), on ``any``
+(Linux cooked v2, 276) and on ``any -y LINUX_SLL`` (cooked v1, 113). The raw capture is also
+converted to pcapng by Wireshark's editcap (or scapy where editcap is missing). ``tcpstack plot``
+draws every file, and the graphs are checked against the capture read by scapy
+(tests/plot/oracle.py), against each other (the kernel saw a subset of what the stack sent) and
+against the stack's own count of retransmissions.
 """
 
 from __future__ import annotations
@@ -92,7 +93,9 @@ def test_plot_draws_the_stacks_and_the_kernels_captures_of_a_lossy_download(netn
         _tcpdump(netns, tmp_path, "kernel-sll2", "-i", "any"),
         _tcpdump(netns, tmp_path, "kernel-sll", "-i", "any", "-y", "LINUX_SLL"),
     ]
-    proc = run_stack(netns, tmp_path, write_config(tmp_path, fault=fault), "--serve", "http:80")
+    config = write_config(tmp_path, fault=fault)  # our capture as pcapng: decisions as frame comments
+    config.write_text(config.read_text().replace("stack.pcap", "stack.pcapng"))
+    proc = run_stack(netns, tmp_path, config, "--serve", "http:80")
     sha, _ = curl_get(netns, tmp_path, SIZE, timeout=60)
     assert sha == pattern_sha256(SIZE)
     wait_for(lambda: closed(log_events(tmp_path)), 10, "tcp.closed")
@@ -105,15 +108,16 @@ def test_plot_draws_the_stacks_and_the_kernels_captures_of_a_lossy_download(netn
         counts = path.with_suffix(".tcpdump.err").read_text()
         captured, received = (int(re.search(rf"(\d+) packets {w}", counts)[1]) for w in ("captured", "received"))  # type: ignore[index]
         assert captured == received and "0 packets dropped by kernel" in counts, counts  # the whole connection
-    stack = tmp_path / "stack.pcap"
+    stack = tmp_path / "stack.pcapng"
+    assert b"RFC " in stack.read_bytes()  # decisions as frame comments
     files = {
         "stack": stack,
-        "stack-pcapng": _pcapng(stack, tmp_path / "stack.pcapng"),
         **{
             name: path
             for name, path in zip(("kernel-raw", "kernel-sll2", "kernel-sll"), (p for _, p in dumps), strict=True)
         },
     }
+    files["kernel-pcapng"] = _pcapng(files["kernel-raw"], tmp_path / "kernel.pcapng")
     for path in files.values():
         assert path.stat().st_size > SIZE // 20, path
 
@@ -123,6 +127,7 @@ def test_plot_draws_the_stacks_and_the_kernels_captures_of_a_lossy_download(netn
         ("kernel-raw", "kernel.png"),
         ("kernel-sll2", "sll2.svg"),
         ("kernel-sll", "sll.png"),
+        ("kernel-pcapng", "ng.png"),
     ]
     for name, out in outs:
         r = _cli(str(files[name]), "-o", str(tmp_path / out))
@@ -166,4 +171,4 @@ def test_plot_draws_the_stacks_and_the_kernels_captures_of_a_lossy_download(netn
         assert [(lo, hi) for _, lo, hi in other.segments] == [(lo, hi) for _, lo, hi in kernel.segments], name
         assert [a for _, a in other.acks] == [a for _, a in kernel.acks], name
         assert [(lo, hi) for _, lo, hi in other.sacks] == [(lo, hi) for _, lo, hi in kernel.sacks], name
-    assert drawn["stack-pcapng"].segments == ours.segments
+    assert drawn["kernel-pcapng"].segments == kernel.segments and drawn["kernel-pcapng"].acks == kernel.acks
