@@ -44,12 +44,17 @@ def send_data(conn: TcpConnection, out: list[TcpRepr], now: float) -> None:
         elif conn._fin_sent:
             out.append(fin_segment(conn, conn._fin_seq, now, retransmit=True))
 
-    # RFC 5681 §4.1: restart from IW after an idle period longer than the RTO.
-    if buffered and una == conn.snd_max and now - conn._last_send > conn.rtt.current():
-        before = conn.cc.cwnd
-        conn.cc.on_idle_restart()
-        if conn.slow_start is not None:
-            conn.slow_start.on_idle_restart(conn.cc, before)
+    if buffered and una == conn.snd_max:
+        # Nothing in flight: a delivery-rate interval starts with this transmission (an idle
+        # period is no part of it; recovery.rate_sample).
+        conn._rate_t0 = now
+        conn._rate_mark = conn.bytes_sent
+        # RFC 5681 §4.1: restart from IW after an idle period longer than the RTO.
+        if now - conn._last_send > conn.rtt.current():
+            before = conn.cc.cwnd
+            conn.cc.on_idle_restart()
+            if conn.slow_start is not None:
+                conn.slow_start.on_idle_restart(conn.cc, before)
 
     sb = conn.scoreboard
     if conn._after_rto and sb is not None and sb.lost and not conn.sack_recovery:
@@ -150,6 +155,7 @@ def send_data(conn: TcpConnection, out: list[TcpRepr], now: float) -> None:
             sb.unmark_lost(pos, pos + size)  # sent again: RACK judges the new transmission
         if size > mss:
             seg.gso_size = mss  # a super-segment (TSO)
+            conn.segs_out += (size - 1) // mss  # counted in segments on the wire (one more below)
         if size == unsent:
             seg.flags |= PSH  # MUST-60/61: push the last segment of the queued data
         out.append(seg)
