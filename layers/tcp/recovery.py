@@ -111,11 +111,12 @@ def ack_advanced(conn: TcpConnection, ack: int, acked: int, now: float) -> None:
         conn._fin_sent = True
         data_acked -= 1
     if data_acked > 0:
+        last = conn._last_ack
+        if now != last and last - conn._rate_t0 >= conn._rate_span:
+            rate_sample(conn)  # the ACKs up to the last batch span an SRTT: at most once per SRTT
         conn.sndbuf.consume(data_acked)
         conn.bytes_sent += data_acked
         conn.events.append(SendSpaceAvailable())
-        if now - conn._rate_t0 >= conn._rate_span:
-            rate_sample(conn, now)  # at most once per smoothed RTT
     conn._last_ack = now
     conn.snd_una = ack
     if conn.scoreboard is not None:
@@ -182,24 +183,31 @@ def ack_advanced(conn: TcpConnection, ack: int, acked: int, now: float) -> None:
         conn._our_fin_acked(now)
 
 
-def rate_sample(conn: TcpConnection, now: float) -> None:
-    """A delivery-rate sample for ``tcpstack ss`` (docs/cli.md, "ss"): the data acknowledged since
-    the interval began (at the last sample, or at the first transmission with nothing in flight:
-    :func:`layers.tcp.sender.send_data`) over the interval's length, once the interval lasted a
-    smoothed RTT. A simpler estimate than draft-cheng-iccrg-delivery-rate-estimation-02 (Linux's
-    tcp_rate.c), which times every packet from its transmission: here an ACK costs one comparison,
-    the rest runs once per round trip. As there (and in Linux's tcp_rate_gen), a sample taken while
-    the application left cwnd unused (app-limited: less than a segment waiting, the flight below
-    cwnd) replaces the estimate only if it is higher."""
-    interval = now - conn._rate_t0
+def rate_sample(conn: TcpConnection, idle: bool = False) -> None:
+    """A delivery-rate sample for ``tcpstack ss`` (docs/cli.md, "ss"): the data acknowledged from the
+    start of the interval (the last sample, or the first transmission with nothing in flight:
+    :func:`layers.tcp.sender.send_data`) to the last batch of ACKs, over that time, once it spans a
+    smoothed RTT. Taken when the next batch begins, so every ACK read at one time (a batch of
+    frames) is in it, and none is left for an interval of zero length. A simpler estimate than
+    draft-cheng-iccrg-delivery-rate-estimation-02 (Linux's tcp_rate.c), which times every packet
+    from its transmission: here an ACK costs two comparisons, the rest runs once per round trip.
+    As there (Linux's tcp_rate_gen), a sample taken while the application left cwnd unused
+    (app-limited: less than a segment waiting, the flight below cwnd; with *idle*, the interval
+    ended with nothing in flight and the peer's window open) replaces the estimate only if it is
+    higher."""
+    end = conn._last_ack
+    interval = end - conn._rate_t0
     if interval > 0:
         rate = (conn.bytes_sent - conn._rate_mark) / interval
-        flight = seq_diff(conn.snd_max, conn.snd_una)
-        app_limited = len(conn.sndbuf) - flight < conn.snd_mss and flight < conn.cc.cwnd
+        if idle:
+            app_limited = conn.snd_wnd > 0
+        else:
+            flight = seq_diff(conn.snd_max, conn.snd_una)
+            app_limited = len(conn.sndbuf) - flight < conn.snd_mss and flight < conn.cc.cwnd
         if not app_limited or rate >= conn.delivery_rate:
             conn.delivery_rate = rate
             conn.rate_app_limited = app_limited
-    conn._rate_t0 = now
+    conn._rate_t0 = end
     conn._rate_mark = conn.bytes_sent
     srtt = conn.rtt.srtt
     conn._rate_span = srtt if srtt is not None else 0.0

@@ -46,7 +46,10 @@ def send_data(conn: TcpConnection, out: list[TcpRepr], now: float) -> None:
 
     if buffered and una == conn.snd_max:
         # Nothing in flight: a delivery-rate interval starts with this transmission (an idle
-        # period is no part of it; recovery.rate_sample).
+        # period is no part of it; recovery.rate_sample). The one before ends with the ACK of
+        # everything sent in it: from its first transmission to that ACK is at least a round trip.
+        if conn._last_ack > conn._rate_t0 and conn.bytes_sent > conn._rate_mark:
+            recovery.rate_sample(conn, idle=True)
         conn._rate_t0 = now
         conn._rate_mark = conn.bytes_sent
         # RFC 5681 §4.1: restart from IW after an idle period longer than the RTO.
