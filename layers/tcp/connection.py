@@ -72,7 +72,7 @@ class TcpConnection(Tcb, ConnectionVerbs):
         _cwnd_usage_seq _dsack_segs _dup_acks_out _fast_rexmit _fin_queued _fin_sent _fin_seq
         _fin_seq_known _last_ack _last_recv _last_send _log _lt_credits _max_flight _out_ext
         _peer_fin_offset _persist_backoff _probe_due _probe_out _rate_mark _rate_span _rate_t0
-        _recovery_head_due _rescue_done _rexmit_until _rst_out _rto_count _rtt_seq _rtt_time _send_syn
+        _recovery_head_due _rescue_done _rexmit_until _rst_out _rto_count _rtt_seq _rtt_time _send_syn _sent_all
         _sws_override _syn_retransmitted _synack_lost _tlp_due _undo _undo_from _undo_retrans
         _undo_rexmit_at _undo_to ack_policy bytes_received bytes_sent cc closed_at congestion_name
         created_at delivery_rate drop_reason dup_acks eof_received events extensions failure fast_path
@@ -224,6 +224,7 @@ class TcpConnection(Tcb, ConnectionVerbs):
         self._rate_span = 0.0  # sample once the interval is this long: the SRTT of the last sample
         self.delivery_rate = 0.0
         self.rate_app_limited = False
+        self._sent_all = True  # the last transmission sent everything queued (app-limited)
 
     # ================================================================== identity
 

@@ -183,7 +183,7 @@ def ack_advanced(conn: TcpConnection, ack: int, acked: int, now: float) -> None:
         conn._our_fin_acked(now)
 
 
-def rate_sample(conn: TcpConnection, idle: bool = False) -> None:
+def rate_sample(conn: TcpConnection) -> None:
     """A delivery-rate sample for ``tcpstack ss`` (docs/cli.md, "ss"): the data acknowledged from the
     start of the interval (the last sample, or the first transmission with nothing in flight:
     :func:`layers.tcp.sender.send_data`) to the last batch of ACKs, over that time, once it spans a
@@ -191,19 +191,14 @@ def rate_sample(conn: TcpConnection, idle: bool = False) -> None:
     frames) is in it, and none is left for an interval of zero length. A simpler estimate than
     draft-cheng-iccrg-delivery-rate-estimation-02 (Linux's tcp_rate.c), which times every packet
     from its transmission: here an ACK costs two comparisons, the rest runs once per round trip.
-    As there (Linux's tcp_rate_gen), a sample taken while the application left cwnd unused
-    (app-limited: less than a segment waiting, the flight below cwnd; with *idle*, the interval
-    ended with nothing in flight and the peer's window open) replaces the estimate only if it is
-    higher."""
+    As there (Linux's tcp_rate_gen and tcp_rate_check_app_limited), a sample taken while the
+    application left cwnd unused (app-limited: the last transmission sent everything queued, and
+    the flight is below cwnd) replaces the estimate only if it is higher."""
     end = conn._last_ack
     interval = end - conn._rate_t0
     if interval > 0:
         rate = (conn.bytes_sent - conn._rate_mark) / interval
-        if idle:
-            app_limited = conn.snd_wnd > 0
-        else:
-            flight = seq_diff(conn.snd_max, conn.snd_una)
-            app_limited = len(conn.sndbuf) - flight < conn.snd_mss and flight < conn.cc.cwnd
+        app_limited = conn._sent_all and seq_diff(conn.snd_max, conn.snd_una) < conn.cc.cwnd
         if not app_limited or rate >= conn.delivery_rate:
             conn.delivery_rate = rate
             conn.rate_app_limited = app_limited

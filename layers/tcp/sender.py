@@ -49,7 +49,7 @@ def send_data(conn: TcpConnection, out: list[TcpRepr], now: float) -> None:
         # period is no part of it; recovery.rate_sample). The one before ends with the ACK of
         # everything sent in it: from its first transmission to that ACK is at least a round trip.
         if conn._last_ack > conn._rate_t0 and conn.bytes_sent > conn._rate_mark:
-            recovery.rate_sample(conn, idle=True)
+            recovery.rate_sample(conn)
         conn._rate_t0 = now
         conn._rate_mark = conn.bytes_sent
         # RFC 5681 §4.1: restart from IW after an idle period longer than the RTO.
@@ -171,6 +171,7 @@ def send_data(conn: TcpConnection, out: list[TcpRepr], now: float) -> None:
             pipe += size
         tlp_extra = 0  # the probe was this one segment
     cwnd_validate(conn, cwnd_blocked, pipe if pipe >= 0 else seq_diff(conn.snd_max, una))
+    conn._sent_all = unsent <= 0  # nothing left queued: the application limits (recovery.rate_sample)
 
 
 def cwnd_validate(conn: TcpConnection, blocked: bool, flight: int) -> None:

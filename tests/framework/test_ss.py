@@ -384,3 +384,15 @@ def test_established_states_match_the_state_machine() -> None:
     from tcpstack.ssfilter import ALL_STATES
 
     assert {s.value for s in TcpState} == ALL_STATES
+
+
+def test_a_window_limited_sender_is_not_app_limited() -> None:
+    """A 16 KiB receive buffer limits the flight, not the application (it wrote 2 MB): the samples are not
+    app-limited, and the rate is a window per round trip (16384 bytes per 20 ms, 6.5 Mbit/s)."""
+    pair = StackPair(delay=0.01, server_tcp={"recv_buffer": 16384}, features=FEATURES)
+    conn = pair.open()
+    conn.send(bytes(2_000_000))
+    pair.run_for(1.0)
+    row = connection_row(conn.client_conn, pair.now)
+    assert row["app_limited"] is False
+    assert row["delivery_rate"] == pytest.approx(16384 * 8 / 0.02, rel=0.15), row["delivery_rate"]
