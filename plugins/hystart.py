@@ -97,6 +97,11 @@ class HyStartPlusPlus:
         self.done = False
         self.seen = 0  # RTT samples of the estimator already looked at
 
+    @property
+    def css_active(self) -> bool:
+        """In Conservative Slow Start now (RFC 9406 §4.2): entered and neither ended nor abandoned."""
+        return self.in_css and not self.done
+
     def credit(
         self, cc: CongestionControlProtocol, rtt: RttView, acked: int, una: int, snd_nxt: int, now: float
     ) -> int:

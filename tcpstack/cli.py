@@ -14,7 +14,7 @@ import gc
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, cast
 
@@ -200,11 +200,24 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text, description=text + ", through its control socket.")
         p.add_argument("--tun", metavar="NAME", default="tun0", help="the stack's device (default tun0)")
         p.add_argument("--control", metavar="PATH", help="control socket path (default /run/tcpstack/NAME.sock)")
-        p.add_argument("--json", action="store_true", help="print the raw JSON reply")
+        p.add_argument(
+            "--json",
+            action="store_true",
+            help="JSON lines: one object per connection (ss) or view (stats), with a time stamp",
+        )
         p.add_argument(
             "--watch", type=float, metavar="SECONDS", help="ask again every SECONDS until Ctrl-C (a live view)"
         )
         p.add_argument("--count", type=int, metavar="N", help="with --watch: stop after N views")
+        if name == "ss":
+            p.add_argument("--conn", metavar="ID", help="only this connection: its id:N, or LOCAL-REMOTE")
+            p.add_argument(
+                "filter",
+                nargs="*",
+                metavar="FILTER",
+                help="as ss: [state|exclude STATE]... [EXPRESSION], e.g. state established '( sport = :80 or "
+                "dst 10.0.0.1 )' (docs/cli.md)",
+            )
 
     fetch = sub.add_parser(
         "fetch",
@@ -401,6 +414,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     from tcpstack.io.tun import TunLink, device_txqueuelen, short_queue_fix
 
     config, link, stack = opened.config, cast(TunLink, opened.link), opened.stack
+    if args.worker_of:
+        from tcpstack.workers import number_connections
+
+        number_connections(stack, args.worker_of)  # before any connection opens
     qlen = device_txqueuelen(link.name)
     first = not getattr(args, "worker_of", None) or str(args.worker_of).startswith("0/")  # of --workers N: one says it
     if first and (fix := short_queue_fix(link.name, qlen)) is not None:  # once, at start (docs/cli.md)
@@ -463,6 +480,24 @@ def cmd_up(args: argparse.Namespace) -> int:
         if pid_file is not None:
             _remove_pid_file(pid_file)
     return EXIT_OK
+
+
+def _ss_select(args: argparse.Namespace) -> Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None:
+    """``tcpstack ss``'s filter and ``--conn``, parsed before the stack is asked: the row picker,
+    or ``None`` after one error line (a bad filter is exit 1, as ss's own)."""
+    from tcpstack.ssfilter import FilterError, parse_conn_id, parse_filter
+
+    try:
+        keep = parse_filter(args.filter)
+        conn = parse_conn_id(args.conn) if args.conn is not None else None
+    except FilterError as exc:
+        print(f"tcpstack: error: ss: {exc}", file=sys.stderr)
+        return None
+
+    def select(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [r for r in rows if keep(r) and (conn is None or conn.matches(r))]
+
+    return select
 
 
 def freeze_startup_heap() -> None:
@@ -623,15 +658,20 @@ def _main(argv: Sequence[str] | None) -> int:
                 return _fail(f"--tun {args.tun!r}: {problem}", EXIT_USAGE)
         path = Path(args.control) if args.control else default_path(args.tun)
         if args.command != "fetch":
+            select = None
+            if args.command == "ss":
+                select = _ss_select(args)
+                if select is None:
+                    return EXIT_FAILURE
             if args.watch is None:
                 if args.count is not None:
                     return _fail("--count goes with --watch", EXIT_USAGE)
-                return run_client(args.command, path, args.json)
+                return run_client(args.command, path, args.json, select=select)
             if not 0 < args.watch <= 3600 or (args.count is not None and args.count < 1):  # (NaN fails too)
                 return _fail("--watch needs 0 < SECONDS <= 3600, and --count a positive count", EXIT_USAGE)
             from tcpstack.control import watch
 
-            return watch(args.command, path, args.json, interval=args.watch, count=args.count)
+            return watch(args.command, path, args.json, interval=args.watch, count=args.count, select=select)
         if not 0 < args.timeout <= 3600:
             return _fail("--timeout must be in (0, 3600] seconds", EXIT_USAGE)
         from tcpstack.control import parse_http_url

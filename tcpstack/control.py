@@ -28,6 +28,7 @@ import os
 import socket
 import sys
 import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,7 @@ from framework.stack import Stack
 from tcpstack.streams import find_tcp_layer
 
 if TYPE_CHECKING:
+    from layers.tcp.connection import TcpConnection
     from tcpstack.streams import StackApi
 
 DEFAULT_DIR = Path("/run/tcpstack")
@@ -53,41 +55,112 @@ def default_path(device: str) -> Path:
 
 
 def _addr(raw: tuple[bytes, int]) -> str:
-    return f"{socket.inet_ntoa(raw[0])}:{raw[1]}"
+    """``10.0.0.2:80``; IPv6 in brackets, ``[fd00::2]:80`` (the connection ID's form)."""
+    addr, port = raw
+    if len(addr) == 16:
+        return f"[{ipaddress.IPv6Address(addr)}]:{port}"
+    return f"{socket.inet_ntoa(addr)}:{port}"
 
 
-def connections(stack: Stack) -> list[dict[str, Any]]:
-    """One record per TCP connection: ``ss -ti``-like facts."""
+def _ms(seconds: float | None) -> float | None:
+    """Seconds as milliseconds to the microsecond, as ``tcp_info`` carries them (µs) and ``ss``
+    prints them (µs / 1000)."""
+    return None if seconds is None else round(seconds * 1e6) / 1e3
+
+
+def _segments(nbytes: int, mss: int) -> int:
+    return -(-nbytes // mss) if nbytes > 0 else 0
+
+
+def connection_row(conn: TcpConnection, now: float) -> dict[str, Any]:
+    """One connection in ``ss -ti``'s names and units (docs/cli.md, "ss", has every key): times
+    in milliseconds, rates in bits per second, cwnd, ssthresh and the segment counts in segments,
+    sizes and windows in bytes; then our own ``id``, ``features`` and ``phase``."""
+    st = conn.status()
+    mss = st["mss"]
+    srtt = st["srtt"]
+    cwnd = max(1, st["cwnd"] // mss)
+    scaled = any(getattr(e, "name", "") == "window_scaling" and e.active for e in conn.extensions)
+    ato = getattr(conn.ack_policy, "timeout", None)  # the delayed_ack feature's deadline
+    rate = st["delivery_rate"]
+    fin = 1 if st["fin_acked"] else 0
+    return {
+        "state": st["state"],
+        "local": _addr(st["local"]),
+        "remote": _addr(st["remote"]),
+        "recv_q": st["recv_queue"],
+        "send_q": st["send_queue"],
+        "congestion": conn.congestion_name,
+        "snd_wscale": st["snd_wscale"] if scaled else None,
+        "rcv_wscale": st["rcv_wscale"] if scaled else None,
+        "rto": _ms(st["rto"]),
+        "backoff": st["rto_backoff"],
+        "rtt": _ms(srtt),
+        "rttvar": _ms(st["rttvar"]) if srtt is not None else None,
+        "ato": _ms(float(ato)) if isinstance(ato, (int, float)) and not isinstance(ato, bool) and ato > 0 else None,
+        "mss": mss,
+        "advmss": st["local_mss"] - st["option_bytes"],
+        "cwnd": cwnd,
+        "ssthresh": st["ssthresh"] // mss if st["ssthresh"] < INFINITE_SSTHRESH else None,
+        # Linux counts bytes_sent with retransmissions, and bytes_acked and bytes_received in
+        # sequence space: the SYN and FIN acknowledged count one each, the FIN received one.
+        "bytes_sent": st["bytes_sent"] + st["data_in_flight"] + st["retransmitted_bytes"],
+        "bytes_retrans": st["retransmitted_bytes"],
+        "bytes_acked": st["bytes_sent"] + (1 if st["syn_acked"] else 0) + fin,
+        "bytes_received": st["bytes_received"] + (1 if st["fin_received"] else 0),
+        "segs_out": st["segs_out"],
+        "segs_in": st["segs_in"],
+        "send": cwnd * mss * 8 / srtt if srtt else None,  # ss: cwnd * mss * 8 / rtt
+        "lastsnd": int((now - st["last_send_at"]) * 1000),
+        "lastrcv": int((now - st["last_recv_at"]) * 1000),
+        "lastack": int((now - st["last_ack_at"]) * 1000),
+        "delivery_rate": rate * 8 if rate > 0 else None,
+        "app_limited": st["rate_app_limited"] if rate > 0 else False,
+        "unacked": _segments(st["in_flight"], mss),
+        "retrans": st["retrans_out"],
+        "retrans_total": st["retransmits"],
+        "lost": _segments(st["lost_bytes"], mss),
+        "sacked": _segments(st["sacked_bytes"], mss),
+        "dsack_dups": st["dsack_segs"],
+        "notsent": st["unsent"],
+        "minrtt": _ms(st["min_rtt"]),
+        "snd_wnd": st["snd_wnd"],
+        "rcv_wnd": st["rcv_wnd"],
+        # Ours, after Linux's.
+        "id": st["number"],
+        "features": sorted(conn.features),
+        "phase": st["phase"],
+        "cwnd_bytes": st["cwnd"],
+        "ssthresh_bytes": st["ssthresh"] if st["ssthresh"] < INFINITE_SSTHRESH else None,
+    }
+
+
+INFINITE_SSTHRESH = 1 << 30
+"""ssthresh at or above this is "arbitrarily high" (RFC 5681 §3.1): ``ss`` leaves it out."""
+
+
+def connections(stack: Stack, now: float | None = None) -> list[dict[str, Any]]:
+    """One row per listener and per TCP connection (:func:`connection_row`); *now* is the stack's
+    clock (default: the running event loop's)."""
     tcp = find_tcp_layer(stack)
     if tcp is None:
         return []
+    if now is None:
+        now = asyncio.get_running_loop().time()
     rows: list[dict[str, Any]] = []
     for port in sorted(tcp.listeners):
-        rows.append({"state": "LISTEN", "local": f"*:{port}", "remote": "*:*"})
-    for conn in list(tcp.connections.values()):
-        st = conn.status()
+        listener = tcp.listeners[port]
         rows.append(
             {
-                "state": st["state"],
-                "local": _addr(st["local"]),
-                "remote": _addr(st["remote"]),
-                "features": sorted(conn.features),
-                "congestion": conn.congestion_name,
-                "srtt_ms": round(st["srtt"] * 1000, 3) if st["srtt"] is not None else None,
-                "rto_ms": round(st["rto"] * 1000, 1),
-                "cwnd": st["cwnd"],
-                "ssthresh": st["ssthresh"] if st["ssthresh"] < (1 << 30) else None,
-                "mss": st["mss"],
-                "in_flight": st["in_flight"],
-                "snd_wnd": st["snd_wnd"],
-                "rcv_wnd": st["rcv_wnd"],
-                "send_queue": st["send_queue"],
-                "recv_queue": st["recv_queue"],
-                "retransmits": st["retransmits"],
-                "bytes_sent": st["bytes_sent"],
-                "bytes_received": st["bytes_received"],
+                "state": "LISTEN",
+                "local": f"*:{port}",
+                "remote": "*:*",
+                "recv_q": len(listener.accept_queue),  # as ss: the accept queue, and the backlog
+                "send_q": listener.backlog,
             }
         )
+    for conn in list(tcp.connections.values()):
+        rows.append(connection_row(conn, now))
     return rows
 
 
@@ -325,10 +398,19 @@ def request(path: Path, cmd: str, *, wait: float = 5.0, **params: Any) -> dict[s
     return reply
 
 
-def watch(cmd: str, path: Path, as_json: bool, *, interval: float, count: int | None = None) -> int:
-    """``tcpstack ss --watch``: ask again every *interval* seconds (at most *count* times) until
-    Ctrl-C. On a terminal the view is redrawn in place; otherwise each view follows the last,
-    under a time stamp."""
+def watch(
+    cmd: str,
+    path: Path,
+    as_json: bool,
+    *,
+    interval: float,
+    count: int | None = None,
+    select: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None,
+) -> int:
+    """``tcpstack ss|stats --watch``: ask again every *interval* seconds (at most *count* times)
+    until Ctrl-C. On a terminal the view is redrawn in place; otherwise each view follows the last,
+    under a time stamp. With *as_json*, JSON lines instead (:func:`json_lines`), each line
+    self-contained. *select* picks the ``ss`` rows to show (filters, ``--conn``)."""
     import time
 
     from rich.console import Console
@@ -346,16 +428,18 @@ def watch(cmd: str, path: Path, as_json: bool, *, interval: float, count: int | 
         if "error" in reply:
             print(f"tcpstack: error: {reply['error']}", file=sys.stderr)
             return None
-        if as_json:
-            return json.dumps(reply, indent=2)
-        return format_ss(reply.get("connections", [])) if cmd == "ss" else format_stats(reply)
+        if cmd == "ss":
+            rows = reply.get("connections", [])
+            rows = select(rows) if select is not None else rows
+            return json_lines(rows, time.time()) if as_json else format_ss(rows)
+        return json_lines([reply], time.time()) if as_json else format_stats(reply)
 
     shown = 0
     try:
         with contextlib.ExitStack() as stack:
             live = (
                 stack.enter_context(Live(Text(""), console=console, auto_refresh=False))
-                if console.is_terminal
+                if console.is_terminal and not as_json
                 else None
             )
             while count is None or shown < count:
@@ -363,7 +447,10 @@ def watch(cmd: str, path: Path, as_json: bool, *, interval: float, count: int | 
                 if text is None:
                     return 1
                 stamp = time.strftime("%H:%M:%S")
-                if live is not None:  # a terminal: redraw in place
+                if as_json:  # JSON lines: no separators, each line stands alone
+                    if text:
+                        print(text, flush=True)
+                elif live is not None:  # a terminal: redraw in place
                     live.update(Text(f"{stamp}  every {interval:g} s, Ctrl-C to stop\n{text}"))
                     live.refresh()
                 else:
@@ -376,22 +463,117 @@ def watch(cmd: str, path: Path, as_json: bool, *, interval: float, count: int | 
     return 0
 
 
+def json_lines(records: list[dict[str, Any]], stamp: float) -> str:
+    """One JSON object per line, each with ``time`` (Unix time in seconds, when the client took
+    the view) first (docs/cli.md, "ss": the keys)."""
+    t = round(stamp, 3)
+    return "\n".join(json.dumps({"time": t, **r}, separators=(",", ":")) for r in records)
+
+
+# ss's names for the states (misc/ss.c sstate_name), by RFC 9293's.
+SS_STATE_NAMES = {
+    "ESTABLISHED": "ESTAB",
+    "SYN-SENT": "SYN-SENT",
+    "SYN-RECEIVED": "SYN-RECV",
+    "FIN-WAIT-1": "FIN-WAIT-1",
+    "FIN-WAIT-2": "FIN-WAIT-2",
+    "TIME-WAIT": "TIME-WAIT",
+    "CLOSED": "UNCONN",
+    "CLOSE-WAIT": "CLOSE-WAIT",
+    "LAST-ACK": "LAST-ACK",
+    "LISTEN": "LISTEN",
+    "CLOSING": "CLOSING",
+}
+
+
+def _g(value: float) -> str:
+    """C's ``%g``, as ss prints times."""
+    return f"{value:g}"
+
+
+def rate_text(bps: float) -> str:
+    """A rate as ``ss`` prints one (misc/ss.c sprint_bw, without -n): three significant digits
+    and a k/M/G/T prefix, then ``bps``."""
+    for scale, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if bps >= scale:
+            return f"{bps / scale:.3g}{prefix}bps"
+    return f"{bps:g}bps"
+
+
+def tcp_info_text(r: dict[str, Any]) -> str:
+    """The ``ss -ti`` line of one connection: Linux's fields in Linux's order, each only when it
+    is set (non-zero), as ``ss`` prints them; then ours: ``id``, ``features``, ``phase``."""
+    out = [r["congestion"]]
+    if r["snd_wscale"] is not None:
+        out.append(f"wscale:{r['snd_wscale']},{r['rcv_wscale']}")
+    if r["rto"]:
+        out.append(f"rto:{_g(r['rto'])}")
+    if r["backoff"]:
+        out.append(f"backoff:{r['backoff']}")
+    if r["rtt"]:
+        out.append(f"rtt:{_g(r['rtt'])}/{_g(r['rttvar'])}")
+    if r["ato"]:
+        out.append(f"ato:{_g(r['ato'])}")
+    for key in ("mss", "advmss", "cwnd", "ssthresh"):
+        if r[key]:
+            out.append(f"{key}:{r[key]}")
+    for key in ("bytes_sent", "bytes_retrans", "bytes_acked", "bytes_received", "segs_out", "segs_in"):
+        if r[key]:
+            out.append(f"{key}:{r[key]}")
+    if r["send"]:
+        out.append(f"send {rate_text(r['send'])}")
+    for key in ("lastsnd", "lastrcv", "lastack"):
+        if r[key]:
+            out.append(f"{key}:{r[key]}")
+    if r["delivery_rate"]:
+        out.append(f"delivery_rate {rate_text(r['delivery_rate'])}")
+        if r["app_limited"]:
+            out.append("app_limited")
+    if r["unacked"]:
+        out.append(f"unacked:{r['unacked']}")
+    if r["retrans"] or r["retrans_total"]:
+        out.append(f"retrans:{r['retrans']}/{r['retrans_total']}")
+    for key in ("lost", "sacked", "dsack_dups"):
+        if r[key]:
+            out.append(f"{key}:{r[key]}")
+    if r["notsent"]:
+        out.append(f"notsent:{r['notsent']}")
+    if r["minrtt"]:
+        out.append(f"minrtt:{_g(r['minrtt'])}")
+    for key in ("snd_wnd", "rcv_wnd"):
+        if r[key]:
+            out.append(f"{key}:{r[key]}")
+    out.append(f"id:{r['id']}")
+    out.append(f"features:{','.join(r['features']) or '-'}")
+    out.append(f"phase:{r['phase']}")
+    return "\t " + " ".join(out)
+
+
 def format_ss(rows: list[dict[str, Any]]) -> str:
-    """A table like ``ss -ti``: one line per connection, then its TCP facts indented."""
+    """A table like ``ss -ti``: one line per socket (state, queues, addresses), then each
+    connection's TCP facts on an indented line (:func:`tcp_info_text`)."""
     marked = any("worker" in r for r in rows)  # `up --workers`: which worker holds each row
-    lines = [("W  " if marked else "") + f"{'State':<13}{'Local':<22}{'Peer':<22}"]
-    for r in rows:
-        mark = f"{r.get('worker', '-')!s:<3}" if marked else ""
-        lines.append(f"{mark}{r['state']:<13}{r['local']:<22}{r['remote']:<22}")
-        if "cwnd" in r:
-            srtt = f"{r['srtt_ms']}ms" if r["srtt_ms"] is not None else "-"
-            lines.append(
-                f"\t{r['congestion']} rtt:{srtt} rto:{r['rto_ms']}ms mss:{r['mss']} cwnd:{r['cwnd']}"
-                f" ssthresh:{r['ssthresh'] if r['ssthresh'] is not None else '-'} unacked:{r['in_flight']}"
-                f" snd_wnd:{r['snd_wnd']} rcv_wnd:{r['rcv_wnd']} send_q:{r['send_queue']} recv_q:{r['recv_queue']}"
-                f" retrans:{r['retransmits']} sent:{r['bytes_sent']} received:{r['bytes_received']}"
-                f" features:{','.join(r['features']) or '-'}"
-            )
+    head = ("State", "Recv-Q", "Send-Q", "Local Address:Port", "Peer Address:Port")
+    table = [
+        (
+            SS_STATE_NAMES.get(r["state"], r["state"]),
+            str(r.get("recv_q", "")),
+            str(r.get("send_q", "")),
+            r["local"],
+            r["remote"],
+        )
+        for r in rows
+    ]
+    widths = [max(len(c[i]) for c in [head, *table]) for i in range(len(head))]
+
+    def line(cells: tuple[str, ...], mark: str) -> str:
+        return (mark + " ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True))).rstrip()
+
+    lines = [line(head, "W  " if marked else "")]
+    for r, cells in zip(rows, table, strict=True):
+        lines.append(line(cells, f"{r.get('worker', '-')!s:<3}" if marked else ""))
+        if "congestion" in r:
+            lines.append(tcp_info_text(r))
     return "\n".join(lines)
 
 
@@ -424,7 +606,17 @@ def format_fetch(reply: dict[str, Any]) -> str:
     )
 
 
-def run_client(cmd: str, path: Path, as_json: bool, **params: Any) -> int:
+def run_client(
+    cmd: str,
+    path: Path,
+    as_json: bool,
+    *,
+    select: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None,
+    **params: Any,
+) -> int:
+    """Ask once and print the answer (``ss``: *select* picks the rows; JSON lines with *as_json*)."""
+    import time
+
     try:
         # A fetch may take its whole timeout inside the stack; wait a little longer for the reply.
         reply = request(path, cmd, wait=float(params.get("timeout", 0.0)) + 5.0, **params)
@@ -437,12 +629,18 @@ def run_client(cmd: str, path: Path, as_json: bool, **params: Any) -> int:
     if "error" in reply:
         print(f"tcpstack: error: {reply['error']}", file=sys.stderr)
         return 1
-    if as_json:
-        print(json.dumps(reply, indent=2))
+    if cmd == "ss":
+        rows = reply.get("connections", [])
+        rows = select(rows) if select is not None else rows
+        if as_json:
+            if rows:
+                print(json_lines(rows, time.time()))
+        else:
+            print(format_ss(rows))
+    elif as_json:
+        print(json.dumps(reply) if cmd == "stats" else json.dumps(reply, indent=2))
     elif cmd == "fetch":
         print(format_fetch(reply))
-    elif cmd == "ss":
-        print(format_ss(reply.get("connections", [])))
     else:
         print(format_stats(reply))
     return 0

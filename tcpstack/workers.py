@@ -167,6 +167,17 @@ def read_worker_config(spec: str) -> dict[str, Any]:
     return data
 
 
+def number_connections(stack: Stack, spec: str) -> None:
+    """In worker *spec* (``K/N``): number its connections K+1, K+1+N, K+1+2N, ... (``ConnInfo.number``),
+    so the IDs ``tcpstack ss`` shows are unique across the workers of one ``up --workers N``."""
+    from tcpstack.streams import find_tcp_layer
+
+    index, count = parse_worker_of(spec)
+    tcp = find_tcp_layer(stack)
+    if tcp is not None:
+        tcp.next_number, tcp.number_step = index + 1, count
+
+
 def count_connections(stack: Stack) -> None:
     """In a worker: count every connection it opens or accepts (``worker.connections``), so
     ``stats`` shows how the kernel spread the flows (once per connection, not per segment)."""

@@ -70,15 +70,16 @@ class TcpConnection(Tcb, ConnectionVerbs):
         """
         _accept_ext _after_rto _challenge_count _challenge_window_start _check_ext _cwnd_limited
         _cwnd_usage_seq _dsack_segs _dup_acks_out _fast_rexmit _fin_queued _fin_sent _fin_seq
-        _fin_seq_known _last_send _log _lt_credits _max_flight _out_ext _peer_fin_offset _persist_backoff
-        _probe_due _probe_out _recovery_head_due _rescue_done _rexmit_until _rst_out _rto_count _rtt_seq
-        _rtt_time _send_syn _sws_override _syn_retransmitted _synack_lost _tlp_due _undo _undo_from
-        _undo_retrans _undo_rexmit_at _undo_to ack_policy bytes_received bytes_sent cc closed_at
-        congestion_name created_at drop_reason dup_acks eof_received events extensions failure fast_path features
-        in_recovery info keepalive keepalive_probes_sent listener listener_ref loss_detector option_bytes
-        options passive recover recoveries retransmits retransmitted_bytes rst_ignored rtt sack_recovery
-        scoreboard segs_in segs_out send_policy setup slow_start soft_error spurious_recoveries state
-        timeouts ts_rtt tso_max tsval_at user_closed
+        _fin_seq_known _last_ack _last_recv _last_send _log _lt_credits _max_flight _out_ext
+        _peer_fin_offset _persist_backoff _probe_due _probe_out _rate_mark _rate_span _rate_t0
+        _recovery_head_due _rescue_done _rexmit_until _rst_out _rto_count _rtt_seq _rtt_time _send_syn _sent_all
+        _sws_override _syn_retransmitted _synack_lost _tlp_due _undo _undo_from _undo_retrans
+        _undo_rexmit_at _undo_to ack_policy bytes_received bytes_sent cc closed_at congestion_name
+        created_at delivery_rate drop_reason dup_acks eof_received events extensions failure fast_path
+        features in_recovery info keepalive keepalive_probes_sent listener listener_ref loss_detector
+        option_bytes options passive rate_app_limited recover recoveries retransmits retransmitted_bytes
+        rst_ignored rtt sack_recovery scoreboard segs_in segs_out send_policy setup slow_start
+        soft_error spurious_recoveries state timeouts ts_rtt tso_max tsval_at user_closed
         """.split()
     )
 
@@ -218,6 +219,18 @@ class TcpConnection(Tcb, ConnectionVerbs):
         self.spurious_recoveries = 0  # recoveries undone (RFC 4015 §3.2)
         self.keepalive_probes_sent = 0
         self.closed_at: float | None = None
+        # For `tcpstack ss` (docs/cli.md, "ss"): when data last arrived in order and when an ACK
+        # last acknowledged new data (the sender's counterpart is _last_send), and the delivery
+        # rate: bytes acknowledged over at least one smoothed RTT (recovery.rate_sample), in bytes
+        # per second, and whether the sender had nothing to send when it was taken.
+        self._last_recv = now
+        self._last_ack = now
+        self._rate_t0 = now  # the current sampling interval began (at SND.UNA's _rate_mark bytes)
+        self._rate_mark = 0
+        self._rate_span = 0.0  # sample once the interval is this long: the SRTT of the last sample
+        self.delivery_rate = 0.0
+        self.rate_app_limited = False
+        self._sent_all = True  # the last transmission sent everything queued (app-limited)
 
     # ================================================================== identity
 
@@ -295,6 +308,7 @@ class TcpConnection(Tcb, ConnectionVerbs):
         *syn* is rebuilt from it: the connection only waits for the ACK it is given next."""
         self.state = S.LISTEN
         self._set_state(Trigger.RECV_SYN, now)
+        self.segs_in = 1  # the SYN (as Linux counts it for a child socket)
         receiver.take_syn(self, syn, now)
         self.snd_nxt = seq_add(self.iss, 1)
         self.snd_max = self.snd_nxt
@@ -750,8 +764,39 @@ class TcpConnection(Tcb, ConnectionVerbs):
         """The oldest undelivered event, or ``None``."""
         return self.events.popleft() if self.events else None
 
+    @property
+    def phase(self) -> str:
+        """The congestion-control phase: ``fast_recovery`` (RFC 5681 §3.2, RFC 6582, RFC 6675 §5),
+        ``rto_recovery`` (after a retransmission timeout until SND.UNA passes its recovery point,
+        RFC 6675 §5.1), ``css`` (HyStart++'s Conservative Slow Start, RFC 9406 §4.2),
+        ``slow_start`` (cwnd < ssthresh, RFC 5681 §3.1) or ``congestion_avoidance``."""
+        if self.in_recovery:
+            return "fast_recovery"
+        if self._after_rto:
+            return "rto_recovery"
+        cc = self.cc
+        if cc.cwnd < cc.ssthresh:
+            ss = self.slow_start
+            return "css" if ss is not None and getattr(ss, "css_active", False) else "slow_start"
+        return "congestion_avoidance"
+
     def status(self) -> dict[str, Any]:
-        """A snapshot for ``ss``-style views and the connection summary."""
+        """A snapshot for ``ss``-style views (tcpstack/control.py) and the connection summary:
+        bytes, seconds (times on the stack's clock) and sequence numbers as the connection keeps
+        them."""
+        sb = self.scoreboard
+        mss = self.snd_mss
+        fin_acked = self._fin_seq_known and seq_gt(self.snd_una, self._fin_seq)
+        # Data sent and not acknowledged: the flight less the SYN and FIN in it (bounded by the
+        # window, so the 32-bit sequence difference never wraps).
+        flight = seq_diff(self.snd_max, self.snd_una)
+        data_out = max(0, flight - (0 if self._syn_acked else 1) - (1 if self._fin_seq_known and not fin_acked else 0))
+        if sb is not None and self.sack_recovery:
+            retrans_out = -(-sb.rexmit.total // mss)  # retransmitted, neither SACKed nor acked since
+        elif self._rexmit_until is not None:  # a go-back-N resend (after a timeout or a lower MSS)
+            retrans_out = -(-seq_diff(self.snd_nxt, self.snd_una) // mss)
+        else:
+            retrans_out = 1 if self.in_recovery else 0  # NewReno: the head retransmitted (RFC 6582 §3.2)
         return {
             "state": self.state.value,
             "local": self.local,
@@ -775,4 +820,32 @@ class TcpConnection(Tcb, ConnectionVerbs):
             "spurious_recoveries": self.spurious_recoveries,
             "bytes_sent": self.bytes_sent,
             "bytes_received": self.bytes_received,
+            # (from here on: for `tcpstack ss`)
+            "number": self.info.number,
+            "phase": self.phase,
+            "rttvar": self.rtt.rttvar,
+            "min_rtt": self.rtt.min_rtt,
+            "rto_backoff": self.rtt.backoff,
+            "snd_wscale": self.snd_wscale,
+            "rcv_wscale": self.rcv_wscale,
+            "local_mss": self.local_mss,
+            "option_bytes": self.option_bytes,
+            "syn_acked": self._syn_acked,
+            "fin_acked": fin_acked,
+            "fin_received": self.eof_received,
+            "data_in_flight": data_out,
+            "retransmitted_bytes": self.retransmitted_bytes,
+            "segs_in": self.segs_in,
+            "segs_out": self.segs_out,
+            "retrans_out": retrans_out,
+            "sacked_bytes": sb.sacked.total if sb is not None else 0,
+            "lost_bytes": sb.lost.total if sb is not None else 0,
+            "dsack_segs": self._dsack_segs,
+            "unsent": max(0, len(self.sndbuf) - data_out),
+            "created_at": self.created_at,
+            "last_send_at": self._last_send,
+            "last_recv_at": self._last_recv,
+            "last_ack_at": self._last_ack,
+            "delivery_rate": self.delivery_rate,
+            "rate_app_limited": self.rate_app_limited,
         }

@@ -202,6 +202,11 @@ class SlowStartProtocol(Protocol):
     def on_idle_restart(self, cc: CongestionControlProtocol, cwnd_before: int) -> None:
         """RFC 5681 §4.1 restarted cwnd after an idle period; it was *cwnd_before*."""
 
+    @property
+    def css_active(self) -> bool:
+        """Whether slow start is in HyStart++'s Conservative Slow Start now (RFC 9406 §4.2), read
+        by ``tcpstack ss`` for its ``phase`` (never on the per-segment path)."""
+
 
 class AckPolicy:
     """When to acknowledge received data. The default acknowledges at once; ACKs are still

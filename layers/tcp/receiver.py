@@ -48,6 +48,7 @@ def receive_text(conn: TcpConnection, seg: TcpRepr, offset: int, wnd: int, now: 
     if gained:
         conn.rcv_nxt = seq_add(conn.rcv_nxt, gained)
         conn.bytes_received += gained
+        conn._last_recv = now
         conn.events.append(DataReceived())
         if was_ooo:
             conn._ack_now = True  # RFC 5681 §4.2: ACK at once when a gap fills

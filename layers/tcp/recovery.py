@@ -111,9 +111,13 @@ def ack_advanced(conn: TcpConnection, ack: int, acked: int, now: float) -> None:
         conn._fin_sent = True
         data_acked -= 1
     if data_acked > 0:
+        last = conn._last_ack
+        if now != last and last - conn._rate_t0 >= conn._rate_span:
+            rate_sample(conn)  # the ACKs up to the last batch span an SRTT: at most once per SRTT
         conn.sndbuf.consume(data_acked)
         conn.bytes_sent += data_acked
         conn.events.append(SendSpaceAvailable())
+    conn._last_ack = now
     conn.snd_una = ack
     if conn.scoreboard is not None:
         conn.scoreboard.advance(acked)
@@ -177,6 +181,31 @@ def ack_advanced(conn: TcpConnection, ack: int, acked: int, now: float) -> None:
     conn.timers.persist = None
     if fin_acked:
         conn._our_fin_acked(now)
+
+
+def rate_sample(conn: TcpConnection) -> None:
+    """A delivery-rate sample for ``tcpstack ss`` (docs/cli.md, "ss"): the data acknowledged from the
+    start of the interval (the last sample, or the first transmission with nothing in flight:
+    :func:`layers.tcp.sender.send_data`) to the last batch of ACKs, over that time, once it spans a
+    smoothed RTT. Taken when the next batch begins, so every ACK read at one time (a batch of
+    frames) is in it, and none is left for an interval of zero length. A simpler estimate than
+    draft-cheng-iccrg-delivery-rate-estimation-02 (Linux's tcp_rate.c), which times every packet
+    from its transmission: here an ACK costs two comparisons, the rest runs once per round trip.
+    As there (Linux's tcp_rate_gen and tcp_rate_check_app_limited), a sample taken while the
+    application left cwnd unused (app-limited: the last transmission sent everything queued, and
+    the flight is below cwnd) replaces the estimate only if it is higher."""
+    end = conn._last_ack
+    interval = end - conn._rate_t0
+    if interval > 0:
+        rate = (conn.bytes_sent - conn._rate_mark) / interval
+        app_limited = conn._sent_all and seq_diff(conn.snd_max, conn.snd_una) < conn.cc.cwnd
+        if not app_limited or rate >= conn.delivery_rate:
+            conn.delivery_rate = rate
+            conn.rate_app_limited = app_limited
+    conn._rate_t0 = end
+    conn._rate_mark = conn.bytes_sent
+    srtt = conn.rtt.srtt
+    conn._rate_span = srtt if srtt is not None else 0.0
 
 
 def maybe_dupack(conn: TcpConnection, window: int, now: float) -> None:

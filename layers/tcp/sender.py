@@ -44,12 +44,20 @@ def send_data(conn: TcpConnection, out: list[TcpRepr], now: float) -> None:
         elif conn._fin_sent:
             out.append(fin_segment(conn, conn._fin_seq, now, retransmit=True))
 
-    # RFC 5681 §4.1: restart from IW after an idle period longer than the RTO.
-    if buffered and una == conn.snd_max and now - conn._last_send > conn.rtt.current():
-        before = conn.cc.cwnd
-        conn.cc.on_idle_restart()
-        if conn.slow_start is not None:
-            conn.slow_start.on_idle_restart(conn.cc, before)
+    if buffered and una == conn.snd_max:
+        # Nothing in flight: a delivery-rate interval starts with this transmission (an idle
+        # period is no part of it; recovery.rate_sample). The one before ends with the ACK of
+        # everything sent in it: from its first transmission to that ACK is at least a round trip.
+        if conn._last_ack > conn._rate_t0 and conn.bytes_sent > conn._rate_mark:
+            recovery.rate_sample(conn)
+        conn._rate_t0 = now
+        conn._rate_mark = conn.bytes_sent
+        # RFC 5681 §4.1: restart from IW after an idle period longer than the RTO.
+        if now - conn._last_send > conn.rtt.current():
+            before = conn.cc.cwnd
+            conn.cc.on_idle_restart()
+            if conn.slow_start is not None:
+                conn.slow_start.on_idle_restart(conn.cc, before)
 
     sb = conn.scoreboard
     if conn._after_rto and sb is not None and sb.lost and not conn.sack_recovery:
@@ -150,6 +158,7 @@ def send_data(conn: TcpConnection, out: list[TcpRepr], now: float) -> None:
             sb.unmark_lost(pos, pos + size)  # sent again: RACK judges the new transmission
         if size > mss:
             seg.gso_size = mss  # a super-segment (TSO)
+            conn.segs_out += (size - 1) // mss  # counted in segments on the wire (one more below)
         if size == unsent:
             seg.flags |= PSH  # MUST-60/61: push the last segment of the queued data
         out.append(seg)
@@ -162,6 +171,7 @@ def send_data(conn: TcpConnection, out: list[TcpRepr], now: float) -> None:
             pipe += size
         tlp_extra = 0  # the probe was this one segment
     cwnd_validate(conn, cwnd_blocked, pipe if pipe >= 0 else seq_diff(conn.snd_max, una))
+    conn._sent_all = unsent <= 0  # nothing left queued: the application limits (recovery.rate_sample)
 
 
 def cwnd_validate(conn: TcpConnection, blocked: bool, flight: int) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import re
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,8 +13,9 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from tcpstack.control import ControlServer, format_ss, parse_http_url, request
+from tcpstack.control import ControlServer, connection_row, format_ss, parse_http_url, request
 from tcpstack.demo import closed_connections, summary_table
+from tcpstack.testing import StackPair
 from tests.helpers import ipv4_stack
 
 
@@ -57,32 +59,14 @@ def test_stale_socket_file_is_replaced(tmp_path: Path) -> None:
 
 
 def test_format_ss_lists_listeners_and_connections() -> None:
-    """The text view has one line per socket and the TCP facts under each connection."""
-    rows = [
-        {"state": "LISTEN", "local": "*:80", "remote": "*:*"},
-        {
-            "state": "ESTABLISHED",
-            "local": "10.0.0.2:80",
-            "remote": "10.0.0.1:5000",
-            "features": ["sack"],
-            "congestion": "cubic",
-            "srtt_ms": 1.5,
-            "rto_ms": 200.0,
-            "cwnd": 14480,
-            "ssthresh": None,
-            "mss": 1448,
-            "in_flight": 0,
-            "snd_wnd": 65535,
-            "rcv_wnd": 65535,
-            "send_queue": 0,
-            "recv_queue": 0,
-            "retransmits": 0,
-            "bytes_sent": 10,
-            "bytes_received": 20,
-        },
-    ]
+    """The text view has one line per socket and, under each connection, its `ss -ti` line."""
+    pair = StackPair(delay=0.01, features={"sack": {}})
+    conn = pair.open()
+    rows = [{"state": "LISTEN", "local": "*:80", "remote": "*:*", "recv_q": 0, "send_q": 128}]
+    rows.append(connection_row(conn.client_conn, pair.now))
     text = format_ss(rows)
-    assert "LISTEN" in text and "10.0.0.1:5000" in text and "cwnd:14480" in text and "features:sack" in text
+    assert "LISTEN" in text and "10.0.0.2:80" in text and "ESTAB" in text
+    assert re.search(r" cwnd:\d+ ", text) and "features:sack" in text and f"id:{conn.client_conn.number}" in text
 
 
 @pytest.mark.parametrize(

@@ -73,8 +73,14 @@ r.sendto(hdr, (sys.argv[2], 0))
 
 
 def _time_wait_rows(control: Path) -> list[dict[str, Any]]:
-    rows = _cli("ss", "--control", str(control), "--json")["connections"]
-    return [row for row in rows if row["state"] == "TIME-WAIT"]
+    r = subprocess.run(
+        [sys.executable, "-m", "tcpstack.cli", "ss", "--control", str(control), "--json", "state", "time-wait"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert r.returncode == 0, r.stderr
+    return [json.loads(line) for line in r.stdout.splitlines()]  # JSON lines: one connection per line
 
 
 @pytest.mark.parametrize("rfc1337", [True, False], ids=["rfc1337", "rfc9293"])

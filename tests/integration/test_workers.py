@@ -117,12 +117,17 @@ def test_64_connections_spread_over_two_workers_intact_with_merged_ss_and_stats(
         assert len({w["pid"] for w in per}) == 2 and stack.pid not in {w["pid"] for w in per}
         ss = _cli("ss", "--control", str(control), "--json")
         assert ss.returncode == 0, ss.stderr
-        rows = json.loads(ss.stdout)["connections"]
+        rows = [json.loads(line) for line in ss.stdout.splitlines()]  # JSON lines, one per socket
         established = [r for r in rows if r["state"] == "ESTABLISHED"]
         assert len(established) == 64 and len({r["remote"] for r in established}) == 64
+        # Worker k of 2 numbers its connections k+1, k+3, ...: the merged IDs are unique.
+        assert len({r["id"] for r in established}) == 64
+        assert all(r["id"] % 2 == (r["worker"] + 1) % 2 for r in established), [(r["worker"], r["id"]) for r in rows]
         by_worker = {k: sum(r["worker"] == k for r in established) for k in (0, 1)}
         assert by_worker == {0: opened[0], 1: opened[1]}  # each connection where it was counted
         assert {(r["worker"], r["local"]) for r in rows if r["state"] == "LISTEN"} == {(0, "*:7"), (1, "*:7")}
+        one = _cli("ss", "--control", str(control), "--json", "--conn", str(established[0]["id"]))
+        assert [json.loads(line)["remote"] for line in one.stdout.splitlines()] == [established[0]["remote"]]
         text = _cli("ss", "--control", str(control))
         assert text.returncode == 0 and text.stdout.splitlines()[0].startswith("W  State")
         shown = _cli("stats", "--control", str(control))
