@@ -59,6 +59,10 @@ class Stack:
         """A handler's early demultiplexer, called with every frame before the pipeline
         (:meth:`set_early_receive`); ``None``: every frame goes up the pipeline."""
         self._clock = float("-inf")  # the latest time given: the stack's clock never runs backwards
+        self.time_offset = 0.0
+        """Wall-clock time minus the stack's clock, in seconds: what turns a ``now`` into a time
+        since the Unix epoch. The I/O edge sets it when it starts (the same offset a capture's
+        ``time_offset`` gets); 0 when a test drives the stack with explicit times."""
 
     def _now(self, now: float) -> float:
         """*now*, or the stack's clock when *now* is behind it (see the module docstring)."""

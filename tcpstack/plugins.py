@@ -33,6 +33,7 @@ BUILTIN_PLUGINS: Final[tuple[str, ...]] = (
     "plugins.ecn",
     "plugins.rack_tlp",
     "plugins.hystart",
+    "plugins.probe",
 )
 
 

@@ -47,7 +47,7 @@ from framework.netlayer import NetError
 from layers.tcp import receiver, recovery, sender
 from layers.tcp.congestion import NO_LOG, CongestionControl, CongestionControlProtocol
 from layers.tcp.events import Connected, ConnectionClosed, ConnectionFailed, SendSpaceAvailable, SoftError, TcpEvent
-from layers.tcp.policy import ConnInfo, LossDetector, TcpSetup, decision_log
+from layers.tcp.policy import ConnectionProbe, ConnInfo, LossDetector, TcpSetup, decision_log
 from layers.tcp.rtt import RttEstimator
 from layers.tcp.scoreboard import Scoreboard
 from layers.tcp.seq import seq_add, seq_diff, seq_gt, seq_le, seq_lt
@@ -77,7 +77,7 @@ class TcpConnection(Tcb, ConnectionVerbs):
         _undo_rexmit_at _undo_to ack_policy bytes_received bytes_sent cc closed_at congestion_name
         created_at delivery_rate drop_reason dup_acks eof_received events extensions failure fast_path
         features in_recovery info keepalive keepalive_probes_sent listener listener_ref loss_detector
-        option_bytes options passive rate_app_limited recover recoveries retransmits retransmitted_bytes
+        option_bytes options passive probe rate_app_limited recover recoveries retransmits retransmitted_bytes
         rst_ignored rtt sack_recovery scoreboard segs_in segs_out send_policy setup slow_start
         soft_error spurious_recoveries state timeouts ts_rtt tso_max tsval_at user_closed
         """.split()
@@ -143,6 +143,9 @@ class TcpConnection(Tcb, ConnectionVerbs):
         if self.keepalive is not None:
             self.timers.add(self.keepalive)
         self.slow_start: Any = setup.slow_start  # HyStart++ (RFC 9406) when a plugin installed it
+        # The probe feature (plugins/probe.py): told after each segment processed and each batch
+        # sent; None (the default) costs one test at each of those two points.
+        self.probe: ConnectionProbe | None = setup.probe
         # TUN segmentation offload: the largest datagram the link takes as one super-segment
         # (0: none); set by the TCP layer.
         self.tso_max = 0
@@ -396,132 +399,136 @@ class TcpConnection(Tcb, ConnectionVerbs):
         """Process one arriving segment (RFC 9293 §3.10.7.3-4). Afterwards the caller drains
         :meth:`segments_to_send` and :meth:`next_event`, and counts ``drop_reason`` if set (the
         segment's text was dropped on purpose: out-of-order data over a memory budget)."""
-        self.segs_in += 1
-        if self.keepalive is not None:
-            self.keepalive.on_receive(now)  # anything from the peer shows it is alive (MUST-29)
-        st = self.state
-        if st is S.SYN_SENT:
-            self._receive_syn_sent(seg, now)
-            return
-        if st is S.CLOSED or st is S.LISTEN:
-            return
-        flags = seg.flags
-
-        # --- First: check the sequence number (§3.10.7.4, Table 6) -----------------------
-        seq = seg.seq
-        payload = seg.payload
-        plen = len(payload)
-        seg_len = seg.seg_len
-        rcv_nxt = self.rcv_nxt
-        wnd = seq_diff(self.rcv_adv, rcv_nxt)
-        if wnd < 0:
-            wnd = 0
-        if st is S.SYN_RECEIVED and flags & SYN and not flags & ACK and seq == self.irs:
-            # A retransmitted SYN: our SYN-ACK was lost. Answer it again now (as Linux does).
-            # The SYN-ACK is now a retransmission: RFC 6298 §3 (Karn, MUST-18), no RTT sample.
-            self._send_syn = True
-            self._rtt_seq = None
-            self._synack_lost = True  # RFC 5681 §3.1: the IW becomes one segment
-            self.retransmits += 1
-            return
-        if self._check_ext:
-            for ext in self._check_ext:
-                if not ext.check(self, seg, now):  # e.g. RFC 7323 §5.3 PAWS
-                    return
-        offset = seq_diff(seq, rcv_nxt)
-        if seg_len == 0:
-            acceptable = offset == 0 if wnd == 0 else 0 <= offset < wnd
-        elif wnd == 0:
-            # MUST-66: with a zero window still process ACK, URG and RST at RCV.NXT.
-            acceptable = offset == 0
-        else:
-            end = offset + seg_len - 1
-            acceptable = (0 <= offset < wnd) or (0 <= end < wnd)
-        if not acceptable:
-            if not flags & RST:
-                # §3.10.7.4: <SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK>, then drop. In TIME-WAIT this
-                # also answers a retransmitted FIN (RFC 9293 §3.10.7.4 "Eighth"), and restarts the 2MSL timer.
-                self._ack_now = True
-                if st is S.TIME_WAIT and flags & FIN:
-                    self.timers.close = now + 2 * self.options.msl
-            return
-        if self._accept_ext:
-            for ext in self._accept_ext:
-                ext.accepted(self, seg, now)
-
-        # --- Second: the RST bit (§3.10.7.4; RFC 5961 §3.2) ------------------------------
-        if flags & RST:
-            if offset != 0:
-                self._challenge_ack(now)  # in window but not exact: RFC 5961 §3.2
+        try:
+            self.segs_in += 1
+            if self.keepalive is not None:
+                self.keepalive.on_receive(now)  # anything from the peer shows it is alive (MUST-29)
+            st = self.state
+            if st is S.SYN_SENT:
+                self._receive_syn_sent(seg, now)
                 return
-            self._receive_rst(now)
-            return
-
-        # --- Fourth: the SYN bit (§3.10.7.4 "Fourth"; RFC 5961 §4.2) --------------------
-        if flags & SYN:
-            if st is S.SYN_RECEIVED and self.passive:
-                # A new SYN in window while SYN-RECEIVED after a passive open: go back to
-                # LISTEN (the listener still exists; this TCB is simply deleted).
-                self.failure = "reset"
-                self._set_state(Trigger.RETURN_TO_LISTEN, now)  # the layer deletes the TCB
+            if st is S.CLOSED or st is S.LISTEN:
                 return
-            self._challenge_ack(now)
-            return
+            flags = seg.flags
 
-        # --- Fifth: the ACK field ----------------------------------------------------------
-        if not flags & ACK:
-            return  # §3.10.7.4: "if the ACK bit is off, drop the segment and return"
-        ack = seg.ack
-        if st is S.SYN_RECEIVED:
-            if seq_lt(self.snd_una, ack) and seq_le(ack, self.snd_max):
-                self._syn_acked = True
-                self.snd_una = seq_add(self.snd_una, 1)
-                self.snd_wnd = seg.window << self.snd_wscale
-                self.max_snd_wnd = max(self.max_snd_wnd, self.snd_wnd)
-                self.snd_wl1 = seq
-                self.snd_wl2 = ack
-                recovery.syn_acked(self, now)
-                self._become_established(now)
+            # --- First: check the sequence number (§3.10.7.4, Table 6) -----------------------
+            seq = seg.seq
+            payload = seg.payload
+            plen = len(payload)
+            seg_len = seg.seg_len
+            rcv_nxt = self.rcv_nxt
+            wnd = seq_diff(self.rcv_adv, rcv_nxt)
+            if wnd < 0:
+                wnd = 0
+            if st is S.SYN_RECEIVED and flags & SYN and not flags & ACK and seq == self.irs:
+                # A retransmitted SYN: our SYN-ACK was lost. Answer it again now (as Linux does).
+                # The SYN-ACK is now a retransmission: RFC 6298 §3 (Karn, MUST-18), no RTT sample.
+                self._send_syn = True
+                self._rtt_seq = None
+                self._synack_lost = True  # RFC 5681 §3.1: the IW becomes one segment
+                self.retransmits += 1
+                return
+            if self._check_ext:
+                for ext in self._check_ext:
+                    if not ext.check(self, seg, now):  # e.g. RFC 7323 §5.3 PAWS
+                        return
+            offset = seq_diff(seq, rcv_nxt)
+            if seg_len == 0:
+                acceptable = offset == 0 if wnd == 0 else 0 <= offset < wnd
+            elif wnd == 0:
+                # MUST-66: with a zero window still process ACK, URG and RST at RCV.NXT.
+                acceptable = offset == 0
             else:
-                # §3.10.7.4: an unacceptable ACK in SYN-RECEIVED gets <SEQ=SEG.ACK><CTL=RST>.
-                self._rst_out.append(self._segment(ack, 0, RST))
+                end = offset + seg_len - 1
+                acceptable = (0 <= offset < wnd) or (0 <= end < wnd)
+            if not acceptable:
+                if not flags & RST:
+                    # §3.10.7.4: <SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK>, then drop. In TIME-WAIT this
+                    # also answers a retransmitted FIN (RFC 9293 §3.10.7.4 "Eighth"), and restarts the 2MSL timer.
+                    self._ack_now = True
+                    if st is S.TIME_WAIT and flags & FIN:
+                        self.timers.close = now + 2 * self.options.msl
                 return
-        if not recovery.process_ack(self, seg, now):
-            return
-        st = self.state
-        if st is S.CLOSED:
-            return
-        if st is S.TIME_WAIT:
-            if flags & FIN:  # §3.10.7.4: a retransmitted FIN: acknowledge, restart 2MSL
-                self._ack_now = True
-                self.timers.close = now + 2 * self.options.msl
-            return
+            if self._accept_ext:
+                for ext in self._accept_ext:
+                    ext.accepted(self, seg, now)
 
-        # --- Sixth: URG (not acted on: urgent data is delivered inline; docs/compliance.md) ---
-
-        # --- Seventh: the segment text (§3.10.7.4 "Seventh") -------------------------------
-        base = self.rcvbuf.nxt
-        dup_acks = len(self._dup_acks_out)
-        if plen:
-            if st in _RECV_STATES:
-                if self.user_closed and not self.eof_received:
-                    # RFC 2525 §2.17: data for an application that closed: reset.
-                    self.abort(now, reason="aborted")
+            # --- Second: the RST bit (§3.10.7.4; RFC 5961 §3.2) ------------------------------
+            if flags & RST:
+                if offset != 0:
+                    self._challenge_ack(now)  # in window but not exact: RFC 5961 §3.2
                     return
-                if not receiver.receive_text(self, seg, offset, wnd, now):
-                    # Out-of-order data over its memory budget: holding it is a SHOULD (RFC 9293
-                    # §3.10.7.4, SHLD-31); dropped unacknowledged, so never SACKed (RFC 2018 §8).
-                    self.drop_reason = self.rcvbuf.refusal
-                    return
-            # In CLOSE-WAIT, CLOSING, LAST-ACK the peer already sent FIN: ignore the text.
+                self._receive_rst(now)
+                return
 
-        # --- Eighth: the FIN bit ---------------------------------------------------------
-        if flags & FIN and st in (S.SYN_RECEIVED, S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2):
-            if offset + plen <= wnd:  # a FIN beyond the window was trimmed away
-                self._peer_fin_offset = base + offset + plen
-            if len(self._dup_acks_out) == dup_acks:  # (an out-of-order FIN was just answered)
-                self._ack_now = True
-        receiver.check_peer_fin(self, now)
+            # --- Fourth: the SYN bit (§3.10.7.4 "Fourth"; RFC 5961 §4.2) --------------------
+            if flags & SYN:
+                if st is S.SYN_RECEIVED and self.passive:
+                    # A new SYN in window while SYN-RECEIVED after a passive open: go back to
+                    # LISTEN (the listener still exists; this TCB is simply deleted).
+                    self.failure = "reset"
+                    self._set_state(Trigger.RETURN_TO_LISTEN, now)  # the layer deletes the TCB
+                    return
+                self._challenge_ack(now)
+                return
+
+            # --- Fifth: the ACK field ----------------------------------------------------------
+            if not flags & ACK:
+                return  # §3.10.7.4: "if the ACK bit is off, drop the segment and return"
+            ack = seg.ack
+            if st is S.SYN_RECEIVED:
+                if seq_lt(self.snd_una, ack) and seq_le(ack, self.snd_max):
+                    self._syn_acked = True
+                    self.snd_una = seq_add(self.snd_una, 1)
+                    self.snd_wnd = seg.window << self.snd_wscale
+                    self.max_snd_wnd = max(self.max_snd_wnd, self.snd_wnd)
+                    self.snd_wl1 = seq
+                    self.snd_wl2 = ack
+                    recovery.syn_acked(self, now)
+                    self._become_established(now)
+                else:
+                    # §3.10.7.4: an unacceptable ACK in SYN-RECEIVED gets <SEQ=SEG.ACK><CTL=RST>.
+                    self._rst_out.append(self._segment(ack, 0, RST))
+                    return
+            if not recovery.process_ack(self, seg, now):
+                return
+            st = self.state
+            if st is S.CLOSED:
+                return
+            if st is S.TIME_WAIT:
+                if flags & FIN:  # §3.10.7.4: a retransmitted FIN: acknowledge, restart 2MSL
+                    self._ack_now = True
+                    self.timers.close = now + 2 * self.options.msl
+                return
+
+            # --- Sixth: URG (not acted on: urgent data is delivered inline; docs/compliance.md) ---
+
+            # --- Seventh: the segment text (§3.10.7.4 "Seventh") -------------------------------
+            base = self.rcvbuf.nxt
+            dup_acks = len(self._dup_acks_out)
+            if plen:
+                if st in _RECV_STATES:
+                    if self.user_closed and not self.eof_received:
+                        # RFC 2525 §2.17: data for an application that closed: reset.
+                        self.abort(now, reason="aborted")
+                        return
+                    if not receiver.receive_text(self, seg, offset, wnd, now):
+                        # Out-of-order data over its memory budget: holding it is a SHOULD (RFC 9293
+                        # §3.10.7.4, SHLD-31); dropped unacknowledged, so never SACKed (RFC 2018 §8).
+                        self.drop_reason = self.rcvbuf.refusal
+                        return
+                # In CLOSE-WAIT, CLOSING, LAST-ACK the peer already sent FIN: ignore the text.
+
+            # --- Eighth: the FIN bit ---------------------------------------------------------
+            if flags & FIN and st in (S.SYN_RECEIVED, S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2):
+                if offset + plen <= wnd:  # a FIN beyond the window was trimmed away
+                    self._peer_fin_offset = base + offset + plen
+                if len(self._dup_acks_out) == dup_acks:  # (an out-of-order FIN was just answered)
+                    self._ack_now = True
+            receiver.check_peer_fin(self, now)
+        finally:
+            if self.probe is not None:  # the probe feature: after every segment (plugins/probe.py)
+                self.probe.on_segment(self, seg, now)
 
     def _receive_syn_sent(self, seg: TcpRepr, now: float) -> None:
         """RFC 9293 §3.10.7.3, SYN-SENT."""
@@ -702,7 +709,10 @@ class TcpConnection(Tcb, ConnectionVerbs):
     def segments_to_send(self, now: float) -> list[TcpRepr]:
         """Everything to transmit now, in order (layers/tcp/sender.py). Clears the pending-ACK
         state it satisfies."""
-        return sender.segments_to_send(self, now)
+        out = sender.segments_to_send(self, now)
+        if self.probe is not None:  # the probe feature: after every batch sent (plugins/probe.py)
+            self.probe.on_output(self, out, now)
+        return out
 
     # ================================================================== plugin-facing verbs
     # What plugins that own an algorithm (plugins/keepalive.py, plugins/rack_tlp.py) may call,
@@ -713,6 +723,12 @@ class TcpConnection(Tcb, ConnectionVerbs):
     def send_idle(self) -> bool:
         """Nothing of ours is unacknowledged or queued (RFC 1122 §4.2.3.6: keep-alive only then)."""
         return self.snd_una == self.snd_max and not len(self.sndbuf)
+
+    @property
+    def rto_recovery(self) -> bool:
+        """After a retransmission timeout, until SND.UNA passes the recovery point it set
+        (RFC 6675 §5.1): the go-back-N resend (what the probe calls ``rto_recovery``)."""
+        return self._after_rto
 
     @property
     def retransmit_at(self) -> float | None:

@@ -151,6 +151,9 @@ class TcpLayer(BaseHandler):
         # gives worker i of n the start i + 1 and the step n, so numbers stay unique across workers.
         self.next_number = 1
         self.number_step = 1
+        #: Stack-wide objects plugins keep for their connections, by plugin name, filled in their
+        #: ``stack_configured``; every connection's setup sees it as ``TcpSetup.shared``.
+        self.shared: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ assembly
 
@@ -238,7 +241,7 @@ class TcpLayer(BaseHandler):
                 # MAY-2 / SHLD-4: a new SYN may reopen a TIME-WAIT 4-tuple if its sequence
                 # number is above everything of the old incarnation.
                 if seq_gt(seg.seq, conn.rcv_nxt) and seg.dst_port in self.listeners:
-                    self._remove(conn)
+                    self._remove(conn, now)
                     self._listen_segment(self.listeners[seg.dst_port], ip, seg, ctx)
                     return None
             elif st is S.SYN_RECEIVED and seg.flags & ACK and not seg.flags & RST:
@@ -441,7 +444,7 @@ class TcpLayer(BaseHandler):
                 self._eventful[conn] = None
             st = conn.state
             if st is S.CLOSED or st is S.LISTEN:
-                self._remove(conn)
+                self._remove(conn, now)
             else:
                 self._schedule(conn)
             self._update_listener(conn)
@@ -616,7 +619,9 @@ class TcpLayer(BaseHandler):
         features = merge(base, overrides) if overrides else {k: v for k, v in base.items() if v is not None}
         name = options.congestion_control or self.settings.congestion_control
         algorithms = self._algorithm_settings()
-        return connection_setup(self.host, info, options, features, name, algorithms, hook=self._setup_hook)
+        return connection_setup(
+            self.host, info, options, features, name, algorithms, hook=self._setup_hook, shared=self.shared
+        )
 
     # ------------------------------------------------------------------ connections
 
@@ -644,7 +649,8 @@ class TcpLayer(BaseHandler):
             local_mss=min(options.mss or self.local_mss, self.local_mss),
         )
         conn.listener_ref = None
-        conn.fast_path = self.settings.fast_path
+        # A probed connection takes every segment through the full path, so that each ACK is seen.
+        conn.fast_path = self.settings.fast_path and conn.probe is None
         conn.tso_max = self.tso_max
         conn.rcvbuf.pool = self.ooo_pool
         self.connections[(remote[0], remote[1], local[1])] = conn
@@ -740,7 +746,9 @@ class TcpLayer(BaseHandler):
         m = int(now * 250_000)
         return (m + f) & MASK
 
-    def _remove(self, conn: TcpConnection) -> None:
+    def _remove(self, conn: TcpConnection, now: float) -> None:
+        if conn.probe is not None:
+            conn.probe.on_delete(conn, now)  # the probe feature's close record
         if self._tx is not None:
             self._tx.forget(conn)
         key = (conn.remote[0], conn.remote[1], conn.local[1])

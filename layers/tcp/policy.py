@@ -205,7 +205,29 @@ class SlowStartProtocol(Protocol):
     @property
     def css_active(self) -> bool:
         """Whether slow start is in HyStart++'s Conservative Slow Start now (RFC 9406 §4.2), read
-        by ``tcpstack ss`` for its ``phase`` (never on the per-segment path)."""
+        by ``tcpstack ss`` for its ``phase`` and by the probe for its ``css`` phase (never on the
+        per-segment path of a connection without the probe)."""
+
+
+class ConnectionProbe(Protocol):
+    """The ``setup.probe`` slot (the ``probe`` feature, plugins/probe.py): records the
+    connection's state after each event. A connection without a probe pays one ``is not None``
+    test at each of the two points below, nothing else.
+
+    - :meth:`on_segment` after an arriving segment was processed (every segment that reached
+      :meth:`~layers.tcp.connection.TcpConnection.segment_received`; a connection with a probe
+      takes none through the receive fast path, so every ACK is seen);
+    - :meth:`on_output` after each batch of output (:meth:`segments_to_send`), also an empty
+      one: *segs* are the segments handed to the layer below, in order;
+    - :meth:`on_delete` once, when the TCP layer deletes the connection (not per segment).
+
+    It must not change the connection; it reads it through :class:`~layers.tcp.view.ConnectionView`."""
+
+    def on_segment(self, conn: ConnectionView, seg: TcpRepr, now: float) -> None: ...
+
+    def on_output(self, conn: ConnectionView, segs: list[TcpRepr], now: float) -> None: ...
+
+    def on_delete(self, conn: ConnectionView, now: float) -> None: ...
 
 
 class AckPolicy:
@@ -388,6 +410,12 @@ class TcpSetup:
     slow_start: SlowStartProtocol | None = None
     """Asked in slow start how many newly acknowledged bytes the algorithm may grow cwnd by
     (HyStart++, RFC 9406)."""
+    probe: ConnectionProbe | None = None
+    """Records the connection's state after each ACK and each segment sent (the probe feature)."""
+    shared: dict[str, Any] = field(default_factory=dict)
+    """Stack-wide objects plugins keep for their connections, by plugin name (the TCP layer's
+    ``shared`` table, filled in ``stack_configured``; the probe plugin's sink is one). Empty for
+    a connection built outside a TCP layer (the sans-IO kit) and for a trial setup."""
     claims: dict[str, str] = field(default_factory=dict)
     trial: bool = False
     """A trial setup (no connection will follow): the configuration or an API call is being

@@ -52,6 +52,7 @@ def connection_setup(
     trial: bool = False,
     run_hook: bool = True,
     hook: Callable[[TcpSetup], None] | None = None,
+    shared: dict[str, Any] | None = None,
 ) -> TcpSetup:
     """Build the :class:`TcpSetup` of one connection and run the ``tcp_connection_setup`` hook.
 

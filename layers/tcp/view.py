@@ -41,7 +41,7 @@ from layers.tcp.scoreboard import Scoreboard
 if TYPE_CHECKING:
     from layers.tcp.congestion import CongestionControlProtocol
     from layers.tcp.connection import TcpConnection
-    from layers.tcp.policy import ConnInfo, LossDetector, TcpOptions
+    from layers.tcp.policy import ConnInfo, LossDetector, SlowStartProtocol, TcpOptions
     from layers.tcp.rtt import RttEstimator
     from layers.tcp.state import TcpState
 
@@ -173,6 +173,20 @@ class ConnectionView(Protocol):
     def in_flight(self) -> int:
         """Bytes sent and not yet acknowledged (SND.MAX - SND.UNA)."""
 
+    @property
+    def rcv_adv(self) -> int:
+        """RCV.ADV: the right edge of the window we advertised (RCV.NXT + the window last sent)."""
+
+    # ------------------------------------------------------------------ history
+
+    @property
+    def created_at(self) -> float:
+        """When the connection was made (the ``now`` of its creation)."""
+
+    @property
+    def retransmits(self) -> int:
+        """Segments retransmitted so far (a TSO super-segment counts its segments)."""
+
     # ------------------------------------------------------------------ sizes and windows
 
     @property
@@ -211,6 +225,10 @@ class ConnectionView(Protocol):
     def scoreboard(self) -> Scoreboard | None:
         """The RFC 6675 scoreboard, once SACK was negotiated (:meth:`start_sack_scoreboard`)."""
 
+    @property
+    def slow_start(self) -> SlowStartProtocol | None:
+        """The slow-start policy (HyStart++, RFC 9406) when a plugin installed one."""
+
     # ------------------------------------------------------------------ verbs
 
     def request_ack(self) -> None:
@@ -244,6 +262,11 @@ class ConnectionView(Protocol):
     @property
     def in_recovery(self) -> bool:
         """Fast recovery or SACK recovery is in progress (RFC 6675 §5, RFC 6582)."""
+
+    @property
+    def rto_recovery(self) -> bool:
+        """After a retransmission timeout, until SND.UNA passes the recovery point it set
+        (RFC 6675 §5.1; Linux's Loss state): the go-back-N resend."""
 
     @property
     def send_idle(self) -> bool:

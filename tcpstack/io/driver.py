@@ -105,6 +105,7 @@ class AsyncioDriver:
     def start(self) -> None:
         """Start reading the link. Frames queued before this are sent at once."""
         offset = time.time() - self.loop.time()
+        self.stack.time_offset = offset  # records made from `now` (the probe's) line up with the capture
         for handler in self.stack.pipeline.handlers:
             if hasattr(handler, "time_offset"):  # pcap and friends stamp wall-clock time
                 handler.time_offset = offset
