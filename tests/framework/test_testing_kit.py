@@ -41,13 +41,13 @@ class ProbePlugin:
 
     @hookimpl
     def stack_register(self, registry):
-        add_feature(registry, "probe", ProbeSettings, doc="test feature")
+        add_feature(registry, "slowack", ProbeSettings, doc="test feature")
 
     @hookimpl
     def tcp_connection_setup(self, setup):
-        settings = setup.features.get("probe")
+        settings = setup.features.get("slowack")
         if settings is not None:
-            setup.claim("ack_policy", by="probe")
+            setup.claim("ack_policy", by="slowack")
             setup.ack_policy = ProbeAck(settings.step)
 
 
@@ -120,7 +120,7 @@ def test_pair_features_and_congestion_control_are_per_connection(tcpstack_pair) 
 
 def test_a_plugin_passed_as_extra_is_enabled_on_one_connection_only(tcpstack_pair) -> None:
     pair: StackPair = tcpstack_pair(extra=[ProbePlugin()])
-    probed = pair.open(features={"probe": {"step": 0.2}})
+    probed = pair.open(features={"slowack": {"step": 0.2}})
     other = pair.open()
     assert isinstance(probed.client_conn.ack_policy, ProbeAck) and probed.client_conn.ack_policy.step == 0.2
     assert type(other.client_conn.ack_policy) is AckPolicy
@@ -137,8 +137,8 @@ def test_a_plugin_passed_as_extra_is_enabled_on_one_connection_only(tcpstack_pai
 
 def test_an_unknown_feature_is_an_error(tcpstack_pair) -> None:
     pair: StackPair = tcpstack_pair()
-    with pytest.raises(ValueError, match="probe"):
-        pair.open(features={"probe": {}})  # not registered without the extra plugin
+    with pytest.raises(ValueError, match="slowack"):
+        pair.open(features={"slowack": {}})  # not registered without the extra plugin
 
 
 class TestPluginsFixtureOverride:
@@ -149,10 +149,10 @@ class TestPluginsFixtureOverride:
         return [ProbePlugin()]
 
     def test_host_and_builders_know_the_plugin(self, tcpstack_host, tcpstack_conn, tcpstack_pair) -> None:
-        assert "probe" in features(tcpstack_host.registry)
-        assert isinstance(tcpstack_conn("ESTABLISHED", {"probe": {}}).ack_policy, ProbeAck)
+        assert "slowack" in features(tcpstack_host.registry)
+        assert isinstance(tcpstack_conn("ESTABLISHED", {"slowack": {}}).ack_policy, ProbeAck)
         pair: StackPair = tcpstack_pair()
-        assert isinstance(pair.open(features={"probe": {}}).client_conn.ack_policy, ProbeAck)
+        assert isinstance(pair.open(features={"slowack": {}}).client_conn.ack_policy, ProbeAck)
 
 
 def test_entry_points_are_off_by_default(tcpstack_host, tcpstack_entry_points) -> None:
