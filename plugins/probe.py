@@ -111,7 +111,10 @@ _GONE: Final = (TcpState.CLOSED, TcpState.LISTEN)
 
 Value = float | int | str | tuple[str, ...] | list[str] | None
 Record = tuple[Value, ...]
-"""One record: the values of :data:`FIELDS` in order (floats unrounded, decisions a tuple)."""
+"""One record: the values of :data:`FIELDS` in order (floats unrounded, decisions a tuple), then
+its serial number in the stack (``ProbeSink.records`` when it was made; what ``tcpstack probe
+--watch`` asks from)."""
+_N: Final = len(FIELDS)
 
 
 def flags_text(flags: int) -> str:
@@ -129,7 +132,8 @@ def endpoint(addr: bytes, port: int) -> str:
     return f"{socket.inet_ntoa(addr)}:{port}" if len(addr) == 4 else f"{addr.hex()}:{port}"
 
 
-def _check_path(value: str) -> str | None:
+def check_path(value: str) -> str | None:
+    """What is wrong with *value* as the probe file's path (``None``: nothing that shows before opening it)."""
     if not value:
         return "must not be empty"
     if os.path.isdir(value):
@@ -151,7 +155,7 @@ class ProbeSettings:
     """``[plugins.probe]``: where the records of probed connections go (the feature ``probe``
     says which connections are probed)."""
 
-    path: str | None = field(default=None, metadata={"check": _check_path})
+    path: str | None = field(default=None, metadata={"check": check_path})
     """Write every record to this file (``*.csv``: CSV; anything else: JSON lines), created or
     truncated when the stack is built; ``tcpstack up --probe FILE`` sets it. ``None``: records are
     only held in memory (``ring``), for ``tcpstack probe``."""
@@ -377,8 +381,15 @@ class ConnProbe:
             decisions = _NO_DECISIONS
         rcv_wnd = seq_diff(conn.rcv_adv, conn.rcv_nxt)
         sink = self.sink
+        if sink is not None:
+            sink.records += 1
+            serial = sink.records
+            offset = sink.stack.time_offset if sink.stack is not None else 0.0
+        else:
+            serial = self.count + 1
+            offset = 0.0
         record = (
-            now + (sink.time_offset() if sink is not None else 0.0),
+            now + offset,
             self.number,
             event,
             self.local if event == "open" else None,
@@ -406,6 +417,7 @@ class ConnProbe:
             self.ce,
             self.ece,
             decisions,
+            serial,
         )
         self.snd_max = snd_max
         self.last_now = now
@@ -423,7 +435,7 @@ def record_dict(record: Record) -> dict[str, Value]:
 
 def json_row(record: Record) -> list[Value]:
     """A record's values, JSON-ready (floats rounded to the microsecond, decisions a list)."""
-    row = list(record)
+    row = list(record[:_N])
     for i in _FLOAT_AT:
         v = row[i]
         if isinstance(v, float):
@@ -591,8 +603,8 @@ class ProbeSink:
         self.live: dict[int, ConnProbe] = {}
         self.closed: collections.OrderedDict[int, ConnProbe] = collections.OrderedDict()
         self.writer: RecordWriter | None = None
-        self.callbacks: list[Callable[[dict[str, Value]], None]] = []
-        self.records = 0
+        self.callbacks: list[Callable[[dict[str, Value]], object]] = []
+        self.records = 0  # records made: the serial number of the latest
         self._dropped_logged = 0
         self._drop_logged_at = float("-inf")
         self._closed = False
@@ -604,10 +616,7 @@ class ProbeSink:
 
     # ------------------------------------------------------------------ outputs
 
-    def time_offset(self) -> float:
-        return self.stack.time_offset if self.stack is not None else 0.0
-
-    def add_callback(self, callback: Callable[[dict[str, Value]], None]) -> None:
+    def add_callback(self, callback: Callable[[dict[str, Value]], object]) -> None:
         """Call *callback* with every record (a dict, :func:`record_dict`) as it is made, on the
         stack's thread: keep it quick."""
         self.callbacks.append(callback)
@@ -621,7 +630,6 @@ class ProbeSink:
         self.writer = RecordWriter(stream, fmt, max_pending=s.max_pending, interval=s.flush_interval, owns_stream=False)
 
     def emit(self, record: Record) -> None:
-        self.records += 1
         writer = self.writer
         if writer is not None and not writer.put(record):
             self._dropped()

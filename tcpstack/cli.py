@@ -108,6 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--snaplen", type=int, metavar="BYTES", help="store at most BYTES of each frame in the pcap (like tcpdump -s)"
     )
+    up.add_argument(
+        "--probe",
+        metavar="FILE",
+        help="turn the probe on for every connection and write its records to FILE (.csv: CSV, else JSON lines; "
+        "docs/observability.md)",
+    )
     up.add_argument("--create", action="store_true", help="create the TUN device if it does not exist")
     up.add_argument(
         "--offload",
@@ -218,6 +224,26 @@ def build_parser() -> argparse.ArgumentParser:
                 help="as ss: [state|exclude STATE]... [EXPRESSION], e.g. state established '( sport = :80 or "
                 "dst 10.0.0.1 )' (docs/cli.md)",
             )
+
+    probe = sub.add_parser(
+        "probe",
+        help="print the probe's records of a running 'tcpstack up' (with --watch: as they come)",
+        description=(
+            "Print the records the probe holds of each probed connection of a running 'tcpstack up' (the last few "
+            "thousand of each), through its control socket; with --watch, ask again every SECONDS and print only the "
+            "new records. The fields are those of the probe file (docs/observability.md)."
+        ),
+    )
+    probe.add_argument(
+        "--conn", metavar="ID", help="one connection: its number (as 'tcpstack ss' shows) or LOCAL-REMOTE socket pair"
+    )
+    probe.add_argument(
+        "--watch", type=float, metavar="SECONDS", help="poll every SECONDS until Ctrl-C, new records only"
+    )
+    probe.add_argument("--count", type=int, metavar="N", help="with --watch: stop after N polls")
+    probe.add_argument("--json", action="store_true", help="one JSON object per record (JSON lines, the file's fields)")
+    probe.add_argument("--tun", metavar="NAME", default="tun0", help="the stack's device (default tun0)")
+    probe.add_argument("--control", metavar="PATH", help="control socket path (default /run/tcpstack/NAME.sock)")
 
     fetch = sub.add_parser(
         "fetch",
@@ -351,6 +377,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "verify_checksums": not getattr(args, "no_checksum_verify", False),
         "pcap": args.pcap,
         "snaplen": getattr(args, "snaplen", None),
+        "probe": getattr(args, "probe", None),
     }
 
 
@@ -398,6 +425,12 @@ def cmd_up(args: argparse.Namespace) -> int:
     apps = _load_apps(args)
     if isinstance(apps, int):
         return apps
+    if args.probe is not None and not args.worker_of:
+        from plugins.probe import check_path
+
+        problem = check_path(args.probe)
+        if problem:
+            return _fail(f"--probe: {problem}", EXIT_USAGE)
     ports = [port for _, port in serves] + [spec.port for spec, _ in apps]
     if len(set(ports)) != len(ports):
         return _fail("--serve, --app, --app-protocol: two servers on one port", EXIT_USAGE)
@@ -647,7 +680,7 @@ def _main(argv: Sequence[str] | None) -> int:
             flush_logs()
     if args.command == "connect":
         return cmd_connect(args)
-    if args.command in ("ss", "stats", "fetch"):
+    if args.command in ("ss", "stats", "fetch", "probe"):
         from tcpstack.control import default_path, run_client
 
         if not args.control:
@@ -657,6 +690,14 @@ def _main(argv: Sequence[str] | None) -> int:
             if problem:
                 return _fail(f"--tun {args.tun!r}: {problem}", EXIT_USAGE)
         path = Path(args.control) if args.control else default_path(args.tun)
+        if args.command == "probe":
+            from tcpstack import probe
+
+            if args.watch is not None and not 0 < args.watch <= 3600:  # (NaN fails too)
+                return _fail("--watch needs 0 < SECONDS <= 3600", EXIT_USAGE)
+            if args.count is not None and (args.watch is None or args.count < 1):
+                return _fail("--count goes with --watch and needs a positive count", EXIT_USAGE)
+            return probe.run(path, args.conn, as_json=args.json, watch=args.watch, count=args.count)
         if args.command != "fetch":
             select = None
             if args.command == "ss":

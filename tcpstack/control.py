@@ -6,6 +6,8 @@ line back:
 
 - ``{"cmd": "ss"}``: the connections (``tcpstack ss``);
 - ``{"cmd": "stats"}``: the drop and event counters (``tcpstack stats``);
+- ``{"cmd": "probe", "conn": ID|null, "after": SERIAL}``: the probe's records
+  (``tcpstack probe``; tcpstack/probe.py);
 - ``{"cmd": "fetch", "url": "http://IP[:PORT]/PATH", "output": FILE|null, "timeout": S}``: the
   stack itself opens a TCP connection as a client, sends an HTTP/1.0 GET and reads the reply
   (``tcpstack fetch``); the reply has the status, body size, SHA-256 and time.
@@ -326,7 +328,7 @@ class ControlServer:
         if reply is not None:
             return reply, False
         shown = repr(cmd) if len(repr(cmd)) <= 40 else repr(cmd)[:37] + "..."
-        return {"error": f"unknown command {shown} (known: ss, stats, fetch)"}, False
+        return {"error": f"unknown command {shown} (known: ss, stats, fetch, probe)"}, False
 
     async def dispatch(self, cmd: object, request: dict[str, Any]) -> dict[str, Any] | None:
         """The reply to a well-formed request (``None``: an unknown command)."""
@@ -341,6 +343,10 @@ class ControlServer:
             }
         if cmd == "fetch":
             return await self._fetch(request)
+        if cmd == "probe":
+            from tcpstack.probe import probe_reply
+
+            return probe_reply(self.stack, request)
         return None
 
     async def _fetch(self, request: dict[str, Any]) -> dict[str, Any]:

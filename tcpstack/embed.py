@@ -18,10 +18,10 @@ import asyncio
 import contextlib
 import copy
 import ipaddress
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 import structlog
 
@@ -98,11 +98,14 @@ def up_config(
     verify_checksums: bool = True,
     pcap: str | Path | None = None,
     snaplen: int | None = None,
+    probe: str | Path | bool | None = None,
 ) -> dict[str, Any]:
     """Apply the overrides of ``tcpstack up`` / :func:`open_stack` to configuration *data* (in place).
 
     *features* maps a feature name to its settings (a dict; ``True`` for the defaults) or to
     ``False``/``None`` (off); *congestion_control* is ``NAME`` or ``NAME:KEY=VALUE,...``.
+    *probe* (``--probe FILE``) turns the ``probe`` feature on for every connection and, given a
+    path, writes its records there (``[plugins.probe] path``); ``True``: on, records held only.
     Where the layers are is checked afterwards, by the validation ``config check`` runs too.
 
     :raises ConfigError: for an override with nothing to apply to, or malformed.
@@ -123,10 +126,20 @@ def up_config(
         bottom["mtu"] = mtu
     if address is not None:
         _apply_addresses(layers, address)
+    if probe is not None and probe is not False:
+        features = {**(features or {}), "probe": {}}
+        if not isinstance(probe, bool):
+            plugins = data.setdefault("plugins", {})
+            if not isinstance(plugins, dict):
+                raise ConfigError(["plugins: expected a table"])
+            table = plugins.setdefault("probe", {})
+            if not isinstance(table, dict):
+                raise ConfigError(["plugins.probe: expected a table"])
+            table["path"] = str(probe)
     if features or congestion_control:
         tcp = _layer(layers, "tcp")
         if tcp is None:
-            raise ConfigError(["layers: --feature, --no-feature and --congestion-control need a 'tcp' layer"])
+            raise ConfigError(["layers: --feature, --no-feature, --probe and --congestion-control need a 'tcp' layer"])
         table = tcp.setdefault("features", {})
         if not isinstance(table, dict):
             raise ConfigError(["layers: the tcp layer's features must be a table"])
@@ -234,10 +247,12 @@ def prepare_stack(
     verify_checksums: bool = True,
     snaplen: int | None = None,
     multi_queue: bool | None = None,
+    probe: ProbeTarget = None,
 ) -> PreparedStack:
     """Validate the configuration (defaults as ``tcpstack up``), open the link, build the stack.
 
     *multi_queue*: see :class:`~tcpstack.io.tun.TunLink` (``tcpstack up --workers`` opens one queue each).
+    *probe*: see :func:`open_stack`.
 
     :raises ConfigError: listing every problem of the configuration or the overrides.
     :raises LinkError: the TUN device cannot be opened (one line saying why and what to do).
@@ -266,6 +281,7 @@ def prepare_stack(
         verify_checksums=verify_checksums,
         pcap=pcap,
         snaplen=snaplen,
+        probe=probe if isinstance(probe, (str, Path, bool)) or probe is None else True,
     )
     owns = link is None
     if link is None:
@@ -285,11 +301,34 @@ def prepare_stack(
             raise ConfigError([f"layers: the memory layer's mtu must be the link's ({link.mtu})"])
     try:
         stack = build_stack(validated)
+        if probe is not None and not isinstance(probe, (str, Path, bool)):
+            _attach_probe(stack, probe)
     except BaseException:
         if owns:
             link.close()
         raise
     return PreparedStack(validated, link, stack, owns)
+
+
+ProbeTarget = str | Path | bool | Callable[[Mapping[str, object]], object] | IO[str] | None
+"""Where :func:`open_stack`'s ``probe=`` sends the probe's records."""
+
+
+def _attach_probe(stack: Stack, target: Callable[[Mapping[str, object]], object] | IO[str]) -> None:
+    """A callable gets each record (a dict) as it is made; a text stream gets JSON lines."""
+    from plugins.probe import sink_of
+
+    sink = sink_of(stack)
+    if sink is None:
+        raise ConfigError(["probe=: this stack has no probe (no tcp layer, or plugins.probe is disabled)"])
+    write = getattr(target, "write", None)
+    if callable(write):
+        name = getattr(target, "name", "")
+        sink.add_stream(cast(IO[str], target), "csv" if isinstance(name, str) and name.endswith(".csv") else "jsonl")
+    elif callable(target):
+        sink.add_callback(target)
+    else:
+        raise ConfigError([f"probe=: expected a path, True, a callable or a text stream, not {type(target).__name__}"])
 
 
 class RunningStack(StackApi):
@@ -387,6 +426,7 @@ async def open_stack(
     congestion_control: str | None = None,
     verify_checksums: bool = True,
     snaplen: int | None = None,
+    probe: ProbeTarget = None,
 ) -> AsyncIterator[RunningStack]:
     """Open a stack on a TUN device (or on *link*, an in-memory link) and run it on the running
     event loop for the ``async with`` block; everything is closed on the way out, exceptions too.
@@ -408,6 +448,11 @@ async def open_stack(
         path, or ``False``.
     :param link: an in-memory link (:class:`tcpstack.io.memory.MemoryLink`) instead of a TUN
         device; the configuration's bottom layer becomes a ``memory`` layer of the link's MTU.
+    :param probe: turn the probe on for every connection (``--probe``; docs/observability.md):
+        a path (``.csv``: CSV, else JSON lines), a callable called with each record (a dict) as
+        it is made, on the event loop (keep it quick), a text stream (JSON lines, written from a
+        thread, flushed when the stack closes; not closed), or ``True`` (records only held, for
+        ``tcpstack probe``).
     :raises ConfigError: listing every problem (as ``tcpstack config check`` would).
     :raises LinkError: the device cannot be opened, with what to do about it.
     """
@@ -424,6 +469,7 @@ async def open_stack(
         congestion_control=congestion_control,
         verify_checksums=verify_checksums,
         snaplen=snaplen,
+        probe=probe,
     )
     try:
         async with run_stack(prepared, control=control) as running:

@@ -117,14 +117,24 @@ def worker_config(data: dict[str, Any], index: int, count: int, keys: dict[str, 
             high = int(layer.get("ephemeral_high", EPHEMERAL[1]))
             layer["ephemeral_low"], layer["ephemeral_high"] = port_slices(count, low, high)[index]
             layer.update(keys)
+    for table in _plugin_tables(out):  # a plugin's file (the probe's records): one per worker
+        if isinstance(table.get("path"), str):
+            table["path"] = worker_path(table["path"], index)
     return cast(dict[str, Any], out)
+
+
+def _plugin_tables(data: dict[str, Any]) -> list[dict[str, Any]]:
+    plugins = data.get("plugins")
+    if not isinstance(plugins, dict):
+        return []
+    return [v for k, v in plugins.items() if k != "disable" and isinstance(v, dict)]
 
 
 def restarted_config(config: dict[str, Any], generation: int) -> dict[str, Any]:
     """*config* for the *generation*-th start of its worker after the first: each file a layer
     writes gets ``.rN`` (``cap.w0.r1.pcap``), so a restart keeps the dead worker's capture."""
     out = json.loads(json.dumps(config))
-    for layer in _layers(out):
+    for layer in [*_layers(out), *_plugin_tables(out)]:
         if isinstance(layer.get("path"), str):
             p = Path(layer["path"])
             layer["path"] = str(p.with_name(f"{p.stem}.r{generation}{p.suffix}"))
@@ -353,6 +363,26 @@ async def ask(path: Path, request: dict[str, Any], *, timeout: float = ASK_TIMEO
     return reply if isinstance(reply, dict) else {"error": f"unexpected reply from {path}"}
 
 
+def merge_probe(replies: list[dict[str, Any]]) -> dict[str, Any]:
+    """The workers' ``probe`` replies as one (connection numbers are unique across workers): every
+    worker's connections, marked with it; for one connection the worker that has it answers (an
+    error only when none has it: "opened without the probe" before "no such connection"). The
+    cursor is a list of each worker's (serial numbers are per worker): ``after`` may be that list."""
+    good = [(k, r) for k, r in enumerate(replies) if "error" not in r]
+    if not good:
+        for code in ("no_probe", "unknown", "no_sink"):
+            for r in replies:
+                if r.get("code") == code:
+                    return r
+        return replies[0] if replies else {"error": "no worker answered"}
+    merged: dict[str, Any] = {**good[0][1], "connections": [], "without_probe": 0}
+    merged["cursor"] = [r.get("cursor", 0) if "error" not in r else 0 for r in replies]
+    for k, reply in good:
+        merged["connections"] += [{"worker": k, **c} for c in reply.get("connections", [])]
+        merged["without_probe"] += reply.get("without_probe", 0)
+    return merged
+
+
 def merge_stats(replies: list[dict[str, Any]], supervisor: Supervisor | None = None) -> dict[str, Any]:
     """Every worker's ``stats`` added up, each worker's own under ``workers`` (marked by worker);
     the supervisor's ``workers.restarts`` and ``workers.connections_lost`` among the events."""
@@ -399,6 +429,13 @@ class WorkersControl(ControlServer):
             timeout = request.get("timeout", 60.0)
             wait = float(timeout) + 5.0 if isinstance(timeout, (int, float)) and not isinstance(timeout, bool) else 65.0
             return await ask(workers[0].control, request, timeout=min(wait, 3700.0))
+        if cmd == "probe":  # each worker from its own cursor (the list merge_probe made)
+            after = request.get("after", 0)
+            asks = [
+                ask(w.control, {**request, "after": after[k] if isinstance(after, list) else after}, timeout=30.0)
+                for k, w in enumerate(workers)
+            ]
+            return merge_probe(list(await asyncio.gather(*asks)))
         if cmd not in ("ss", "stats"):
             return None
         replies = await asyncio.gather(*(ask(w.control, {"cmd": cmd}) for w in workers))
