@@ -66,8 +66,12 @@ def connection_setup(
     ``tcp_connection_setup`` pays nothing for it per connection.
 
     *hook*, if given, runs the hook instead of the plugin manager's caller: the TCP layer
-    passes its :class:`SetupHook`, which calls the implementations directly."""
+    passes its :class:`SetupHook`, which calls the implementations directly.
+
+    *shared*: the TCP layer's table of stack-wide plugin objects (:attr:`TcpSetup.shared`)."""
     setup = TcpSetup(info=info, options=options, features=features, trial=trial)
+    if shared is not None:
+        setup.shared = shared
     if congestion_control is not None:
         alg = congestion_controls(host.registry).get(congestion_control) if host is not None else None
         if alg is not None:
