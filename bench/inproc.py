@@ -103,19 +103,27 @@ def _quiet_logging() -> None:
 
 def config_dict(features: str, **tcp: Any) -> dict[str, Any]:
     """Memory link, ipv4 at 10.0.0.1/24, tcp. *features*: ``"default"`` (the built-in default
-    plugin set) or ``"none"`` (no features, Reno congestion control)."""
+    plugin set) or ``"none"`` (no features, Reno congestion control); ``"probe"`` is the default
+    set with the probe on (records held in memory only), ``"probe=PATH"`` the same writing its
+    records to PATH (issue 12; bench/probe_cost.py)."""
     tcp_layer: dict[str, Any] = {"type": "tcp", "isn_secret": "00" * 16, "port_seed": 1, **tcp}
+    out: dict[str, Any] = {}
     if features == "none":
         tcp_layer["default_features"] = False
         tcp_layer["congestion_control"] = "reno"
+    elif features == "probe" or features.startswith("probe="):
+        tcp_layer["features"] = {**tcp_layer.get("features", {}), "probe": {}}
+        if features.startswith("probe="):
+            out["plugins"] = {"probe": {"path": features.partition("=")[2]}}
     elif features != "default":
-        raise ValueError(f"features must be 'default' or 'none', not {features!r}")
+        raise ValueError(f"features must be 'default', 'none', 'probe' or 'probe=PATH', not {features!r}")
     return {
+        **out,
         "layers": [
             {"type": "memory", "mtu": 1500},
             {"type": "ipv4", "address": "10.0.0.1/24"},
             tcp_layer,
-        ]
+        ],
     }
 
 

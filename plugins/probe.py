@@ -19,9 +19,10 @@ thread: buffered, written every ``flush_interval`` seconds and when the stack cl
 drops in ``tcpstack stats``) and logged. ``tcpstack up --probe FILE`` and
 ``open_stack(probe=FILE)`` turn the feature on for every connection and set ``path``.
 
-Cost: nothing per segment when off (the connection tests its ``probe`` slot at two points); a
-probed connection takes every segment through the full receive path (no header prediction), so
-that each ACK is seen, and pays for one record per ACK and per segment sent.
+Cost: nothing per segment when off (the connection tests its ``probe`` slot at two points: after
+an arriving segment, on the slow path or the receive fast path, and after each batch of output); a
+probed connection pays for one record per ACK and per segment sent, the decisions' keywords are
+copied as they are taken and rendered only when a record is written or shown.
 """
 
 from __future__ import annotations
@@ -104,12 +105,15 @@ CSV_JOIN: Final = " | "
 _FLOAT_FIELDS: Final = frozenset({"t", "srtt", "rttvar", "rto", "rtt_sample"})
 _FLOAT_AT: Final = tuple(i for i, name in enumerate(FIELDS) if name in _FLOAT_FIELDS)
 _DECISIONS_AT: Final = FIELDS.index("decisions")
-_NO_DECISIONS: Final[tuple[str, ...]] = ()
+_NO_DECISIONS: Final[tuple[Decision, ...]] = ()
 _FLAG_LETTERS: Final = ((FIN, "F"), (SYN, "S"), (RST, "R"), (PSH, "P"), (ACK, "A"), (ECE, "E"), (CWR, "C"))
 _FLAGS: dict[int, str] = {}
 _GONE: Final = (TcpState.CLOSED, TcpState.LISTEN)
 
-Value = float | int | str | tuple[str, ...] | list[str] | None
+Decision = tuple[str | None, dict[str, object]]
+"""A decision as the tap saw it: the deciding plugin and a copy of the event's keywords, rendered
+by ``describe_decision`` only when the record is written or shown."""
+Value = float | int | str | tuple[Decision, ...] | list[str] | None
 Record = tuple[Value, ...]
 """One record: the values of :data:`FIELDS` in order (floats unrounded, decisions a tuple), then
 its serial number in the stack (``ProbeSink.records`` when it was made; what ``tcpstack probe
@@ -190,7 +194,7 @@ def _tap(conn: str, plugin: str | None, event: str, kw: dict[str, object], /) ->
     ref = _routes.get(conn)
     probe = ref() if ref is not None else None
     if probe is not None:
-        probe.decisions.append(describe_decision(plugin, kw))
+        probe.decisions.append((plugin, dict(kw)))  # (the tap must not keep kw itself)
 
 
 def _route(label: str, probe: ConnProbe) -> None:
@@ -252,7 +256,7 @@ class ConnProbe:
         self.remote = endpoint(*info.remote)
         self.ring: collections.deque[Record] = collections.deque(maxlen=ring)
         self.count = 0  # records made: the ring holds [count - len(ring), count)
-        self.decisions: list[str] = []  # taken since the previous record (the debug tap)
+        self.decisions: list[Decision] = []  # taken since the previous record (the debug tap)
         self.samples = 0  # RTT samples of the estimator already reported
         self.ce = 0  # CE-marked segments received (RFC 3168 §5)
         self.ece = 0  # ECE-flagged ACKs received (RFC 3168 §6.1.2)
@@ -375,7 +379,7 @@ class ConnProbe:
         else:
             phase = "congestion_avoidance"
         if self.decisions:
-            decisions: tuple[str, ...] = tuple(self.decisions)
+            decisions: tuple[Decision, ...] = tuple(self.decisions)
             self.decisions.clear()
         else:
             decisions = _NO_DECISIONS
@@ -441,7 +445,8 @@ def json_row(record: Record) -> list[Value]:
         if isinstance(v, float):
             row[i] = round(v, 6)
     decisions = row[_DECISIONS_AT]
-    row[_DECISIONS_AT] = list(decisions) if isinstance(decisions, tuple) else decisions
+    if isinstance(decisions, tuple):
+        row[_DECISIONS_AT] = [describe_decision(plugin, kw) for plugin, kw in decisions]
     return row
 
 

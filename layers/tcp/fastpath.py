@@ -33,7 +33,8 @@ order, through the same functions:
 - ACK processing through :func:`layers.tcp.recovery.ack_advanced` and
   :func:`~layers.tcp.recovery.update_window` (the fifth step), the text through
   :func:`layers.tcp.receiver.receive_text` (receive buffer and the ACK policy: delayed ACKs and
-  their decision logs), the keep-alive policy's ``on_receive``.
+  their decision logs), the keep-alive policy's ``on_receive``, and the probe's ``on_segment``
+  (plugins/probe.py) after the segment, as ``segment_received`` calls it.
 
 The fast and slow paths are proven equal by differential tests (tests/layers/tcp/
 test_fast_path.py): random segment sequences through a stack with the fast path on and one
@@ -123,42 +124,46 @@ def receive(conn: TcpConnection, buf: memoryview, pseudo: int | None, ecn: int, 
     if tsval >= 0:
         seg.ts = (tsval, tsecr)
     seg.ip_ecn = ecn
-    conn.segs_in += 1
-    if conn.keepalive is not None:
-        conn.keepalive.on_receive(now)  # MUST-29: anything from the peer shows it is alive
-    # The built-in extensions (layers/tcp/builtin_hooks.py) are called natively; any other
-    # extension through its hook, in the same order.
-    for ext in conn._check_ext:
-        if isinstance(ext, Timestamps):
-            if not ext.check(conn, seg, now):  # RFC 7323 §3.2, §5.3 PAWS
+    try:
+        conn.segs_in += 1
+        if conn.keepalive is not None:
+            conn.keepalive.on_receive(now)  # MUST-29: anything from the peer shows it is alive
+        # The built-in extensions (layers/tcp/builtin_hooks.py) are called natively; any other
+        # extension through its hook, in the same order.
+        for ext in conn._check_ext:
+            if isinstance(ext, Timestamps):
+                if not ext.check(conn, seg, now):  # RFC 7323 §3.2, §5.3 PAWS
+                    return kind
+            elif isinstance(ext, Sack):
+                if plen:  # predicted: new data at RCV.NXT, nothing held out of order (RFC 2018 §4)
+                    nxt = conn.rcvbuf.nxt
+                    ext.in_order(nxt, nxt + plen)
+            elif not ext.check(conn, seg, now):
                 return kind
-        elif isinstance(ext, Sack):
-            if plen:  # predicted: new data at RCV.NXT, nothing held out of order (RFC 2018 §4)
-                nxt = conn.rcvbuf.nxt
-                ext.in_order(nxt, nxt + plen)
-        elif not ext.check(conn, seg, now):
-            return kind
-    for ext in conn._accept_ext:
-        if isinstance(ext, Timestamps):
-            ext.accepted(conn, seg, now)  # RFC 7323 §4.3 TS.Recent, §4.1 RTTM
+        for ext in conn._accept_ext:
+            if isinstance(ext, Timestamps):
+                ext.accepted(conn, seg, now)  # RFC 7323 §4.3 TS.Recent, §4.1 RTTM
+            else:
+                ext.accepted(conn, seg, now)  # e.g. RFC 3168 ECN
+        if kind == PURE_ACK:
+            # §3.10.7.4 "Fifth": SND.UNA moves, the send buffer frees, RTT, cwnd, timers.
+            recovery.ack_advanced(conn, ack, acked, now)
+            ld = conn.loss_detector
+            if ld is not None:
+                ld.on_progress(conn, now)  # RFC 8985 §7.2
+                sb = conn.scoreboard
+                if sb is not None:
+                    ld.on_ack_received(conn, sb.una, [], now)  # RFC 8985 §6.2
+            recovery.update_window(conn, seq, ack, window << conn.snd_wscale)
         else:
-            ext.accepted(conn, seg, now)  # e.g. RFC 3168 ECN
-    if kind == PURE_ACK:
-        # §3.10.7.4 "Fifth": SND.UNA moves, the send buffer frees, RTT, cwnd, timers.
-        recovery.ack_advanced(conn, ack, acked, now)
-        ld = conn.loss_detector
-        if ld is not None:
-            ld.on_progress(conn, now)  # RFC 8985 §7.2
-            sb = conn.scoreboard
-            if sb is not None:
-                ld.on_ack_received(conn, sb.una, [], now)  # RFC 8985 §6.2
-        recovery.update_window(conn, seq, ack, window << conn.snd_wscale)
-    else:
-        recovery.update_window(conn, seq, ack, window << conn.snd_wscale)
-        # §3.10.7.4 "Seventh": the text into the receive buffer; the ACK policy schedules the ACK.
-        if not receiver.receive_text(conn, seg, 0, wnd, now):
-            conn.drop_reason = conn.rcvbuf.refusal
-            return kind
-    if conn._peer_fin_offset is not None:
-        receiver.check_peer_fin(conn, now)  # "Eighth"
-    return kind
+            recovery.update_window(conn, seq, ack, window << conn.snd_wscale)
+            # §3.10.7.4 "Seventh": the text into the receive buffer; the ACK policy schedules the ACK.
+            if not receiver.receive_text(conn, seg, 0, wnd, now):
+                conn.drop_reason = conn.rcvbuf.refusal
+                return kind
+        if conn._peer_fin_offset is not None:
+            receiver.check_peer_fin(conn, now)  # "Eighth"
+        return kind
+    finally:
+        if conn.probe is not None:  # the probe feature (plugins/probe.py): after every segment processed
+            conn.probe.on_segment(conn, seg, now)

@@ -649,8 +649,7 @@ class TcpLayer(BaseHandler):
             local_mss=min(options.mss or self.local_mss, self.local_mss),
         )
         conn.listener_ref = None
-        # A probed connection takes every segment through the full path, so that each ACK is seen.
-        conn.fast_path = self.settings.fast_path and conn.probe is None
+        conn.fast_path = self.settings.fast_path
         conn.tso_max = self.tso_max
         conn.rcvbuf.pool = self.ooo_pool
         self.connections[(remote[0], remote[1], local[1])] = conn

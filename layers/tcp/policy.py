@@ -214,9 +214,9 @@ class ConnectionProbe(Protocol):
     connection's state after each event. A connection without a probe pays one ``is not None``
     test at each of the two points below, nothing else.
 
-    - :meth:`on_segment` after an arriving segment was processed (every segment that reached
-      :meth:`~layers.tcp.connection.TcpConnection.segment_received`; a connection with a probe
-      takes none through the receive fast path, so every ACK is seen);
+    - :meth:`on_segment` after an arriving segment was processed, by
+      :meth:`~layers.tcp.connection.TcpConnection.segment_received` or by the receive fast path
+      (layers/tcp/fastpath.py), so every ACK is seen;
     - :meth:`on_output` after each batch of output (:meth:`segments_to_send`), also an empty
       one: *segs* are the segments handed to the layer below, in order;
     - :meth:`on_delete` once, when the TCP layer deletes the connection (not per segment).

@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from plugins.probe import FIELDS, flags_text
 from tests.integration.netns import KERNEL_ADDR, STACK_ADDR, Netns
 
@@ -100,7 +98,9 @@ def test_records_agree_with_the_capture_and_stream_with_watch(netns: Netns, tmp_
         (number,) = {r["conn"] for r in held if r["event"] == "open" and r["remote"] == f"{KERNEL_ADDR}:{port}"}
         by_pair = _cli("probe", "--control", str(control), "--conn", f"{STACK_ADDR}:7-{KERNEL_ADDR}:{port}")
         assert by_pair.returncode == 0 and by_pair.stdout.startswith("time "), by_pair.stderr
-        watch = _cli("probe", "--control", str(control), "--conn", str(number), "--watch", "0.2", "--count", "6", "--json")
+        watch = _cli(
+            "probe", "--control", str(control), "--conn", str(number), "--watch", "0.2", "--count", "6", "--json"
+        )
         assert watch.returncode == 0, watch.stderr
         assert "no longer held" not in watch.stderr  # (a ring of 4096 records does not overflow in 0.2 s)
         streamed = [json.loads(line) for line in watch.stdout.splitlines()]

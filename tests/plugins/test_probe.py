@@ -192,15 +192,15 @@ def test_a_timeout_shows_rto_recovery() -> None:
     assert t.conn.timeouts >= 1
 
 
-def test_every_ack_is_recorded_although_header_prediction_would_take_them() -> None:
-    """A loss-free transfer: the receive fast path would take the pure ACKs; a probed connection
-    bypasses it, so each ACK the peer sent has its record. The unprobed peer keeps the fast path."""
+def test_every_ack_is_recorded_also_from_the_fast_path() -> None:
+    """A loss-free transfer: the receive fast path takes the pure ACKs (header prediction) and
+    tells the probe too, so each ACK the peer sent has its record."""
     t = Transfer({"probe": {}, "timestamps": {}}, size=200_000)
-    assert t.conn.fast_path is False and t.server.fast_path is True and t.server.probe is None
+    assert t.conn.fast_path is True and t.server.probe is None
     t.run()
     recs = check_records(t)
     assert {r["phase"] for r in recs} <= {"slow_start", "congestion_avoidance"}
-    assert t.a.stats.events.get("tcp.fast_ack", 0) == 0 and t.b.stats.events.get("tcp.fast_path", 0) > 0
+    assert t.a.stats.events.get("tcp.fast_ack", 0) > 0  # (so the fast path's records are among those checked)
 
 
 def test_decisions_of_the_moment_are_on_the_record() -> None:
