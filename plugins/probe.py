@@ -360,8 +360,8 @@ class ConnProbe:
         if in_flight < 0:
             in_flight = 0
         sb = conn.scoreboard
-        if sb is None or in_flight == 0:
-            pipe, sacked, lost = in_flight, 0, 0
+        if sb is None or in_flight == 0 or not (sb.sacked or sb.lost or sb.rexmit):
+            pipe, sacked, lost = in_flight, 0, 0  # (SetPipe() gives just that: nothing SACKed, lost or resent)
         else:
             sacked = sb.sacked.total
             pipe = sb.pipe(sb.una + in_flight)  # RFC 6675 §4 SetPipe()
@@ -450,6 +450,28 @@ def json_row(record: Record) -> list[Value]:
     return row
 
 
+_JSON_TEMPLATE: Final = "{" + ",".join(f'"{name}":%s' for name in FIELDS) + "}\n"
+_encode_list = json.JSONEncoder(ensure_ascii=False).encode
+
+
+def json_line(record: Record) -> str:
+    """A record as one line of JSON (the object :func:`record_dict` gives), about twice as fast as
+    ``json.dumps`` of it: its strings (event, flags, phase, addresses) need no escaping."""
+    out: list[str] = []
+    for v in record[:_N]:
+        if v is None:
+            out.append("null")
+        elif type(v) is str:
+            out.append('"' + v + '"')
+        elif type(v) is float:
+            out.append(repr(round(v, 6)))
+        elif type(v) is tuple:
+            out.append(_encode_list([describe_decision(p, kw) for p, kw in v]) if v else "[]")
+        else:
+            out.append(repr(v))
+    return _JSON_TEMPLATE % tuple(out)
+
+
 def csv_row(record: Record) -> list[Value]:
     """A record's CSV cells: an absent value is an empty cell, decisions joined with `` | ``."""
     row = json_row(record)
@@ -535,10 +557,8 @@ class RecordWriter:
                 w.writerow(csv_row(q.popleft()))
                 n += 1
         else:
-            dumps = json.dumps
             while q:
-                out.write(dumps(dict(zip(FIELDS, json_row(q.popleft()), strict=True)), separators=(",", ":")))
-                out.write("\n")
+                out.write(json_line(q.popleft()))
                 n += 1
         try:
             self.stream.write(out.getvalue())

@@ -381,3 +381,14 @@ def test_records_of_an_unprobed_stack_are_none_and_sinkless_probes_still_record(
     events = [r["event"] for r in probe.dicts()]
     assert events[0] == "open" and "ack" in events and "send" in events
     assert probe_mod.record_dict(probe.records()[-1]) == probe.dicts()[-1]
+
+
+def test_json_lines_are_the_records_as_json() -> None:
+    conn = sansio_established({"probe": {}, "delayed_ack": {}})
+    probe = conn.probe
+    assert isinstance(probe, ConnProbe)
+    conn.segment_received(TcpRepr(49500, 80, conn.rcv_nxt, conn.snd_max, ACK, 256, b"abc"), 0.5)
+    conn.segments_to_send(0.5)
+    for record, expected in zip(probe.records(), probe.dicts(), strict=True):
+        assert json.loads(probe_mod.json_line(record)) == expected
+    assert any(r["decisions"] for r in probe.dicts())
