@@ -314,9 +314,9 @@ class ConnProbe:
                     end = seq_add(seg.seq, seg.seg_len)
                     if seq_gt(end, running):
                         running = end if not seq_gt(end, final) else final
-                flags = seg.flags
-                ack = seg.ack if flags & ACK else None
-                self._record(conn, now, "send", seg.seq, ack, len(seg.payload), flags_text(flags), None, running)
+                self._record(
+                    conn, now, "send", seg.seq, seg.ack, len(seg.payload), flags_text(seg.flags), None, running
+                )
         if conn.state in _GONE:
             self.on_delete(conn, now)
 
