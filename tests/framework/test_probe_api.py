@@ -71,5 +71,5 @@ def test_up_config_turns_the_feature_on_and_names_the_file() -> None:
     assert held["layers"][2]["features"]["probe"] == {} and "plugins" not in held
     with pytest.raises(ConfigError, match="--probe"):
         up_config({"layers": [{"type": "memory"}, {"type": "ipv4"}]}, probe="x.jsonl")
-    with pytest.raises(ConfigError, match="no such directory|does not exist"):
+    with pytest.raises(ConfigError, match=r"does not exist"):
         asyncio.run(_echo_once("/nonexistent-dir/p.jsonl"))
