@@ -10,7 +10,8 @@ stable whatever moves inside the stack's own packages (``framework``, ``layers``
   :class:`TcpOptions`), and the policy slots, each with a Protocol type and a base class:
   :class:`AckPolicy`, :class:`SendPolicy`, :class:`Extension`, :class:`CongestionControl`
   (plus the HyStart-style :class:`SlowStartProtocol`, and for an algorithm on a timer of its own
-  :class:`TimerPolicy`, :class:`KeepAlivePolicy` and :class:`LossDetector`);
+  :class:`TimerPolicy`, :class:`KeepAlivePolicy` and :class:`LossDetector`; the probe's
+  :class:`ConnectionProbe`);
 - what an extension sees of its connection: :class:`ConnectionView` (read-only fields and the
   verbs ``request_ack()``, ``set_send_mss()``, ``sample_rtt()``, ...), :class:`TcpState`, the
   segment :class:`TcpRepr` and its flag constants, sequence-number arithmetic;
@@ -34,6 +35,7 @@ from layers.tcp.extensions import add_congestion_control, add_feature, congestio
 from layers.tcp.policy import (
     AckPolicy,
     AckPolicyProtocol,
+    ConnectionProbe,
     ConnInfo,
     DecisionLog,
     Extension,
@@ -70,6 +72,7 @@ __all__ = [
     "CongestionControl",
     "CongestionControlProtocol",
     "ConnInfo",
+    "ConnectionProbe",
     "ConnectionView",
     "DecisionLog",
     "DelayedAck",
