@@ -369,15 +369,6 @@ class ConnProbe:
             lost = in_flight - sacked - (pipe - sb.rexmit.total)
             if lost < 0:
                 lost = 0
-        if conn.in_recovery:
-            phase = "fast_recovery"
-        elif conn.rto_recovery:
-            phase = "rto_recovery"
-        elif cwnd < ssthresh:
-            ss = conn.slow_start
-            phase = "css" if ss is not None and ss.css_active else "slow_start"
-        else:
-            phase = "congestion_avoidance"
         if self.decisions:
             decisions: tuple[Decision, ...] = tuple(self.decisions)
             self.decisions.clear()
@@ -417,7 +408,7 @@ class ConnProbe:
             conn.snd_wnd,
             rcv_wnd if rcv_wnd > 0 else 0,
             conn.retransmits,
-            phase,
+            conn.phase,  # (the connection's own rule, as tcpstack ss shows it)
             self.ce,
             self.ece,
             decisions,

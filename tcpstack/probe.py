@@ -12,9 +12,7 @@ prints the new ones only, saying when a ring overflowed between two polls (recor
 
 from __future__ import annotations
 
-import ipaddress
 import json
-import re
 import sys
 import time
 from pathlib import Path
@@ -22,46 +20,26 @@ from typing import Any
 
 from framework.stack import Stack
 from plugins.probe import FIELDS, ConnProbe, endpoint, json_row, sink_of
+from tcpstack import ssfilter
 from tcpstack.streams import find_tcp_layer
 
-#: How ``--conn`` names a connection when it is not a number: ``LOCAL-REMOTE``, each ``IP:PORT``
-#: (IPv6 in brackets).
-_PAIR = re.compile(r"(\[[^\]]+\]:\d+|[^\[\]\-:]+:\d+)-(\[[^\]]+\]:\d+|[^\[\]\-:]+:\d+)")
 ENABLE_HINT = (
-    "enable it with 'tcpstack up --probe FILE' or '--feature probe' (open_stack(probe=...), features={'probe': {}})"
+    "enable it with 'tcpstack up --probe FILE' or '--feature probe' (in Python: open_stack(probe=...), "
+    "features={'probe': {}})"
 )
 
 
 def parse_conn_id(text: str) -> int | tuple[str, str]:
-    """A connection ID: its number (``7``, as ``tcpstack ss`` shows it) or the socket pair
-    ``LOCAL-REMOTE`` (``10.0.0.2:80-10.0.0.1:4000``; ``[fd00::2]:80-[fd00::1]:4000``), returned
-    with both ends normalized (``IP:PORT``, IPv6 in brackets, compressed).
+    """A connection ID as ``ss``, ``probe`` and ``plot`` take it (:func:`tcpstack.ssfilter.parse_conn_id`):
+    its number, or the socket pair ``LOCAL-REMOTE`` with both ends normalized as the probe's
+    records write them (``IP:PORT``, IPv6 in brackets, compressed).
 
     :raises ValueError: saying what an ID looks like."""
-    text = text.strip()
-    if text.isdigit():
-        return int(text)
-    m = _PAIR.fullmatch(text)
-    if m is not None:
-        try:
-            return _normal(m.group(1)), _normal(m.group(2))
-        except ValueError:
-            pass
-    raise ValueError(
-        f"{text!r} is not a connection ID: give its number (as 'tcpstack ss' shows it) or the socket pair "
-        "LOCAL-REMOTE, e.g. 10.0.0.2:80-10.0.0.1:4000 ([fd00::2]:80-[fd00::1]:4000 for IPv6)"
-    )
-
-
-def _normal(end: str) -> str:
-    host, _, port = end.rpartition(":")
-    if host.startswith("["):
-        host = host[1:-1]
-    ip = ipaddress.ip_address(host)
-    number = int(port)
-    if not 0 <= number < 65536:
-        raise ValueError(f"port {port} out of range")
-    return endpoint(ip.packed, number)
+    cid = ssfilter.parse_conn_id(text)
+    if cid.number is not None:
+        return cid.number
+    assert cid.local is not None and cid.remote is not None
+    return endpoint(cid.local[0].packed, cid.local[1]), endpoint(cid.remote[0].packed, cid.remote[1])
 
 
 # ====================================================================== the stack's side

@@ -725,12 +725,6 @@ class TcpConnection(Tcb, ConnectionVerbs):
         return self.snd_una == self.snd_max and not len(self.sndbuf)
 
     @property
-    def rto_recovery(self) -> bool:
-        """After a retransmission timeout, until SND.UNA passes the recovery point it set
-        (RFC 6675 §5.1): the go-back-N resend (what the probe calls ``rto_recovery``)."""
-        return self._after_rto
-
-    @property
     def retransmit_at(self) -> float | None:
         """The retransmission timer's deadline (RFC 6298 §5), or ``None``."""
         return self.timers.rto

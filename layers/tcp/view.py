@@ -41,7 +41,7 @@ from layers.tcp.scoreboard import Scoreboard
 if TYPE_CHECKING:
     from layers.tcp.congestion import CongestionControlProtocol
     from layers.tcp.connection import TcpConnection
-    from layers.tcp.policy import ConnInfo, LossDetector, SlowStartProtocol, TcpOptions
+    from layers.tcp.policy import ConnInfo, LossDetector, TcpOptions
     from layers.tcp.rtt import RttEstimator
     from layers.tcp.state import TcpState
 
@@ -225,10 +225,6 @@ class ConnectionView(Protocol):
     def scoreboard(self) -> Scoreboard | None:
         """The RFC 6675 scoreboard, once SACK was negotiated (:meth:`start_sack_scoreboard`)."""
 
-    @property
-    def slow_start(self) -> SlowStartProtocol | None:
-        """The slow-start policy (HyStart++, RFC 9406) when a plugin installed one."""
-
     # ------------------------------------------------------------------ verbs
 
     def request_ack(self) -> None:
@@ -264,9 +260,10 @@ class ConnectionView(Protocol):
         """Fast recovery or SACK recovery is in progress (RFC 6675 §5, RFC 6582)."""
 
     @property
-    def rto_recovery(self) -> bool:
-        """After a retransmission timeout, until SND.UNA passes the recovery point it set
-        (RFC 6675 §5.1; Linux's Loss state): the go-back-N resend."""
+    def phase(self) -> str:
+        """The congestion-control phase: ``fast_recovery``, ``rto_recovery``, ``css``
+        (HyStart++'s Conservative Slow Start), ``slow_start`` or ``congestion_avoidance``
+        (what ``tcpstack ss`` and the probe show)."""
 
     @property
     def send_idle(self) -> bool:

@@ -234,9 +234,9 @@ def test_css_phase_comes_from_the_slow_start_policy() -> None:
     conn = sansio_established({"probe": {}, "hystart": {}})
     probe = conn.probe
     assert isinstance(probe, ConnProbe)
-    assert conn.slow_start is not None and conn.slow_start.conservative is False
+    assert conn.slow_start is not None and conn.slow_start.css_active is False
     conn.slow_start.in_css = True  # (what HyStart++ sets on the RTT's growth, RFC 9406 §4.2)
-    assert conn.slow_start.conservative is True
+    assert conn.slow_start.css_active is True
     conn.send(b"x" * 10, 1.0)
     conn.segments_to_send(1.0)
     assert probe.dicts()[-1]["phase"] == "css"
@@ -330,7 +330,7 @@ def test_connection_ids() -> None:
     assert parse_conn_id("7") == 7
     assert parse_conn_id("10.0.0.2:80-10.0.0.1:4000") == ("10.0.0.2:80", "10.0.0.1:4000")
     assert parse_conn_id("[fd00:0::2]:80-[fd00::1]:4000") == ("[fd00::2]:80", "[fd00::1]:4000")
-    for bad in ("", "x", "10.0.0.2:80", "10.0.0.2:80-10.0.0.1", "10.0.0.2:99999-10.0.0.1:1", "[zz]:1-[::1]:2"):
+    for bad in ("", "x", "10.0.0.2:80", "10.0.0.2:80-10.0.0.1", "10.0.0.2:99999-10.0.0.1:1", "[zz]:1-[::1]:2", "0"):
         with pytest.raises(ValueError, match="connection ID"):
             parse_conn_id(bad)
 
