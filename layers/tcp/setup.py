@@ -69,9 +69,10 @@ def connection_setup(
     passes its :class:`SetupHook`, which calls the implementations directly.
 
     *shared*: the TCP layer's table of stack-wide plugin objects (:attr:`TcpSetup.shared`)."""
-    setup = TcpSetup(info=info, options=options, features=features, trial=trial)
-    if shared is not None:
-        setup.shared = shared
+    if shared is None:
+        setup = TcpSetup(info=info, options=options, features=features, trial=trial)
+    else:  # (passed in: no empty table made per connection)
+        setup = TcpSetup(info=info, options=options, features=features, trial=trial, shared=shared)
     if congestion_control is not None:
         alg = congestion_controls(host.registry).get(congestion_control) if host is not None else None
         if alg is not None:
