@@ -145,8 +145,9 @@ def test_csv_file_and_a_connection_without_the_probe(netns: Netns, tmp_path: Pat
     try:
         _wait_until(lambda: bool(out.read_text().strip()), "client connection")
         port = int(out.read_text().split()[0])
-        rows = json.loads(_cli("ss", "--control", str(control), "--json").stdout)["connections"]
-        assert any(r["remote"] == f"{KERNEL_ADDR}:{port}" for r in rows)
+        rows = [json.loads(line) for line in _cli("ss", "--control", str(control), "--json").stdout.splitlines()]
+        (row,) = [r for r in rows if r["remote"] == f"{KERNEL_ADDR}:{port}"]
+        assert row["id"] == 1
         r = _cli("probe", "--control", str(control), "--conn", "1")
         assert r.returncode == 1
         lines = r.stderr.strip().splitlines()
