@@ -10,6 +10,12 @@ through the http service with SHA-256 checks, each with a progress bar and its t
 through the echo service; and the stack as a *client*: it fetches a file from a kernel HTTP
 server (``python3 -m http.server``) in the namespace, asked through its control socket
 (``tcpstack fetch``). The closing table comes from the stack's own ``tcp.closed`` log lines.
+
+The stack runs with the probe on (``--probe``) and writes a pcapng capture whose frames carry the
+decisions as comments. One more download goes through a fault layer that drops 3% of what a
+second http service (port 81) sends, so losses and recoveries show. Afterwards the demo draws the
+graphs of its big transfers (``tcpstack plot``: time-sequence, throughput, RTT, cwnd with the
+phases) and one HTML page with all of them, and prints their paths (docs/observability.md).
 """
 
 from __future__ import annotations
@@ -38,6 +44,9 @@ from tcpstack.control import request
 from tcpstack.netns import KERNEL_ADDR, STACK_ADDR, Netns
 
 HTTP_PORT = 8080  # the kernel's HTTP server, for the stack-as-client step
+FAULT_PORT = 81  # the second http service: what it sends goes through the fault layer
+FAULT_DROP = 0.03
+FAULT_SEED = 7
 CHUNK = 1 << 16
 
 
@@ -76,17 +85,19 @@ def _ping(ns: Netns, *args: str) -> Step:
     return Step(f"ping {' '.join(args)}", r.returncode == 0 and sent == got > 0, detail)
 
 
-def _curl_download(ns: Netns, size: int, console: Console) -> Step:
+def _curl_download(ns: Netns, size: int, console: Console, *, port: int = 80, label: str = "") -> Step:
     from tcpstack.services import pattern_bytes
 
-    name = f"curl GET /bytes/{size}"
-    cmd = ["ip", "netns", "exec", ns.name, "curl", "-sS", "--max-time", "120", f"http://{STACK_ADDR}/bytes/{size}"]
+    where = STACK_ADDR if port == 80 else f"{STACK_ADDR}:{port}"
+    name = f"curl GET {'' if port == 80 else f':{port}'}/bytes/{size}{label}"
+    cmd = ["ip", "netns", "exec", ns.name, "curl", "-sS", "--max-time", "120", f"http://{where}/bytes/{size}"]
     digest, got = hashlib.sha256(), 0
     start = time.monotonic()
     # Unbuffered: each read returns what the pipe holds (one system call), so the bar moves.
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0) as proc:
         assert proc.stdout is not None and proc.stderr is not None
-        with _progress(console, "download (stack -> kernel)", size) as advance:
+        bar = "download (stack -> kernel)" if port == 80 else f"download, {FAULT_DROP:.0%} dropped"
+        with _progress(console, bar, size) as advance:
             while chunk := proc.stdout.read(CHUNK):
                 digest.update(chunk)
                 got += len(chunk)
@@ -201,7 +212,7 @@ def _role(conn: str) -> str:
     """``10.0.0.2:80>10.0.0.1:41234`` -> who talked to whom, seen from the stack."""
     local, _, remote = conn.partition(">")
     lport = local.rpartition(":")[2]
-    services = {"80": "http", "7": "echo", "9": "discard", "13": "daytime", "19": "chargen"}
+    services = {"80": "http", "81": "http", "7": "echo", "9": "discard", "13": "daytime", "19": "chargen"}
     if lport in services:
         return f"{services[lport]} :{lport} <- {remote}"
     return f"client :{lport} -> {remote}"
@@ -250,6 +261,91 @@ def _wait_closed(log: Path, count: int, timeout: float = 5.0) -> None:
         time.sleep(0.05)
 
 
+def _config(path: Path, pcap: Path) -> Path:
+    """The default configuration, plus a fault layer that drops :data:`FAULT_DROP` of what the
+    port-:data:`FAULT_PORT` service sends and a pcap layer above it (so the capture holds the
+    dropped segments too: what the stack sent, not what reached the kernel)."""
+    text = (
+        '[[layers]]\ntype = "tun"\ndevice = "tun0"\n\n'
+        f'[[layers]]\ntype = "fault"\ndrop = {FAULT_DROP}\ndirection = "out"\nports = [{FAULT_PORT}]\n'
+        f"seed = {FAULT_SEED}\n\n"
+        # Headers only (128 bytes a frame): the capture shows the TCP behaviour, not 40 MB of data.
+        f'[[layers]]\ntype = "pcap"\npath = {json.dumps(str(pcap))}\nsnaplen = 128\n\n'
+        '[[layers]]\ntype = "ipv4"\naddress = "10.0.0.2/24"\n\n'
+        '[[layers]]\ntype = "tcp"\n'
+    )
+    path.write_text(text)
+    return path
+
+
+@dataclass(slots=True)
+class Graph:
+    what: str
+    conn: int
+    path: Path
+
+
+def _opened(probe: Path) -> list[tuple[int, str, str]]:
+    """``(number, local, remote)`` of each connection the probe file saw open."""
+    out = []
+    for line in probe.read_text(errors="replace").splitlines():
+        if '"open"' not in line:
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict) and rec.get("event") == "open" and isinstance(rec.get("conn"), int):
+            out.append((rec["conn"], str(rec.get("local")), str(rec.get("remote"))))
+    return sorted(out)
+
+
+def _transfers(probe: Path) -> list[tuple[str, int]]:
+    """Which probed connection was which big transfer: ``(what, number)``."""
+    http = [n for n, local, _ in _opened(probe) if local.endswith(":80")]
+    faulted = [n for n, local, _ in _opened(probe) if local.endswith(f":{FAULT_PORT}")]
+    fetch = [n for n, _, remote in _opened(probe) if remote.endswith(f":{HTTP_PORT}")]
+    found = list(zip(("download", "upload"), http, strict=False))
+    found += [("download-with-loss", n) for n in faulted[:1]]
+    found += [("fetch", n) for n in fetch[:1]]
+    return found
+
+
+def draw_graphs(pcap: Path, probe: Path, outdir: Path) -> tuple[list[Graph], Path]:
+    """The graphs of the demo's big transfers (one PNG each) and the page with all of them
+    (``tcpstack plot``, docs/observability.md); the capture and the probe file are read once."""
+    import io
+
+    from tcpstack.plot.command import PlotError, figures, page
+
+    wanted = _transfers(probe)
+    if not wanted:
+        raise RuntimeError(f"the probe file {probe} names none of the demo's transfers")
+    try:
+        result = figures(str(pcap), probe=str(probe), conns=[str(n) for _, n in wanted], many=True, err=io.StringIO())
+    except PlotError as exc:
+        raise RuntimeError(f"drawing the graphs: {exc}") from None
+    graphs = []
+    for (what, number), drawn in zip(wanted, result.drawn, strict=True):
+        path = outdir / f"{what}.png"
+        drawn.figure.savefig(path, format="png", dpi=100)
+        graphs.append(Graph(what, number, path))
+    html = outdir / "demo.html"
+    html.write_text(page(result, str(pcap), str(probe)), encoding="utf-8")
+    return graphs, html
+
+
+def _open_page(html: Path) -> str:
+    """Open *html* in a web browser, if the machine has one; what happened, in words."""
+    import webbrowser
+
+    try:
+        browser = webbrowser.get()
+    except webbrowser.Error:
+        return "no web browser found here; open the page yourself"
+    return "opened in a web browser" if browser.open(html.as_uri()) else "the web browser did not start"
+
+
 def _check_tools() -> list[str]:
     return [tool for tool in ("ip", "ping", "curl", "nc", "ss") if shutil.which(tool) is None]
 
@@ -263,9 +359,12 @@ def run_demo(
     upload: int = 10_000_000,
     fetch: int = 5_000_000,
     offload: bool = False,
+    faulted: int = 5_000_000,
+    open_page: bool = False,
 ) -> int:
     """Run the demo; return a process exit status (0 when every step passed). With *offload*
-    the stack runs with TUN checksum and segmentation offload (``tcpstack up --offload``)."""
+    the stack runs with TUN checksum and segmentation offload (``tcpstack up --offload``); with
+    *open_page* the page of graphs is opened in a web browser when there is one."""
     stream = out or sys.stdout
     # Not a terminal (CI, a pipe): no live bars, only their final state, and a wide enough table.
     console = Console(file=stream, highlight=False, width=None if stream.isatty() else 120)
@@ -290,36 +389,47 @@ def run_demo(
     steps: list[Step] = []
     try:
         workdir = Path(tempfile.mkdtemp(prefix="tcpstack-demo-"))
-        pcap_path = Path(pcap).resolve() if pcap else workdir / "demo.pcap"
+        pcap_path = Path(pcap).resolve() if pcap else workdir / "demo.pcapng"
+        probe_path = workdir / "probe.jsonl"
         control = workdir / "control.sock"
         log = workdir / "stack.err"
         ns = Netns(prefix="tcpstack-demo")
         say(f"namespace {ns.name}: kernel at {KERNEL_ADDR} on {ns.device}, tcpstack at {STACK_ADDR}")
         proc = ns.tcpstack(
-            # Headers only (128 bytes a frame): the capture shows the TCP behaviour, not 35 MB of data.
-            *("--pcap", str(pcap_path), "--snaplen", "128", "--control", str(control), "--log-format", "json"),
-            *("--serve", "echo", "--serve", "http", *(["--offload"] if offload else [])),
+            *("--config", str(_config(workdir / "stack.toml", pcap_path)), "--probe", str(probe_path)),
+            *("--control", str(control), "--log-format", "json"),
+            *("--serve", "echo", "--serve", "http", "--serve", f"http:{FAULT_PORT}"),
+            *(["--offload"] if offload else []),
             tmp=workdir,
         )
-        mode = "default plugins, TUN offload on" if offload else "default plugins"
-        say(f"stack up ({mode}), pcap {pcap_path} (headers), control socket {control}")
+        mode = "default plugins and the probe, TUN offload on" if offload else "default plugins and the probe"
+        say(f"stack up ({mode}), capture {pcap_path} (headers), control socket {control}")
+        say(f"  port {FAULT_PORT} serves http through a fault layer that drops {FAULT_DROP:.0%} of what it sends")
         steps.append(_ping(ns, "-c", "3", "-i", "0.2"))
         steps.append(_ping(ns, "-c", "2", "-i", "0.2", "-s", "4000"))
         steps.append(_curl_download(ns, download, console))
         steps.append(_curl_upload(ns, upload, console))
+        steps.append(_curl_download(ns, faulted, console, port=FAULT_PORT, label=f" ({FAULT_DROP:.0%} dropped)"))
         steps.append(_nc_echo(ns))
         steps.append(_stack_fetch(ns, control, workdir, fetch))
         width = max(len(s.name) for s in steps)
         for s in steps:
             mark = "[green]PASS[/green]" if s.ok else "[bold red]FAIL[/bold red]"
             say(f"  {mark}  {s.name:<{width}}  {s.detail}", markup=True)
-        tcp_steps = 4  # download, upload, echo, fetch: one connection each
+        tcp_steps = 5  # download, upload, faulted download, echo, fetch: one connection each
         _wait_closed(log, tcp_steps)
         if not keep:
-            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(signal.SIGTERM)  # the capture and the probe file are complete once it exits
             proc.wait(timeout=15)
         console.print(summary_table(closed_connections(log)))
-        say(f"pcap: {pcap_path}   stack log (JSON lines): {log}")
+        say(f"capture: {pcap_path}   probe: {probe_path}   stack log (JSON lines): {log}")
+        graphs, html = draw_graphs(pcap_path, probe_path, workdir)
+        say("graphs (tcpstack plot; how to read them: docs/observability.md):")
+        for g in graphs:
+            say(f"  {g.what:<24} connection {g.conn:<4} {g.path}")
+        say(f"  page with all of them:  {html}")
+        if open_page:
+            say(f"  {_open_page(html)}")
         if keep:
             kept = True
             running = " ".join(str(p.pid) for p in ns.procs if p.poll() is None)
@@ -329,6 +439,7 @@ def run_demo(
                 f"  sudo ip netns exec {ns.name} curl http://{STACK_ADDR}/bytes/100 | od -A d -t x1 | head\n"
                 f"  echo hi | sudo ip netns exec {ns.name} nc -N {STACK_ADDR} 7\n"
                 f"  sudo tcpstack ss --control {control}        # live connections\n"
+                f"  sudo tcpstack probe --control {control} --watch 1   # the probe's records as they come\n"
                 f"  sudo tcpstack fetch --control {control} http://{KERNEL_ADDR}:{HTTP_PORT}/page.bin\n"
                 f"  sudo ip netns exec {ns.name} tcpdump -ni {ns.device}\n"
                 "Remove it (the stack and the kernel HTTP server, by the process IDs the demo started) with:\n"

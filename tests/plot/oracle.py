@@ -297,3 +297,39 @@ def check_figure(fig: Figure, exp: Expected, conv: list[OSeg]) -> None:
         for x, n in events:
             per_bin[min(max(int(x / step), 0), len(series) - 1)] += n
         assert all(math.isclose(v * step * 1e6 / 8, n, abs_tol=1e-6) for v, n in zip(series, per_bin, strict=True))
+
+
+def check_probe_figure(fig: Figure, records: list[dict[str, Any]], t0: float, isn: int) -> None:
+    """Every probe-derived series of *fig* equals the probe's *records* of its connection
+    (assertions): cwnd, ssthresh, in flight, srtt, RTO and RTT samples, one phase rectangle per
+    run of records in a phase, one decision marker per decision, and a lost mark wherever the
+    probe's ``lost`` grew (at SND.UNA relative to *isn*, the data sender's ISN)."""
+
+    def series(key: str, scale: float = 1.0, event: str | None = None) -> list[tuple[float, float]]:
+        return [
+            (r["t"] - t0, r[key] * scale)
+            for r in records
+            if r[key] is not None and (event is None or r["event"] == event)
+        ]
+
+    for name in ("cwnd", "ssthresh", "in_flight"):
+        assert close(line_points(fig, f"cwnd.{name}"), series(name)), name
+    assert close(line_points(fig, "rtt.srtt"), series("srtt", 1000))
+    assert close(line_points(fig, "rtt.rto"), series("rto", 1000))
+    assert close(line_points(fig, "rtt.probe"), series("rtt_sample", 1000, "ack"))
+    runs = phase_runs(records, t0)
+    for name in {n for _, _, n in runs}:
+        assert close(sorted(spans(fig, f"cwnd.phase.{name}")), [(a, b) for a, b, n in runs if n == name]), name
+    drawn: Counter[tuple[float, str]] = Counter()
+    for line in artists(fig, "cwnd.decision"):
+        kind = line.get_label().removeprefix("decision: ").rsplit(" (", 1)[0]
+        drawn.update((round(float(x), 9), kind) for x in line.get_xdata())
+    want = Counter((round(r["t"] - t0, 9), text.split(",")[0]) for r in records for text in r["decisions"])
+    assert drawn == want
+    lost, prev = [], 0.0
+    for r in records:
+        if r["lost"] is not None:
+            if r["lost"] > prev:
+                lost.append((r["t"] - t0, float((r["snd_una"] - isn) % (1 << 32))))
+            prev = r["lost"]
+    assert close(line_points(fig, "tseq.lost"), lost)
