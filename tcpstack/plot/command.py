@@ -75,14 +75,19 @@ def parse_endpoint(text: str) -> Endpoint:
 
 
 def parse_conn_id(text: str) -> int | tuple[Endpoint, Endpoint]:
-    """A connection number, or the two ends of a socket pair ``LOCAL-REMOTE`` (raises ValueError)."""
-    text = text.strip()
-    if text.isdigit():
-        return int(text)
-    parts = text.split("-")
-    if len(parts) != 2:
-        raise ValueError(f"{text!r} is neither a connection number nor a socket pair LOCAL-REMOTE")
-    return parse_endpoint(parts[0]), parse_endpoint(parts[1])
+    """A connection number, or the two ends of a socket pair ``LOCAL-REMOTE`` (raises ValueError):
+    the one connection-ID syntax of ``ss``, ``probe`` and ``plot`` (:func:`tcpstack.ssfilter.parse_conn_id`)."""
+    from tcpstack.ssfilter import FilterError
+    from tcpstack.ssfilter import parse_conn_id as parse_id
+
+    try:
+        cid = parse_id(text)
+    except FilterError as exc:
+        raise ValueError(str(exc)) from None
+    if cid.number is not None:
+        return cid.number
+    assert cid.local is not None and cid.remote is not None
+    return (str(cid.local[0]), cid.local[1]), (str(cid.remote[0]), cid.remote[1])
 
 
 @dataclass(slots=True)

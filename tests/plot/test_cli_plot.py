@@ -86,8 +86,9 @@ def test_conn_by_number_and_by_pair_in_either_order_and_ipv6(files, tmp_path, ca
     [
         (["--conn", "9"], 1, "has no connection 9 (its connections: 1, 2, 3)"),
         (["--conn", "10.0.0.9:1-10.0.0.1:2"], 1, "no connection between 10.0.0.9:1 and 10.0.0.1:2"),
-        (["--conn", "fd00::1:80-x"], 2, "is not ADDRESS:PORT"),
-        (["--conn", "banana"], 2, "neither a connection number nor a socket pair"),
+        (["--conn", "fd00::1:80-x"], 2, "write an IPv6 address in brackets"),
+        (["--conn", "10.0.0.1:80-x"], 2, "'x' is not ADDRESS:PORT"),
+        (["--conn", "banana"], 2, "want a number or LOCAL-REMOTE"),
         (["--probe", "{jsonl}", "--conn", "7"], 1, "has no connection 7 (its connections: 1, 2)"),
         (["--conn", "1", "--conn", "2"], 2, "a .png file shows one connection"),
     ],
