@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import itertools
+import os
 import types
 import typing
 from collections.abc import Mapping
@@ -174,3 +175,18 @@ def settings_doc(cls: type) -> list[tuple[str, str, str, str]]:
             default = "(required)"
         rows.append((f.name, describe(hints[f.name]), default, docs.get(f.name, "")))
     return rows
+
+
+def check_output_path(value: str) -> str | None:
+    """A ``"check"`` for a setting that names a file the stack will create or truncate (a capture,
+    a probe file): what is wrong with *value* that shows without creating anything, so that a
+    configuration check finds what building the stack would fail on; what only opening can tell
+    (permissions, a full disk) is the opener's error. ``None``: nothing."""
+    if not value:
+        return "must not be empty"
+    if os.path.isdir(value):
+        return f"{value} is a directory; name a file in it"
+    parent = os.path.dirname(value) or "."
+    if not os.path.isdir(parent):
+        return f"the directory {parent} does not exist"
+    return None

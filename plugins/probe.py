@@ -33,7 +33,6 @@ import contextlib
 import csv
 import io
 import json
-import os
 import socket
 import threading
 import time
@@ -49,6 +48,7 @@ from framework.errors import ConfigError
 from framework.lazylog import add_debug_tap, describe_decision, remove_debug_tap
 from framework.plugins import hookimpl
 from framework.registry import Registry
+from framework.settings import check_output_path
 from layers.tcp.extensions import add_feature
 from layers.tcp.layer import TcpLayer
 from layers.tcp.policy import TcpSetup
@@ -136,16 +136,8 @@ def endpoint(addr: bytes, port: int) -> str:
     return f"{socket.inet_ntoa(addr)}:{port}" if len(addr) == 4 else f"{addr.hex()}:{port}"
 
 
-def check_path(value: str) -> str | None:
-    """What is wrong with *value* as the probe file's path (``None``: nothing that shows before opening it)."""
-    if not value:
-        return "must not be empty"
-    if os.path.isdir(value):
-        return f"{value} is a directory; name a file in it"
-    parent = os.path.dirname(value) or "."
-    if not os.path.isdir(parent):
-        return f"the directory {parent} does not exist"
-    return None
+check_path = check_output_path
+"""The ``path`` setting's check (:func:`framework.settings.check_output_path`)."""
 
 
 @dataclass(slots=True)

@@ -12,7 +12,6 @@ Record times are ``ctx.now + time_offset``: the stack's clock is monotonic, so t
 
 from __future__ import annotations
 
-import os
 import struct
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO, Final
@@ -24,6 +23,7 @@ from framework.handler import BaseHandler
 from framework.packet import Packet
 from framework.plugins import hookimpl
 from framework.registry import Registry
+from framework.settings import check_output_path
 
 if TYPE_CHECKING:
     from framework.stack import Stack
@@ -39,17 +39,8 @@ _MAX_USEC: Final = 0xFFFFFFFF * 1_000_000 + 999_999
 logger = structlog.get_logger("tcpstack.pcap")
 
 
-def check_capture_path(value: str) -> str | None:
-    # Checked without creating anything, so `tcpstack config check` finds what `up` would
-    # fail on; what only opening can tell (permissions, a full disk) is the factory's error.
-    if not value:
-        return "must not be empty"
-    if os.path.isdir(value):
-        return f"{value} is a directory; name a file in it"
-    parent = os.path.dirname(value) or "."
-    if not os.path.isdir(parent):
-        return f"the directory {parent} does not exist"
-    return None
+check_capture_path = check_output_path
+"""The ``path`` setting's check (:func:`framework.settings.check_output_path`)."""
 
 
 @dataclass(slots=True)

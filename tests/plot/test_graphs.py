@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from tcpstack.plot.command import figures
 from tests.plot import oracle, scenario
-from tests.plot.oracle import artists, bars, close, line_points, spans, stairs
+from tests.plot.oracle import bars, close, line_points, stairs
 
 VARIANTS = [
     ("raw", False, False),
@@ -146,39 +145,16 @@ def test_probe_series_are_the_probe_records(files, probe) -> None:
     records = oracle.probe_records(pfile, 1)
     assert len(records) > 100
 
-    def series(field: str, scale: float = 1.0, event: str | None = None) -> list[tuple[float, float]]:
-        return [
-            (r["t"] - t0, r[field] * scale)
-            for r in records
-            if r[field] is not None and (event is None or r["event"] == event)
-        ]
-
-    for field in ("cwnd", "ssthresh", "in_flight"):
-        assert close(line_points(fig, f"cwnd.{field}"), series(field)), field
-    assert close(line_points(fig, "rtt.srtt"), series("srtt", 1000))
-    assert close(line_points(fig, "rtt.rto"), series("rto", 1000))
-    assert close(line_points(fig, "rtt.probe"), series("rtt_sample", 1000, "ack"))
+    oracle.check_probe_figure(fig, records, t0, scenario.ISN_S)  # every probe series is the records'
     assert "probe" in oracle.the(fig, "rtt.srtt").get_label()
-    # Phase shading: one rectangle per run of records in a phase, from its first record to the next run's.
-    runs = oracle.phase_runs(records, t0)
-    assert {name for _, _, name in runs} == {"slow_start", "fast_recovery", "congestion_avoidance"}
-    for name in {n for _, _, n in runs}:
-        assert close(sorted(spans(fig, f"cwnd.phase.{name}")), [(a, b) for a, b, n in runs if n == name]), name
-    # Decisions: one marker per decision, at its record's time, in its kind's series.
-    drawn = Counter()
-    for line in artists(fig, "cwnd.decision"):
-        kind = line.get_label().removeprefix("decision: ").rsplit(" (", 1)[0]
-        drawn.update((round(float(x), 9), kind) for x in line.get_xdata())
-    want = Counter((round(r["t"] - t0, 9), text.split(",")[0]) for r in records for text in r["decisions"])
-    assert drawn == want and sum(want.values()) >= 6
-    # Losses the probe marked: where its `lost` grew, at SND.UNA on the time-sequence graph.
-    lost, prev = [], 0.0
-    for r in records:
-        if r["lost"] is not None:
-            if r["lost"] > prev:
-                lost.append((r["t"] - t0, float((r["snd_una"] - scenario.ISN_S) % (1 << 32))))
-            prev = r["lost"]
-    assert lost and close(line_points(fig, "tseq.lost"), lost)
+    # The scenario has every phase, decisions, and losses the probe marked.
+    assert {name for _, _, name in oracle.phase_runs(records, t0)} == {
+        "slow_start",
+        "fast_recovery",
+        "congestion_avoidance",
+    }
+    assert sum(len(r["decisions"]) for r in records) >= 6
+    assert line_points(fig, "tseq.lost")
 
 
 def test_probe_and_capture_agree_on_the_connection(files) -> None:
