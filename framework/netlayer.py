@@ -12,6 +12,11 @@ runs on IPv4 or, later, IPv6 without knowing which:
   rest (TTL or hop limit, identification, fragmentation) when the packet passes down through it.
   The transport still sends through the pipeline (``ctx.transmit``), so middleware between the
   two sees every datagram;
+- **checksums**: :meth:`NetworkLayer.pseudo_header_sum`, the partial sum of the pseudo-header a
+  transport's checksum covers (each version defines its own);
+- **errors down**: :meth:`NetworkLayer.port_unreachable` tells the sender of a datagram that no
+  one listens on its port; the network layer decides whether it may (the rules of its error
+  messages, a rate limit) and how;
 - **errors up**: a datagram that reports an error about one we sent (ICMP for IPv4) reaches the
   transport it concerns as a packet with ``Packet.error`` set to a :class:`NetError`; its
   ``net`` and ``payload`` are then the quoted header and the quoted transport bytes.
@@ -23,7 +28,11 @@ Inbound, ``Packet.net`` holds the parsed header, which has at least the fields o
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from framework.checksum import BytesLike
+    from framework.context import Context
 
 
 class NetHeader(Protocol):
@@ -93,6 +102,21 @@ class NetworkLayer(Protocol):
     def make_header(self, src: bytes, dst: bytes, protocol: int, *, tos: int = 0, dont_frag: bool = True) -> object:
         """The header of a datagram from *src* to *dst* carrying *protocol*, for ``Packet.net``
         of a packet the transport sends down; the network layer completes it on its way down."""
+        ...
+
+    def pseudo_header_sum(self, src: bytes, dst: bytes, protocol: int, length: int) -> int:
+        """The partial ones'-complement sum (:func:`framework.checksum.ones_sum`) of the
+        pseudo-header that a transport checksum covers, for a transport datagram of *length*
+        octets from *src* to *dst*. The sum is the address part plus *protocol* plus *length*
+        (the same for every version), so ``pseudo_header_sum(s, d, p, 0) + length`` is the sum
+        for *length*: a transport may take the part without the length once and add it."""
+        ...
+
+    def port_unreachable(self, header: object, payload: BytesLike, ctx: Context) -> bool:
+        """Tell the sender of an inbound datagram (*header*: its ``Packet.net``; *payload*: the
+        transport bytes as passed up) that no one listens on its destination port, if this
+        layer's rules for error messages allow (never about a broadcast or multicast datagram, a
+        non-first fragment or an error message; rate-limited). ``True`` if a message went out."""
         ...
 
 

@@ -22,6 +22,7 @@ BUILTIN_PLUGINS: Final[tuple[str, ...]] = (
     "layers.middleware.seqshift",
     "layers.ipv4.handler",
     "layers.tcp.handler",
+    "layers.udp.handler",
     "plugins.congestion.reno",
     "plugins.congestion.cubic",
     "plugins.delayed_ack",

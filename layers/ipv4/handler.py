@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, cast
 
 from framework.capabilities import capabilities_below
+from framework.checksum import BytesLike
 from framework.config import CheckContext
 from framework.context import Context
 from framework.errors import ConfigError, WireError
@@ -183,6 +184,25 @@ class Ipv4Layer(BaseHandler):
         # One point-to-point route: the same MTU towards every peer (RFC 1122 §3.3.3).
         return self.mtu
 
+    def pseudo_header_sum(self, src: bytes, dst: bytes, protocol: int, length: int) -> int:
+        # RFC 768 ("Fields"), RFC 9293 §3.1: source, destination, zero, protocol, length; the
+        # eight address octets read as one integer are congruent to the sum of their words.
+        return int.from_bytes(src + dst, "big") + protocol + length
+
+    def port_unreachable(self, header: object, payload: BytesLike, ctx: Context) -> bool:
+        """RFC 1122 §4.1.3.1 (SHOULD): Destination Unreachable (port) about a datagram passed
+        up, under the rules of :meth:`_send_error`. The quote is rebuilt from the parsed header
+        (IP options, which the layer does not keep, are not quoted: the sender matches errors by
+        addresses, protocol and ports) and the transport bytes."""
+        if not isinstance(header, Ipv4Repr):
+            return False
+        room = icmp.MAX_ERROR_DATAGRAM - 2 * HEADER_LEN - icmp.HEADER_LEN  # RFC 1812 §4.3.2.3
+        quoted = payload[:room]
+        raw = bytearray(HEADER_LEN + len(quoted))
+        header.emit(raw, 0, header.payload_len)  # Total Length as the sender sent it
+        raw[HEADER_LEN:] = quoted
+        return self._send_error(icmp.DEST_UNREACHABLE, icmp.UNREACH_PORT, header, raw, ctx)
+
     # ------------------------------------------------------------------ receive
 
     @property
@@ -307,23 +327,27 @@ class Ipv4Layer(BaseHandler):
         ctx.stats.drop("icmp", "unknown_type")
         return None
 
-    def _send_error(self, type_: int, code: int, hdr: Ipv4Repr, raw: memoryview | bytes, ctx: Context) -> None:
-        """Send an ICMP error about the datagram *raw*, unless RFC 1122 §3.2.2 forbids it."""
+    def _send_error(
+        self, type_: int, code: int, hdr: Ipv4Repr, raw: memoryview | bytes | bytearray, ctx: Context
+    ) -> bool:
+        """Send an ICMP error about the datagram *raw*, unless RFC 1122 §3.2.2 forbids it;
+        ``True`` if it was sent."""
         # RFC 1122 §3.2.2: never about an ICMP error, a non-initial fragment, a broadcast or
         # multicast datagram, or one whose source is not a single host.
         if hdr.protocol == PROTO_ICMP and len(raw) > hdr.header_len and raw[hdr.header_len] in icmp.ERROR_TYPES:
-            return
+            return False
         if hdr.frag_offset != 0 or hdr.dst != self.address or is_invalid_source(hdr.src):
-            return
+            return False
         if not self._icmp_limit.take(ctx.now):
             ctx.stats.count("icmp.errors_rate_limited")
-            return
+            return False
         pkt = Packet(b"", Ipv4Repr(self.address, hdr.src, PROTO_ICMP, dont_frag=False))
         pkt.push(icmp.error_message(type_, code, raw, hdr.header_len))
         ctx.stats.count("icmp.errors_sent")
         out = self.send(pkt, ctx)
         if out is not None:
             ctx.transmit(self, out)
+        return True
 
     # ------------------------------------------------------------------ send
 

@@ -124,7 +124,7 @@ class IcmpError:
         return cls(msg.type, msg.code, mtu, pointer)
 
 
-def error_message(type_: int, code: int, offending: bytes | memoryview, header_len: int) -> IcmpRepr:
+def error_message(type_: int, code: int, offending: bytes | bytearray | memoryview, header_len: int) -> IcmpRepr:
     """Build an ICMP error quoting *offending* (the whole original datagram, header first).
 
     RFC 1122 §3.2.2: the quote is the internet header and at least 8 data octets; we quote as
