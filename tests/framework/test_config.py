@@ -30,7 +30,7 @@ from tcpstack.config import (
 from tcpstack.plugins import PluginHost, hookimpl
 from tests.helpers import OWN, PEER
 
-KNOWN_TYPES = "fault, ipv4, memory, pcap, seqshift, tcp, tun"
+KNOWN_TYPES = "fault, ipv4, memory, pcap, seqshift, tcp, tun, udp"
 
 
 def problems_of(data: Any, **kwargs: Any) -> list[str]:

@@ -89,7 +89,7 @@ BAD = {
     "an unknown key": (TUN + IPV4 + "adress = 1\n", ["layers[1].adress: unknown key (did you mean 'address'?)"]),
     "an unknown type (no shape guessed around it)": (
         TUN + '[[layers]]\ntype = "ipv6"\n' + TCP,
-        ["layers[1].type: unknown layer type 'ipv6' (known: fault, ipv4, memory, pcap, seqshift, tcp, tun)"],
+        ["layers[1].type: unknown layer type 'ipv6' (known: fault, ipv4, memory, pcap, seqshift, tcp, tun, udp)"],
     ),
 }
 

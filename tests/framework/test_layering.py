@@ -17,7 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
-CONTRACTS = 3
+CONTRACTS = 4
 
 
 def _lint_imports(cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -38,7 +38,7 @@ def test_import_contracts_hold() -> None:
 
 def test_contracts_catch_lazy_and_type_checking_imports(tmp_path: Path) -> None:
     """The same contracts on a tree whose core imports a layer only lazily and under
-    TYPE_CHECKING, and whose layer imports a plugin: all three are reported."""
+    TYPE_CHECKING, whose layer imports a plugin and whose UDP imports IPv4: all are reported."""
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     files = {
         "framework/__init__.py": "",
@@ -49,6 +49,8 @@ def test_contracts_catch_lazy_and_type_checking_imports(tmp_path: Path) -> None:
         ),
         "layers/__init__.py": "",
         "layers/tcp.py": "import plugins.nagle\nThing = 1\n",
+        "layers/ipv4.py": "",
+        "layers/udp.py": "import layers.ipv4\n",  # issue 13: a transport names no network layer
         "plugins/__init__.py": "",
         "plugins/nagle.py": "import layers.tcp\n",
         "tcpstack/__init__.py": "import plugins.nagle\n",
@@ -61,6 +63,7 @@ def test_contracts_catch_lazy_and_type_checking_imports(tmp_path: Path) -> None:
     assert f"Contracts: 0 kept, {CONTRACTS} broken." in result.stdout, result.stdout
     assert "framework.core -> layers.tcp" in result.stdout and "framework.core -> plugins.nagle" in result.stdout
     assert "layers.tcp -> plugins.nagle" in result.stdout
+    assert "layers.udp -> layers.ipv4" in result.stdout
 
 
 def _framework_sources() -> list[Path]:

@@ -100,6 +100,7 @@ def test_builtin_layer_types_name_their_plugin() -> None:
         "ipv4": "layers.ipv4.handler",
         "seqshift": "layers.middleware.seqshift",
         "tcp": "layers.tcp.handler",
+        "udp": "layers.udp.handler",
     }
     assert all(lt.doc for lt in layers_.values())
 
@@ -116,7 +117,7 @@ def test_disabling_a_builtin_removes_its_layer_type() -> None:
     with pytest.raises(ConfigError) as info:
         config_from_dict(data, entry_points=False)
     assert info.value.problems == [
-        "layers[1].type: unknown layer type 'pcap' (known: fault, ipv4, memory, seqshift, tcp, tun)"
+        "layers[1].type: unknown layer type 'pcap' (known: fault, ipv4, memory, seqshift, tcp, tun, udp)"
     ]
 
 
