@@ -199,7 +199,7 @@ class Ipv4Layer(BaseHandler):
         room = icmp.MAX_ERROR_DATAGRAM - 2 * HEADER_LEN - icmp.HEADER_LEN  # RFC 1812 §4.3.2.3
         quoted = payload[:room]
         raw = bytearray(HEADER_LEN + len(quoted))
-        header.emit(raw, 0, header.payload_len)  # Total Length as the sender sent it
+        header.emit(raw, 0, header.payload_len)  # Total Length: the 20 octets quoted and the data
         raw[HEADER_LEN:] = quoted
         return self._send_error(icmp.DEST_UNREACHABLE, icmp.UNREACH_PORT, header, raw, ctx)
 

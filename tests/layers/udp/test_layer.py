@@ -130,6 +130,17 @@ class TestPortUnreachable:
         assert len(reply) <= 576
         port_unreachable_about(reply, dgram)
 
+    def test_datagram_with_ip_options(self) -> None:
+        """The quote is rebuilt from the parsed header: without the IP options (a design choice,
+        docs/udp-wip.md; Total Length then counts the 20-octet header quoted), with the addresses,
+        protocol and the UDP header intact."""
+        stack, _ = udp_stack()
+        dgram = bytes(IP(src=PEER, dst=OWN, options=[b"\x01\x01\x01\x00"]) / UDP(sport=4000, dport=9) / Raw(b"hi"))
+        (reply,) = feed(stack, [dgram])
+        quoted = IP(bytes(IP(reply)[ICMP].payload))
+        assert (quoted.ihl, quoted.src, quoted.dst, quoted.proto, quoted.len) == (5, PEER, OWN, 17, len(dgram) - 4)
+        assert bytes(quoted.payload)[:10] == dgram[24:34]
+
     def test_rate_limited(self) -> None:
         """RFC 1122 §3.2.2 (rate limiting of ICMP errors): beyond the limit nothing is sent."""
         stack, _ = udp_stack(ipv4={"icmp_errors_per_second": 1.0})
