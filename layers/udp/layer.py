@@ -58,6 +58,10 @@ class Endpoint:
     def port(self) -> int:
         return self.local[1]
 
+    def recvfrom(self) -> tuple[bytes, Address] | None:
+        """The oldest datagram received and its source, or ``None``."""
+        return self.received.popleft() if self.received else None
+
     def sendto(self, data: bytes, remote: Address | None = None) -> None:
         """Queue *data* for *remote* (a connected endpoint: its remote, which *remote* may only
         repeat). It leaves at the layer's next flush."""
@@ -105,8 +109,8 @@ class UdpLayer(BaseHandler):
     def _open(self, port: int, remote: Address | None) -> Endpoint:
         if self.net is None:
             raise InvalidStateError("udp: the layer is not attached to a network layer")
-        if not 0 <= port <= 0xFFFF:
-            raise ValueError(f"udp: port {port} is out of range 0-65535")
+        if not isinstance(port, int) or not 0 <= port <= 0xFFFF:
+            raise ValueError(f"udp: port {port!r} is not an integer in 0-65535")
         if port == 0:
             port = self._ephemeral_port()
         elif port in self.endpoints:
@@ -134,10 +138,12 @@ class UdpLayer(BaseHandler):
 
     def _check_destination(self, remote: Address) -> None:
         net = cast(NetworkLayer, self.net)
+        if not (isinstance(remote, tuple) and len(remote) == 2):
+            raise ValueError(f"udp: a destination is (address bytes, port), not {remote!r}")
         addr, port = remote
-        if not 1 <= port <= 0xFFFF:
-            raise ValueError(f"udp: destination port {port} is out of range 1-65535")
-        if len(addr) != len(self.address):
+        if not isinstance(port, int) or not 1 <= port <= 0xFFFF:
+            raise ValueError(f"udp: destination port {port!r} is not an integer in 1-65535")
+        if not isinstance(addr, bytes) or len(addr) != len(self.address):
             raise ValueError("udp: the destination is not an address of the network layer's family")
         if net.is_broadcast(addr):
             # Broadcast needs an explicit opt-in (Linux: SO_BROADCAST), not implemented yet.
@@ -148,6 +154,8 @@ class UdpLayer(BaseHandler):
     def sendto(self, ep: Endpoint, data: bytes, remote: Address | None) -> None:
         if ep.closed:
             raise InvalidStateError("udp: the endpoint is closed")
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"udp: data must be bytes-like, not {type(data).__name__}")
         if ep.remote is not None:
             if remote is not None and remote != ep.remote:
                 raise ValueError("udp: a connected endpoint sends only to its remote")

@@ -41,7 +41,7 @@ class TestDelivery:
         stack, udp = udp_stack()
         ep = udp.bind(7)
         assert feed(stack, [udp_datagram(b"ping", sport=4000, dport=7)]) == []
-        assert list(ep.received) == [(b"ping", (PEER_B, 4000))]
+        assert ep.recvfrom() == (b"ping", (PEER_B, 4000)) and ep.recvfrom() is None
         assert counter(stack, "udp.datagrams_received") == 1 and drops(stack) == {}
 
     def test_zero_checksum_is_delivered(self) -> None:
@@ -274,13 +274,21 @@ class TestSend:
         ep = udp.bind(7)
         with pytest.raises(InvalidStateError, match="port 7 is in use"):
             udp.bind(7)
-        with pytest.raises(ValueError, match="out of range"):
+        with pytest.raises(ValueError, match="not an integer in 0-65535"):
             udp.bind(70000)
+        with pytest.raises(ValueError, match="not an integer in 0-65535"):
+            udp.bind("7")  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="bytes-like, not str"):
+            ep.sendto("x", (PEER_B, 9))  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="not an address"):
+            ep.sendto(b"x", ("10.0.0.1", 9))  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match=r"\(address bytes, port\)"):
+            ep.sendto(b"x", PEER_B)  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="needs a destination"):
             ep.sendto(b"x")
         with pytest.raises(ValueError, match="broadcast"):
             ep.sendto(b"x", (bytes([10, 0, 0, 255]), 9))
-        with pytest.raises(ValueError, match="out of range"):
+        with pytest.raises(ValueError, match="not an integer in 1-65535"):
             ep.sendto(b"x", (PEER_B, 0))
         with pytest.raises(ValueError, match="do not fit"):
             ep.sendto(bytes(65536 - 28), (PEER_B, 9))
