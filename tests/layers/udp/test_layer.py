@@ -44,6 +44,22 @@ class TestDelivery:
         assert ep.recvfrom() == (b"ping", (PEER_B, 4000)) and ep.recvfrom() is None
         assert counter(stack, "udp.datagrams_received") == 1 and drops(stack) == {}
 
+    def test_zero_length_datagram(self) -> None:
+        """RFC 768 "Length": 8 is a datagram with no data, delivered as such (checklist U1)."""
+        stack, udp = udp_stack()
+        ep = udp.bind(7)
+        feed(stack, [udp_datagram(b"")])
+        assert ep.recvfrom() == (b"", (PEER_B, 4000))
+
+    @pytest.mark.parametrize("src", ["255.255.255.255", "224.0.0.1", "10.0.0.255", "0.0.0.0"])
+    def test_invalid_source_discarded(self, src: str) -> None:
+        """RFC 1122 §4.1.3.6 / §3.2.1.3: a datagram from a broadcast, multicast or otherwise
+        invalid source is discarded (by IP) and never answered (checklist U10)."""
+        stack, udp = udp_stack()
+        ep = udp.bind(7)
+        assert feed(stack, [udp_datagram(src=src), udp_datagram(src=src, dport=9)]) == []
+        assert not ep.received and drops(stack) == {("ipv4", "bad_source"): 2}
+
     def test_zero_checksum_is_delivered(self) -> None:
         """RFC 768 "Checksum": zero means none was computed; accepted over IPv4 and counted."""
         stack, udp = udp_stack()
@@ -65,11 +81,13 @@ class TestDelivery:
         assert list(ep.received) == [(b"x", (PEER_B, 4000))]
 
     @pytest.mark.parametrize(("length", "reason"), [(7, "bad_length"), (100, "length_exceeds_datagram")])
-    def test_bad_length_counted(self, length: int, reason: str) -> None:
-        """RFC 768 "Length": at least 8, at most what IP delivered."""
+    @pytest.mark.parametrize("dport", [7, 9])
+    def test_bad_length_counted(self, length: int, reason: str, dport: int) -> None:
+        """RFC 768 "Length": at least 8, at most what IP delivered; a bad one is dropped, never
+        answered, also for a closed port (checklist U1, U2)."""
         stack, udp = udp_stack()
         udp.bind(7)
-        assert feed(stack, [udp_datagram(b"abc", length=length)]) == []
+        assert feed(stack, [udp_datagram(b"abc", length=length, dport=dport)]) == []
         assert drops(stack) == {("udp", reason): 1}
 
     def test_connected_endpoint_takes_only_its_remote(self) -> None:
@@ -262,6 +280,20 @@ class TestSend:
         csum = whole[UDP].chksum
         del whole[UDP].chksum
         assert IP(bytes(whole))[UDP].chksum == csum
+
+    def test_largest_datagram_both_ways(self) -> None:
+        """65507 octets of data, the most IPv4 carries (RFC 791 Total Length), leave in fragments
+        and come back in fragments (checklist U14)."""
+        stack, udp = udp_stack()
+        ep = udp.bind(7)
+        data = bytes(i % 251 for i in range(65507))
+        ep.sendto(data, (PEER_B, 4000))
+        frames = stack.frames_to_send(now=0.0)
+        (whole,) = defragment([IP(f) for f in frames])
+        assert bytes(whole[UDP].payload) == data and whole[UDP].len == 65515
+        back = fragment(IP(src=PEER, dst=OWN, id=77) / UDP(sport=4000, dport=7) / Raw(data), fragsize=1480)
+        feed(stack, [bytes(f) for f in back])
+        assert ep.recvfrom() == (data, (PEER_B, 4000))
 
     def test_ephemeral_ports(self) -> None:
         """RFC 6056 §2.1: ephemeral ports come from 49152-65535, never one in use."""
