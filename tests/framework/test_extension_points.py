@@ -181,6 +181,17 @@ class TestNetworkLayer:
         src, dst = bytes([10, 0, 0, 2]), bytes([10, 0, 0, 1])
         assert (hdr.src, hdr.dst, hdr.protocol, hdr.tos, hdr.dont_frag) == (src, dst, 17, 2, False)
 
+    def test_ipv4_pseudo_header_sum(self) -> None:
+        """RFC 768 "Fields": source, destination, zero, protocol, length, summed as RFC 1071
+        words; linear in the length (what a transport may rely on)."""
+        ip = Ipv4Layer("ipv4", Ipv4Settings(address="10.0.0.2/24", mtu=1280))
+        src, dst = bytes([10, 0, 0, 2]), bytes([192, 168, 255, 1])
+        pseudo = src + dst + bytes([0, 17]) + (1234).to_bytes(2, "big")
+        expected = sum(int.from_bytes(pseudo[i : i + 2], "big") for i in range(0, 12, 2))
+        got = ip.pseudo_header_sum(src, dst, 17, 1234)
+        assert got % 0xFFFF == expected % 0xFFFF
+        assert ip.pseudo_header_sum(src, dst, 17, 0) + 1234 == got
+
     def test_a_transport_without_a_network_layer_below_is_a_config_error(self) -> None:
         with pytest.raises(ConfigError, match="tcp: needs a network layer"):
             build_stack(config_from_dict({"layers": [{"type": "memory"}, {"type": "tcp"}]}, host=_no_shape_host()))
