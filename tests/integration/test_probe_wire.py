@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import json
 import signal
-import struct
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from typing import Any
 
 from plugins.probe import FIELDS, flags_text
 from tests.integration.netns import KERNEL_ADDR, STACK_ADDR, Netns
+from tests.plot import oracle
 
 CLIENT = (
     "import socket,sys,time\n"
@@ -62,24 +62,11 @@ class Seg:
 
 
 def capture(path: Path) -> list[Seg]:
-    """Every TCP/IPv4 segment of a classic LINKTYPE_RAW pcap, in order."""
-    data = path.read_bytes()
-    magic, *_, linktype = struct.unpack_from("<IHHiIII", data, 0)
-    assert magic == 0xA1B2C3D4 and linktype == 101
-    out, off = [], 24
-    while off + 16 <= len(data):
-        sec, usec, incl, _ = struct.unpack_from("<IIII", data, off)
-        pkt = data[off + 16 : off + 16 + incl]
-        off += 16 + incl
-        if len(pkt) < 40 or pkt[0] >> 4 != 4 or pkt[9] != 6:
-            continue
-        ihl = (pkt[0] & 15) * 4
-        total = int.from_bytes(pkt[2:4], "big")
-        sport, dport, seq, ack, off_flags = struct.unpack_from("!HHIIH", pkt, ihl)
-        thl = (off_flags >> 12) * 4
-        src = ".".join(map(str, pkt[12:16]))
-        out.append(Seg(sec + usec / 1e6, src, sport, dport, seq, ack, off_flags & 0xFF, total - ihl - thl))
-    return out
+    """Every TCP segment of a capture, in order (read by the plot tests' scapy oracle)."""
+    return [
+        Seg(s.t, s.src[0], s.src[1], s.dst[1], s.seq, s.ack, s.flags & 0xFF, s.length)
+        for s in oracle.read_segments(path)
+    ]
 
 
 def test_records_agree_with_the_capture_and_stream_with_watch(netns: Netns, tmp_path: Path) -> None:
